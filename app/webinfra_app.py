@@ -1,0 +1,194 @@
+"""The web servers' application: a small message board that shows which host and database served it.
+
+Runs under gunicorn with Debian 12's python3-flask and python3-pymysql, so servers need no pip.
+Reads come from the local database (primary or replica); writes go to the primary. Configuration
+comes from the environment (systemd EnvironmentFile):
+
+  WEBINFRA_ROLE            primary | replica
+  WEBINFRA_DB_NAME         database name
+  WEBINFRA_DB_USER         application user
+  WEBINFRA_DB_PASSWORD     its password (from SSM Parameter Store, never in user-data)
+  WEBINFRA_DB_LOCAL_SOCKET unix socket of the local server (reads)      [or WEBINFRA_DB_LOCAL_HOST/PORT]
+  WEBINFRA_DB_PRIMARY_HOST the primary's address (writes), or "local" on the primary  [..._PORT]
+  WEBINFRA_MAX_LAG         seconds of replication lag still reported healthy
+"""
+from __future__ import annotations
+
+import html
+import os
+import socket
+
+import pymysql
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+MAX_TEXT_LENGTH = 280
+LIST_LIMIT = 50
+CONNECT_TIMEOUT_SECONDS = 2
+QUERY_TIMEOUT_SECONDS = 5
+
+app = Flask(__name__)
+app.config["MAX_CONTENT_LENGTH"] = 8 * 1024  # nginx limits bodies too; this keeps the app safe alone
+
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise RuntimeError(f"{name} is not set")
+    return value
+
+
+def role() -> str:
+    return _env("WEBINFRA_ROLE", "primary")
+
+
+def _connect(*, socket_path: str | None, host: str | None, port: int) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        unix_socket=socket_path,
+        host=host or "localhost",
+        port=port,
+        user=_env("WEBINFRA_DB_USER"),
+        password=_env("WEBINFRA_DB_PASSWORD"),
+        database=_env("WEBINFRA_DB_NAME"),
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=QUERY_TIMEOUT_SECONDS,
+        write_timeout=QUERY_TIMEOUT_SECONDS,
+        charset="utf8mb4",
+        cursorclass=pymysql.cursors.DictCursor,
+        autocommit=True,
+        init_command="SET time_zone = '+00:00'",
+    )
+
+
+def local_db() -> pymysql.connections.Connection:
+    socket_path = os.environ.get("WEBINFRA_DB_LOCAL_SOCKET")
+    return _connect(
+        socket_path=socket_path or None,
+        host=None if socket_path else _env("WEBINFRA_DB_LOCAL_HOST", "127.0.0.1"),
+        port=int(_env("WEBINFRA_DB_LOCAL_PORT", "3306")),
+    )
+
+
+def primary_db() -> pymysql.connections.Connection:
+    host = _env("WEBINFRA_DB_PRIMARY_HOST", "local")
+    if host == "local":
+        return local_db()
+    return _connect(socket_path=None, host=host, port=int(_env("WEBINFRA_DB_PRIMARY_PORT", "3306")))
+
+
+def _row(row: dict) -> dict:
+    return {"id": row["id"], "text": row["text"], "host": row["host"], "created_at": row["created_at"].isoformat() + "Z"}
+
+
+def latest_messages(limit: int) -> list[dict]:
+    with local_db() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, text, host, created_at FROM messages ORDER BY id DESC LIMIT %s", (limit,))
+        return [_row(r) for r in cur.fetchall()]
+
+
+def error(status: int, message: str):
+    response = jsonify(error=message, status=status)
+    response.status_code = status
+    return response
+
+
+@app.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    # Every error is JSON, including 404/405/413 raised by Flask itself.
+    return error(exc.code or 500, exc.description or exc.name)
+
+
+@app.errorhandler(pymysql.MySQLError)
+def database_error(exc: pymysql.MySQLError):
+    app.logger.error("database error: %s", exc)
+    return error(503, "database unavailable")
+
+
+@app.get("/")
+def index():
+    messages = latest_messages(20)
+    items = "\n".join(
+        f"<li>{html.escape(m['text'])} <small>({html.escape(m['host'])}, {m['created_at']})</small></li>" for m in messages
+    )
+    host, db_role = html.escape(socket.gethostname()), html.escape(role())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>webinfra on {host}</title></head>
+<body>
+<h1>Served by {host}</h1>
+<p>Database role: <strong>{db_role}</strong></p>
+<h2>Latest messages</h2>
+<ul>
+{items or '<li>No messages yet.</li>'}
+</ul>
+</body></html>
+"""
+    return page, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+@app.get("/api/messages")
+def list_messages():
+    limit = request.args.get("limit", str(LIST_LIMIT))
+    if not limit.isdigit() or not 1 <= int(limit) <= LIST_LIMIT:
+        return error(400, f"limit must be a whole number from 1 to {LIST_LIMIT}")
+    return jsonify(messages=latest_messages(int(limit)))
+
+
+@app.post("/api/messages")
+def create_message():
+    if not request.is_json:
+        return error(415, "send JSON with Content-Type: application/json")
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        return error(400, 'body must be a JSON object like {"text": "hello"}')
+    text = payload.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return error(400, "text is required: a non-empty string")
+    if len(text) > MAX_TEXT_LENGTH:
+        return error(400, f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
+    with primary_db() as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO messages (text, host) VALUES (%s, %s)", (text, socket.gethostname()))
+        cur.execute("SELECT id, text, host, created_at FROM messages WHERE id = %s", (cur.lastrowid,))
+        stored = cur.fetchone()
+    return jsonify(_row(stored)), 201
+
+
+@app.get("/health")
+def health():
+    report: dict = {"host": socket.gethostname(), "role": role(), "database": "unreachable"}
+    healthy = False
+    try:
+        with local_db() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 AS ok")
+            cur.fetchone()
+            report["database"] = "ok"
+            healthy = True
+            if role() == "replica":
+                healthy = _replication_health(cur, report)
+    except pymysql.MySQLError as exc:
+        report["error"] = str(exc.args[-1]) if exc.args else exc.__class__.__name__
+    report["healthy"] = healthy
+    response = jsonify(report)
+    response.status_code = 200 if healthy else 503
+    return response
+
+
+def _replication_health(cur, report: dict) -> bool:
+    cur.execute("SHOW SLAVE STATUS")
+    status = cur.fetchone()
+    if not status:
+        report["replication"] = {"running": False, "reason": "not configured"}
+        return False
+    io_ok, sql_ok = status["Slave_IO_Running"] == "Yes", status["Slave_SQL_Running"] == "Yes"
+    lag = status["Seconds_Behind_Master"]
+    max_lag = int(_env("WEBINFRA_MAX_LAG", "30"))
+    report["replication"] = {
+        "running": io_ok and sql_ok,
+        "io_running": status["Slave_IO_Running"],
+        "sql_running": status["Slave_SQL_Running"],
+        "seconds_behind": lag,
+        "primary": status["Master_Host"],
+        "gtid_position": status.get("Gtid_IO_Pos"),
+    }
+    if status.get("Last_Error"):
+        report["replication"]["last_error"] = status["Last_Error"]
+    return io_ok and sql_ok and lag is not None and lag <= max_lag

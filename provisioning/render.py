@@ -1,0 +1,251 @@
+"""Pure rendering of each host's cloud-init user-data (no Pulumi here).
+
+The Pulumi components, the tests and the local lab all call these functions, so what the lab boots
+is byte-for-byte what EC2 receives. Config files come from the Jinja2 templates beside this module
+(StrictUndefined: a missing value is an error, never an empty string); the cloud-config itself is
+built as data and dumped with PyYAML.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import ipaddress
+import pathlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import jinja2
+import yaml
+
+TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
+APP_DIR = pathlib.Path(__file__).resolve().parent.parent / "app"
+
+# EC2 refuses user-data over 16 KB (before base64). We send gzip, and keep a margin below it.
+USER_DATA_LIMIT_BYTES = 16 * 1024
+
+DB_NAME = "webinfra"
+DB_APP_USER = "webinfra_app"
+DB_REPLICATION_USER = "webinfra_repl"
+HAPROXY_STATS_PORT = 8404
+
+WEB_PACKAGES = (
+    "nginx",
+    "default-mysql-server",  # MariaDB 10.11 on Debian 12
+    "python3-flask",
+    "python3-pymysql",
+    "gunicorn",
+    "awscli",
+    "curl",
+    "ca-certificates",
+)
+LB_PACKAGES = ("haproxy", "curl", "ca-certificates")
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+@dataclass(frozen=True)
+class StackFacts:
+    """What every host needs to know about its stack. Nothing secret."""
+
+    stack: str
+    region: str
+    vpc_cidr: str
+    ssm_prefix: str
+    max_replication_lag_seconds: int = 30
+    aws_endpoint_url: str | None = None
+
+    @property
+    def ssm_db_app_password(self) -> str:
+        return f"{self.ssm_prefix}/db/app-password"
+
+    @property
+    def ssm_db_replication_password(self) -> str:
+        return f"{self.ssm_prefix}/db/replication-password"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """HAProxy check timings: a dead server is out of rotation in about `detect_seconds`."""
+
+    inter: str = "500ms"
+    fastinter: str = "250ms"
+    downinter: str = "1s"
+    timeout: str = "500ms"
+    fall: int = 2
+    rise: int = 2
+
+    @property
+    def detect_seconds(self) -> float:
+        # Worst case: a full interval before the first failing check, then each failing check
+        # waits for its timeout, with fastinter between them.
+        def seconds(text: str) -> float:
+            return float(text[:-2]) / 1000 if text.endswith("ms") else float(text[:-1])
+
+        return round(
+            seconds(self.inter) + self.fall * seconds(self.timeout) + (self.fall - 1) * seconds(self.fastinter), 2
+        )
+
+
+def render_template(name: str, **values) -> str:
+    return _env.get_template(name).render(**values)
+
+
+def read_file(name: str) -> str:
+    return (TEMPLATES / name).read_text()
+
+
+def server_id_of(hostname: str) -> int:
+    """web-01 → 1: a stable, unique MariaDB server_id per web server."""
+    return int(hostname.rsplit("-", 1)[1])
+
+
+def mariadb_host_pattern(cidr: str) -> str:
+    """MariaDB account host for a network: 10.0.0.0/16 → 10.0.0.0/255.255.0.0."""
+    network = ipaddress.IPv4Network(cidr)
+    return f"{network.network_address}/{network.netmask}"
+
+
+class _CloudConfigDumper(yaml.SafeDumper):
+    """Dumps multi-line file contents as literal blocks, so user-data reads like the files it writes."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_CloudConfigDumper.add_representer(str, _represent_str)
+
+
+def _file(path: str, content: str, permissions: str = "0644", owner: str = "root:root") -> dict:
+    return {"path": path, "content": content, "permissions": permissions, "owner": owner}
+
+
+def _cloud_config(hostname: str, packages: Sequence[str], files: list[dict]) -> str:
+    document = {
+        "hostname": hostname,
+        "preserve_hostname": False,
+        "manage_etc_hosts": True,
+        "package_update": True,
+        "packages": list(packages),
+        "write_files": files,
+        # One script with `set -e`: runcmd alone would carry on past a failed command.
+        "runcmd": [["/usr/local/sbin/webinfra-bootstrap"]],
+    }
+    # cloud-init runs a document only when its very first line is this header.
+    return "#cloud-config\n" + yaml.dump(
+        document, Dumper=_CloudConfigDumper, sort_keys=False, width=1000, default_flow_style=False
+    )
+
+
+def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_address: str | None) -> str:
+    """The cloud-config of one web server: nginx → gunicorn app → MariaDB primary or replica."""
+    if role not in ("primary", "replica"):
+        raise ValueError(f"role must be primary or replica, got {role!r}")
+    if (role == "replica") != bool(primary_address):
+        raise ValueError("a replica needs the primary's address, and only a replica")
+    env = {
+        "WEBINFRA_STACK": facts.stack,
+        "WEBINFRA_ROLE": role,
+        "WEBINFRA_AWS_REGION": facts.region,
+        "WEBINFRA_AWS_ENDPOINT_URL": facts.aws_endpoint_url or "",
+        "WEBINFRA_SSM_DB_APP_PASSWORD": facts.ssm_db_app_password,
+        "WEBINFRA_SSM_DB_REPLICATION_PASSWORD": facts.ssm_db_replication_password,
+        "WEBINFRA_DB_NAME": DB_NAME,
+        "WEBINFRA_DB_USER": DB_APP_USER,
+        "WEBINFRA_DB_REPLICATION_USER": DB_REPLICATION_USER,
+        "WEBINFRA_DB_LOCAL_SOCKET": "/run/mysqld/mysqld.sock",
+        "WEBINFRA_DB_PRIMARY_HOST": primary_address or "local",
+        "WEBINFRA_MAX_LAG": str(facts.max_replication_lag_seconds),
+    }
+    network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
+    files = [
+        _file("/etc/webinfra/webinfra.env", render_template("webinfra.env.j2", env=env)),
+        _file(
+            "/etc/mysql/mariadb.conf.d/60-webinfra.cnf",
+            render_template(
+                "mariadb.cnf.j2",
+                hostname=hostname,
+                role=role,
+                server_id=server_id_of(hostname),
+                binlog_expire_seconds=14 * 24 * 3600,
+            ),
+        ),
+        _file(
+            "/etc/webinfra/db-users.sql",
+            render_template(
+                "db-users.sql.j2",
+                db_name=DB_NAME,
+                app_user=DB_APP_USER,
+                replication_user=DB_REPLICATION_USER,
+                app_client_hosts=["localhost", *network_hosts],
+                replication_client_hosts=network_hosts,
+            ),
+            "0600",
+        ),
+        _file("/opt/webinfra/app/webinfra_app.py", (APP_DIR / "webinfra_app.py").read_text()),
+        _file("/opt/webinfra/app/schema.sql", (APP_DIR / "schema.sql").read_text()),
+        _file("/etc/systemd/system/webinfra-app.service", read_file("webinfra-app.service")),
+        _file(
+            "/etc/webinfra/nginx-site.conf",
+            render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr, client_max_body_size="16k"),
+        ),
+        _file("/usr/local/sbin/webinfra-fetch-secrets", read_file("webinfra-fetch-secrets.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-db-setup", read_file("webinfra-db-setup.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-bootstrap", read_file("web-bootstrap.sh"), "0755"),
+    ]
+    return _cloud_config(hostname, WEB_PACKAGES, files)
+
+
+def haproxy_config(hostname: str, backends: Sequence[Backend], check: HealthCheck = HealthCheck()) -> str:
+    if not backends:
+        raise ValueError("the load balancer needs at least one backend")
+    return render_template(
+        "haproxy.cfg.j2",
+        hostname=hostname,
+        backends=list(backends),
+        check=check,
+        retries=2,
+        timeout_connect="1s",
+        global_maxconn=4096,
+        health_check_host="webinfra-health",
+        stats_port=HAPROXY_STATS_PORT,
+    )
+
+
+def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend]) -> str:
+    """The cloud-config of the HAProxy load balancer."""
+    files = [
+        _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends)),
+        _file(
+            "/usr/local/sbin/webinfra-bootstrap",
+            render_template("lb-bootstrap.sh.j2", stats_port=HAPROXY_STATS_PORT),
+            "0755",
+        ),
+    ]
+    return _cloud_config(hostname, LB_PACKAGES, files)
+
+
+def encode_user_data(cloud_config: str) -> str:
+    """gzip (cloud-init reads it as on EC2; mtime 0 so the bytes are stable) and base64 for EC2."""
+    compressed = gzip.compress(cloud_config.encode(), compresslevel=9, mtime=0)
+    if len(compressed) > USER_DATA_LIMIT_BYTES:
+        raise ValueError(f"user-data is {len(compressed)} bytes gzipped, over EC2's {USER_DATA_LIMIT_BYTES}")
+    return base64.b64encode(compressed).decode()
+
+
+def decode_user_data(encoded: str) -> str:
+    return gzip.decompress(base64.b64decode(encoded)).decode()

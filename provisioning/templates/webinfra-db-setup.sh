@@ -1,0 +1,80 @@
+#!/bin/bash
+# webinfra: set up this host's MariaDB as the stack's primary or as a replica of it (idempotent).
+# Primary: schema, users (replicated to every replica). Replica: wait for the primary (bounded),
+# then GTID replication that survives reboots (master.info persists, relay_log_recovery is on).
+set -euo pipefail
+. /etc/webinfra/webinfra.env
+. /etc/webinfra/secrets/db-app.env
+. /etc/webinfra/secrets/db-replication.env
+
+state_dir=/var/lib/webinfra
+initialised=$state_dir/db-initialised
+install -d -m 0700 "$state_dir"
+
+say() { echo "webinfra-db-setup: $*"; }
+
+retry() {  # retry TRIES DELAY DESCRIPTION COMMAND...: bounded, never an open-ended wait
+    local tries=$1 delay=$2 what=$3 attempt
+    shift 3
+    for attempt in $(seq 1 "$tries"); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep "$delay"
+    done
+    say "gave up waiting for $what after $tries attempts"
+    return 1
+}
+
+retry 60 1 "the local MariaDB server" mariadb -e 'SELECT 1'
+
+if [ "$WEBINFRA_ROLE" = primary ]; then
+    if [ ! -e "$initialised" ]; then
+        # Start the binary log from a clean history, so replicas that fetch it from the beginning
+        # replay only this stack's schema and users, not what the package's install did.
+        mariadb -e 'RESET MASTER'
+    fi
+    mariadb < /opt/webinfra/app/schema.sql
+    { printf "SET @app_password='%s', @replication_password='%s';\n" \
+          "$WEBINFRA_DB_PASSWORD" "$WEBINFRA_DB_REPLICATION_PASSWORD"
+      cat /etc/webinfra/db-users.sql; } | mariadb
+    touch "$initialised"
+    say "primary ready: $(mariadb -N -e 'SELECT @@gtid_binlog_pos')"
+    exit 0
+fi
+
+# --- replica ---------------------------------------------------------------------------------------
+client_cnf=$(mktemp /run/webinfra-repl.XXXXXX.cnf)
+trap 'rm -f "$client_cnf"' EXIT
+printf '[client]\nuser=%s\npassword=%s\nhost=%s\nconnect-timeout=3\n' \
+    "$WEBINFRA_DB_REPLICATION_USER" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_PRIMARY_HOST" > "$client_cnf"
+
+if [ ! -e "$initialised" ]; then
+    say "waiting for the primary $WEBINFRA_DB_PRIMARY_HOST (up to 15 minutes)"
+    retry 180 5 "the primary at $WEBINFRA_DB_PRIMARY_HOST" mariadb --defaults-extra-file="$client_cnf" -e 'SELECT 1'
+    # Forget local binlog history so the primary's GTIDs apply in strict order from the start.
+    mariadb <<SQL
+STOP SLAVE;
+RESET SLAVE ALL;
+RESET MASTER;
+SET GLOBAL gtid_slave_pos = '';
+CHANGE MASTER TO
+    MASTER_HOST = '$WEBINFRA_DB_PRIMARY_HOST',
+    MASTER_PORT = 3306,
+    MASTER_USER = '$WEBINFRA_DB_REPLICATION_USER',
+    MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD',
+    MASTER_CONNECT_RETRY = 5,
+    MASTER_USE_GTID = slave_pos;
+START SLAVE;
+SQL
+    touch "$initialised"
+fi
+
+replicating() {
+    mariadb -e 'SHOW SLAVE STATUS\G' | grep -q 'Slave_IO_Running: Yes' &&
+    mariadb -e 'SHOW SLAVE STATUS\G' | grep -q 'Slave_SQL_Running: Yes' &&
+    mariadb -N -e "SELECT 1 FROM information_schema.tables WHERE table_schema='$WEBINFRA_DB_NAME' AND table_name='messages'" | grep -q 1
+}
+if ! retry 120 1 "replication to start" replicating; then
+    mariadb -e 'SHOW SLAVE STATUS\G' | grep -E 'Running|Last_.*Error|Gtid' >&2 || true
+    exit 1
+fi
+say "replica of $WEBINFRA_DB_PRIMARY_HOST ready: $(mariadb -N -e 'SELECT @@gtid_slave_pos')"

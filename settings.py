@@ -1,0 +1,219 @@
+"""Stack settings: read once from Pulumi config, validated, frozen.
+
+Components receive a `Settings` and never read config themselves. Defaults come from the `config:`
+block of Pulumi.yaml, the single source both `pulumi up` and the tests see (the Pulumi CLI applies
+those defaults, the SDK under mocks does not, so this module applies them itself).
+
+Validation is pure Python: `Settings.from_mapping` raises `SettingsError` naming the setting and
+what it accepts, before any resource is declared.
+"""
+from __future__ import annotations
+
+import ipaddress
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+import yaml
+
+PROJECT = "webinfra"
+PULUMI_YAML = pathlib.Path(__file__).resolve().parent / "Pulumi.yaml"
+
+MIN_WEB_COUNT = 2
+MAX_WEB_COUNT = 20
+MAX_AZ_COUNT = 4
+
+# Instance families this program knows, by CPU architecture. An unknown family is refused rather
+# than guessed, because the wrong architecture boots an image that cannot run.
+ARM64_FAMILIES = frozenset(
+    "a1 t4g m6g m6gd m7g m7gd m8g c6g c6gd c6gn c7g c7gd c7gn c8g r6g r6gd r7g r7gd r8g x2gd im4gn is4gen".split()
+)
+X86_64_FAMILIES = frozenset(
+    "t2 t3 t3a m5 m5a m5d m5n m6a m6i m6id m7a m7i m7i-flex m8a m8i c5 c5a c5d c5n c6a c6i c6id c7a c7i "
+    "c7i-flex c8i r5 r5a r5d r6a r6i r6id r7a r7i r7iz r8i".split()
+)
+
+
+class SettingsError(ValueError):
+    """An invalid stack setting; the message names the setting and what is accepted."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    stack: str
+    region: str
+    web_count: int
+    instance_type: str
+    lb_instance_type: str
+    vpc_cidr: str
+    az_count: int
+    admin_cidr: str | None
+    ssh_key_name: str | None
+    root_volume_gb: int
+    max_replication_lag_seconds: int
+    aws_endpoint_url: str | None
+
+    # --- derived values -------------------------------------------------------------------------
+    @property
+    def ssh_enabled(self) -> bool:
+        return self.admin_cidr is not None
+
+    @property
+    def web_arch(self) -> str:
+        return architecture_of(self.instance_type)
+
+    @property
+    def lb_arch(self) -> str:
+        return architecture_of(self.lb_instance_type)
+
+    @property
+    def ssm_prefix(self) -> str:
+        """SSM Parameter Store path that holds this stack's secrets (and nothing else)."""
+        return f"/{self.project}/{self.stack}"
+
+    @property
+    def base_tags(self) -> dict[str, str]:
+        return {"Project": self.project, "Stack": self.stack, "ManagedBy": "pulumi"}
+
+    # --- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, stack: str, region: str | None) -> "Settings":
+        """Validate raw config values (strings or typed, as Pulumi gives them) over the defaults."""
+        raw = {**project_defaults(), **{k: v for k, v in values.items() if v is not None}}
+        unknown = sorted(set(values) - set(project_defaults()))
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(PROJECT + ':' + k for k in unknown)}; "
+                f"known: {', '.join(sorted(project_defaults()))}"
+            )
+        if not region:
+            raise SettingsError("aws:region is required (for example: pulumi config set aws:region eu-west-1)")
+
+        web_count = _int(raw, "webCount", MIN_WEB_COUNT, MAX_WEB_COUNT)
+        az_count = _int(raw, "azCount", 1, MAX_AZ_COUNT)
+        root_volume_gb = _int(raw, "rootVolumeGb", 8, 200)
+        max_lag = _int(raw, "maxReplicationLagSeconds", 1, 3600)
+        instance_type = _instance_type(raw, "instanceType")
+        lb_instance_type = _instance_type(raw, "lbInstanceType")
+        vpc_cidr = _vpc_cidr(raw["vpcCidr"])
+        admin_cidr = _admin_cidr(raw["adminCidr"])
+        ssh_key_name = str(raw["sshKeyName"]).strip() or None
+        if ssh_key_name and admin_cidr is None:
+            raise SettingsError(
+                f"{PROJECT}:sshKeyName is set but {PROJECT}:adminCidr is not: a key pair is only useful "
+                "with SSH allowed from an admin network; set adminCidr (for example 203.0.113.7/32) or unset sshKeyName"
+            )
+        return cls(
+            project=PROJECT,
+            stack=stack,
+            region=region,
+            web_count=web_count,
+            instance_type=instance_type,
+            lb_instance_type=lb_instance_type,
+            vpc_cidr=vpc_cidr,
+            az_count=az_count,
+            admin_cidr=admin_cidr,
+            ssh_key_name=ssh_key_name,
+            root_volume_gb=root_volume_gb,
+            max_replication_lag_seconds=max_lag,
+            aws_endpoint_url=_endpoint_url(raw["awsEndpointUrl"]),
+        )
+
+    @classmethod
+    def from_pulumi_config(cls) -> "Settings":
+        import pulumi  # imported here so the rest of this module stays usable without Pulumi
+
+        config = pulumi.Config(PROJECT)
+        values = {key: config.get(key) for key in project_defaults()}
+        return cls.from_mapping(values, stack=pulumi.get_stack(), region=pulumi.Config("aws").get("region"))
+
+
+def project_defaults() -> dict[str, Any]:
+    """The `config:` defaults declared in Pulumi.yaml, keyed by setting name."""
+    declared = yaml.safe_load(PULUMI_YAML.read_text())["config"]
+    return {key: spec.get("default") for key, spec in declared.items()}
+
+
+def architecture_of(instance_type: str) -> str:
+    family = instance_type.split(".", 1)[0]
+    if family in ARM64_FAMILIES:
+        return "arm64"
+    if family in X86_64_FAMILIES:
+        return "x86_64"
+    raise KeyError(family)
+
+
+def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
+    """Split the VPC into `count` equal public subnets, /24 where the VPC is large enough."""
+    vpc = ipaddress.ip_network(vpc_cidr)
+    bits_needed = max(0, (count - 1).bit_length())
+    new_prefix = max(vpc.prefixlen + bits_needed, 24)
+    return [str(net) for net, _ in zip(vpc.subnets(new_prefix=new_prefix), range(count))]
+
+
+# --- validators, one per kind of value --------------------------------------------------------------
+
+def _int(raw: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = raw[key]
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{PROJECT}:{key} must be a whole number from {low} to {high}, got {value!r}") from None
+    if not low <= number <= high:
+        raise SettingsError(f"{PROJECT}:{key} must be from {low} to {high}, got {number}")
+    return number
+
+
+def _instance_type(raw: Mapping[str, Any], key: str) -> str:
+    value = str(raw[key]).strip()
+    family, _, size = value.partition(".")
+    if not size:
+        raise SettingsError(f"{PROJECT}:{key} must look like FAMILY.SIZE (for example t3.micro), got {value!r}")
+    try:
+        architecture_of(value)
+    except KeyError:
+        raise SettingsError(
+            f"{PROJECT}:{key} has unknown instance family {family!r}; accepted x86_64 families: "
+            f"{', '.join(sorted(X86_64_FAMILIES))}; arm64 families: {', '.join(sorted(ARM64_FAMILIES))}"
+        ) from None
+    return value
+
+
+def _vpc_cidr(value: Any) -> str:
+    try:
+        network = ipaddress.IPv4Network(str(value).strip(), strict=True)
+    except ValueError as error:
+        raise SettingsError(f"{PROJECT}:vpcCidr must be an IPv4 network such as 10.0.0.0/16, got {value!r} ({error})") from None
+    if not 16 <= network.prefixlen <= 24:
+        raise SettingsError(f"{PROJECT}:vpcCidr must have a prefix from /16 to /24 (AWS VPC limits), got {network}")
+    if not network.is_private:
+        raise SettingsError(f"{PROJECT}:vpcCidr must be a private range (RFC 1918), got {network}")
+    return str(network)
+
+
+def _admin_cidr(value: Any) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    try:
+        network = ipaddress.IPv4Network(text, strict=False)
+    except ValueError as error:
+        raise SettingsError(f"{PROJECT}:adminCidr must be an IPv4 network such as 203.0.113.7/32, got {text!r} ({error})") from None
+    if network.prefixlen < 8:
+        raise SettingsError(
+            f"{PROJECT}:adminCidr {network} opens SSH to too much of the internet (0.0.0.0/0 and prefixes "
+            "shorter than /8 are refused); use your own address, for example 203.0.113.7/32"
+        )
+    return str(network)
+
+
+def _endpoint_url(value: Any) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise SettingsError(f"{PROJECT}:awsEndpointUrl must be an http(s) URL such as http://10.0.0.1:5000, got {text!r}")
+    return text.rstrip("/")
