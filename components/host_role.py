@@ -1,0 +1,51 @@
+"""HostRole: the IAM role and instance profile of one kind of host, with only the access it needs."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+EC2_ASSUME_ROLE_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
+@dataclass
+class HostRoleArgs:
+    description: str
+    tags: dict[str, str]
+    # IAM policy statements (dicts, may hold Outputs) granted inline; empty means no AWS access.
+    statements: list[dict] = field(default_factory=list)
+
+
+class HostRole(pulumi.ComponentResource):
+    role: aws.iam.Role
+    instance_profile_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: HostRoleArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("webinfra:host_role:HostRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=EC2_ASSUME_ROLE_POLICY,
+            description=args.description,
+            tags={**args.tags, "Name": f"{name}-role"},
+            opts=child,
+        )
+        if args.statements:
+            aws.iam.RolePolicy(
+                f"{name}-policy",
+                role=self.role.id,
+                policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": args.statements}),
+                opts=child,
+            )
+        profile = aws.iam.InstanceProfile(
+            f"{name}-profile", role=self.role.name, tags={**args.tags, "Name": f"{name}-profile"}, opts=child
+        )
+        self.instance_profile_name = profile.name
+        self.register_outputs({"role_arn": self.role.arn, "instance_profile_name": self.instance_profile_name})

@@ -1,0 +1,174 @@
+"""Network: the stack's own VPC, public subnets across AZs, and least-privilege security groups.
+
+Every rule is its own resource with a description (CKV_AWS_23). Only 80/443 are open to the world,
+and only on the load balancer (EC2.18); 3306 only between web servers; SSH only from `admin_cidr`
+(CKV_AWS_24, EC2.13); egress only where the hosts need it (CKV_AWS_382); the VPC's default security
+group is emptied (EC2.2).
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+ANYWHERE_V4 = "0.0.0.0/0"
+ANYWHERE_V6 = "::/0"
+
+
+@dataclass
+class NetworkArgs:
+    vpc_cidr: str
+    subnet_cidrs: list[str]
+    availability_zones: pulumi.Input[list[str]]
+    admin_cidr: str | None
+    tags: dict[str, str]
+
+
+class Network(pulumi.ComponentResource):
+    vpc: aws.ec2.Vpc
+    subnet_ids: list[pulumi.Output[str]]
+    lb_security_group_id: pulumi.Output[str]
+    web_security_group_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("webinfra:network:Network", name, None, opts)
+        self._name = name
+        self._args = args
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.vpc_cidr,
+            assign_generated_ipv6_cidr_block=True,
+            enable_dns_support=True,
+            enable_dns_hostnames=True,
+            tags=self._tags(f"{name}-vpc"),
+            opts=child,
+        )
+        # Nothing may use the default security group: strip every rule from it.
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=self.vpc.id,
+            ingress=[],
+            egress=[],
+            tags=self._tags(f"{name}-default-sg (unused, no rules)"),
+            opts=child,
+        )
+        self._public_subnets(child)
+        self._security_groups(child)
+
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc.id,
+                "subnet_ids": self.subnet_ids,
+                "lb_security_group_id": self.lb_security_group_id,
+                "web_security_group_id": self.web_security_group_id,
+            }
+        )
+
+    def _tags(self, name: str) -> dict[str, str]:
+        return {**self._args.tags, "Role": "network", "Name": name}
+
+    def _public_subnets(self, child: pulumi.ResourceOptions) -> None:
+        name, args = self._name, self._args
+        gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, tags=self._tags(f"{name}-igw"), opts=child)
+        routes = aws.ec2.RouteTable(
+            f"{name}-public-rt",
+            vpc_id=self.vpc.id,
+            routes=[
+                {"cidr_block": ANYWHERE_V4, "gateway_id": gateway.id},
+                {"ipv6_cidr_block": ANYWHERE_V6, "gateway_id": gateway.id},
+            ],
+            tags=self._tags(f"{name}-public-rt"),
+            opts=child,
+        )
+        azs = pulumi.Output.from_input(args.availability_zones)
+        self.subnet_ids = []
+        for index, cidr in enumerate(args.subnet_cidrs):
+            subnet = aws.ec2.Subnet(
+                f"{name}-public-{index + 1}",
+                vpc_id=self.vpc.id,
+                cidr_block=cidr,
+                ipv6_cidr_block=self.vpc.ipv6_cidr_block.apply(lambda block, i=index: _ipv6_subnet(block, i)),
+                availability_zone=azs.apply(lambda zones, i=index: _zone(zones, i)),
+                # Public addresses let hosts reach package mirrors without a NAT gateway (~$32/month);
+                # the security groups admit nothing from the internet except 80/443 on the LB.
+                map_public_ip_on_launch=True,
+                tags=self._tags(f"{name}-public-{index + 1}"),
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{index + 1}-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child
+            )
+            self.subnet_ids.append(subnet.id)
+
+    def _security_groups(self, child: pulumi.ResourceOptions) -> None:
+        name, args = self._name, self._args
+        lb = aws.ec2.SecurityGroup(
+            f"{name}-lb-sg",
+            vpc_id=self.vpc.id,
+            description="webinfra load balancer: HTTP/HTTPS from the internet",
+            tags=self._tags(f"{name}-lb-sg"),
+            opts=child,
+        )
+        web = aws.ec2.SecurityGroup(
+            f"{name}-web-sg",
+            vpc_id=self.vpc.id,
+            description="webinfra web servers: HTTP from the load balancer, MySQL between web servers",
+            tags=self._tags(f"{name}-web-sg"),
+            opts=child,
+        )
+        self.lb_security_group_id, self.web_security_group_id = lb.id, web.id
+
+        for port, label in ((80, "HTTP"), (443, "HTTPS")):
+            for family, cidr in (("ipv4", ANYWHERE_V4), ("ipv6", ANYWHERE_V6)):
+                self._rule("ingress", f"lb-{label.lower()}-{family}", lb.id, port, f"{label} from anywhere ({family})", cidr=cidr)
+        self._rule("ingress", "web-http-from-lb", web.id, 80, "HTTP from the load balancer (traffic and health checks)", source=lb.id)
+        self._rule("ingress", "web-mysql-from-web", web.id, 3306, "MySQL replication and app writes between web servers", source=web.id)
+        self._rule("egress", "lb-http-to-web", lb.id, 80, "HTTP to the web servers (traffic and health checks)", source=web.id)
+        self._rule("egress", "web-mysql-to-web", web.id, 3306, "MySQL to the other web servers (replication, writes to the primary)", source=web.id)
+
+        for group_name, group in (("lb", lb), ("web", web)):
+            for port, label in ((80, "HTTP"), (443, "HTTPS")):
+                for family, cidr in (("ipv4", ANYWHERE_V4), ("ipv6", ANYWHERE_V6)):
+                    self._rule(
+                        "egress",
+                        f"{group_name}-{label.lower()}-out-{family}",
+                        group.id,
+                        port,
+                        f"{label} out ({family}): Debian package mirrors and AWS APIs (SSM)",
+                        cidr=cidr,
+                    )
+            if args.admin_cidr:
+                self._rule("ingress", f"{group_name}-ssh-from-admin", group.id, 22, "SSH from the admin network only", cidr=args.admin_cidr)
+
+    def _rule(self, direction: str, key: str, group_id, port: int, description: str, *, cidr: str | None = None, source=None):
+        rule_class = aws.vpc.SecurityGroupIngressRule if direction == "ingress" else aws.vpc.SecurityGroupEgressRule
+        rule_name = f"{self._name}-{key}"
+        rule_class(
+            rule_name,
+            security_group_id=group_id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=description,
+            cidr_ipv4=cidr if cidr and ":" not in cidr else None,
+            cidr_ipv6=cidr if cidr and ":" in cidr else None,
+            referenced_security_group_id=source,
+            tags=self._tags(rule_name),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+def _zone(zones: list[str], index: int) -> str:
+    if index >= len(zones):
+        raise ValueError(f"webinfra:azCount asks for {index + 1} availability zones but the region offers {len(zones)}: {zones}")
+    return zones[index]
+
+
+def _ipv6_subnet(vpc_block: str, index: int) -> str:
+    """The index-th /64 of the VPC's Amazon-provided /56."""
+    return str(next(itertools.islice(ipaddress.IPv6Network(vpc_block).subnets(new_prefix=64), index, None)))

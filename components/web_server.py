@@ -1,0 +1,61 @@
+"""WebServer: one EC2 host running nginx → gunicorn app → MariaDB, as the primary or a replica."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components.ec2 import InstanceSpec, hardened_instance
+from provisioning.render import StackFacts, encode_user_data, web_cloud_config
+
+
+@dataclass
+class WebServerArgs:
+    hostname: str
+    role: str  # "primary" or "replica"
+    facts: StackFacts
+    ami_id: pulumi.Input[str]
+    instance_type: str
+    subnet_id: pulumi.Input[str]
+    security_group_ids: list[pulumi.Input[str]]
+    instance_profile: pulumi.Input[str]
+    root_volume_gb: int
+    tags: dict[str, str]
+    primary_address: pulumi.Input[str] | None = None  # required for a replica
+    key_name: str | None = None
+
+
+class WebServer(pulumi.ComponentResource):
+    private_ip: pulumi.Output[str]
+    instance_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: WebServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("webinfra:web_server:WebServer", name, None, opts)
+        if args.role == "replica":
+            user_data = pulumi.Output.from_input(args.primary_address).apply(
+                lambda primary: encode_user_data(web_cloud_config(args.facts, args.hostname, "replica", primary))
+            )
+        else:
+            user_data = pulumi.Output.from_input(encode_user_data(web_cloud_config(args.facts, args.hostname, args.role, None)))
+
+        instance = hardened_instance(
+            f"{name}-instance",
+            InstanceSpec(
+                ami_id=args.ami_id,
+                instance_type=args.instance_type,
+                subnet_id=args.subnet_id,
+                security_group_ids=args.security_group_ids,
+                instance_profile=args.instance_profile,
+                user_data_base64=user_data,
+                root_volume_gb=args.root_volume_gb,
+                key_name=args.key_name,
+                tags={**args.tags, "Role": "web", "DbRole": args.role, "Name": args.hostname},
+                # The primary holds the data: a template change must not replace it. Replicas are
+                # rebuilt from the primary's binary log, so they follow template changes.
+                replace_on_user_data_change=args.role != "primary",
+            ),
+            parent=self,
+        )
+        self.private_ip = instance.private_ip
+        self.instance_id = instance.id
+        self.register_outputs({"private_ip": self.private_ip, "instance_id": self.instance_id, "role": args.role})
