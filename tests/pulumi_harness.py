@@ -29,6 +29,7 @@ class Declared:
     name: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)  # parent and ignore_changes, from a transform
 
     def __str__(self) -> str:  # failure messages name the resource
         return f"{self.type} {self.name!r}"
@@ -110,11 +111,24 @@ def run_program(config: dict[str, Any], stack: str = "dev", region: str | None =
         all_config["aws:region"] = region
     pulumi.runtime.set_all_config(all_config)
     exports: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+
+    def record_options(args: pulumi.ResourceTransformationArgs):
+        parent = args.opts.parent if args.opts else None
+        options[args.name] = {
+            "parent": getattr(parent, "_name", None),
+            "ignore_changes": list((args.opts.ignore_changes if args.opts else None) or []),
+            "depends_on": args.opts.depends_on if args.opts else None,
+        }
+        return None
 
     @pulumi.runtime.test
     def program():
+        pulumi.runtime.register_stack_transformation(record_options)
         outputs = define_stack(Settings.from_pulumi_config())
         return pulumi.Output.all(**outputs).apply(exports.update)
 
     program()
+    for declared in mocks.resources:
+        declared.options = options.get(declared.name, {})
     return ProgramRun(resources=mocks.resources, exports=exports, passwords=mocks.passwords)

@@ -1,0 +1,27 @@
+import shutil
+
+import pytest
+
+from tests.pulumi_harness import ProgramRun, run_program
+
+# Counts the program is checked at: the default, a larger odd count across three AZs, the maximum.
+WEB_COUNTS = (2, 5, 20)
+
+
+@pytest.fixture(scope="session")
+def programs() -> dict[int, ProgramRun]:
+    """The whole program run under mocks once per web count (runs are slow-ish; share them)."""
+    return {count: run_program({"webCount": count, "azCount": 3 if count > 2 else 2}) for count in WEB_COUNTS}
+
+
+@pytest.fixture(params=WEB_COUNTS, ids=lambda c: f"webCount={c}")
+def program(request, programs) -> ProgramRun:
+    return programs[request.param]
+
+
+def require_tool(name: str) -> str:
+    """Validators are real tools from Debian's packages; .ci/run installs them. Missing is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run scripts/test (it installs the validators), or apt-get install it")
+    return path

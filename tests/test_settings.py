@@ -1,0 +1,100 @@
+"""Settings: defaults from Pulumi.yaml, and every invalid value refused with a message naming it."""
+import pytest
+import yaml
+
+from settings import PULUMI_YAML, Settings, SettingsError, architecture_of, project_defaults, subnet_cidrs
+
+
+def settings(**values):
+    return Settings.from_mapping(values, stack="dev", region="eu-west-1")
+
+
+def test_defaults_are_those_declared_in_pulumi_yaml():
+    declared = yaml.safe_load(PULUMI_YAML.read_text())["config"]
+    assert all("default" in spec and spec.get("description") for spec in declared.values())
+    s = settings()
+    assert (s.web_count, s.instance_type, s.lb_instance_type, s.vpc_cidr, s.az_count) == (
+        declared["webCount"]["default"],
+        declared["instanceType"]["default"],
+        declared["lbInstanceType"]["default"],
+        declared["vpcCidr"]["default"],
+        declared["azCount"]["default"],
+    )
+    assert s.admin_cidr is None and s.ssh_key_name is None and not s.ssh_enabled and s.aws_endpoint_url is None
+
+
+def test_values_arrive_as_strings_as_pulumi_config_gives_them():
+    s = settings(webCount="7", azCount="3", adminCidr="203.0.113.7/32", sshKeyName="ops")
+    assert (s.web_count, s.az_count, s.admin_cidr, s.ssh_key_name, s.ssh_enabled) == (7, 3, "203.0.113.7/32", "ops", True)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"webCount": 1}, "webinfra:webCount must be from 2 to 20, got 1"),
+        ({"webCount": 50}, "webinfra:webCount must be from 2 to 20, got 50"),
+        ({"webCount": "two"}, "webinfra:webCount must be a whole number from 2 to 20"),
+        ({"azCount": 0}, "webinfra:azCount must be from 1 to 4"),
+        ({"vpcCidr": "10.0.0.0/33"}, "webinfra:vpcCidr must be an IPv4 network"),
+        ({"vpcCidr": "not-a-cidr"}, "webinfra:vpcCidr must be an IPv4 network"),
+        ({"vpcCidr": "10.0.0.1/16"}, "webinfra:vpcCidr must be an IPv4 network"),  # host bits set
+        ({"vpcCidr": "10.0.0.0/8"}, "webinfra:vpcCidr must have a prefix from /16 to /24"),
+        ({"vpcCidr": "8.8.0.0/16"}, "webinfra:vpcCidr must be a private range"),
+        ({"adminCidr": "0.0.0.0/0"}, "webinfra:adminCidr 0.0.0.0/0 opens SSH to too much"),
+        ({"adminCidr": "203.0.113.300/32"}, "webinfra:adminCidr must be an IPv4 network"),
+        ({"instanceType": "z9.micro"}, "webinfra:instanceType has unknown instance family 'z9'"),
+        ({"lbInstanceType": "t3"}, "webinfra:lbInstanceType must look like FAMILY.SIZE"),
+        ({"sshKeyName": "ops"}, "webinfra:sshKeyName is set but webinfra:adminCidr is not"),
+        ({"rootVolumeGb": 4}, "webinfra:rootVolumeGb must be from 8 to 200"),
+        ({"awsEndpointUrl": "ftp://x"}, "webinfra:awsEndpointUrl must be an http(s) URL"),
+        ({"webcount": 3}, "unknown setting(s) webinfra:webcount"),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_setting(values, message):
+    with pytest.raises(SettingsError) as error:
+        settings(**values)
+    assert message in str(error.value)
+
+
+def test_region_is_required():
+    with pytest.raises(SettingsError, match="aws:region is required"):
+        Settings.from_mapping({}, stack="dev", region=None)
+
+
+def test_unknown_instance_families_list_what_is_accepted():
+    with pytest.raises(SettingsError) as error:
+        settings(instanceType="q1.large")
+    assert "t3" in str(error.value) and "t4g" in str(error.value)
+
+
+@pytest.mark.parametrize("instance_type, arch", [("t3.micro", "x86_64"), ("t4g.small", "arm64"), ("m7g.large", "arm64"), ("c7i.xlarge", "x86_64")])
+def test_architecture_follows_the_instance_family(instance_type, arch):
+    assert architecture_of(instance_type) == arch
+    assert settings(instanceType=instance_type).web_arch == arch
+
+
+def test_settings_are_frozen():
+    s = settings()
+    with pytest.raises(AttributeError):
+        s.web_count = 3
+
+
+@pytest.mark.parametrize(
+    "vpc, count, expected",
+    [
+        ("10.0.0.0/16", 2, ["10.0.0.0/24", "10.0.1.0/24"]),
+        ("10.0.0.0/16", 3, ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"]),
+        ("192.168.10.0/24", 2, ["192.168.10.0/25", "192.168.10.128/25"]),
+        ("172.16.0.0/23", 4, ["172.16.0.0/25", "172.16.0.128/25", "172.16.1.0/25", "172.16.1.128/25"]),
+        ("10.1.0.0/16", 1, ["10.1.0.0/24"]),
+    ],
+)
+def test_subnets_split_the_vpc_without_overlap(vpc, count, expected):
+    assert subnet_cidrs(vpc, count) == expected
+
+
+def test_project_defaults_cover_every_setting_the_class_reads():
+    assert set(project_defaults()) == {
+        "webCount", "instanceType", "lbInstanceType", "vpcCidr", "azCount", "adminCidr", "sshKeyName",
+        "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl",
+    }
