@@ -35,7 +35,7 @@ systemctl enable nginx
 systemctl reload-or-restart nginx
 
 step "waiting for /health (bounded)"
-for attempt in $(seq 1 60); do
+for _ in $(seq 1 60); do
     if curl -fsS --max-time 3 http://127.0.0.1/health; then
         echo
         step "healthy"

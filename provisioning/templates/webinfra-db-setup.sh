@@ -14,9 +14,9 @@ install -d -m 0700 "$state_dir"
 say() { echo "webinfra-db-setup: $*"; }
 
 retry() {  # retry TRIES DELAY DESCRIPTION COMMAND...: bounded, never an open-ended wait
-    local tries=$1 delay=$2 what=$3 attempt
+    local tries=$1 delay=$2 what=$3
     shift 3
-    for attempt in $(seq 1 "$tries"); do
+    for _ in $(seq 1 "$tries"); do
         if "$@" >/dev/null 2>&1; then return 0; fi
         sleep "$delay"
     done

@@ -1,0 +1,175 @@
+"""Rendering: pure checks on the cloud-configs, and the real validators on every rendered file.
+
+The validators are the tools the hosts themselves use (haproxy -c, nginx -t) plus cloud-init's own
+schema check, shellcheck and systemd-analyze, all from Debian's packages (installed by .ci/run).
+"""
+import gzip
+import pathlib
+import subprocess
+
+import jinja2
+import pytest
+import yaml
+
+from provisioning import render
+from provisioning.render import Backend, HealthCheck, StackFacts
+from tests.conftest import require_tool
+
+FACTS = StackFacts(stack="dev", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/dev")
+BACKENDS_2 = [Backend("web-01", "10.0.0.11"), Backend("web-02", "10.0.1.12")]
+BACKENDS_20 = [Backend(f"web-{n:02d}", f"10.0.{n % 3}.{10 + n}") for n in range(1, 21)]
+
+
+def files_of(cloud_config: str) -> dict[str, dict]:
+    return {f["path"]: f for f in yaml.safe_load(cloud_config)["write_files"]}
+
+
+def run(*command, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# --- pure rendering ---------------------------------------------------------------------------------
+
+def test_cloud_configs_start_with_the_header_on_the_very_first_line():
+    for text in (
+        render.web_cloud_config(FACTS, "web-01", "primary", None),
+        render.web_cloud_config(FACTS, "web-02", "replica", "10.0.0.11"),
+        render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2),
+    ):
+        assert text.startswith("#cloud-config\n")
+        document = yaml.safe_load(text)
+        assert document["runcmd"] == [["/usr/local/sbin/webinfra-bootstrap"]]
+        assert document["package_update"] is True
+
+
+def test_files_are_written_verbatim_from_the_templates_and_the_app():
+    files = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))
+    app_dir = pathlib.Path(render.APP_DIR)
+    assert files["/opt/webinfra/app/webinfra_app.py"]["content"] == (app_dir / "webinfra_app.py").read_text()
+    assert files["/opt/webinfra/app/schema.sql"]["content"] == (app_dir / "schema.sql").read_text()
+    assert files["/usr/local/sbin/webinfra-db-setup"]["content"] == render.read_file("webinfra-db-setup.sh")
+    assert files["/usr/local/sbin/webinfra-db-setup"]["permissions"] == "0755"
+    assert files["/etc/webinfra/db-users.sql"]["permissions"] == "0600"
+
+
+def test_server_ids_are_unique_and_replicas_are_read_only():
+    configs = {n: files_of(render.web_cloud_config(FACTS, f"web-{n:02d}", "replica", "10.0.0.11")) for n in range(2, 21)}
+    ids = {n: c["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"] for n, c in configs.items()}
+    assert all(f"server_id                = {n}\n" in text and "read_only                = ON" in text for n, text in ids.items())
+    primary = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
+    assert "server_id                = 1\n" in primary and "read_only" not in primary
+    for setting in ("gtid_strict_mode         = ON", "binlog_format            = ROW", "relay_log_recovery       = ON", "log_bin"):
+        assert setting in primary
+
+
+def test_roles_are_checked():
+    with pytest.raises(ValueError):
+        render.web_cloud_config(FACTS, "web-02", "replica", None)
+    with pytest.raises(ValueError):
+        render.web_cloud_config(FACTS, "web-01", "primary", "10.0.0.11")
+    with pytest.raises(ValueError):
+        render.web_cloud_config(FACTS, "web-01", "leader", None)
+
+
+def test_templates_refuse_missing_values():
+    with pytest.raises(jinja2.UndefinedError):
+        render.render_template("haproxy.cfg.j2", hostname="lb-01", backends=BACKENDS_2)
+
+
+def test_endpoint_override_reaches_the_hosts():
+    facts = StackFacts(stack="lab", region="us-east-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
+    env = files_of(render.web_cloud_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
+    assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env and "WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/lab/db/app-password\n" in env
+
+
+def test_user_data_is_stable_gzip():
+    text = render.web_cloud_config(FACTS, "web-01", "primary", None)
+    assert render.encode_user_data(text) == render.encode_user_data(text)  # no timestamp: no spurious diffs
+    assert render.decode_user_data(render.encode_user_data(text)) == text
+
+
+def test_oversized_user_data_is_refused():
+    with pytest.raises(ValueError, match="over EC2"):
+        render.encode_user_data("#cloud-config\n" + "".join(f"# {n} {n * 7919 % 104729}\n" for n in range(20000)))
+
+
+def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
+    config = render.haproxy_config("lb-01", BACKENDS_2)
+    directives = [line.split()[0] for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert "balance roundrobin" in config and not {"cookie", "stick-table", "stick", "appsession"} & set(directives)
+    assert "http-check expect status 200" in config and "uri /health" in config
+    assert "option redispatch 1" in config and "retry-on conn-failure" in config
+    assert "http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS" in config
+    assert "bind 127.0.0.1:8404" in config  # stats local only
+    assert HealthCheck().detect_seconds <= 2.0
+
+
+def test_mariadb_host_patterns():
+    assert render.mariadb_host_pattern("10.0.0.0/16") == "10.0.0.0/255.255.0.0"
+    assert render.mariadb_host_pattern("192.168.4.0/24") == "192.168.4.0/255.255.255.0"
+
+
+# --- real validators ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backends", [BACKENDS_2, BACKENDS_20], ids=["2 servers", "20 servers"])
+def test_haproxy_accepts_the_rendered_config(tmp_path, backends):
+    haproxy = require_tool("haproxy")
+    config = files_of(render.lb_cloud_config(FACTS, "lb-01", backends))["/etc/webinfra/haproxy.cfg"]["content"]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(config)
+    result = run(haproxy, "-c", "-f", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # and the validator really validates: a broken config is refused
+    path.write_text(config.replace("balance roundrobin", "balance round-robin"))
+    assert run(haproxy, "-c", "-f", str(path)).returncode != 0
+
+
+def test_nginx_accepts_the_site_inside_debians_nginx_conf(tmp_path):
+    nginx = require_tool("nginx")
+    site = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/webinfra/nginx-site.conf"]["content"]
+    (tmp_path / "site.conf").write_text(site)
+    debian_conf = pathlib.Path("/etc/nginx/nginx.conf").read_text()
+    assert "include /etc/nginx/sites-enabled/*;" in debian_conf
+    (tmp_path / "nginx.conf").write_text(debian_conf.replace("include /etc/nginx/sites-enabled/*;", f"include {tmp_path}/site.conf;"))
+    result = run(nginx, "-t", "-c", str(tmp_path / "nginx.conf"))
+    assert result.returncode == 0 and "syntax is ok" in result.stderr, result.stderr
+    (tmp_path / "site.conf").write_text(site.replace("server_tokens off;", "server_tokens maybe;"))
+    assert run(nginx, "-t", "-c", str(tmp_path / "nginx.conf")).returncode != 0
+
+
+def test_cloud_init_accepts_every_rendered_cloud_config(tmp_path, programs):
+    cloud_init = require_tool("cloud-init")
+    # every instance of the 5-server program: primary, replicas, load balancer
+    for instance in programs[5].of_type("aws:ec2/instance:Instance"):
+        path = tmp_path / f"{instance.inputs['tags']['Name']}.yaml"
+        path.write_text(render.decode_user_data(instance.inputs["userDataBase64"]))
+        result = run(cloud_init, "schema", "--config-file", str(path))
+        assert result.returncode == 0 and "Valid cloud-config" in result.stdout, f"{instance}: {result.stdout}{result.stderr}"
+    path = tmp_path / "broken.yaml"
+    path.write_text("#cloud-config\nwrite_files: [{path: 7, permissions: [1]}]\nruncmd: 3\n")
+    assert run(cloud_init, "schema", "--config-file", str(path)).returncode != 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/usr/local/sbin/webinfra-bootstrap", "/usr/local/sbin/webinfra-fetch-secrets", "/usr/local/sbin/webinfra-db-setup"],
+)
+def test_shell_scripts_pass_shellcheck(tmp_path, path):
+    shellcheck = require_tool("shellcheck")
+    files = {**files_of(render.web_cloud_config(FACTS, "web-02", "replica", "10.0.0.11"))}
+    lb_files = files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
+    for name, source in (("web", files), ("lb", lb_files)):
+        if path in source:
+            script = tmp_path / f"{name}-{pathlib.Path(path).name}"
+            script.write_text(source[path]["content"])
+            result = run(shellcheck, "--severity=warning", "--external-sources", str(script))
+            assert result.returncode == 0, result.stdout
+
+
+def test_systemd_accepts_the_app_unit(tmp_path):
+    analyze = require_tool("systemd-analyze")
+    unit = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/systemd/system/webinfra-app.service"]["content"]
+    path = tmp_path / "webinfra-app.service"
+    path.write_text(unit)
+    result = run(analyze, "verify", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
