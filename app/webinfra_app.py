@@ -19,7 +19,7 @@ import os
 import socket
 
 import pymysql
-from flask import Flask, jsonify, request
+from flask import Flask, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 MAX_TEXT_LENGTH = 280
@@ -27,8 +27,10 @@ LIST_LIMIT = 50
 CONNECT_TIMEOUT_SECONDS = 2
 QUERY_TIMEOUT_SECONDS = 5
 
+MAX_BODY_BYTES = 8 * 1024  # nginx limits bodies too (16k); this keeps the app safe on its own
+
 app = Flask(__name__)
-app.config["MAX_CONTENT_LENGTH"] = 8 * 1024  # nginx limits bodies too; this keeps the app safe alone
+app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
 
 def _env(name: str, default: str | None = None) -> str:
@@ -90,6 +92,13 @@ def error(status: int, message: str):
     response = jsonify(error=message, status=status)
     response.status_code = status
     return response
+
+
+@app.before_request
+def refuse_large_bodies():
+    # Flask 2.2 (Debian 12) enforces MAX_CONTENT_LENGTH only for form data; JSON needs this check.
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        abort(413)
 
 
 @app.errorhandler(HTTPException)

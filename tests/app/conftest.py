@@ -1,0 +1,234 @@
+"""A real MariaDB primary and replica (Debian's mariadbd), set up with the stack's own files, and the
+app served by Debian's gunicorn and python3-flask/pymysql: the same packages the web servers run.
+
+The servers use the rendered 60-webinfra.cnf (server_id, binlog, GTID strict mode, read_only on the
+replica), the app's schema.sql and the rendered db-users.sql; only paths and the loopback address
+are local. Everything listens on 127.0.0.1 or unix sockets under pytest's tmp dir.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import string
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import pymysql
+import pytest
+import yaml
+
+from provisioning import render
+from tests.conftest import require_tool
+
+FACTS = render.StackFacts(stack="test", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/test")
+LOOPBACK_HOSTS = ["localhost", render.mariadb_host_pattern("127.0.0.0/8")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def password() -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
+
+
+def wait_for(what: str, check, seconds: float = 30.0, interval: float = 0.2):
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # noqa: BLE001 - reported below if it never succeeds
+            last = error
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {seconds} s (last error: {last})")
+
+
+@dataclass
+class MariaDB:
+    name: str
+    directory: pathlib.Path
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def socket(self) -> str:
+        return str(self.directory / "mysqld.sock")
+
+    def root(self) -> pymysql.connections.Connection:
+        return pymysql.connect(unix_socket=self.socket, user="root", autocommit=True, cursorclass=pymysql.cursors.DictCursor)
+
+    def sql(self, statement: str, args=None):
+        with self.root() as conn, conn.cursor() as cur:
+            cur.execute(statement, args)
+            return cur.fetchall()
+
+    def client(self, stdin: str) -> None:
+        """Feed SQL to the real `mariadb` client as root, as the hosts' boot scripts do."""
+        subprocess.run(["mariadb", f"--socket={self.socket}", "-u", "root"], input=stdin, text=True, check=True, timeout=60)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+def start_mariadb(base: pathlib.Path, hostname: str, role: str) -> MariaDB:
+    require_tool("mariadbd")
+    directory = base / hostname
+    directory.mkdir()
+    as_root = ["--user=root"] if os.geteuid() == 0 else []
+    subprocess.run(
+        ["mariadb-install-db", f"--datadir={directory / 'data'}", "--auth-root-authentication-method=socket",
+         f"--auth-root-socket-user={os.environ.get('USER', 'root') if os.geteuid() else 'root'}", "--skip-test-db", *as_root],
+        check=True, capture_output=True, timeout=120,
+    )
+    stack_cnf = yaml.safe_load(render.web_cloud_config(FACTS, hostname, role, "127.0.0.1" if role == "replica" else None))
+    stack_cnf = next(f["content"] for f in stack_cnf["write_files"] if f["path"].endswith("60-webinfra.cnf"))
+    port = free_port()
+    # The stack's settings first, then only what must differ on a test machine (later lines win).
+    (directory / "my.cnf").write_text(
+        stack_cnf
+        + f"""
+[mariadb]
+datadir = {directory / 'data'}
+socket = {directory / 'mysqld.sock'}
+pid-file = {directory / 'mysqld.pid'}
+log-error = {directory / 'error.log'}
+port = {port}
+bind-address = 127.0.0.1
+innodb_buffer_pool_size = 32M
+"""
+    )
+    process = subprocess.Popen(["mariadbd", f"--defaults-file={directory / 'my.cnf'}", *as_root])
+    server = MariaDB(hostname, directory, port, process)
+    wait_for(f"MariaDB {hostname}", lambda: server.sql("SELECT 1"), seconds=60)
+    return server
+
+
+@dataclass
+class Stack:
+    primary: MariaDB
+    replica: MariaDB
+    app_password: str
+    replication_password: str
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory):
+    base = tmp_path_factory.mktemp("mariadb")
+    app_password, replication_password = password(), password()
+    primary = start_mariadb(base, "web-01", "primary")
+    replica = start_mariadb(base, "web-02", "replica")
+    try:
+        users_sql = render.render_template(
+            "db-users.sql.j2",
+            db_name=render.DB_NAME,
+            app_user=render.DB_APP_USER,
+            replication_user=render.DB_REPLICATION_USER,
+            app_client_hosts=LOOPBACK_HOSTS,
+            replication_client_hosts=LOOPBACK_HOSTS[1:],
+        )
+        # The primary's boot, as webinfra-db-setup does it: clean binlog, schema, users (stdin).
+        primary.client("RESET MASTER;")
+        primary.client((render.APP_DIR / "schema.sql").read_text())
+        primary.client(f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql)
+        # ...and twice, since boots re-run it (idempotent)
+        primary.client(f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql)
+        replica.client(
+            f"""STOP SLAVE; RESET SLAVE ALL; RESET MASTER; SET GLOBAL gtid_slave_pos = '';
+            CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, MASTER_USER='{render.DB_REPLICATION_USER}',
+            MASTER_PASSWORD='{replication_password}', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos;
+            START SLAVE;"""
+        )
+        wait_for("replication", lambda: replica.sql("SHOW TABLES FROM webinfra LIKE 'messages'"), seconds=60)
+        yield Stack(primary, replica, app_password, replication_password)
+    finally:
+        for server in (replica, primary):
+            server.stop()
+
+
+@dataclass
+class App:
+    url: str
+    process: subprocess.Popen
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def json(self, method: str, path: str, payload=None):
+        body = None if payload is None else json.dumps(payload)
+        status, headers, text = self.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        return status, json.loads(text) if headers.get("Content-Type", "").startswith("application/json") else text
+
+
+def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
+    gunicorn = require_tool("gunicorn")
+    port = free_port()
+    full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
+    process = subprocess.Popen(
+        [gunicorn, "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"],
+        env=full_env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"gunicorn-{port}.log", "w"),
+    )
+    app = App(f"http://127.0.0.1:{port}", process)
+    wait_for("the app", lambda: app.request("GET", "/health")[0] in (200, 503), seconds=30)
+    return app
+
+
+def app_env(stack: Stack, server: MariaDB, role: str, **overrides) -> dict[str, str]:
+    env = {
+        "WEBINFRA_ROLE": role,
+        "WEBINFRA_DB_NAME": render.DB_NAME,
+        "WEBINFRA_DB_USER": render.DB_APP_USER,
+        "WEBINFRA_DB_PASSWORD": stack.app_password,
+        "WEBINFRA_DB_LOCAL_SOCKET": server.socket,
+        "WEBINFRA_DB_PRIMARY_HOST": "local" if role == "primary" else "127.0.0.1",
+        "WEBINFRA_DB_PRIMARY_PORT": str(stack.primary.port),
+        "WEBINFRA_MAX_LAG": "30",
+    }
+    return {**env, **overrides}
+
+
+@pytest.fixture(scope="session")
+def apps(databases, tmp_path_factory):
+    """The app on the primary and on the replica, as each web server runs it."""
+    logs = tmp_path_factory.mktemp("apps")
+    primary = start_app(logs, app_env(databases, databases.primary, "primary"))
+    replica = start_app(logs, app_env(databases, databases.replica, "replica"))
+    yield {"primary": primary, "replica": replica}
+    for app in (primary, replica):
+        app.process.terminate()
+        app.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start_extra_app(databases, tmp_path):
+    started = []
+
+    def start(server: MariaDB, role: str, **overrides) -> App:
+        app = start_app(tmp_path, app_env(databases, server, role, **overrides))
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.process.terminate()
+        app.process.wait(timeout=30)
+

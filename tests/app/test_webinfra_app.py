@@ -1,0 +1,141 @@
+"""The app against a real MariaDB primary and replica: reads, writes, health, and bad input."""
+import time
+
+import pymysql
+import pytest
+
+from provisioning import render
+
+BAD_REQUESTS = [
+    # (method, path, body, headers, expected status)
+    ("POST", "/api/messages", "text=hello", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    ("POST", "/api/messages", "hello", {"Content-Type": "text/plain"}, 415),
+    ("POST", "/api/messages", "{not json", {"Content-Type": "application/json"}, 400),
+    ("POST", "/api/messages", '["text"]', {"Content-Type": "application/json"}, 400),
+    ("POST", "/api/messages", "{}", {"Content-Type": "application/json"}, 400),
+    ("POST", "/api/messages", '{"text": ""}', {"Content-Type": "application/json"}, 400),
+    ("POST", "/api/messages", '{"text": "   "}', {"Content-Type": "application/json"}, 400),
+    ("POST", "/api/messages", '{"text": 42}', {"Content-Type": "application/json"}, 400),
+    ("POST", "/api/messages", '{"text": "%s"}' % ("x" * 281), {"Content-Type": "application/json"}, 400),
+    ("POST", "/api/messages", '{"text": "%s"}' % ("x" * 20000), {"Content-Type": "application/json"}, 413),
+    ("PUT", "/api/messages", '{"text": "hello"}', {"Content-Type": "application/json"}, 405),
+    ("DELETE", "/api/messages", None, {}, 405),
+    ("POST", "/health", '{"text": "hello"}', {"Content-Type": "application/json"}, 405),
+    ("GET", "/api/messages?limit=0", None, {}, 400),
+    ("GET", "/api/messages?limit=abc", None, {}, 400),
+    ("GET", "/api/messages?limit=51", None, {}, 400),
+    ("GET", "/no-such-page", None, {}, 404),
+]
+
+
+def count(server) -> int:
+    return server.sql("SELECT COUNT(*) AS n FROM webinfra.messages")[0]["n"]
+
+
+def wait_until(check, seconds=2.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def test_primary_health(apps):
+    status, body = apps["primary"].json("GET", "/health")
+    assert status == 200, body
+    assert body["role"] == "primary" and body["database"] == "ok" and body["healthy"] is True and body["host"]
+
+
+def test_replica_health_reports_replication(apps):
+    status, body = apps["replica"].json("GET", "/health")
+    assert status == 200, body
+    assert body["role"] == "replica" and body["replication"]["running"] is True
+    assert body["replication"]["seconds_behind"] == 0 and body["replication"]["primary"] == "127.0.0.1"
+
+
+def test_a_write_through_a_replica_lands_on_the_primary_and_replicates(apps, databases):
+    status, stored = apps["replica"].json("POST", "/api/messages", {"text": "hello from the replica's app"})
+    assert status == 201, stored
+    assert stored["text"] == "hello from the replica's app" and stored["id"] > 0 and stored["created_at"].endswith("Z")
+    assert databases.primary.sql("SELECT text FROM webinfra.messages WHERE id=%s", (stored["id"],)) == [{"text": stored["text"]}]
+    assert wait_until(lambda: databases.replica.sql("SELECT id FROM webinfra.messages WHERE id=%s", (stored["id"],)))
+    status, listing = apps["replica"].json("GET", "/api/messages")
+    assert status == 200 and listing["messages"][0]["id"] == stored["id"]
+
+
+def test_messages_are_newest_first_and_bounded(apps):
+    ids = [apps["primary"].json("POST", "/api/messages", {"text": f"message {n}"})[1]["id"] for n in range(3)]
+    status, listing = apps["primary"].json("GET", "/api/messages?limit=2")
+    assert status == 200 and [m["id"] for m in listing["messages"]] == [ids[2], ids[1]]
+    for _ in range(50):
+        apps["primary"].json("POST", "/api/messages", {"text": "filler"})
+    assert len(apps["primary"].json("GET", "/api/messages")[1]["messages"]) == 50
+
+
+def test_boundaries_and_unicode_are_stored_as_sent(apps, databases):
+    for text in ("x" * 280, "é" * 280, "🦆 quack", "'); DROP TABLE messages; --"):
+        status, stored = apps["primary"].json("POST", "/api/messages", {"text": text})
+        assert status == 201 and stored["text"] == text
+    assert count(databases.primary) > 0  # the table survived the injection attempt
+
+
+def test_index_page_shows_host_role_and_escaped_messages(apps, databases):
+    apps["primary"].json("POST", "/api/messages", {"text": "<script>alert(1)</script>"})
+    wait_until(lambda: databases.replica.sql("SELECT 1 FROM webinfra.messages WHERE text LIKE '<script>%%'"))
+    status, headers, page = apps["replica"].request("GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "Database role: <strong>replica</strong>" in page and "Served by" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+
+
+@pytest.mark.parametrize("method, path, body, headers, expected", BAD_REQUESTS, ids=[f"{r[0]} {r[1]} {r[4]}" for r in BAD_REQUESTS])
+def test_bad_requests_get_a_json_4xx_and_store_nothing(apps, databases, method, path, body, headers, expected):
+    before = count(databases.primary)
+    for app in apps.values():
+        status, response_headers, text = app.request(method, path, body, headers)
+        assert status == expected, text
+        assert response_headers["Content-Type"].startswith("application/json") and '"error"' in text, text
+    assert count(databases.primary) == before
+
+
+def test_replica_refuses_direct_writes(databases):
+    conn = pymysql.connect(unix_socket=databases.replica.socket, user=render.DB_APP_USER, password=databases.app_password, database="webinfra")
+    with conn, conn.cursor() as cur, pytest.raises(pymysql.err.OperationalError) as error:
+        cur.execute("INSERT INTO messages (text, host) VALUES ('sneaky', 'test')")
+    assert error.value.args[0] == 1290  # ER_OPTION_PREVENTS_STATEMENT: --read-only
+
+
+def test_app_user_has_only_the_privileges_it_needs(databases):
+    conn = pymysql.connect(unix_socket=databases.primary.socket, user=render.DB_APP_USER, password=databases.app_password, database="webinfra")
+    with conn, conn.cursor() as cur:
+        for statement in ("DELETE FROM messages", "DROP TABLE messages", "UPDATE messages SET text='x'", "CREATE TABLE t (i INT)", "SELECT * FROM mysql.user"):
+            with pytest.raises(pymysql.err.OperationalError):
+                cur.execute(statement)
+    users = databases.primary.sql("SELECT User, Host FROM mysql.user WHERE User='root'")
+    assert [u["Host"] for u in users] == ["localhost"], "root must not be reachable remotely"
+
+
+def test_users_replicate_so_a_replica_has_them(databases):
+    users = {(u["User"], u["Host"]) for u in databases.replica.sql("SELECT User, Host FROM mysql.user")}
+    assert (render.DB_APP_USER, "localhost") in users and (render.DB_REPLICATION_USER, "127.0.0.0/255.0.0.0") in users
+
+
+def test_replica_health_is_503_when_replication_stops(apps, databases):
+    databases.replica.sql("STOP SLAVE")
+    try:
+        status, body = apps["replica"].json("GET", "/health")
+        assert status == 503 and body["replication"]["running"] is False and body["healthy"] is False
+    finally:
+        databases.replica.sql("START SLAVE")
+    assert wait_until(lambda: apps["replica"].json("GET", "/health")[0] == 200, seconds=15)
+
+
+def test_database_unreachable_means_503_and_no_write(start_extra_app, databases):
+    broken = start_extra_app(databases.primary, "primary", WEBINFRA_DB_PASSWORD="wrong-password")
+    before = count(databases.primary)
+    status, body = broken.json("GET", "/health")
+    assert status == 503 and body["database"] == "unreachable" and body["healthy"] is False
+    status, body = broken.json("POST", "/api/messages", {"text": "lost?"})
+    assert status == 503 and body["error"] == "database unavailable"
+    assert count(databases.primary) == before
