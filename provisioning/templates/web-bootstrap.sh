@@ -12,7 +12,10 @@ step "secrets from SSM Parameter Store"
 /usr/local/sbin/webinfra-fetch-secrets
 
 step "MariaDB as $WEBINFRA_ROLE"
-systemctl enable --now mariadb
+# Restart, not just start: a server already running (started by its package, or baked into an
+# image) must pick up 60-webinfra.cnf (server_id, binlog, read_only) before replication is set up.
+systemctl enable mariadb
+systemctl restart mariadb
 /usr/local/sbin/webinfra-db-setup
 
 step "app server"
