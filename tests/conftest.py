@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from tests.pulumi_harness import ProgramRun, run_program
+from lab.mock_cloud import ProgramRun, run_program
 
 # Counts the program is checked at: the default, a larger odd count across three AZs, the maximum.
 WEB_COUNTS = (2, 5, 20)

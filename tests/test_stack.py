@@ -5,7 +5,7 @@ import pytest
 
 from provisioning.render import USER_DATA_LIMIT_BYTES, decode_user_data
 from settings import SettingsError
-from tests.pulumi_harness import run_program
+from lab.mock_cloud import run_program
 
 TAG_KEYS = {"Project", "Stack", "Role", "Name", "ManagedBy"}
 # AWS resource types that take no tags at all.
@@ -62,7 +62,7 @@ def test_no_generated_password_in_any_user_data_or_export(program):
 )
 def test_invalid_settings_fail_before_any_resource_is_declared(config, message, monkeypatch):
     declared = []
-    import tests.pulumi_harness as harness
+    import lab.mock_cloud as harness
 
     original = harness.RecordingMocks.new_resource
     monkeypatch.setattr(harness.RecordingMocks, "new_resource", lambda self, args: declared.append(args.name) or original(self, args))

@@ -23,7 +23,7 @@ def test_every_instance_has_a_role(program):  # CKV2_AWS_41
 
 
 def test_images_are_official_debian_12_for_the_architecture():
-    from tests.pulumi_harness import run_program
+    from lab.mock_cloud import run_program
 
     run = run_program({"instanceType": "t4g.small", "lbInstanceType": "t3.micro"})
     by_name = {i.inputs["tags"]["Name"]: i.inputs["ami"] for i in instances(run)}

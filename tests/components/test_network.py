@@ -1,7 +1,7 @@
 """Network under mocks: the security-group invariants of the baseline, rule by rule."""
 import pytest
 
-from tests.pulumi_harness import run_program
+from lab.mock_cloud import run_program
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"

@@ -1,7 +1,7 @@
 """DatabaseSecrets and HostRole under mocks: SecureStrings per stack, read only by the web role."""
 import json
 
-from tests.pulumi_harness import ACCOUNT_ID, run_program
+from lab.mock_cloud import ACCOUNT_ID, run_program
 
 
 def test_passwords_are_generated_and_stored_as_secure_strings(program):

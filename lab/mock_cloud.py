@@ -1,25 +1,33 @@
-"""Run the whole Pulumi program under mocks and record every resource it declares.
+"""The whole Pulumi program run under mocks that behave like a small AWS account.
 
 `run_program(config)` sets the stack's config, runs `Settings.from_pulumi_config()` and
 `define_stack()` exactly as `__main__.py` does, waits for every registration, and returns what was
-declared (type, name, inputs) and the resolved exports. Tests then assert in plain Python, so a
-failing check fails the test (no `.apply(check)` that is never awaited).
+declared (type, name, inputs, options) and the resolved exports.
+
+Two users: the tests assert on the declarations in plain Python (so a failing check fails the test,
+no `.apply(check)` that is never awaited), and the local lab boots the declared instances from the
+very user-data `pulumi up` would send. The mocks therefore give instances addresses inside their
+subnets (web-NN: host 10+NN, lb-NN: host 4+NN) and public addresses from 198.51.100.0/24
+(documentation range, only ever routed inside the lab).
 """
 from __future__ import annotations
 
 import ipaddress
+import pathlib
 import secrets
 import string
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+import yaml
 
 from settings import Settings
 from stack import define_stack
 
 ACCOUNT_ID = "123456789012"
-LB_PUBLIC_IP = "198.51.100.10"
+PUBLIC_PREFIX = "198.51.100."
+LB_PUBLIC_IP = PUBLIC_PREFIX + "10"  # the Elastic IP of lb-01
 VPC_IPV6_BLOCK = "2600:1f18:4a3:6e00::/56"
 
 
@@ -52,7 +60,8 @@ class ProgramRun:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Copies inputs to outputs and adds what AWS would compute (camelCase keys, as the engine)."""
 
-    def __init__(self) -> None:
+    def __init__(self, region: str) -> None:
+        self.region = region
         self.resources: list[Declared] = []
         self.subnet_cidrs: dict[str, str] = {}
         self.passwords: list[str] = []
@@ -66,27 +75,31 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/subnet:Subnet":
             self.subnet_cidrs[resource_id] = args.inputs["cidrBlock"]
         elif typ == "aws:ec2/instance:Instance":
-            outputs["privateIp"] = self._address_for(args.inputs)
-            outputs["arn"] = f"arn:aws:ec2:eu-west-1:{ACCOUNT_ID}:instance/{resource_id}"
+            kind, number = args.inputs["tags"]["Name"].rsplit("-", 1)
+            outputs["privateIp"] = self._address_for(args.inputs["subnetId"], kind, int(number))
+            # the address AWS gives at launch in a public subnet (the LB's Elastic IP replaces it)
+            outputs["publicIp"] = f"{PUBLIC_PREFIX}{(100 if kind == 'web' else 50) + int(number)}"
+            outputs["arn"] = f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:instance/{resource_id}"
         elif typ == "aws:ec2/eip:Eip":
-            outputs["publicIp"] = LB_PUBLIC_IP
+            outputs["publicIp"] = f"{PUBLIC_PREFIX}{9 + len(self.of_type('aws:ec2/eip:Eip')) + 1}"
         elif typ == "random:index/randomPassword:RandomPassword":
             alphabet = string.ascii_letters + string.digits
             outputs["result"] = "".join(secrets.choice(alphabet) for _ in range(int(args.inputs["length"])))
             self.passwords.append(outputs["result"])
         elif typ == "aws:ssm/parameter:Parameter":
-            outputs["arn"] = f"arn:aws:ssm:eu-west-1:{ACCOUNT_ID}:parameter{args.inputs['name']}"
+            outputs["arn"] = f"arn:aws:ssm:{self.region}:{ACCOUNT_ID}:parameter{args.inputs['name']}"
         elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
             outputs["name"] = f"{args.name}-1a2b3c"
             outputs["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}"
         self.resources.append(Declared(typ, args.name, dict(args.inputs), outputs))
         return [resource_id, outputs]
 
-    def _address_for(self, inputs: dict) -> str:
+    def of_type(self, typ: str) -> list[Declared]:
+        return [r for r in self.resources if r.type == typ]
+
+    def _address_for(self, subnet_id: str, kind: str, number: int) -> str:
         """web-NN gets host 10+NN of its subnet, lb-NN host 4+NN: stable, and inside the subnet."""
-        kind, number = inputs["tags"]["Name"].rsplit("-", 1)
-        offset = (10 if kind == "web" else 4) + int(number)
-        return str(ipaddress.ip_network(self.subnet_cidrs[inputs["subnetId"]])[offset])
+        return str(ipaddress.ip_network(self.subnet_cidrs[subnet_id])[(10 if kind == "web" else 4) + number])
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token
@@ -94,7 +107,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             name_filter = next(f for f in args.args["filters"] if f["name"] == "name")
             return {"id": f"ami-{name_filter['values'][0].replace('*', 'latest')}", "architecture": "x86_64"}
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ["eu-west-1a", "eu-west-1b", "eu-west-1c"], "zoneIds": ["euw1-az1", "euw1-az2", "euw1-az3"]}
+            return {"names": [f"{self.region}{zone}" for zone in "abc"], "zoneIds": [f"az{n}" for n in (1, 2, 3)]}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/test", "userId": "test"}
         if token == "aws:index/getPartition:getPartition":
@@ -102,9 +115,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"the mocks do not answer {token}")
 
 
+def stack_config(path: str | pathlib.Path) -> tuple[dict[str, Any], str | None]:
+    """Settings (without the `webinfra:` prefix) and aws:region from a Pulumi.<stack>.yaml file."""
+    config = yaml.safe_load(pathlib.Path(path).read_text()).get("config", {})
+    settings = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith("webinfra:")}
+    return settings, config.get("aws:region")
+
+
 def run_program(config: dict[str, Any], stack: str = "dev", region: str | None = "eu-west-1") -> ProgramRun:
     """Run the program with `config` (setting name → value, without the `webinfra:` prefix)."""
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(region or "eu-west-1")
     pulumi.runtime.set_mocks(mocks, project="webinfra", stack=stack, preview=False)
     all_config = {f"webinfra:{key}": str(value) for key, value in config.items()}
     if region:

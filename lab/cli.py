@@ -1,0 +1,364 @@
+"""scripts/lab: boot the stack's exact user-data on local Debian 12 hosts.
+
+    scripts/lab up [--web-count N]     build (cached) and boot every instance of the `lab` stack
+    scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
+    scripts/lab exec HOST -- CMD...    run a command inside a host
+    scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
+    scripts/lab kill HOST              power a host off hard (its port goes quiet, like a dead instance)
+    scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
+    scripts/lab sg on|off              enforce the declared security groups, or let every flow through
+    scripts/lab down                   remove everything the lab made (idempotent, also after a crash)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+from lab import hosts as lab_hosts
+from lab import image as lab_image
+from lab import network
+from lab.topology import CLIENT_ADDRESS, Host, LabPlan, Rule
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+STATE_FILE = lab_hosts.STATE / "state.json"
+LOGS = lab_hosts.STATE / "logs"
+STACK_FILE = REPO / "Pulumi.lab.yaml"
+CLOUD_INIT_TIMEOUT = 900
+
+
+class LabError(RuntimeError):
+    pass
+
+
+# --- output -----------------------------------------------------------------------------------------
+
+class Steps:
+    def __init__(self):
+        self.started = time.monotonic()
+
+    def run(self, label: str, action, *args, **kwargs):
+        print(f"▸ {label}", flush=True)
+        began = time.monotonic()
+        result = action(*args, **kwargs)
+        print(f"  ✓ {label} ({time.monotonic() - began:.1f}s)", flush=True)
+        return result
+
+
+# --- state (no secrets: user-data and parameter values stay out of it) ---------------------------------
+
+def save_state(plan: LabPlan) -> None:
+    state = {
+        "stack": plan.stack,
+        "region": plan.region,
+        "vpc_cidr": plan.vpc_cidr,
+        "url": plan.url,
+        "aws_endpoint_url": plan.aws_endpoint_url,
+        "hosts": [{k: v for k, v in dataclasses.asdict(h).items() if k != "user_data_gzip"} for h in plan.hosts],
+        "rules": [dataclasses.asdict(r) for r in plan.rules],
+    }
+    lab_hosts.STATE.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(json.dumps(state, indent=2))
+    STATE_FILE.chmod(0o600)
+
+
+def load_state() -> LabPlan:
+    if not STATE_FILE.exists():
+        raise LabError("no lab is up (run: scripts/lab up)")
+    state = json.loads(STATE_FILE.read_text())
+    hosts = tuple(
+        Host(**{**h, "security_groups": tuple(h["security_groups"]), "packages": tuple(h["packages"]), "user_data_gzip": b""})
+        for h in state["hosts"]
+    )
+    return LabPlan(
+        stack=state["stack"], region=state["region"], vpc_cidr=state["vpc_cidr"], hosts=hosts,
+        rules=tuple(Rule(**r) for r in state["rules"]), url=state["url"], aws_endpoint_url=state["aws_endpoint_url"],
+    )
+
+
+# --- the program, evaluated under mocks -------------------------------------------------------------------
+
+def evaluate_program(web_count: int | None) -> LabPlan:
+    from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
+    from lab.topology import plan_from_program
+
+    config, region = stack_config(STACK_FILE)
+    if web_count is not None:
+        config["webCount"] = web_count
+    run = run_program(config, stack="lab", region=region)
+    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
+
+
+# --- up ---------------------------------------------------------------------------------------------------
+
+def start_aws_api(plan: LabPlan) -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / "aws-api.log", "ab")
+    subprocess.Popen(
+        ["ip", "netns", "exec", network.CLOUD_NS, sys.executable, "-m", "moto.server", "-H", plan.api_address, "-p", "80"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+    )
+    parameters = json.dumps({name: list(value) for name, value in plan.parameters.items()})
+    result = network.in_ns(
+        network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", "load", plan.aws_endpoint_url, plan.region,
+        input=parameters, cwd=REPO, check=False, timeout=60,
+    )
+    if result.returncode != 0:
+        raise LabError(f"loading SSM parameters into the AWS API stand-in failed:\n{result.stderr}")
+    print(f"  {result.stdout.strip()}")
+
+
+def cloud_init_state(host: Host) -> str:
+    if not lab_hosts.is_running(host):
+        return "stopped"
+    try:
+        result = lab_hosts.guest_command(host, ["cloud-init", "status"], timeout=20)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return "booting"
+    for line in result.stdout.splitlines():
+        if line.startswith("status:"):
+            return line.split(":", 1)[1].strip()
+    return "booting"
+
+
+def wait_for_cloud_init(plan: LabPlan, began: float, timeout: float) -> dict[str, str]:
+    final: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    print(f"  waiting for cloud-init on {len(plan.hosts)} hosts (at most {timeout:.0f}s)", flush=True)
+    while len(final) < len(plan.hosts) and time.monotonic() < deadline:
+        for host in plan.hosts:
+            if host.name in final:
+                continue
+            state = cloud_init_state(host)
+            if state in ("done", "error", "degraded done", "disabled") or (state == "stopped" and time.monotonic() - began > 30):
+                final[host.name] = state
+                mark = "✓" if state == "done" else "✗"
+                print(f"  {mark} {host.name:<7} {host.role:<3} {host.db_role or '':<7} cloud-init {state} after {time.monotonic() - began:.1f}s", flush=True)
+        time.sleep(1)
+    for host in plan.hosts:
+        final.setdefault(host.name, "timed out")
+    return final
+
+
+def report_failure(host: Host, state: str) -> None:
+    print(f"\n── {host.name}: cloud-init {state} ──", file=sys.stderr)
+    if not lab_hosts.is_running(host):
+        console = lab_hosts.host_dir(host.name) / "console.log"
+        if console.exists():
+            print("\n".join(console.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+        return
+    for command in (["cloud-init", "status", "--long"],
+                    ["sh", "-c", "grep -E 'WARNING|ERROR|Traceback|failed' /var/log/cloud-init.log | tail -n 15"],
+                    ["tail", "-n", "40", "/var/log/cloud-init-output.log"]):
+        result = lab_hosts.guest_command(host, command, timeout=30)
+        print(result.stdout + result.stderr, file=sys.stderr)
+
+
+def up(web_count: int | None, timeout: float) -> int:
+    steps = Steps()
+    steps.run("remove leftovers of an earlier lab", down, quiet=True)
+    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{f', webCount={web_count}' if web_count else ''})", evaluate_program, web_count)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    package_sets = {h.packages for h in plan.hosts}
+    cached = lab_image.is_built(package_sets)
+    images = steps.run(f"Debian 12 images ({'cached' if cached else 'first build, a few minutes'})", lab_image.build, package_sets, LOGS)
+    save_state(plan)
+
+    def make_network():
+        network.create_cloud(plan)
+        for host in plan.hosts:
+            network.attach_host(plan, host)
+
+    steps.run(f"network: VPC {plan.vpc_cidr}, gateway, security groups, {len(plan.hosts)} host namespaces", make_network)
+    steps.run(f"AWS API stand-in on {plan.aws_endpoint_url} with {len(plan.parameters)} SSM parameters", start_aws_api, plan)
+
+    def boot_all():
+        for host in plan.hosts:
+            lab_hosts.prepare(host, images[tuple(sorted(host.packages))])
+            lab_hosts.boot(host)
+
+    began = time.monotonic()
+    steps.run("boot " + ", ".join(h.name for h in plan.hosts), boot_all)
+    states = wait_for_cloud_init(plan, began, timeout)
+    failed = [h for h in plan.hosts if states[h.name] != "done"]
+    for host in failed:
+        report_failure(host, states[host.name])
+    total = time.monotonic() - steps.started
+    if failed:
+        print(f"\n✗ lab up failed after {total:.0f}s: {', '.join(h.name for h in failed)} did not finish cloud-init. "
+              "Inspect with scripts/lab exec HOST -- ..., remove with scripts/lab down.", file=sys.stderr)
+        return 1
+    print(f"\n✓ lab up in {total:.0f}s. The site: {plan.url}")
+    print(f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si {plan.url}")
+    print("  hosts and addresses:           sudo scripts/lab status")
+    print("  remove everything:             sudo scripts/lab down")
+    return 0
+
+
+# --- down -------------------------------------------------------------------------------------------------
+
+def down(quiet: bool = False) -> dict[str, int]:
+    """Everything the lab made goes, whatever state a crash left it in; the image cache stays."""
+    counts = {"supervisors": 0, "processes": 0, "mounts": 0, "namespaces": 0}
+    for pid in lab_hosts.supervisors():
+        try:
+            os.kill(pid, 9)
+            counts["supervisors"] += 1
+        except ProcessLookupError:
+            pass
+    namespaces = network.lab_namespaces()
+    for ns in namespaces:
+        pids = lab_hosts.netns_pids(ns)
+        counts["processes"] += len(pids)
+        lab_hosts.kill_namespace_processes(ns)
+    deadline = time.monotonic() + 20
+    while any(lab_hosts.netns_pids(ns) for ns in namespaces) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    mounts_before = _lab_mounts()
+    lab_hosts.unmount_and_delete()
+    lab_image._unmount_below(lab_image.CACHE)
+    counts["mounts"] = len(mounts_before)
+    counts["namespaces"] = len(network.remove_all())
+    for name in ("state.json",):
+        (lab_hosts.STATE / name).unlink(missing_ok=True)
+    shutil.rmtree(LOGS, ignore_errors=True)
+    for leftover in pathlib.Path("/run/systemd/nspawn/propagate").glob("*") if pathlib.Path("/run/systemd/nspawn/propagate").exists() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
+    if not quiet:
+        print(f"lab down: stopped {counts['supervisors']} hosts ({counts['processes']} processes), "
+              f"unmounted {counts['mounts']} overlays, deleted {counts['namespaces']} namespaces")
+    return counts
+
+
+def _lab_mounts() -> list[str]:
+    return [line.split()[1] for line in pathlib.Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1].startswith(str(lab_hosts.HOSTS) + "/")]
+
+
+# --- status, exec, kill, start, sg --------------------------------------------------------------------------
+
+def status(as_json: bool) -> int:
+    plan = load_state()
+    rows = []
+    for host in plan.hosts:
+        rows.append({
+            "name": host.name, "role": host.role, "db_role": host.db_role, "address": host.private_ip,
+            "public_address": host.public_ip, "netns": host.netns, "running": lab_hosts.is_running(host),
+            "cloud_init": cloud_init_state(host),
+        })
+    report = {"url": plan.url, "client_netns": network.CLIENT_NS, "client_address": CLIENT_ADDRESS,
+              "security_groups": network.security_groups_enabled(), "aws_endpoint_url": plan.aws_endpoint_url, "hosts": rows}
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"url: {plan.url}   (from the lab's internet: sudo scripts/lab client -- curl -si {plan.url})")
+    print(f"security groups enforced: {'yes' if report['security_groups'] else 'NO (scripts/lab sg on)'}")
+    print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<9}cloud-init")
+    for r in rows:
+        print(f"{r['name']:<8}{r['role']:<6}{(r['db_role'] or '-'):<9}{r['address']:<14}{r['public_address']:<17}"
+              f"{'yes' if r['running'] else 'no':<9}{r['cloud_init']}")
+    return 0
+
+
+def exec_in(name: str, command: list[str]) -> int:
+    host = load_state().host(name)
+    if not command:
+        raise LabError("give a command after --, e.g. scripts/lab exec web-01 -- cloud-init status")
+    return lab_hosts.guest_command(host, command, timeout=None, capture=False).returncode
+
+
+def client(command: list[str]) -> int:
+    load_state()
+    return subprocess.run(["ip", "netns", "exec", network.CLIENT_NS, *command]).returncode
+
+
+def kill(name: str) -> int:
+    host = load_state().host(name)
+    network.set_link(host, up=False)
+    lab_hosts.kill(host)
+    print(f"{name} powered off hard")
+    return 0
+
+
+def start(name: str) -> int:
+    host = load_state().host(name)
+    if lab_hosts.is_running(host):
+        print(f"{name} is already running")
+        return 0
+    network.set_link(host, up=True)
+    lab_hosts.boot(host)
+    deadline = time.monotonic() + 60
+    while not lab_hosts.is_running(host) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"{name} booting")
+    return 0 if lab_hosts.is_running(host) else 1
+
+
+def security_groups(setting: str) -> int:
+    plan = load_state()
+    network.set_security_groups(plan, enabled=setting == "on")
+    print(f"security groups {'enforced' if setting == 'on' else 'NOT enforced: every flow between lab hosts passes'}")
+    return 0
+
+
+# --- entry point -------------------------------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/lab", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="boot the lab stack")
+    p_up.add_argument("--web-count", type=int, help="web servers (default: Pulumi.lab.yaml)")
+    p_up.add_argument("--timeout", type=float, default=CLOUD_INIT_TIMEOUT, help="seconds to wait for cloud-init")
+    p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
+    p_status.add_argument("--json", action="store_true")
+    sub.add_parser("down", help="remove everything the lab made")
+    p_exec = sub.add_parser("exec", help="run a command inside a host")
+    p_exec.add_argument("host")
+    p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
+    p_client = sub.add_parser("client", help="run a command in the client namespace (the internet)")
+    p_client.add_argument("cmd", nargs=argparse.REMAINDER)
+    for name, text in (("kill", "power a host off hard"), ("start", "boot a stopped host")):
+        sub.add_parser(name, help=text).add_argument("host")
+    p_sg = sub.add_parser("sg", help="security-group enforcement on or off")
+    p_sg.add_argument("setting", choices=("on", "off"))
+    args = parser.parse_args(argv)
+
+    if os.geteuid() != 0:
+        print("scripts/lab needs root (namespaces, mounts, systemd-nspawn): sudo scripts/lab ...", file=sys.stderr)
+        return 1
+    strip = lambda cmd: cmd[1:] if cmd and cmd[0] == "--" else cmd  # noqa: E731
+    try:
+        if args.command == "up":
+            if args.web_count is not None and not 2 <= args.web_count <= 20:
+                parser.error("--web-count must be from 2 to 20")
+            return up(args.web_count, args.timeout)
+        if args.command == "down":
+            down()
+            return 0
+        if args.command == "status":
+            return status(args.json)
+        if args.command == "exec":
+            return exec_in(args.host, strip(args.cmd))
+        if args.command == "client":
+            return client(strip(args.cmd))
+        if args.command == "kill":
+            return kill(args.host)
+        if args.command == "start":
+            return start(args.host)
+        if args.command == "sg":
+            return security_groups(args.setting)
+    except (LabError, KeyError, RuntimeError) as error:
+        print(f"scripts/lab: {error}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

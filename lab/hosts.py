@@ -1,0 +1,148 @@
+"""Lab hosts: an overlay over the base image, a NoCloud seed with the host's exact user-data, and
+systemd-nspawn booting it inside the host's network namespace (kept running by boot-host.sh)."""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+from lab.topology import Host
+
+STATE = pathlib.Path(os.environ.get("WEBINFRA_LAB_STATE", "/var/lib/webinfra-lab"))
+HOSTS = STATE / "hosts"
+BOOT_HOST = pathlib.Path(__file__).resolve().parent / "boot-host.sh"
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The stand-in for the instance role: the AWS API stand-in accepts any key, and boto/awscli find
+# these where the role's credentials would otherwise come from (IMDS). Nothing secret.
+LAB_AWS_CREDENTIALS = "[default]\naws_access_key_id = lab\naws_secret_access_key = lab\n"
+
+
+def host_dir(name: str) -> pathlib.Path:
+    return HOSTS / name
+
+
+def root_of(name: str) -> pathlib.Path:
+    return host_dir(name) / "root"
+
+
+def prepare(host: Host, lowers: list[pathlib.Path]) -> None:
+    """Mount the host's overlay and seed cloud-init with its user-data, byte for byte."""
+    base = host_dir(host.name)
+    for part in ("upper", "work", "root"):
+        (base / part).mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={':'.join(str(p) for p in lowers)},upperdir={base / 'upper'},workdir={base / 'work'}", str(base / "root")],
+        check=True,
+    )
+    root = base / "root"
+    seed = root / "var/lib/cloud/seed/nocloud"
+    seed.mkdir(parents=True, exist_ok=True)
+    (seed / "user-data").write_bytes(host.user_data_gzip)  # gzip, read by cloud-init as on EC2
+    (seed / "meta-data").write_text(f"instance-id: {host.instance_id}\nlocal-hostname: {host.name}\n")
+    aws = root / "root/.aws"
+    aws.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (aws / "credentials").write_text(LAB_AWS_CREDENTIALS)
+    (aws / "credentials").chmod(0o600)
+
+
+def boot(host: Host) -> int:
+    """Start the host (detached); returns the supervisor's pid."""
+    log = open(host_dir(host.name) / "console.log", "ab")
+    process = subprocess.Popen(
+        [str(BOOT_HOST), host.name, str(root_of(host.name)), host.netns],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    (host_dir(host.name) / "supervisor.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def netns_pids(netns: str) -> list[int]:
+    result = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+    return [int(p) for p in result.stdout.split()] if result.returncode == 0 else []
+
+
+def init_pid(host: Host) -> int | None:
+    """The container's systemd: the process in the host's namespace that is PID 1 inside."""
+    for pid in netns_pids(host.netns):
+        try:
+            status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and line.split()[-1] == "1" and len(line.split()) > 2:
+                return pid
+    return None
+
+
+def is_running(host: Host) -> bool:
+    return init_pid(host) is not None
+
+
+def guest_command(host: Host, command: list[str], *, timeout: float | None = 60, check: bool = False,
+                  input: str | None = None, capture: bool = True) -> subprocess.CompletedProcess:
+    pid = init_pid(host)
+    if pid is None:
+        raise RuntimeError(f"{host.name} is not running")
+    return subprocess.run(
+        ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "--",
+         "/usr/bin/env", "-i", f"PATH={GUEST_PATH}", "HOME=/root", "LANG=C.UTF-8", *command],
+        capture_output=capture, text=True, timeout=timeout, check=check, input=input,
+    )
+
+
+def kill(host: Host) -> None:
+    """Power loss: SIGKILL the container's init (its whole PID namespace dies with it)."""
+    pid = init_pid(host)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while is_running(host) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def supervisor_pid(name: str) -> int | None:
+    try:
+        pid = int((host_dir(name) / "supervisor.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"boot-host.sh" in cmdline else None
+
+
+def supervisors() -> list[int]:
+    """Every running boot-host.sh of this lab, found from /proc (works after a crash, without state)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(BOOT_HOST).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def kill_namespace_processes(netns: str) -> None:
+    for pid in netns_pids(netns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def unmount_and_delete() -> None:
+    if not HOSTS.exists():
+        return
+    for line in reversed(pathlib.Path("/proc/mounts").read_text().splitlines()):
+        target = line.split()[1]
+        if target.startswith(str(HOSTS) + "/"):
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+    shutil.rmtree(HOSTS, ignore_errors=True)

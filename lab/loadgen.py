@@ -1,0 +1,70 @@
+"""A bounded HTTP client for lab tests and benchmarks, run from the client namespace.
+
+    python -m lab.loadgen URL --requests N [--rate R] [--duration S] [--timeout T]
+
+Sends at most N GET requests (at R per second when given) and stops after S seconds whatever
+happens; prints one JSON report: status counts, X-Served-By counts, and per-request records
+(start offset, status, server, latency) so callers can measure gaps. Targets only the URL given.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import time
+import urllib.parse
+
+
+def one_request(url: urllib.parse.SplitResult, timeout: float) -> tuple[int, str | None]:
+    connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+    try:
+        connection.request("GET", url.path or "/", headers={"Connection": "close"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("X-Served-By")
+    except (OSError, http.client.HTTPException):
+        return 0, None  # no answer: refused, reset or timed out
+    finally:
+        connection.close()
+
+
+def run(url: str, requests: int, rate: float | None, duration: float, timeout: float) -> dict:
+    target = urllib.parse.urlsplit(url)
+    records, started = [], time.monotonic()
+    for index in range(requests):
+        if rate:
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        offset = time.monotonic() - started
+        if offset > duration:
+            break
+        status, server = one_request(target, timeout)
+        records.append({"t": round(offset, 3), "status": status, "server": server,
+                        "latency": round(time.monotonic() - started - offset, 4)})
+    statuses, servers = {}, {}
+    for record in records:
+        statuses[str(record["status"])] = statuses.get(str(record["status"]), 0) + 1
+        if record["server"]:
+            servers[record["server"]] = servers.get(record["server"], 0) + 1
+    return {"url": url, "sent": len(records), "statuses": statuses, "servers": servers,
+            "elapsed": round(time.monotonic() - started, 3), "records": records}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= 100_000 or args.duration > 600:
+        parser.error("at most 100000 requests and 600 seconds")
+    json.dump(run(args.url, args.requests, args.rate, args.duration, args.timeout), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
