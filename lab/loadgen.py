@@ -1,9 +1,9 @@
 """A bounded HTTP client for lab tests and benchmarks, run from the client namespace.
 
-    python -m lab.loadgen URL --requests N [--rate R] [--duration S] [--timeout T]
+    python -m lab.loadgen URL --requests N [--rate R] [--duration S] [--timeout T] [--concurrency C]
 
-Sends at most N GET requests (at R per second when given) and stops after S seconds whatever
-happens; prints one JSON report: status counts, X-Served-By counts, and per-request records
+Sends at most N GET requests (at R per second when given, C at a time) and stops after S seconds
+whatever happens; prints one JSON report: status counts, X-Served-By counts, and per-request records
 (start offset, status, server, latency) so callers can measure gaps. Targets only the URL given.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import http.client
 import json
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -29,20 +30,40 @@ def one_request(url: urllib.parse.SplitResult, timeout: float) -> tuple[int, str
         connection.close()
 
 
-def run(url: str, requests: int, rate: float | None, duration: float, timeout: float) -> dict:
+def run(url: str, requests: int, rate: float | None, duration: float, timeout: float, concurrency: int = 1) -> dict:
+    """Request i is due at i/rate seconds; `concurrency` workers take the due requests in order, so
+    one request stuck on a dead server does not hold back the others."""
     target = urllib.parse.urlsplit(url)
-    records, started = [], time.monotonic()
-    for index in range(requests):
-        if rate:
-            delay = started + index / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        offset = time.monotonic() - started
-        if offset > duration:
-            break
-        status, server = one_request(target, timeout)
-        records.append({"t": round(offset, 3), "status": status, "server": server,
-                        "latency": round(time.monotonic() - started - offset, 4)})
+    records: list[dict] = []
+    lock = threading.Lock()
+    next_index = iter(range(requests))
+    started = time.monotonic()
+
+    def worker():
+        while True:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                return
+            if rate:
+                delay = started + index / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            offset = time.monotonic() - started
+            if offset > duration:
+                return
+            status, server = one_request(target, timeout)
+            record = {"t": round(offset, 3), "status": status, "server": server,
+                      "latency": round(time.monotonic() - started - offset, 4)}
+            with lock:
+                records.append(record)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + timeout + 5)
+    records.sort(key=lambda r: r["t"])
     statuses, servers = {}, {}
     for record in records:
         statuses[str(record["status"])] = statuses.get(str(record["status"]), 0) + 1
@@ -59,10 +80,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args(argv)
-    if not 1 <= args.requests <= 100_000 or args.duration > 600:
-        parser.error("at most 100000 requests and 600 seconds")
-    json.dump(run(args.url, args.requests, args.rate, args.duration, args.timeout), sys.stdout)
+    if not 1 <= args.requests <= 100_000 or args.duration > 600 or not 1 <= args.concurrency <= 64:
+        parser.error("at most 100000 requests, 600 seconds and 64 concurrent requests")
+    json.dump(run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency), sys.stdout)
     return 0
 
 

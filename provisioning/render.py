@@ -220,6 +220,9 @@ def haproxy_config(hostname: str, backends: Sequence[Backend], check: HealthChec
         check=check,
         retries=2,
         timeout_connect="1s",
+        # Above the app's worst case (2 s DB connect + 5 s query) and short enough that a GET stuck
+        # on a server that died mid-request is retried elsewhere (retry-on response-timeout).
+        timeout_server="10s",
         global_maxconn=4096,
         health_check_host="webinfra-health",
         stats_port=HAPROXY_STATS_PORT,
