@@ -181,7 +181,15 @@ update-locale LANG=en_US.UTF-8
             (work / "upper").rename(layer)
             shutil.rmtree(work, ignore_errors=True)
         lowers[packages] = [layer, base]
+    _prune(keep={base, *(path for pair in lowers.values() for path in pair)})
     return lowers
+
+
+def _prune(keep: set[pathlib.Path]) -> None:
+    """Images of an older recipe or package list are never used again: free their disk."""
+    for entry in CACHE.iterdir():
+        if entry not in keep and (entry.name.startswith("debian12-") or entry.name.startswith("layer-")):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _mark_complete(path: pathlib.Path, facts: dict) -> None:

@@ -1,0 +1,35 @@
+"""The AWS API stand-in's loader, against moto: parameters arrive as SecureStrings."""
+import io
+import json
+import sys
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from lab import aws_api
+
+
+@pytest.fixture
+def fake_credentials(monkeypatch):
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+
+
+@mock_aws
+def test_parameters_are_stored_as_secure_strings(fake_credentials):
+    client = boto3.client("ssm", region_name="us-east-1")
+    names = aws_api.load_parameters(client, {"/webinfra/lab/db/app-password": ("SecureString", "s3cretvalue1234567")})
+    assert names == ["/webinfra/lab/db/app-password"]
+    parameter = client.get_parameter(Name="/webinfra/lab/db/app-password", WithDecryption=True)["Parameter"]
+    assert parameter["Type"] == "SecureString" and parameter["Value"] == "s3cretvalue1234567"
+    raw = client.get_parameter(Name="/webinfra/lab/db/app-password", WithDecryption=False)["Parameter"]["Value"]
+    assert raw != "s3cretvalue1234567"
+    # loading again (a second `lab up`) overwrites rather than failing
+    aws_api.load_parameters(client, {"/webinfra/lab/db/app-password": ("SecureString", "another1234567890")})
+    assert client.get_parameter(Name="/webinfra/lab/db/app-password", WithDecryption=True)["Parameter"]["Value"] == "another1234567890"
+
+
+def test_main_refuses_bad_usage(capsys):
+    assert aws_api.main(["store", "x"]) == 2
+    assert "usage" in capsys.readouterr().err

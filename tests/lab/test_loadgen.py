@@ -1,0 +1,55 @@
+"""The bounded load generator, against a local HTTP server on 127.0.0.1."""
+import http.server
+import threading
+
+import pytest
+
+from lab import loadgen
+
+
+@pytest.fixture
+def server():
+    class Handler(http.server.BaseHTTPRequestHandler):
+        count = 0
+
+        def do_GET(self):
+            Handler.count += 1
+            status = 503 if self.path == "/fail" else 200
+            self.send_response(status)
+            self.send_header("X-Served-By", f"backend-{Handler.count % 2}")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_counts_statuses_and_servers(server):
+    report = loadgen.run(server + "/", 20, None, 10, 2, concurrency=4)
+    assert report["sent"] == 20 and report["statuses"] == {"200": 20}
+    assert report["servers"] == {"backend-0": 10, "backend-1": 10}
+    assert [r["t"] for r in report["records"]] == sorted(r["t"] for r in report["records"])
+
+
+def test_failures_and_refused_connections_are_recorded(server):
+    assert loadgen.run(server + "/fail", 3, None, 10, 2)["statuses"] == {"503": 3}
+    port = server.rsplit(":", 1)[1]
+    closed = loadgen.run("http://127.0.0.1:1/", 2, None, 10, 1)
+    assert closed["statuses"] == {"0": 2} and port != "1"
+
+
+def test_rate_and_duration_bound_the_run(server):
+    report = loadgen.run(server + "/", 1000, 20, 1.0, 2)
+    assert 15 <= report["sent"] <= 22 and report["elapsed"] < 3
+
+
+def test_limits_are_enforced():
+    with pytest.raises(SystemExit):
+        loadgen.main(["http://127.0.0.1/", "--requests", "1000000"])

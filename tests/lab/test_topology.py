@@ -1,0 +1,82 @@
+"""The lab's plan and network rules, derived from the program's declarations (no lab booted here,
+except `nft -c` in a throw-away namespace to check the rulesets are valid)."""
+import gzip
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from lab.cli import STACK_FILE
+from lab.mock_cloud import run_program, stack_config
+from lab.topology import gateway_ruleset, plan_from_program, security_groups_ruleset
+from tests.conftest import require_tool
+
+
+@pytest.fixture(scope="module")
+def plan():
+    config, region = stack_config(STACK_FILE)
+    config["webCount"] = 3
+    run = run_program(config, stack="lab", region=region)
+    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
+
+
+def test_the_lab_stack_points_hosts_at_the_lab_api_stand_in():
+    config, region = stack_config(STACK_FILE)
+    assert region and config["awsEndpointUrl"] == "http://10.77.0.2" and config["vpcCidr"] == "10.77.0.0/16"
+
+
+def test_plan_has_every_instance_with_its_exact_user_data(plan):
+    assert [(h.name, h.role, h.db_role) for h in plan.hosts] == [
+        ("lb-01", "lb", None), ("web-01", "web", "primary"), ("web-02", "web", "replica"), ("web-03", "web", "replica"),
+    ]
+    for host in plan.hosts:
+        text = gzip.decompress(host.user_data_gzip).decode()
+        assert text.startswith("#cloud-config\n") and f"hostname: {host.name}\n" in text
+        assert host.packages == tuple(yaml.safe_load(text)["packages"])
+        assert host.private_ip.startswith("10.77.") and host.public_ip.startswith("198.51.100.")
+    assert "nginx" not in plan.host("lb-01").packages and "haproxy" in plan.host("lb-01").packages
+    assert plan.url == f"http://{plan.host('lb-01').public_ip}/"
+    assert plan.router_address == "10.77.0.1" and plan.api_address == "10.77.0.2"
+
+
+def test_parameters_are_the_declared_secrets_unwrapped(plan):
+    assert sorted(plan.parameters) == ["/webinfra/lab/db/app-password", "/webinfra/lab/db/replication-password"]
+    for kind, value in plan.parameters.values():
+        assert kind == "SecureString" and isinstance(value, str) and value.isalnum() and len(value) == 32
+
+
+def test_security_group_rules_follow_the_declarations(plan):
+    ruleset = security_groups_ruleset(plan)
+    web_ips = ", ".join(h.private_ip for h in plan.hosts if h.role == "web")
+    assert f"set sg_net_web_sg_id {{ type ipv4_addr; elements = {{ {web_ips} }}; }}" in ruleset
+    ingress_web = ruleset.split("chain ingress_web_01 {", 1)[1].split("}", 1)[0]
+    assert "ip saddr @sg_net_lb_sg_id tcp dport 80 accept" in ingress_web
+    assert "ip saddr @sg_net_web_sg_id tcp dport 3306 accept" in ingress_web
+    assert "0.0.0.0/0" not in ingress_web and "counter drop" in ingress_web
+    ingress_lb = ruleset.split("chain ingress_lb_01 {", 1)[1].split("}", 1)[0]
+    assert "ip saddr 0.0.0.0/0 tcp dport 80 accept" in ingress_lb and "3306" not in ingress_lb
+    assert "ct state established,related accept" in ruleset
+
+
+def test_gateway_forwards_only_within_the_lab(plan):
+    ruleset = gateway_ruleset(plan, bridge="vpc0", internet_link="v-inet")
+    for host in plan.hosts:
+        assert f"ip daddr {host.public_ip} dnat to {host.private_ip}" in ruleset
+    assert "policy drop" in ruleset and "ip daddr 203.0.113.0/24 accept" in ruleset
+
+
+def test_rulesets_are_valid_nftables(plan, tmp_path):
+    nft = require_tool("nft")
+    if os.geteuid() != 0:
+        pytest.fail("checking nftables rulesets needs root (a throw-away network namespace)")
+    namespace = f"wi-nftcheck-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        for text in (security_groups_ruleset(plan), gateway_ruleset(plan, bridge="vpc0", internet_link="v-inet")):
+            result = subprocess.run(["ip", "netns", "exec", namespace, nft, "-c", "-f", "-"], input=text, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+        broken = security_groups_ruleset(plan).replace("tcp dport 80 accept", "tcp dport eighty accept", 1)
+        assert subprocess.run(["ip", "netns", "exec", namespace, nft, "-c", "-f", "-"], input=broken, capture_output=True, text=True).returncode != 0
+    finally:
+        subprocess.run(["ip", "netns", "delete", namespace], check=False)
