@@ -4,7 +4,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from components.ec2 import debian_12_ami
+from components.ec2 import HostProfile, debian_12_ami
 from components.host_role import HostRole, HostRoleArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
@@ -71,21 +71,22 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
 
     web_ami = debian_12_ami(settings.web_arch)
     lb_ami = web_ami if settings.lb_arch == settings.web_arch else debian_12_ami(settings.lb_arch)
-    key_name = settings.ssh_key_name
 
     tier = WebTier(
         "web",
         WebTierArgs(
             count=settings.web_count,
             facts=facts,
-            ami_id=web_ami,
-            instance_type=settings.instance_type,
+            profile=HostProfile(
+                ami_id=web_ami,
+                instance_type=settings.instance_type,
+                security_group_ids=[network.web_security_group_id],
+                instance_profile=web_role.instance_profile_name,
+                root_volume_gb=settings.root_volume_gb,
+                key_name=settings.ssh_key_name,
+            ),
             subnet_ids=network.subnet_ids,
-            security_group_ids=[network.web_security_group_id],
-            instance_profile=web_role.instance_profile_name,
-            root_volume_gb=settings.root_volume_gb,
             tags=tags,
-            key_name=key_name,
         ),
         # The passwords must be in SSM before any server boots and asks for them.
         opts=pulumi.ResourceOptions(depends_on=[secrets, web_role]),
@@ -97,14 +98,16 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             facts=facts,
             backend_names=tier.hostnames,
             backend_addresses=tier.private_ips,
-            ami_id=lb_ami,
-            instance_type=settings.lb_instance_type,
+            profile=HostProfile(
+                ami_id=lb_ami,
+                instance_type=settings.lb_instance_type,
+                security_group_ids=[network.lb_security_group_id],
+                instance_profile=lb_role.instance_profile_name,
+                root_volume_gb=settings.root_volume_gb,
+                key_name=settings.ssh_key_name,
+            ),
             subnet_id=network.subnet_ids[0],
-            security_group_ids=[network.lb_security_group_id],
-            instance_profile=lb_role.instance_profile_name,
-            root_volume_gb=settings.root_volume_gb,
             tags=tags,
-            key_name=key_name,
         ),
     )
 

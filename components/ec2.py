@@ -33,41 +33,45 @@ def debian_12_ami(arch: str, opts: pulumi.InvokeOptions | None = None) -> pulumi
 
 
 @dataclass
-class InstanceSpec:
-    """What differs between the stack's instances; everything else is the shared baseline."""
+class HostProfile:
+    """What every instance of one kind (web server, load balancer) shares."""
 
     ami_id: pulumi.Input[str]
     instance_type: str
-    subnet_id: pulumi.Input[str]
     security_group_ids: Sequence[pulumi.Input[str]]
     instance_profile: pulumi.Input[str]
-    user_data_base64: pulumi.Input[str]
     root_volume_gb: int
-    tags: dict[str, str]
     key_name: str | None = None
-    private_ip: pulumi.Input[str] | None = None
-    ipv6_address_count: int | None = None
-    # Replace the instance when its user-data changes (cloud-init runs once, so an in-place change
-    # would silently never apply). False keeps an instance (and its data) across template changes.
-    replace_on_user_data_change: bool = True
 
 
-def hardened_instance(name: str, spec: InstanceSpec, parent: pulumi.Resource) -> aws.ec2.Instance:
+def hardened_instance(
+    name: str,
+    profile: HostProfile,
+    *,
+    subnet_id: pulumi.Input[str],
+    user_data_base64: pulumi.Input[str],
+    tags: dict[str, str],
+    replace_on_user_data_change: bool,
+    parent: pulumi.Resource,
+    ipv6_address_count: int | None = None,
+) -> aws.ec2.Instance:
+    """`replace_on_user_data_change`: replace the instance when its user-data changes (cloud-init
+    runs once, so an in-place change would silently never apply). False keeps an instance, and its
+    data, across template changes."""
     ignored = ["ami"]  # a newer Debian image must not replace running servers
-    if not spec.replace_on_user_data_change:
+    if not replace_on_user_data_change:
         ignored += ["userData", "userDataBase64"]
     return aws.ec2.Instance(
         name,
-        ami=spec.ami_id,
-        instance_type=spec.instance_type,
-        subnet_id=spec.subnet_id,
-        vpc_security_group_ids=list(spec.security_group_ids),
-        iam_instance_profile=spec.instance_profile,
-        key_name=spec.key_name,
-        private_ip=spec.private_ip,
-        ipv6_address_count=spec.ipv6_address_count,
-        user_data_base64=spec.user_data_base64,
-        user_data_replace_on_change=spec.replace_on_user_data_change,
+        ami=profile.ami_id,
+        instance_type=profile.instance_type,
+        subnet_id=subnet_id,
+        vpc_security_group_ids=list(profile.security_group_ids),
+        iam_instance_profile=profile.instance_profile,
+        key_name=profile.key_name,
+        ipv6_address_count=ipv6_address_count,
+        user_data_base64=user_data_base64,
+        user_data_replace_on_change=replace_on_user_data_change,
         metadata_options={
             "http_endpoint": "enabled",
             "http_tokens": "required",
@@ -75,12 +79,12 @@ def hardened_instance(name: str, spec: InstanceSpec, parent: pulumi.Resource) ->
         },
         root_block_device={
             "volume_type": "gp3",
-            "volume_size": spec.root_volume_gb,
+            "volume_size": profile.root_volume_gb,
             "encrypted": True,
             "delete_on_termination": True,
         },
         monitoring=False,
-        tags=spec.tags,
-        volume_tags=spec.tags,
+        tags=tags,
+        volume_tags=tags,
         opts=pulumi.ResourceOptions(parent=parent, ignore_changes=ignored),
     )

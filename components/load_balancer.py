@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.ec2 import InstanceSpec, hardened_instance
+from components.ec2 import HostProfile, hardened_instance
 from provisioning.render import Backend, StackFacts, encode_user_data, lb_cloud_config
 
 
@@ -16,14 +16,9 @@ class LoadBalancerArgs:
     facts: StackFacts
     backend_names: list[str]
     backend_addresses: pulumi.Input[list[str]]
-    ami_id: pulumi.Input[str]
-    instance_type: str
+    profile: HostProfile
     subnet_id: pulumi.Input[str]
-    security_group_ids: list[pulumi.Input[str]]
-    instance_profile: pulumi.Input[str]
-    root_volume_gb: int
     tags: dict[str, str]
-    key_name: str | None = None
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -45,20 +40,13 @@ class LoadBalancer(pulumi.ComponentResource):
         tags = {**args.tags, "Role": "lb", "Name": args.hostname}
         instance = hardened_instance(
             f"{name}-instance",
-            InstanceSpec(
-                ami_id=args.ami_id,
-                instance_type=args.instance_type,
-                subnet_id=args.subnet_id,
-                security_group_ids=args.security_group_ids,
-                instance_profile=args.instance_profile,
-                user_data_base64=user_data,
-                root_volume_gb=args.root_volume_gb,
-                key_name=args.key_name,
-                ipv6_address_count=1,
-                tags=tags,
-                # Stateless: a new configuration means a new instance; the Elastic IP follows it.
-                replace_on_user_data_change=True,
-            ),
+            args.profile,
+            subnet_id=args.subnet_id,
+            user_data_base64=user_data,
+            tags=tags,
+            # Stateless: a new configuration means a new instance; the Elastic IP follows it.
+            replace_on_user_data_change=True,
+            ipv6_address_count=1,
             parent=self,
         )
         address = aws.ec2.Eip(

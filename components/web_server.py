@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.ec2 import InstanceSpec, hardened_instance
+from components.ec2 import HostProfile, hardened_instance
 from provisioning.render import StackFacts, encode_user_data, web_cloud_config
 
 
@@ -14,15 +14,10 @@ class WebServerArgs:
     hostname: str
     role: str  # "primary" or "replica"
     facts: StackFacts
-    ami_id: pulumi.Input[str]
-    instance_type: str
+    profile: HostProfile
     subnet_id: pulumi.Input[str]
-    security_group_ids: list[pulumi.Input[str]]
-    instance_profile: pulumi.Input[str]
-    root_volume_gb: int
     tags: dict[str, str]
     primary_address: pulumi.Input[str] | None = None  # required for a replica
-    key_name: str | None = None
 
 
 class WebServer(pulumi.ComponentResource):
@@ -40,20 +35,13 @@ class WebServer(pulumi.ComponentResource):
 
         instance = hardened_instance(
             f"{name}-instance",
-            InstanceSpec(
-                ami_id=args.ami_id,
-                instance_type=args.instance_type,
-                subnet_id=args.subnet_id,
-                security_group_ids=args.security_group_ids,
-                instance_profile=args.instance_profile,
-                user_data_base64=user_data,
-                root_volume_gb=args.root_volume_gb,
-                key_name=args.key_name,
-                tags={**args.tags, "Role": "web", "DbRole": args.role, "Name": args.hostname},
-                # The primary holds the data: a template change must not replace it. Replicas are
-                # rebuilt from the primary's binary log, so they follow template changes.
-                replace_on_user_data_change=args.role != "primary",
-            ),
+            args.profile,
+            subnet_id=args.subnet_id,
+            user_data_base64=user_data,
+            tags={**args.tags, "Role": "web", "DbRole": args.role, "Name": args.hostname},
+            # The primary holds the data: a template change must not replace it. Replicas are
+            # rebuilt from the primary's binary log, so they follow template changes.
+            replace_on_user_data_change=args.role != "primary",
             parent=self,
         )
         self.private_ip = instance.private_ip

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components.ec2 import HostProfile
 from components.web_server import WebServer, WebServerArgs
 from provisioning.render import StackFacts
 
@@ -13,14 +14,9 @@ from provisioning.render import StackFacts
 class WebTierArgs:
     count: int
     facts: StackFacts
-    ami_id: pulumi.Input[str]
-    instance_type: str
+    profile: HostProfile
     subnet_ids: list[pulumi.Input[str]]
-    security_group_ids: list[pulumi.Input[str]]
-    instance_profile: pulumi.Input[str]
-    root_volume_gb: int
     tags: dict[str, str]
-    key_name: str | None = None
 
 
 class WebTier(pulumi.ComponentResource):
@@ -43,15 +39,10 @@ class WebTier(pulumi.ComponentResource):
                     hostname=hostname,
                     role="primary" if primary is None else "replica",
                     facts=args.facts,
-                    ami_id=args.ami_id,
-                    instance_type=args.instance_type,
+                    profile=args.profile,
                     subnet_id=args.subnet_ids[index % len(args.subnet_ids)],
-                    security_group_ids=args.security_group_ids,
-                    instance_profile=args.instance_profile,
-                    root_volume_gb=args.root_volume_gb,
                     tags=args.tags,
                     primary_address=None if primary is None else primary.private_ip,
-                    key_name=args.key_name,
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )

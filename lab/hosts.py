@@ -105,18 +105,6 @@ def kill(host: Host) -> None:
         time.sleep(0.1)
 
 
-def supervisor_pid(name: str) -> int | None:
-    try:
-        pid = int((host_dir(name) / "supervisor.pid").read_text())
-    except (OSError, ValueError):
-        return None
-    try:
-        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if b"boot-host.sh" in cmdline else None
-
-
 def supervisors() -> list[int]:
     """Every running boot-host.sh of this lab, found from /proc (works after a crash, without state)."""
     found = []
