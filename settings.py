@@ -69,6 +69,10 @@ class Settings:
         return architecture_of(self.lb_instance_type)
 
     @property
+    def layout(self) -> tuple[HostSlot, list[HostSlot]]:
+        return host_layout(self.vpc_cidr, self.az_count, self.web_count)
+
+    @property
     def ssm_prefix(self) -> str:
         """SSM Parameter Store path that holds this stack's secrets (and nothing else)."""
         return f"/{self.project}/{self.stack}"
@@ -151,6 +155,32 @@ def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
     bits_needed = max(0, (count - 1).bit_length())
     new_prefix = max(vpc.prefixlen + bits_needed, 24)
     return [str(net) for net, _ in zip(vpc.subnets(new_prefix=new_prefix), range(count))]
+
+
+@dataclass(frozen=True)
+class HostSlot:
+    """Where one instance lives: its hostname, subnet (by index) and fixed private address."""
+
+    hostname: str
+    subnet_index: int
+    private_ip: str
+
+
+def host_layout(vpc_cidr: str, az_count: int, web_count: int) -> tuple[HostSlot, list[HostSlot]]:
+    """The load balancer and the web servers, with addresses fixed by the program.
+
+    Fixed addresses (lb-01 at host .5 of the first subnet, web-NN at host 10+NN of subnet
+    (NN-1) mod azCount) let every host know its peers at first boot: the load balancer its
+    backends, replicas their primary, host firewalls and certificates their addresses, with no
+    dependency on instance creation order. AWS reserves hosts .0-.3 and the last of each subnet.
+    """
+    subnets = [ipaddress.ip_network(cidr) for cidr in subnet_cidrs(vpc_cidr, az_count)]
+    lb = HostSlot("lb-01", 0, str(subnets[0][5]))
+    web = []
+    for number in range(1, web_count + 1):
+        index = (number - 1) % az_count
+        web.append(HostSlot(f"web-{number:02d}", index, str(subnets[index][10 + number])))
+    return lb, web
 
 
 # --- validators, one per kind of value --------------------------------------------------------------

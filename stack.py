@@ -10,7 +10,7 @@ from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
 from components.secrets import DatabaseSecrets, DatabaseSecretsArgs
 from components.web_tier import WebTier, WebTierArgs
-from provisioning.render import StackFacts
+from provisioning.render import Backend, StackFacts
 from settings import Settings, subnet_cidrs
 
 
@@ -72,10 +72,11 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     web_ami = debian_12_ami(settings.web_arch)
     lb_ami = web_ami if settings.lb_arch == settings.web_arch else debian_12_ami(settings.lb_arch)
 
+    lb_slot, web_slots = settings.layout
     tier = WebTier(
         "web",
         WebTierArgs(
-            count=settings.web_count,
+            slots=web_slots,
             facts=facts,
             profile=HostProfile(
                 ami_id=web_ami,
@@ -94,10 +95,9 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     lb = LoadBalancer(
         "lb",
         LoadBalancerArgs(
-            hostname="lb-01",
+            hostname=lb_slot.hostname,
             facts=facts,
-            backend_names=tier.hostnames,
-            backend_addresses=tier.private_ips,
+            backends=[Backend(slot.hostname, slot.private_ip) for slot in web_slots],
             profile=HostProfile(
                 ami_id=lb_ami,
                 instance_type=settings.lb_instance_type,
@@ -106,7 +106,8 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
                 root_volume_gb=settings.root_volume_gb,
                 key_name=settings.ssh_key_name,
             ),
-            subnet_id=network.subnet_ids[0],
+            subnet_id=network.subnet_ids[lb_slot.subnet_index],
+            private_ip=lb_slot.private_ip,
             tags=tags,
         ),
     )

@@ -14,34 +14,26 @@ from provisioning.render import Backend, StackFacts, encode_user_data, lb_cloud_
 class LoadBalancerArgs:
     hostname: str
     facts: StackFacts
-    backend_names: list[str]
-    backend_addresses: pulumi.Input[list[str]]
+    backends: list[Backend]
     profile: HostProfile
     subnet_id: pulumi.Input[str]
+    private_ip: str
     tags: dict[str, str]
 
 
 class LoadBalancer(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
-    private_ip: pulumi.Output[str]
     url: pulumi.Output[str]
 
     def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:load_balancer:LoadBalancer", name, None, opts)
-        user_data = pulumi.Output.from_input(args.backend_addresses).apply(
-            lambda addresses: encode_user_data(
-                lb_cloud_config(
-                    args.facts,
-                    args.hostname,
-                    [Backend(n, a) for n, a in zip(args.backend_names, addresses, strict=True)],
-                )
-            )
-        )
+        user_data = encode_user_data(lb_cloud_config(args.facts, args.hostname, args.backends))
         tags = {**args.tags, "Role": "lb", "Name": args.hostname}
         instance = hardened_instance(
             f"{name}-instance",
             args.profile,
             subnet_id=args.subnet_id,
+            private_ip=args.private_ip,
             user_data_base64=user_data,
             tags=tags,
             # Stateless: a new configuration means a new instance; the Elastic IP follows it.
@@ -57,6 +49,5 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.public_ip = address.public_ip
-        self.private_ip = instance.private_ip
         self.url = pulumi.Output.concat("http://", address.public_ip, "/")
-        self.register_outputs({"public_ip": self.public_ip, "private_ip": self.private_ip, "url": self.url})
+        self.register_outputs({"public_ip": self.public_ip, "url": self.url})

@@ -16,8 +16,9 @@ class WebServerArgs:
     facts: StackFacts
     profile: HostProfile
     subnet_id: pulumi.Input[str]
+    private_ip: str
     tags: dict[str, str]
-    primary_address: pulumi.Input[str] | None = None  # required for a replica
+    primary_address: str | None = None  # required for a replica
 
 
 class WebServer(pulumi.ComponentResource):
@@ -26,17 +27,13 @@ class WebServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: WebServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:web_server:WebServer", name, None, opts)
-        if args.role == "replica":
-            user_data = pulumi.Output.from_input(args.primary_address).apply(
-                lambda primary: encode_user_data(web_cloud_config(args.facts, args.hostname, "replica", primary))
-            )
-        else:
-            user_data = pulumi.Output.from_input(encode_user_data(web_cloud_config(args.facts, args.hostname, args.role, None)))
+        user_data = encode_user_data(web_cloud_config(args.facts, args.hostname, args.role, args.primary_address))
 
         instance = hardened_instance(
             f"{name}-instance",
             args.profile,
             subnet_id=args.subnet_id,
+            private_ip=args.private_ip,
             user_data_base64=user_data,
             tags={**args.tags, "Role": "web", "DbRole": args.role, "Name": args.hostname},
             # The primary holds the data: a template change must not replace it. Replicas are

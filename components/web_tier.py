@@ -8,11 +8,12 @@ import pulumi
 from components.ec2 import HostProfile
 from components.web_server import WebServer, WebServerArgs
 from provisioning.render import StackFacts
+from settings import HostSlot
 
 
 @dataclass
 class WebTierArgs:
-    count: int
+    slots: list[HostSlot]  # web-01 first: the primary
     facts: StackFacts
     profile: HostProfile
     subnet_ids: list[pulumi.Input[str]]
@@ -22,33 +23,32 @@ class WebTierArgs:
 class WebTier(pulumi.ComponentResource):
     servers: list[WebServer]
     hostnames: list[str]
-    private_ips: pulumi.Output[list[str]]
-    primary_private_ip: pulumi.Output[str]
+    private_ips: list[str]
+    primary_private_ip: str
 
     def __init__(self, name: str, args: WebTierArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:web_tier:WebTier", name, None, opts)
-        if args.count < 2:
+        if len(args.slots) < 2:
             raise ValueError("a web tier needs a primary and at least one replica")
-        self.servers, self.hostnames = [], []
-        primary: WebServer | None = None
-        for index in range(args.count):
-            hostname = f"web-{index + 1:02d}"
-            server = WebServer(
-                f"{name}-{index + 1:02d}",
+        primary = args.slots[0]
+        self.servers = [
+            WebServer(
+                f"{name}-{slot.hostname.rsplit('-', 1)[1]}",
                 WebServerArgs(
-                    hostname=hostname,
-                    role="primary" if primary is None else "replica",
+                    hostname=slot.hostname,
+                    role="primary" if slot is primary else "replica",
                     facts=args.facts,
                     profile=args.profile,
-                    subnet_id=args.subnet_ids[index % len(args.subnet_ids)],
+                    subnet_id=args.subnet_ids[slot.subnet_index],
+                    private_ip=slot.private_ip,
                     tags=args.tags,
-                    primary_address=None if primary is None else primary.private_ip,
+                    primary_address=None if slot is primary else primary.private_ip,
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            primary = primary or server
-            self.servers.append(server)
-            self.hostnames.append(hostname)
-        self.private_ips = pulumi.Output.all(*[s.private_ip for s in self.servers])
-        self.primary_private_ip = self.servers[0].private_ip
+            for slot in args.slots
+        ]
+        self.hostnames = [slot.hostname for slot in args.slots]
+        self.private_ips = [slot.private_ip for slot in args.slots]
+        self.primary_private_ip = primary.private_ip
         self.register_outputs({"private_ips": self.private_ips, "primary_private_ip": self.primary_private_ip})

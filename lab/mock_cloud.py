@@ -6,9 +6,9 @@ declared (type, name, inputs, options) and the resolved exports.
 
 Two users: the tests assert on the declarations in plain Python (so a failing check fails the test,
 no `.apply(check)` that is never awaited), and the local lab boots the declared instances from the
-very user-data `pulumi up` would send. The mocks therefore give instances addresses inside their
-subnets (web-NN: host 10+NN, lb-NN: host 4+NN) and public addresses from 198.51.100.0/24
-(documentation range, only ever routed inside the lab).
+very user-data `pulumi up` would send. Instances keep the private addresses the program fixes
+(checked to lie inside their subnet) and get public addresses from 198.51.100.0/24 (a
+documentation range, only ever routed inside the lab).
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self.subnet_cidrs[resource_id] = args.inputs["cidrBlock"]
         elif typ == "aws:ec2/instance:Instance":
             kind, number = args.inputs["tags"]["Name"].rsplit("-", 1)
-            outputs["privateIp"] = self._address_for(args.inputs["subnetId"], kind, int(number))
+            assert ipaddress.ip_address(args.inputs["privateIp"]) in ipaddress.ip_network(self.subnet_cidrs[args.inputs["subnetId"]]), \
+                f"{args.name}: its private address is outside its subnet"
             # the address AWS gives at launch in a public subnet (the LB's Elastic IP replaces it)
             outputs["publicIp"] = f"{PUBLIC_PREFIX}{(100 if kind == 'web' else 50) + int(number)}"
             outputs["arn"] = f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:instance/{resource_id}"
@@ -97,9 +98,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def of_type(self, typ: str) -> list[Declared]:
         return [r for r in self.resources if r.type == typ]
 
-    def _address_for(self, subnet_id: str, kind: str, number: int) -> str:
-        """web-NN gets host 10+NN of its subnet, lb-NN host 4+NN: stable, and inside the subnet."""
-        return str(ipaddress.ip_network(self.subnet_cidrs[subnet_id])[(10 if kind == "web" else 4) + number])
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token

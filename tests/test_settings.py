@@ -98,3 +98,22 @@ def test_project_defaults_cover_every_setting_the_class_reads():
         "webCount", "instanceType", "lbInstanceType", "vpcCidr", "azCount", "adminCidr", "sshKeyName",
         "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl",
     }
+
+
+@pytest.mark.parametrize("vpc, azs, count", [("10.0.0.0/16", 2, 2), ("10.0.0.0/16", 3, 20), ("192.168.0.0/24", 4, 20)])
+def test_layout_gives_every_host_a_fixed_address_inside_its_subnet(vpc, azs, count):
+    import ipaddress
+
+    from settings import host_layout
+
+    lb, web = host_layout(vpc, azs, count)
+    subnets = [ipaddress.ip_network(c) for c in subnet_cidrs(vpc, azs)]
+    slots = [lb, *web]
+    assert [s.hostname for s in web] == [f"web-{n:02d}" for n in range(1, count + 1)]
+    assert len({s.private_ip for s in slots}) == len(slots), "addresses collide"
+    for slot in slots:
+        subnet = subnets[slot.subnet_index]
+        address = ipaddress.ip_address(slot.private_ip)
+        # inside the subnet, clear of the 4 addresses AWS reserves at the start and the one at the end
+        assert address in subnet and subnet[4] <= address < subnet[-1], slot
+    assert [s.subnet_index for s in web] == [(n - 1) % azs for n in range(1, count + 1)]
