@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import pathlib
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlparse
@@ -54,11 +55,20 @@ class Settings:
     root_volume_gb: int
     max_replication_lag_seconds: int
     aws_endpoint_url: str | None
+    domain: str | None = None
+    acme_email: str | None = None
+    acme_server: str = "https://acme-v02.api.letsencrypt.org/directory"
+    rate_limit_per_10s: int = 200
 
     # --- derived values -------------------------------------------------------------------------
     @property
     def ssh_enabled(self) -> bool:
-        return self.admin_cidr is not None
+        """SSH only with both an admin network and a key pair; otherwise Session Manager."""
+        return self.admin_cidr is not None and self.ssh_key_name is not None
+
+    @property
+    def acme_enabled(self) -> bool:
+        return self.domain is not None and self.acme_email is not None
 
     @property
     def web_arch(self) -> str:
@@ -109,6 +119,13 @@ class Settings:
                 f"{PROJECT}:sshKeyName is set but {PROJECT}:adminCidr is not: a key pair is only useful "
                 "with SSH allowed from an admin network; set adminCidr (for example 203.0.113.7/32) or unset sshKeyName"
             )
+        domain = _domain(raw["domain"])
+        acme_email = _email(raw["acmeEmail"])
+        if acme_email and not domain:
+            raise SettingsError(f"{PROJECT}:acmeEmail is set but {PROJECT}:domain is not: a certificate needs the site's DNS name")
+        acme_server = _endpoint_url(raw["acmeServer"], "acmeServer")
+        if acme_server is None:
+            raise SettingsError(f"{PROJECT}:acmeServer must be an http(s) URL of an ACME directory")
         return cls(
             project=PROJECT,
             stack=stack,
@@ -122,7 +139,11 @@ class Settings:
             ssh_key_name=ssh_key_name,
             root_volume_gb=root_volume_gb,
             max_replication_lag_seconds=max_lag,
-            aws_endpoint_url=_endpoint_url(raw["awsEndpointUrl"]),
+            aws_endpoint_url=_endpoint_url(raw["awsEndpointUrl"], "awsEndpointUrl"),
+            domain=domain,
+            acme_email=acme_email,
+            acme_server=acme_server,
+            rate_limit_per_10s=_int(raw, "rateLimitPer10s", 10, 100_000),
         )
 
     @classmethod
@@ -239,11 +260,35 @@ def _admin_cidr(value: Any) -> str | None:
     return str(network)
 
 
-def _endpoint_url(value: Any) -> str | None:
+def _endpoint_url(value: Any, key: str) -> str | None:
     text = str(value or "").strip()
     if not text:
         return None
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise SettingsError(f"{PROJECT}:awsEndpointUrl must be an http(s) URL such as http://10.0.0.1:5000, got {text!r}")
+        raise SettingsError(f"{PROJECT}:{key} must be an http(s) URL such as http://10.0.0.1:5000, got {text!r}")
     return text.rstrip("/")
+
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _domain(value: Any) -> str | None:
+    text = str(value or "").strip().lower().rstrip(".")
+    if not text:
+        return None
+    labels = text.split(".")
+    if len(labels) < 2 or len(text) > 253 or not all(_DNS_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        raise SettingsError(f"{PROJECT}:domain must be a DNS name such as www.example.com, got {text!r}")
+    return text
+
+
+def _email(value: Any) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    local, _, host = text.partition("@")
+    if not local or not host or " " in text:
+        raise SettingsError(f"{PROJECT}:acmeEmail must be an e-mail address, got {text!r}")
+    _domain_host = _domain(host)  # the address's domain must itself be a DNS name
+    return f"{local}@{_domain_host}"

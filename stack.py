@@ -5,29 +5,43 @@ import pulumi
 import pulumi_aws as aws
 
 from components.ec2 import HostProfile, debian_12_ami
-from components.host_role import HostRole, HostRoleArgs
+from components.host_role import SESSION_MANAGER_STATEMENT, HostRole, HostRoleArgs
+from components.lb_certificate import LoadBalancerCertificate, LoadBalancerCertificateArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
-from components.secrets import DatabaseSecrets, DatabaseSecretsArgs
+from components.secrets import StackSecrets, StackSecretsArgs
 from components.web_tier import WebTier, WebTierArgs
 from provisioning.render import Backend, StackFacts
 from settings import Settings, subnet_cidrs
 
 
 def stack_facts(settings: Settings) -> StackFacts:
+    lb_slot, web_slots = settings.layout
     return StackFacts(
         stack=settings.stack,
         region=settings.region,
         vpc_cidr=settings.vpc_cidr,
         ssm_prefix=settings.ssm_prefix,
+        lb_addresses=(lb_slot.private_ip,),
+        web_addresses=tuple(slot.private_ip for slot in web_slots),
         max_replication_lag_seconds=settings.max_replication_lag_seconds,
         aws_endpoint_url=settings.aws_endpoint_url,
+        ssh_cidr=settings.admin_cidr if settings.ssh_enabled else None,
+        domain=settings.domain,
+        acme_email=settings.acme_email,
+        acme_server=settings.acme_server if settings.acme_enabled else None,
+        rate_limit_per_10s=settings.rate_limit_per_10s,
     )
+
+
+def _read_parameters(sid: str, arns) -> dict:
+    return {"Sid": sid, "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": list(arns)}
 
 
 def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     tags = settings.base_tags
     facts = stack_facts(settings)
+    lb_slot, web_slots = settings.layout
 
     zones = aws.get_availability_zones_output(state="available").names
     network = Network(
@@ -36,43 +50,44 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             vpc_cidr=settings.vpc_cidr,
             subnet_cidrs=subnet_cidrs(settings.vpc_cidr, settings.az_count),
             availability_zones=zones,
-            admin_cidr=settings.admin_cidr,
+            ssh_cidr=facts.ssh_cidr,
             tags=tags,
         ),
     )
-
-    secrets = DatabaseSecrets(
-        "db",
-        DatabaseSecretsArgs(
-            parameter_names={"app": facts.ssm_db_app_password, "replication": facts.ssm_db_replication_password},
+    certificate = LoadBalancerCertificate(
+        "lb-tls",
+        LoadBalancerCertificateArgs(public_ip=network.lb_address.public_ip, domain=settings.domain, stack=settings.stack),
+    )
+    secrets = StackSecrets(
+        "secrets",
+        StackSecretsArgs(
+            passwords={"db-app": facts.ssm_db_app_password, "db-replication": facts.ssm_db_replication_password},
+            values={"lb-certificate": (facts.ssm_lb_certificate, certificate.haproxy_pem)},
             tags=tags,
         ),
     )
-    # Web servers may read exactly this stack's database passwords; the load balancer reads nothing.
+    # Each kind of host reads exactly its own secrets of this stack, and may be reached through
+    # Session Manager; nothing else.
+    arns = secrets.parameter_arns
     web_role = HostRole(
         "web-host",
         HostRoleArgs(
-            description=f"webinfra {settings.stack} web servers: read the stack's database passwords",
+            description=f"webinfra {settings.stack} web servers: database passwords, Session Manager",
             tags={**tags, "Role": "web"},
-            statements=[
-                {
-                    "Sid": "ReadOwnStackDatabasePasswords",
-                    "Effect": "Allow",
-                    "Action": ["ssm:GetParameter"],
-                    "Resource": list(secrets.parameter_arns.values()),
-                }
-            ],
+            statements=[_read_parameters("ReadOwnDatabasePasswords", [arns["db-app"], arns["db-replication"]]), SESSION_MANAGER_STATEMENT],
         ),
     )
     lb_role = HostRole(
         "lb-host",
-        HostRoleArgs(description=f"webinfra {settings.stack} load balancer", tags={**tags, "Role": "lb"}),
+        HostRoleArgs(
+            description=f"webinfra {settings.stack} load balancer: its TLS key, Session Manager",
+            tags={**tags, "Role": "lb"},
+            statements=[_read_parameters("ReadOwnCertificate", [arns["lb-certificate"]]), SESSION_MANAGER_STATEMENT],
+        ),
     )
 
     web_ami = debian_12_ami(settings.web_arch)
     lb_ami = web_ami if settings.lb_arch == settings.web_arch else debian_12_ami(settings.lb_arch)
-
-    lb_slot, web_slots = settings.layout
     tier = WebTier(
         "web",
         WebTierArgs(
@@ -89,7 +104,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             subnet_ids=network.subnet_ids,
             tags=tags,
         ),
-        # The passwords must be in SSM before any server boots and asks for them.
+        # The secrets must be in SSM before any server boots and asks for them.
         opts=pulumi.ResourceOptions(depends_on=[secrets, web_role]),
     )
     lb = LoadBalancer(
@@ -108,13 +123,17 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             ),
             subnet_id=network.subnet_ids[lb_slot.subnet_index],
             private_ip=lb_slot.private_ip,
+            eip_allocation_id=network.lb_address.allocation_id,
+            public_ip=network.lb_address.public_ip,
             tags=tags,
         ),
+        opts=pulumi.ResourceOptions(depends_on=[secrets, lb_role]),
     )
 
     return {
         "url": lb.url,
         "lb_public_ip": lb.public_ip,
+        "lb_certificate_pem": certificate.certificate_pem,
         "web_private_ips": tier.private_ips,
         "db_primary_private_ip": tier.primary_private_ip,
         "ssh_enabled": settings.ssh_enabled,

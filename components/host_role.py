@@ -15,6 +15,41 @@ EC2_ASSUME_ROLE_POLICY = json.dumps(
 )
 
 
+# What Session Manager (and Run Command) need on the instance: the actions of AWS's managed policy
+# AmazonSSMManagedInstanceCore except its ssm:GetParameter(s) on every parameter of the account,
+# which would let any host read every stack's secrets.
+SESSION_MANAGER_STATEMENT = {
+    "Sid": "SessionManagerAgent",
+    "Effect": "Allow",
+    "Action": [
+        "ssm:DescribeAssociation",
+        "ssm:GetDeployablePatchSnapshotForInstance",
+        "ssm:GetDocument",
+        "ssm:DescribeDocument",
+        "ssm:GetManifest",
+        "ssm:ListAssociations",
+        "ssm:ListInstanceAssociations",
+        "ssm:PutInventory",
+        "ssm:PutComplianceItems",
+        "ssm:PutConfigurePackageResult",
+        "ssm:UpdateAssociationStatus",
+        "ssm:UpdateInstanceAssociationStatus",
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+        "ec2messages:AcknowledgeMessage",
+        "ec2messages:DeleteMessage",
+        "ec2messages:FailMessage",
+        "ec2messages:GetEndpoint",
+        "ec2messages:GetMessages",
+        "ec2messages:SendReply",
+    ],
+    "Resource": "*",
+}
+
+
 @dataclass
 class HostRoleArgs:
     description: str

@@ -1,4 +1,5 @@
-"""LoadBalancer: the HAProxy instance with an Elastic IP, balancing round-robin over the web tier."""
+"""LoadBalancer: the HAProxy instance behind the stack's Elastic IP, balancing round-robin over the
+web tier, terminating TLS."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ class LoadBalancerArgs:
     profile: HostProfile
     subnet_id: pulumi.Input[str]
     private_ip: str
+    eip_allocation_id: pulumi.Input[str]
+    public_ip: pulumi.Input[str]
     tags: dict[str, str]
 
 
@@ -41,13 +44,12 @@ class LoadBalancer(pulumi.ComponentResource):
             ipv6_address_count=1,
             parent=self,
         )
-        address = aws.ec2.Eip(
-            f"{name}-eip",
-            domain="vpc",
-            instance=instance.id,
-            tags={**tags, "Name": f"{args.hostname}-eip"},
+        aws.ec2.EipAssociation(
+            f"{name}-eip-association",
+            allocation_id=args.eip_allocation_id,
+            instance_id=instance.id,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.public_ip = address.public_ip
-        self.url = pulumi.Output.concat("http://", address.public_ip, "/")
+        self.public_ip = pulumi.Output.from_input(args.public_ip)
+        self.url = pulumi.Output.concat("https://", self.public_ip, "/")
         self.register_outputs({"public_ip": self.public_ip, "url": self.url})

@@ -23,7 +23,7 @@ class NetworkArgs:
     vpc_cidr: str
     subnet_cidrs: list[str]
     availability_zones: pulumi.Input[list[str]]
-    admin_cidr: str | None
+    ssh_cidr: str | None  # the admin network, only when SSH is enabled
     tags: dict[str, str]
 
 
@@ -32,6 +32,7 @@ class Network(pulumi.ComponentResource):
     subnet_ids: list[pulumi.Output[str]]
     lb_security_group_id: pulumi.Output[str]
     web_security_group_id: pulumi.Output[str]
+    lb_address: aws.ec2.Eip  # allocated here, before the LB, so its certificate can name it
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:network:Network", name, None, opts)
@@ -59,6 +60,7 @@ class Network(pulumi.ComponentResource):
         )
         self._public_subnets(child)
         self._security_groups(child)
+        self.lb_address = aws.ec2.Eip(f"{name}-lb-eip", domain="vpc", tags={**self._tags(f"{name}-lb-eip"), "Role": "lb"}, opts=child)
 
         self.register_outputs(
             {
@@ -66,6 +68,7 @@ class Network(pulumi.ComponentResource):
                 "subnet_ids": self.subnet_ids,
                 "lb_security_group_id": self.lb_security_group_id,
                 "web_security_group_id": self.web_security_group_id,
+                "lb_public_ip": self.lb_address.public_ip,
             }
         )
 
@@ -142,8 +145,8 @@ class Network(pulumi.ComponentResource):
                         f"{label} out ({family}): Debian package mirrors and AWS APIs (SSM)",
                         cidr=cidr,
                     )
-            if args.admin_cidr:
-                self._rule("ingress", f"{group_name}-ssh-from-admin", group.id, 22, "SSH from the admin network only", cidr=args.admin_cidr)
+            if args.ssh_cidr:
+                self._rule("ingress", f"{group_name}-ssh-from-admin", group.id, 22, "SSH from the admin network only", cidr=args.ssh_cidr)
 
     def _rule(self, direction: str, key: str, group_id, port: int, description: str, *, cidr: str | None = None, source=None):
         rule_class = aws.vpc.SecurityGroupIngressRule if direction == "ingress" else aws.vpc.SecurityGroupEgressRule

@@ -22,6 +22,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from lab import mock_tls
 from settings import Settings
 from stack import define_stack
 
@@ -82,11 +83,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["publicIp"] = f"{PUBLIC_PREFIX}{(100 if kind == 'web' else 50) + int(number)}"
             outputs["arn"] = f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:instance/{resource_id}"
         elif typ == "aws:ec2/eip:Eip":
+            outputs["allocationId"] = resource_id
             outputs["publicIp"] = f"{PUBLIC_PREFIX}{9 + len(self.of_type('aws:ec2/eip:Eip')) + 1}"
         elif typ == "random:index/randomPassword:RandomPassword":
             alphabet = string.ascii_letters + string.digits
             outputs["result"] = "".join(secrets.choice(alphabet) for _ in range(int(args.inputs["length"])))
             self.passwords.append(outputs["result"])
+        elif typ in mock_tls.COMPUTE:
+            outputs.update(mock_tls.COMPUTE[typ](args.inputs))
         elif typ == "aws:ssm/parameter:Parameter":
             outputs["arn"] = f"arn:aws:ssm:{self.region}:{ACCOUNT_ID}:parameter{args.inputs['name']}"
         elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from lab.mock_cloud import ProgramRun
+from lab.mock_tls import unwrap
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -99,7 +100,8 @@ class LabPlan:
 
 
 def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str, aws_endpoint_url: str) -> LabPlan:
-    eip_by_instance = {e.inputs["instance"]: e.outputs["publicIp"] for e in run.of_type("aws:ec2/eip:Eip")}
+    eip_ips = {f"{e.name}-id": e.outputs["publicIp"] for e in run.of_type("aws:ec2/eip:Eip")}
+    eip_by_instance = {a.inputs["instanceId"]: eip_ips[a.inputs["allocationId"]] for a in run.of_type("aws:ec2/eipAssociation:EipAssociation")}
     hosts = []
     for instance in run.of_type("aws:ec2/instance:Instance"):
         tags = instance.inputs["tags"]
@@ -136,7 +138,7 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
             )
         )
     parameters = {
-        p.inputs["name"]: (p.inputs["type"], _unwrap_secret(p.inputs["value"])) for p in run.of_type("aws:ssm/parameter:Parameter")
+        p.inputs["name"]: (p.inputs["type"], unwrap(p.inputs["value"])) for p in run.of_type("aws:ssm/parameter:Parameter")
     }
     order = {"lb": 0, "web": 1}
     return LabPlan(
@@ -149,15 +151,6 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         url=run.exports["url"],
         aws_endpoint_url=aws_endpoint_url,
     )
-
-
-SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # how the Pulumi engine marks a secret value
-
-
-def _unwrap_secret(value):
-    if isinstance(value, dict) and value.get(SECRET_SIGNATURE) == "1b47061264138c4ac30d75fd1eb44270":
-        return value["value"]
-    return value
 
 
 # --- nftables ------------------------------------------------------------------------------------

@@ -37,8 +37,11 @@ WEB_PACKAGES = (
     "awscli",
     "curl",
     "ca-certificates",
+    "nftables",
 )
-LB_PACKAGES = ("haproxy", "curl", "ca-certificates")
+LB_PACKAGES = ("haproxy", "awscli", "curl", "ca-certificates", "nftables", "certbot", "openssl")
+CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
+ACME_PORT = 8888
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -58,8 +61,28 @@ class StackFacts:
     region: str
     vpc_cidr: str
     ssm_prefix: str
+    lb_addresses: tuple[str, ...] = ()
+    web_addresses: tuple[str, ...] = ()
     max_replication_lag_seconds: int = 30
     aws_endpoint_url: str | None = None
+    ssh_cidr: str | None = None  # the admin network, when SSH is enabled
+    domain: str | None = None
+    acme_email: str | None = None
+    acme_server: str | None = None
+    rate_limit_per_10s: int = 200
+
+    @property
+    def acme(self) -> bool:
+        return bool(self.domain and self.acme_email and self.acme_server)
+
+    @property
+    def session_manager(self) -> bool:
+        """The SSM agent only talks to the real AWS: not installed where the APIs are stood in."""
+        return self.aws_endpoint_url is None
+
+    @property
+    def ssm_lb_certificate(self) -> str:
+        return f"{self.ssm_prefix}/tls/lb-certificate"
 
     @property
     def ssm_db_app_password(self) -> str:
@@ -68,6 +91,12 @@ class StackFacts:
     @property
     def ssm_db_replication_password(self) -> str:
         return f"{self.ssm_prefix}/db/replication-password"
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    match: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -151,6 +180,41 @@ def _cloud_config(hostname: str, packages: Sequence[str], files: list[dict]) -> 
     )
 
 
+def _env_file(facts: StackFacts, **values: str) -> dict:
+    env = {
+        "WEBINFRA_STACK": facts.stack,
+        "WEBINFRA_AWS_REGION": facts.region,
+        "WEBINFRA_AWS_ENDPOINT_URL": facts.aws_endpoint_url or "",
+        "WEBINFRA_SESSION_MANAGER": "yes" if facts.session_manager else "no",
+        **values,
+    }
+    return _file("/etc/webinfra/webinfra.env", render_template("webinfra.env.j2", env=env))
+
+
+def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
+    """nftables for one host: default drop inbound, only its role's flows from the peers that need them."""
+    rules = []
+    if role == "lb":
+        rules.append(FirewallRule("tcp dport { 80, 443 }", "HTTP and HTTPS from anywhere"))
+    else:
+        if not facts.lb_addresses or not facts.web_addresses:
+            raise ValueError("a web server's firewall needs the load balancer's and the web servers' addresses")
+        rules.append(FirewallRule(f"ip saddr {{ {', '.join(facts.lb_addresses)} }} tcp dport 80", "HTTP from the load balancer"))
+        rules.append(FirewallRule(f"ip saddr {{ {', '.join(facts.web_addresses)} }} tcp dport 3306", "MySQL from the web servers"))
+    if facts.ssh_cidr:
+        rules.append(FirewallRule(f"ip saddr {facts.ssh_cidr} tcp dport 22", "SSH from the admin network"))
+    return render_template("host-firewall.nft.j2", hostname=hostname, role=role, rules=rules)
+
+
+def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
+    return [
+        _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
+        _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-ssm-agent", read_file("webinfra-install-ssm-agent.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-fetch-secret", read_file("webinfra-fetch-secret.sh"), "0755"),
+    ]
+
+
 def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_address: str | None) -> str:
     """The cloud-config of one web server: nginx → gunicorn app → MariaDB primary or replica."""
     if role not in ("primary", "replica"):
@@ -158,10 +222,7 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
     if (role == "replica") != bool(primary_address):
         raise ValueError("a replica needs the primary's address, and only a replica")
     env = {
-        "WEBINFRA_STACK": facts.stack,
         "WEBINFRA_ROLE": role,
-        "WEBINFRA_AWS_REGION": facts.region,
-        "WEBINFRA_AWS_ENDPOINT_URL": facts.aws_endpoint_url or "",
         "WEBINFRA_SSM_DB_APP_PASSWORD": facts.ssm_db_app_password,
         "WEBINFRA_SSM_DB_REPLICATION_PASSWORD": facts.ssm_db_replication_password,
         "WEBINFRA_DB_NAME": DB_NAME,
@@ -173,7 +234,8 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
     }
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
     files = [
-        _file("/etc/webinfra/webinfra.env", render_template("webinfra.env.j2", env=env)),
+        _env_file(facts, **env),
+        *_common_files(facts, hostname, "web"),
         _file(
             "/etc/mysql/mariadb.conf.d/60-webinfra.cnf",
             render_template(
@@ -203,14 +265,21 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             "/etc/webinfra/nginx-site.conf",
             render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr, client_max_body_size="16k"),
         ),
-        _file("/usr/local/sbin/webinfra-fetch-secrets", read_file("webinfra-fetch-secrets.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-db-setup", read_file("webinfra-db-setup.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-bootstrap", read_file("web-bootstrap.sh"), "0755"),
     ]
     return _cloud_config(hostname, WEB_PACKAGES, files)
 
 
-def haproxy_config(hostname: str, backends: Sequence[Backend], check: HealthCheck = HealthCheck()) -> str:
+def haproxy_config(
+    hostname: str,
+    backends: Sequence[Backend],
+    *,
+    rate_limit_per_10s: int = 200,
+    acme: bool = False,
+    check: HealthCheck = HealthCheck(),
+    certificate_path: str = CERTIFICATE_PATH,
+) -> str:
     if not backends:
         raise ValueError("the load balancer needs at least one backend")
     return render_template(
@@ -218,6 +287,14 @@ def haproxy_config(hostname: str, backends: Sequence[Backend], check: HealthChec
         hostname=hostname,
         backends=list(backends),
         check=check,
+        certificate_path=certificate_path,
+        acme=acme,
+        acme_port=ACME_PORT,
+        rate_limit_per_10s=rate_limit_per_10s,
+        max_connections_per_client=100,
+        frontend_maxconn=3000,
+        timeout_http_request="10s",
+        hsts_max_age=63072000,  # two years, as for a site that will stay on HTTPS
         retries=2,
         timeout_connect="1s",
         # Above the app's worst case (2 s DB connect + 5 s query) and short enough that a GET stuck
@@ -231,14 +308,25 @@ def haproxy_config(hostname: str, backends: Sequence[Backend], check: HealthChec
 
 def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend]) -> str:
     """The cloud-config of the HAProxy load balancer."""
+    paths = {"certificate_path": CERTIFICATE_PATH, "acme_port": ACME_PORT}
     files = [
-        _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends)),
+        _env_file(facts, WEBINFRA_ROLE="lb", WEBINFRA_SSM_LB_CERTIFICATE=facts.ssm_lb_certificate),
+        *_common_files(facts, hostname, "lb"),
+        _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme)),
         _file(
             "/usr/local/sbin/webinfra-bootstrap",
-            render_template("lb-bootstrap.sh.j2", stats_port=HAPROXY_STATS_PORT),
+            render_template("lb-bootstrap.sh.j2", stats_port=HAPROXY_STATS_PORT, acme=facts.acme, domain=facts.domain, **paths),
             "0755",
         ),
     ]
+    if facts.acme:
+        acme = {"domain": facts.domain, "acme_email": facts.acme_email, "acme_server": facts.acme_server, **paths}
+        files += [
+            _file("/usr/local/sbin/webinfra-acme", render_template("webinfra-acme.sh.j2", **acme), "0755"),
+            _file("/usr/local/sbin/webinfra-install-certificate", render_template("webinfra-install-certificate.sh.j2", **acme), "0755"),
+            _file("/etc/systemd/system/webinfra-certificate.service", read_file("webinfra-certificate.service")),
+            _file("/etc/systemd/system/webinfra-certificate.timer", read_file("webinfra-certificate.timer")),
+        ]
     return _cloud_config(hostname, LB_PACKAGES, files)
 
 

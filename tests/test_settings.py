@@ -24,8 +24,21 @@ def test_defaults_are_those_declared_in_pulumi_yaml():
 
 
 def test_values_arrive_as_strings_as_pulumi_config_gives_them():
-    s = settings(webCount="7", azCount="3", adminCidr="203.0.113.7/32", sshKeyName="ops")
+    s = settings(webCount="7", azCount="3", adminCidr="203.0.113.7/32", sshKeyName="ops", rateLimitPer10s="50")
     assert (s.web_count, s.az_count, s.admin_cidr, s.ssh_key_name, s.ssh_enabled) == (7, 3, "203.0.113.7/32", "ops", True)
+    assert s.rate_limit_per_10s == 50
+
+
+def test_ssh_needs_both_the_admin_network_and_a_key():
+    assert settings(adminCidr="203.0.113.7/32").ssh_enabled is False
+    assert settings(adminCidr="203.0.113.7/32", sshKeyName="ops").ssh_enabled is True
+
+
+def test_acme_needs_a_domain_and_an_address():
+    assert settings(domain="www.example.com").acme_enabled is False
+    s = settings(domain="WWW.Example.com.", acmeEmail="ops@Example.com")
+    assert (s.acme_enabled, s.domain, s.acme_email) == (True, "www.example.com", "ops@example.com")
+    assert s.acme_server == "https://acme-v02.api.letsencrypt.org/directory"
 
 
 @pytest.mark.parametrize(
@@ -48,6 +61,12 @@ def test_values_arrive_as_strings_as_pulumi_config_gives_them():
         ({"rootVolumeGb": 4}, "webinfra:rootVolumeGb must be from 8 to 200"),
         ({"awsEndpointUrl": "ftp://x"}, "webinfra:awsEndpointUrl must be an http(s) URL"),
         ({"webcount": 3}, "unknown setting(s) webinfra:webcount"),
+        ({"domain": "bad_name"}, "webinfra:domain must be a DNS name"),
+        ({"domain": "203.0.113.7"}, "webinfra:domain must be a DNS name"),
+        ({"acmeEmail": "ops@example.com"}, "webinfra:acmeEmail is set but webinfra:domain is not"),
+        ({"domain": "www.example.com", "acmeEmail": "not-an-address"}, "webinfra:acmeEmail must be an e-mail address"),
+        ({"acmeServer": "letsencrypt"}, "webinfra:acmeServer must be an http(s) URL"),
+        ({"rateLimitPer10s": 5}, "webinfra:rateLimitPer10s must be from 10 to 100000"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_setting(values, message):
@@ -96,7 +115,7 @@ def test_subnets_split_the_vpc_without_overlap(vpc, count, expected):
 def test_project_defaults_cover_every_setting_the_class_reads():
     assert set(project_defaults()) == {
         "webCount", "instanceType", "lbInstanceType", "vpcCidr", "azCount", "adminCidr", "sshKeyName",
-        "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl",
+        "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl", "domain", "acmeEmail", "acmeServer", "rateLimitPer10s",
     }
 
 

@@ -9,12 +9,17 @@ from lab.mock_cloud import run_program
 
 TAG_KEYS = {"Project", "Stack", "Role", "Name", "ManagedBy"}
 # AWS resource types that take no tags at all.
-UNTAGGABLE = {"aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:iam/rolePolicy:RolePolicy"}
+UNTAGGABLE = {
+    "aws:ec2/routeTableAssociation:RouteTableAssociation",
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:ec2/eipAssociation:EipAssociation",
+}
 
 
 def test_exports(program):
     assert set(program.exports) == {
-        "url", "lb_public_ip", "web_private_ips", "db_primary_private_ip", "ssh_enabled", "ssm_parameter_prefix",
+        "url", "lb_public_ip", "lb_certificate_pem", "web_private_ips", "db_primary_private_ip", "ssh_enabled",
+        "ssm_parameter_prefix",
     }
     assert program.exports["ssh_enabled"] is False
     assert program.exports["ssm_parameter_prefix"] == "/webinfra/dev"

@@ -5,11 +5,18 @@ set -euo pipefail
 . /etc/webinfra/webinfra.env
 step() { echo "webinfra-bootstrap [$(date +%T)]: $*"; }
 
+step "host firewall (validated before it is installed)"
+webinfra-install-firewall
+
+step "Session Manager agent"
+webinfra-install-ssm-agent
+
 step "system user for the app"
 getent passwd webinfra >/dev/null || adduser --system --group --no-create-home --home /nonexistent webinfra
 
 step "secrets from SSM Parameter Store"
-/usr/local/sbin/webinfra-fetch-secrets
+webinfra-fetch-secret "$WEBINFRA_SSM_DB_APP_PASSWORD" /etc/webinfra/secrets/db-app.env env:WEBINFRA_DB_PASSWORD
+webinfra-fetch-secret "$WEBINFRA_SSM_DB_REPLICATION_PASSWORD" /etc/webinfra/secrets/db-replication.env env:WEBINFRA_DB_REPLICATION_PASSWORD
 
 step "MariaDB as $WEBINFRA_ROLE"
 # Restart, not just start: a server already running (started by its package, or baked into an

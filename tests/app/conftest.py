@@ -27,7 +27,10 @@ import yaml
 from provisioning import render
 from tests.conftest import require_tool
 
-FACTS = render.StackFacts(stack="test", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/test")
+FACTS = render.StackFacts(
+    stack="test", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/test",
+    lb_addresses=("10.0.0.5",), web_addresses=("10.0.0.11", "10.0.1.12"),
+)
 LOOPBACK_HOSTS = ["localhost", render.mariadb_host_pattern("127.0.0.0/8")]
 
 

@@ -66,6 +66,12 @@ def test_no_ssh_rule_without_admin_cidr(program):
     assert not [r for r in rules(program, INGRESS) if r.inputs["fromPort"] <= 22 <= r.inputs["toPort"]]
 
 
+def test_an_admin_network_alone_opens_no_ssh():
+    run = run_program({"adminCidr": "203.0.113.7/32"})
+    assert not [r for r in rules(run, INGRESS) if r.inputs["fromPort"] <= 22 <= r.inputs["toPort"]]
+    assert run.exports["ssh_enabled"] is False
+
+
 def test_ssh_only_from_admin_cidr_when_set():
     run = run_program({"adminCidr": "203.0.113.7/32", "sshKeyName": "ops"})
     ssh = [r for r in rules(run, INGRESS) if r.inputs["fromPort"] <= 22 <= r.inputs["toPort"]]

@@ -36,14 +36,18 @@ def test_plan_has_every_instance_with_its_exact_user_data(plan):
         assert host.packages == tuple(yaml.safe_load(text)["packages"])
         assert host.private_ip.startswith("10.77.") and host.public_ip.startswith("198.51.100.")
     assert "nginx" not in plan.host("lb-01").packages and "haproxy" in plan.host("lb-01").packages
-    assert plan.url == f"http://{plan.host('lb-01').public_ip}/"
+    assert plan.url == f"https://{plan.host('lb-01').public_ip}/"
     assert plan.router_address == "10.77.0.1" and plan.api_address == "10.77.0.2"
 
 
 def test_parameters_are_the_declared_secrets_unwrapped(plan):
-    assert sorted(plan.parameters) == ["/webinfra/lab/db/app-password", "/webinfra/lab/db/replication-password"]
-    for kind, value in plan.parameters.values():
-        assert kind == "SecureString" and isinstance(value, str) and value.isalnum() and len(value) == 32
+    assert sorted(plan.parameters) == ["/webinfra/lab/db/app-password", "/webinfra/lab/db/replication-password", "/webinfra/lab/tls/lb-certificate"]
+    for name, (kind, value) in plan.parameters.items():
+        assert kind == "SecureString" and isinstance(value, str)
+        if "password" in name:
+            assert value.isalnum() and len(value) == 32
+        else:
+            assert "-----BEGIN CERTIFICATE-----" in value and "PRIVATE KEY-----" in value
 
 
 def test_security_group_rules_follow_the_declarations(plan):

@@ -3,7 +3,7 @@
 The validators are the tools the hosts themselves use (haproxy -c, nginx -t) plus cloud-init's own
 schema check, shellcheck and systemd-analyze, all from Debian's packages (installed by .ci/run).
 """
-import gzip
+import dataclasses
 import pathlib
 import subprocess
 
@@ -15,7 +15,11 @@ from provisioning import render
 from provisioning.render import Backend, HealthCheck, StackFacts
 from tests.conftest import require_tool
 
-FACTS = StackFacts(stack="dev", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/dev")
+FACTS = StackFacts(
+    stack="dev", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/dev",
+    lb_addresses=("10.0.0.5",), web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
+)
+ACME = {"domain": "www.example.com", "acme_email": "ops@example.com", "acme_server": "https://acme.example.com/dir"}
 BACKENDS_2 = [Backend("web-01", "10.0.0.11"), Backend("web-02", "10.0.1.12")]
 BACKENDS_20 = [Backend(f"web-{n:02d}", f"10.0.{n % 3}.{10 + n}") for n in range(1, 21)]
 
@@ -24,8 +28,8 @@ def files_of(cloud_config: str) -> dict[str, dict]:
     return {f["path"]: f for f in yaml.safe_load(cloud_config)["write_files"]}
 
 
-def run(*command, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
+def run(*command, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, input=input)
 
 
 # --- pure rendering ---------------------------------------------------------------------------------
@@ -77,9 +81,12 @@ def test_templates_refuse_missing_values():
 
 
 def test_endpoint_override_reaches_the_hosts():
-    facts = StackFacts(stack="lab", region="us-east-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
+    facts = dataclasses.replace(FACTS, stack="lab", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
     env = files_of(render.web_cloud_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env and "WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/lab/db/app-password\n" in env
+    assert "WEBINFRA_SESSION_MANAGER=no\n" in env  # the agent cannot talk to a stand-in
+    dev_env = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
+    assert "WEBINFRA_SESSION_MANAGER=yes\n" in dev_env
 
 
 def test_user_data_is_stable_gzip():
@@ -96,7 +103,9 @@ def test_oversized_user_data_is_refused():
 def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
     config = render.haproxy_config("lb-01", BACKENDS_2)
     directives = [line.split()[0] for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert "balance roundrobin" in config and not {"cookie", "stick-table", "stick", "appsession"} & set(directives)
+    # stick-table only counts request rates for the rate limit; nothing pins a client to a server
+    assert "balance roundrobin" in config and not {"cookie", "stick", "appsession"} & set(directives)
+    assert "balance source" not in config and "hash-type" not in config
     assert "http-check expect status 200" in config and "uri /health" in config
     assert "option redispatch 1" in config and "retry-on conn-failure" in config
     assert "http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS" in config
@@ -111,10 +120,26 @@ def test_mariadb_host_patterns():
 
 # --- real validators ----------------------------------------------------------------------------------
 
+@pytest.fixture
+def certificate(tmp_path) -> str:
+    """A throw-away certificate and key in one PEM file, as the host fetches it from SSM."""
+    from lab.mock_tls import private_key, self_signed_cert
+
+    key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    cert = self_signed_cert({"privateKeyPem": key, "subject": {"commonName": "test"}, "ipAddresses": ["198.51.100.10"],
+                             "validityPeriodHours": 24, "allowedUses": ["server_auth", "digital_signature"]})["certPem"]
+    path = tmp_path / "site.pem"
+    path.write_text(cert + key)
+    return str(path)
+
+
+@pytest.mark.parametrize("acme", [False, True], ids=["self-signed", "acme"])
 @pytest.mark.parametrize("backends", [BACKENDS_2, BACKENDS_20], ids=["2 servers", "20 servers"])
-def test_haproxy_accepts_the_rendered_config(tmp_path, backends):
+def test_haproxy_accepts_the_rendered_config(tmp_path, backends, acme, certificate):
     haproxy = require_tool("haproxy")
-    config = files_of(render.lb_cloud_config(FACTS, "lb-01", backends))["/etc/webinfra/haproxy.cfg"]["content"]
+    rendered = files_of(render.lb_cloud_config(dataclasses.replace(FACTS, **ACME if acme else {}), "lb-01", backends))
+    config = rendered["/etc/webinfra/haproxy.cfg"]["content"].replace(render.CERTIFICATE_PATH, certificate)
+    assert ("backend acme" in config) == acme
     path = tmp_path / "haproxy.cfg"
     path.write_text(config)
     result = run(haproxy, "-c", "-f", str(path))
@@ -150,26 +175,74 @@ def test_cloud_init_accepts_every_rendered_cloud_config(tmp_path, programs):
     assert run(cloud_init, "schema", "--config-file", str(path)).returncode != 0
 
 
-@pytest.mark.parametrize(
-    "path",
-    ["/usr/local/sbin/webinfra-bootstrap", "/usr/local/sbin/webinfra-fetch-secrets", "/usr/local/sbin/webinfra-db-setup"],
-)
-def test_shell_scripts_pass_shellcheck(tmp_path, path):
+def all_rendered_files() -> dict[str, str]:
+    """Every file any host gets, keyed "<host kind>:<path>" (web primary, replica, LB with ACME)."""
+    configs = {
+        "primary": render.web_cloud_config(FACTS, "web-01", "primary", None),
+        "replica": render.web_cloud_config(FACTS, "web-02", "replica", "10.0.0.11"),
+        "lb": render.lb_cloud_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2),
+    }
+    return {f"{kind}:{path}": f["content"] for kind, text in configs.items() for path, f in files_of(text).items()}
+
+
+SCRIPTS = sorted(key for key in all_rendered_files() if ":/usr/local/sbin/" in key)
+
+
+def test_every_host_gets_its_bootstrap_and_helpers():
+    assert {"primary:/usr/local/sbin/webinfra-bootstrap", "lb:/usr/local/sbin/webinfra-bootstrap",
+            "lb:/usr/local/sbin/webinfra-acme", "lb:/usr/local/sbin/webinfra-install-certificate",
+            "replica:/usr/local/sbin/webinfra-fetch-secret", "lb:/usr/local/sbin/webinfra-install-firewall"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("key", SCRIPTS)
+def test_shell_scripts_pass_shellcheck(tmp_path, key):
     shellcheck = require_tool("shellcheck")
-    files = {**files_of(render.web_cloud_config(FACTS, "web-02", "replica", "10.0.0.11"))}
-    lb_files = files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
-    for name, source in (("web", files), ("lb", lb_files)):
-        if path in source:
-            script = tmp_path / f"{name}-{pathlib.Path(path).name}"
-            script.write_text(source[path]["content"])
-            result = run(shellcheck, "--severity=warning", "--external-sources", str(script))
-            assert result.returncode == 0, result.stdout
+    script = tmp_path / key.rsplit("/", 1)[1]
+    script.write_text(all_rendered_files()[key])
+    result = run(shellcheck, "--severity=warning", "--external-sources", str(script))
+    assert result.returncode == 0, result.stdout
 
 
-def test_systemd_accepts_the_app_unit(tmp_path):
+@pytest.mark.parametrize("kind", ["primary", "replica", "lb"])
+def test_host_firewalls_are_valid_nftables_that_drop_by_default(tmp_path, kind):
+    nft = require_tool("nft")
+    ruleset = all_rendered_files()[f"{kind}:/etc/webinfra/nftables.conf"]
+    assert "type filter hook input priority filter; policy drop;" in ruleset
+    if kind == "lb":
+        assert "tcp dport { 80, 443 } accept" in ruleset and "3306" not in ruleset
+    else:
+        assert "ip saddr { 10.0.0.5 } tcp dport 80 accept" in ruleset
+        assert f"ip saddr {{ {', '.join(FACTS.web_addresses)} }} tcp dport 3306 accept" in ruleset
+    assert "dport 22" not in ruleset  # no SSH unless the stack enables it
+    namespace = f"wi-nftcheck-{kind}"
+    run("ip", "netns", "add", namespace)
+    try:
+        result = run("ip", "netns", "exec", namespace, nft, "-c", "-f", "-", input=ruleset)
+        assert result.returncode == 0, result.stderr
+    finally:
+        run("ip", "netns", "delete", namespace)
+
+
+def test_ssh_reaches_the_firewall_only_when_enabled():
+    ruleset = render.host_firewall(dataclasses.replace(FACTS, ssh_cidr="203.0.113.7/32"), "web-01", "web")
+    assert "ip saddr 203.0.113.7/32 tcp dport 22 accept" in ruleset
+
+
+@pytest.mark.parametrize("key", ["primary:/etc/systemd/system/webinfra-app.service",
+                                 "lb:/etc/systemd/system/webinfra-certificate.service",
+                                 "lb:/etc/systemd/system/webinfra-certificate.timer"])
+def test_systemd_accepts_the_units(tmp_path, key):
     analyze = require_tool("systemd-analyze")
-    unit = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/systemd/system/webinfra-app.service"]["content"]
-    path = tmp_path / "webinfra-app.service"
-    path.write_text(unit)
-    result = run(analyze, "verify", str(path))
+    kind = key.split(":", 1)[0]
+    files = {k.split(":", 1)[1]: v for k, v in all_rendered_files().items() if k.startswith(f"{kind}:")}
+    # The host's own scripts are placed under tmp_path (as executables) and the units point there;
+    # everything else in the units is verified as rendered.
+    for path, content in files.items():
+        if path.startswith("/usr/local/sbin/"):
+            (tmp_path / path.rsplit("/", 1)[1]).write_text(content)
+            (tmp_path / path.rsplit("/", 1)[1]).chmod(0o755)
+    for path, content in files.items():
+        if path.startswith("/etc/systemd/system/"):
+            (tmp_path / path.rsplit("/", 1)[1]).write_text(content.replace("/usr/local/sbin/", f"{tmp_path}/"))
+    result = run(analyze, "verify", str(tmp_path / key.rsplit("/", 1)[1]))
     assert result.returncode == 0, result.stdout + result.stderr
