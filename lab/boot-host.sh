@@ -7,7 +7,8 @@ set -u
 name=$1 root=$2 netns=$3
 while :; do
     # --register=no --keep-unit: this host has no systemd/dbus to register the container with.
-    systemd-nspawn --quiet --register=no --keep-unit --machine="$name" \
+    # CAP_NET_ADMIN: the guest owns its network namespace (its firewall), as an instance owns its OS.
+    systemd-nspawn --quiet --register=no --keep-unit --machine="$name" --capability=CAP_NET_ADMIN \
         --network-namespace-path="/run/netns/$netns" --boot --directory="$root" </dev/null
     status=$?
     [ "$status" -eq 133 ] || exit "$status"

@@ -1,6 +1,8 @@
 """scripts/lab: boot the stack's exact user-data on local Debian 12 hosts.
 
-    scripts/lab up [--web-count N]     build (cached) and boot every instance of the `lab` stack
+    scripts/lab up [--web-count N] [--acme]
+                                       build (cached) and boot every instance of the `lab` stack;
+                                       --acme: with a domain, certified by the lab's ACME server
     scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
     scripts/lab exec HOST -- CMD...    run a command inside a host
     scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from lab import acme as lab_acme
 from lab import hosts as lab_hosts
 from lab import image as lab_image
 from lab import network
@@ -28,6 +31,7 @@ from lab.topology import CLIENT_ADDRESS, Host, LabPlan, Rule
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STATE_FILE = lab_hosts.STATE / "state.json"
+CERTIFICATE_FILE = lab_hosts.STATE / "lb-certificate.pem"  # the exported certificate, for clients
 LOGS = lab_hosts.STATE / "logs"
 STACK_FILE = REPO / "Pulumi.lab.yaml"
 CLOUD_INIT_TIMEOUT = 900
@@ -66,6 +70,7 @@ def save_state(plan: LabPlan) -> None:
     lab_hosts.STATE.mkdir(parents=True, exist_ok=True)
     STATE_FILE.write_text(json.dumps(state, indent=2))
     STATE_FILE.chmod(0o600)
+    CERTIFICATE_FILE.write_text(plan.certificate_pem)
 
 
 def load_state() -> LabPlan:
@@ -84,13 +89,15 @@ def load_state() -> LabPlan:
 
 # --- the program, evaluated under mocks -------------------------------------------------------------------
 
-def evaluate_program(web_count: int | None) -> LabPlan:
+def evaluate_program(web_count: int | None, acme: bool = False) -> LabPlan:
     from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
     from lab.topology import plan_from_program
 
     config, region = stack_config(STACK_FILE)
     if web_count is not None:
         config["webCount"] = web_count
+    if acme:
+        config.update(lab_acme.overrides())
     run = run_program(config, stack="lab", region=region)
     return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
 
@@ -160,10 +167,11 @@ def report_failure(host: Host, state: str) -> None:
         print(result.stdout + result.stderr, file=sys.stderr)
 
 
-def up(web_count: int | None, timeout: float) -> int:
+def up(web_count: int | None, timeout: float, acme: bool = False) -> int:
     steps = Steps()
     steps.run("remove leftovers of an earlier lab", down, quiet=True)
-    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{f', webCount={web_count}' if web_count else ''})", evaluate_program, web_count)
+    label = "".join([f", webCount={web_count}" if web_count else "", f", domain={lab_acme.DOMAIN} with ACME" if acme else ""])
+    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{label})", evaluate_program, web_count, acme)
     LOGS.mkdir(parents=True, exist_ok=True)
     package_sets = {h.packages for h in plan.hosts}
     cached = lab_image.is_built(package_sets)
@@ -177,10 +185,19 @@ def up(web_count: int | None, timeout: float) -> int:
 
     steps.run(f"network: VPC {plan.vpc_cidr}, gateway, security groups, {len(plan.hosts)} host namespaces", make_network)
     steps.run(f"AWS API stand-in on {plan.aws_endpoint_url} with {len(plan.parameters)} SSM parameters", start_aws_api, plan)
+    acme_ca = None
+    if acme:
+        lb = next(h for h in plan.hosts if h.role == "lb")
+        acme_ca = steps.run(f"ACME server (pebble) on the lab's internet at {lab_acme.DIRECTORY}", lab_acme.start, LOGS / "acme", lb.public_ip)
+        etc = pathlib.Path("/etc/netns") / network.CLIENT_NS
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{lb.public_ip} {lab_acme.DOMAIN}\n")
 
     def boot_all():
         for host in plan.hosts:
             lab_hosts.prepare(host, images[tuple(sorted(host.packages))])
+            if acme_ca and host.role == "lb":
+                lab_hosts.trust_ca(host, acme_ca)
             lab_hosts.boot(host)
 
     began = time.monotonic()
@@ -195,7 +212,7 @@ def up(web_count: int | None, timeout: float) -> int:
               "Inspect with scripts/lab exec HOST -- ..., remove with scripts/lab down.", file=sys.stderr)
         return 1
     print(f"\n✓ lab up in {total:.0f}s. The site: {plan.url}")
-    print(f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si {plan.url}")
+    print(f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url}")
     print("  hosts and addresses:           sudo scripts/lab status")
     print("  remove everything:             sudo scripts/lab down")
     return 0
@@ -225,9 +242,10 @@ def down(quiet: bool = False) -> dict[str, int]:
     lab_image._unmount_below(lab_image.CACHE)
     counts["mounts"] = len(mounts_before)
     counts["namespaces"] = len(network.remove_all())
-    for name in ("state.json",):
-        (lab_hosts.STATE / name).unlink(missing_ok=True)
+    for path in (STATE_FILE, CERTIFICATE_FILE):
+        path.unlink(missing_ok=True)
     shutil.rmtree(LOGS, ignore_errors=True)
+    shutil.rmtree(pathlib.Path("/etc/netns") / network.CLIENT_NS, ignore_errors=True)
     for leftover in pathlib.Path("/run/systemd/nspawn/propagate").glob("*") if pathlib.Path("/run/systemd/nspawn/propagate").exists() else []:
         shutil.rmtree(leftover, ignore_errors=True)
     if not quiet:
@@ -252,12 +270,12 @@ def status(as_json: bool) -> int:
             "public_address": host.public_ip, "netns": host.netns, "running": lab_hosts.is_running(host),
             "cloud_init": cloud_init_state(host),
         })
-    report = {"url": plan.url, "client_netns": network.CLIENT_NS, "client_address": CLIENT_ADDRESS,
+    report = {"url": plan.url, "ca_file": str(CERTIFICATE_FILE), "client_netns": network.CLIENT_NS, "client_address": CLIENT_ADDRESS,
               "security_groups": network.security_groups_enabled(), "aws_endpoint_url": plan.aws_endpoint_url, "hosts": rows}
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"url: {plan.url}   (from the lab's internet: sudo scripts/lab client -- curl -si {plan.url})")
+    print(f"url: {plan.url}   (from the lab's internet: sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url})")
     print(f"security groups enforced: {'yes' if report['security_groups'] else 'NO (scripts/lab sg on)'}")
     print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<9}cloud-init")
     for r in rows:
@@ -316,6 +334,7 @@ def main(argv: list[str]) -> int:
     p_up = sub.add_parser("up", help="boot the lab stack")
     p_up.add_argument("--web-count", type=int, help="web servers (default: Pulumi.lab.yaml)")
     p_up.add_argument("--timeout", type=float, default=CLOUD_INIT_TIMEOUT, help="seconds to wait for cloud-init")
+    p_up.add_argument("--acme", action="store_true", help=f"set domain {lab_acme.DOMAIN}: certbot gets its certificate from pebble")
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
     sub.add_parser("down", help="remove everything the lab made")
@@ -338,7 +357,7 @@ def main(argv: list[str]) -> int:
         if args.command == "up":
             if args.web_count is not None and not 2 <= args.web_count <= 20:
                 parser.error("--web-count must be from 2 to 20")
-            return up(args.web_count, args.timeout)
+            return up(args.web_count, args.timeout, args.acme)
         if args.command == "down":
             down()
             return 0

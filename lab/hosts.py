@@ -50,6 +50,12 @@ def prepare(host: Host, lowers: list[pathlib.Path]) -> None:
     (aws / "credentials").chmod(0o600)
 
 
+def trust_ca(host: Host, ca_pem: str) -> None:
+    """Add a CA to the host's system trust store (the lab's ACME server, in place of Let's Encrypt's)."""
+    bundle = root_of(host.name) / "etc/ssl/certs/ca-certificates.crt"
+    bundle.write_text(bundle.read_text() + "\n" + ca_pem)
+
+
 def boot(host: Host) -> int:
     """Start the host (detached); returns the supervisor's pid."""
     log = open(host_dir(host.name) / "console.log", "ab")

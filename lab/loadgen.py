@@ -1,6 +1,6 @@
 """A bounded HTTP client for lab tests and benchmarks, run from the client namespace.
 
-    python -m lab.loadgen URL --requests N [--rate R] [--duration S] [--timeout T] [--concurrency C]
+    python -m lab.loadgen URL --requests N [--rate R] [--duration S] [--timeout T] [--concurrency C] [--cacert F]
 
 Sends at most N GET requests (at R per second when given, C at a time) and stops after S seconds
 whatever happens; prints one JSON report: status counts, X-Served-By counts, and per-request records
@@ -11,14 +11,18 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import ssl
 import sys
 import threading
 import time
 import urllib.parse
 
 
-def one_request(url: urllib.parse.SplitResult, timeout: float) -> tuple[int, str | None]:
-    connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+def one_request(url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, str | None]:
+    if url.scheme == "https":
+        connection = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
     try:
         connection.request("GET", url.path or "/", headers={"Connection": "close"})
         response = connection.getresponse()
@@ -30,10 +34,12 @@ def one_request(url: urllib.parse.SplitResult, timeout: float) -> tuple[int, str
         connection.close()
 
 
-def run(url: str, requests: int, rate: float | None, duration: float, timeout: float, concurrency: int = 1) -> dict:
+def run(url: str, requests: int, rate: float | None, duration: float, timeout: float, concurrency: int = 1,
+        cafile: str | None = None) -> dict:
     """Request i is due at i/rate seconds; `concurrency` workers take the due requests in order, so
     one request stuck on a dead server does not hold back the others."""
     target = urllib.parse.urlsplit(url)
+    context = ssl.create_default_context(cafile=cafile) if target.scheme == "https" else None
     records: list[dict] = []
     lock = threading.Lock()
     next_index = iter(range(requests))
@@ -52,7 +58,7 @@ def run(url: str, requests: int, rate: float | None, duration: float, timeout: f
             offset = time.monotonic() - started
             if offset > duration:
                 return
-            status, server = one_request(target, timeout)
+            status, server = one_request(target, timeout, context)
             record = {"t": round(offset, 3), "status": status, "server": server,
                       "latency": round(time.monotonic() - started - offset, 4)}
             with lock:
@@ -81,10 +87,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--cacert", help="CA file to verify an https URL with")
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 100_000 or args.duration > 600 or not 1 <= args.concurrency <= 64:
         parser.error("at most 100000 requests, 600 seconds and 64 concurrent requests")
-    json.dump(run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency), sys.stdout)
+    json.dump(run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency, args.cacert), sys.stdout)
     return 0
 
 

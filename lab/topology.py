@@ -76,6 +76,7 @@ class LabPlan:
     parameters: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (type, value)
     url: str = ""
     aws_endpoint_url: str = ""
+    certificate_pem: str = ""  # the load balancer's certificate, as exported (public)
 
     @property
     def vpc(self) -> ipaddress.IPv4Network:
@@ -150,6 +151,7 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         parameters=parameters,
         url=run.exports["url"],
         aws_endpoint_url=aws_endpoint_url,
+        certificate_pem=run.exports["lb_certificate_pem"],
     )
 
 

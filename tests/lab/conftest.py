@@ -39,9 +39,13 @@ def client(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", "wi-client", *command], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def load(url: str, requests: int, *, rate: float | None = None, duration: float = 60, timeout: float = 5) -> dict:
+def load(url: str, requests: int, *, rate: float | None = None, duration: float = 60, timeout: float = 5,
+         cacert: str | None = None, concurrency: int = 1) -> dict:
     """Bounded GETs from the lab's internet (lab/loadgen.py); returns its JSON report."""
-    args = [sys.executable, "-m", "lab.loadgen", url, "--requests", str(requests), "--duration", str(duration), "--timeout", str(timeout)]
+    args = [sys.executable, "-m", "lab.loadgen", url, "--requests", str(requests), "--duration", str(duration),
+            "--timeout", str(timeout), "--concurrency", str(concurrency)]
+    if cacert:
+        args += ["--cacert", cacert]
     if rate:
         args += ["--rate", str(rate)]
     result = client(*args, timeout=duration + timeout + 30)

@@ -22,8 +22,11 @@ def web_names(status):
     return [h["name"] for h in hosts(status, "web")]
 
 
+CA = "/var/lib/webinfra-lab/lb-certificate.pem"  # the certificate the program exported
+
+
 def post_message(url: str, text: str) -> dict:
-    result = client("curl", "-sS", "-m", "10", "-X", "POST", "-H", "Content-Type: application/json",
+    result = client("curl", "-sS", "-m", "10", "--cacert", CA, "-X", "POST", "-H", "Content-Type: application/json",
                     "-d", json.dumps({"text": text}), "-w", "\n%{http_code}", url + "api/messages")
     body, _, code = result.stdout.rpartition("\n")
     assert code == "201", f"POST answered {code}: {body} {result.stderr}"
@@ -61,7 +64,7 @@ def test_cloud_init_done_without_errors_and_services_enabled(running_lab):
 # 2 -------------------------------------------------------------------------------------------------------
 
 def test_round_robin_over_every_web_server(running_lab):
-    report = load(running_lab["url"], 200)
+    report = load(running_lab["url"], 200, cacert=running_lab["ca_file"])
     assert report["sent"] == 200 and report["statuses"] == {"200": 200}, report["statuses"]
     assert all(r["server"] for r in report["records"]), "a response without X-Served-By"
     servers = report["servers"]
@@ -113,6 +116,89 @@ def test_security_groups_drop_forbidden_flows_and_pass_allowed_ones(running_lab)
     assert not reachable(primary["name"], "192.0.2.1", 80)
 
 
+def test_host_firewalls_drop_forbidden_flows_even_without_security_groups(running_lab):
+    lb = hosts(running_lab, "lb")[0]
+    primary, replica = hosts(running_lab, "web")[:2]
+    lab("sg", "off")
+    try:
+        assert not client_reachable(replica["public_address"], 80), "web server's firewall let the internet in"
+        assert not client_reachable(lb["public_address"], 3306)
+        assert not reachable(lb["name"], primary["address"], 3306), "web server's firewall let the LB reach MySQL"
+        assert not reachable(primary["name"], replica["address"], 80)
+        assert client_reachable(lb["public_address"], 443) and reachable(replica["name"], primary["address"], 3306)
+        # and it is the host firewall doing it: without it, the same flow passes
+        assert guest(replica["name"], "nft", "flush", "ruleset").returncode == 0
+        assert client_reachable(replica["public_address"], 80), "the flow is dropped elsewhere: the test proves nothing"
+    finally:
+        guest(replica["name"], "systemctl", "restart", "nftables")
+        lab("sg", "on")
+    assert not client_reachable(replica["public_address"], 80)
+
+
+# HTTPS ---------------------------------------------------------------------------------------------------
+
+def test_https_with_the_exported_certificate_and_http_redirects(running_lab):
+    url = running_lab["url"]
+    assert url.startswith("https://")
+    ok = client("curl", "-sS", "-o", "/dev/null", "-D", "-", "--cacert", running_lab["ca_file"], url + "health")
+    assert ok.returncode == 0, ok.stderr
+    headers = ok.stdout.lower()
+    assert "strict-transport-security: max-age=63072000" in headers and "server:" not in headers, headers
+    untrusted = client("curl", "-sS", "-o", "/dev/null", url)
+    assert untrusted.returncode != 0, "a client that does not trust the certificate must refuse it"
+    plain = client("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", url.replace("https://", "http://") + "api/messages")
+    assert plain.stdout == f"301 {url}api/messages", plain.stdout
+    old = client("curl", "-sS", "-o", "/dev/null", "--tls-max", "1.1", "--cacert", running_lab["ca_file"], url)
+    assert old.returncode != 0, "TLS 1.1 accepted"
+    h2 = client("curl", "-sS", "-o", "/dev/null", "-w", "%{http_version}", "--http2", "--cacert", running_lab["ca_file"], url + "health")
+    assert h2.stdout == "2"
+
+
+def test_testssl_finds_no_weak_protocol_or_cipher(running_lab, tmp_path):
+    report = tmp_path / "testssl.json"
+    result = client("testssl", "--quiet", "--color", "0", "--warnings", "off", "-p", "-s", "-f", "-h",
+                    "--jsonfile", str(report), running_lab["url"], timeout=300)
+    findings = {f["id"]: f for f in json.loads(report.read_text())}
+    summary = {key: findings[key]["finding"] for key in ("SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3", "HSTS_time")}
+    print(f"testssl.sh: {summary}; findings by severity: "
+          f"{ {s: sum(1 for f in findings.values() if f['severity'] == s) for s in ('OK', 'INFO', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL')} }")
+    for protocol in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
+        assert findings[protocol]["finding"] == "not offered", findings[protocol]
+    assert findings["TLS1_2"]["finding"] == "offered" and findings["TLS1_3"]["finding"].startswith("offered")
+    for weak in ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"):
+        assert findings[weak]["finding"] == "not offered", findings[weak]
+    assert findings["HSTS_time"]["severity"] == "OK"
+    bad = [f for f in findings.values() if f["severity"] in ("LOW", "MEDIUM", "HIGH", "CRITICAL")]
+    assert not bad, bad
+    assert result.returncode in (0, 1) or findings  # testssl's exit code counts findings; the report is the verdict
+
+
+def test_a_slow_headers_client_is_cut_off_after_the_timeout(running_lab):
+    script = f"""
+import socket, time
+s = socket.create_connection(("{hosts(running_lab, 'lb')[0]['public_address']}", 80), timeout=30)
+s.sendall(b"GET / HTTP/1.1\\r\\nHost: slow\\r\\n")
+start, answer = time.monotonic(), b""
+for n in range(25):  # one header line a second, never the blank line that ends the head
+    try:
+        s.sendall(b"X-Slow-%d: y\\r\\n" % n)
+        s.settimeout(1)
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    except socket.timeout:
+        continue
+    except OSError:
+        break
+print(round(time.monotonic() - start, 1), answer.split(b"\\r\\n")[0].decode())
+"""
+    result = client(sys.executable, "-c", script, timeout=60)
+    seconds, _, status = result.stdout.strip().partition(" ")
+    print(f"slow-headers client cut off after {seconds} s with {status!r}")
+    assert 8 <= float(seconds) <= 16 and " 408 " in status + " ", result.stdout + result.stderr
+
+
 # 4 -------------------------------------------------------------------------------------------------------
 
 def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_up(running_lab):
@@ -120,7 +206,7 @@ def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_u
     rate, duration = 20, 25
     stream = subprocess.Popen(
         ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
-         "--rate", str(rate), "--duration", str(duration), "--timeout", "15", "--concurrency", "8"],
+         "--rate", str(rate), "--duration", str(duration), "--timeout", "15", "--concurrency", "8", "--cacert", CA],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     started = time.monotonic()
@@ -144,7 +230,7 @@ def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_u
 
     lab("start", victim)
     began = time.monotonic()
-    wait_until(f"{victim} back in rotation", lambda: victim in load(url, 10)["servers"], 180, 2)
+    wait_until(f"{victim} back in rotation", lambda: victim in load(url, 10, cacert=CA)["servers"], 180, 2)
     rejoined = time.monotonic() - began
     ids = ",".join(map(str, written))
     wait_until(f"{victim} caught up", lambda: sql(victim, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == "5", 30)
@@ -184,6 +270,60 @@ def _try_post(url, text):
         return post_message(url, text)
     except AssertionError:
         return None
+
+
+# rate limit (after the load tests: it counts every request from the client's address) ----------------------
+
+def test_a_burst_over_the_rate_limit_gets_429_and_the_service_stays_up(running_lab):
+    url = running_lab["url"]
+    time.sleep(11)  # let the 10 s window forget the earlier tests
+    burst = load(url + "health", 900, duration=60, cacert=CA, concurrency=16)
+    print(f"burst of {burst['sent']} requests in {burst['elapsed']} s from one address: {burst['statuses']}")
+    assert burst["statuses"].get("429", 0) > 0 and burst["statuses"].get("200", 0) >= 500, burst["statuses"]
+    assert set(burst["statuses"]) <= {"200", "429"}, burst["statuses"]
+    # meanwhile the service is up for everyone else (another client address: a host in the VPC)
+    lb = hosts(running_lab, "lb")[0]
+    other = guest(web_names(running_lab)[0], "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", f"https://{lb['address']}/health")
+    assert other.stdout == "200", other.stdout + other.stderr
+    # and the limited client is served again once its rate has decayed (HAProxy weighs in the
+    # previous 10 s period, and denied requests count too: a client that keeps hammering stays out)
+    wait_until("the limited client served again", lambda: load(url + "health", 5, cacert=CA)["statuses"] == {"200": 5}, 40, 3)
+
+
+# ACME ------------------------------------------------------------------------------------------------------
+
+def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running_lab):
+    up = lab("up", "--acme", timeout=1200, check=False)
+    assert up.returncode == 0, up.stdout + up.stderr
+    root = client("curl", "-fsk", "https://127.0.0.1:15000/roots/0").stdout
+    ca = REPO / ".pytest-pebble-root.pem"
+    ca.write_text(root)
+    try:
+        site = "https://www.webinfra.test/"
+
+        def issued():
+            return client("curl", "-fsS", "-m", "5", "--cacert", str(ca), site + "health").returncode == 0
+
+        wait_until("a certificate from pebble served by HAProxy", issued, 120, 2)
+        serial = lambda: client("sh", "-c", "openssl s_client -connect www.webinfra.test:443 -servername www.webinfra.test "  # noqa: E731
+                                "</dev/null 2>/dev/null | openssl x509 -noout -serial").stdout.strip()
+        first = serial()
+        stream = subprocess.Popen(
+            ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", site + "health", "--requests", "400",
+             "--rate", "20", "--duration", "20", "--concurrency", "4", "--cacert", str(ca)],
+            cwd=REPO, stdout=subprocess.PIPE, text=True,
+        )
+        time.sleep(3)
+        renewal = guest("lb-01", "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", "--cert-name", "webinfra", timeout=120)
+        assert renewal.returncode == 0, renewal.stdout + renewal.stderr
+        report = json.loads(stream.communicate(timeout=90)[0])
+        second = serial()
+        print(f"ACME: pebble issued {first}, forced renewal issued {second}; "
+              f"{report['sent']} requests during the renewal: {report['statuses']}")
+        assert first != second and first.startswith("serial=")
+        assert report["statuses"] == {"200": report["sent"]} and report["sent"] >= 300
+    finally:
+        ca.unlink(missing_ok=True)
 
 
 # teardown --------------------------------------------------------------------------------------------------
