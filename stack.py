@@ -6,6 +6,7 @@ import pulumi_aws as aws
 
 from components.ec2 import HostProfile, debian_12_ami
 from components.host_role import SESSION_MANAGER_STATEMENT, HostRole, HostRoleArgs
+from components.db_tls import DatabaseTls, DatabaseTlsArgs
 from components.lb_certificate import LoadBalancerCertificate, LoadBalancerCertificateArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
@@ -58,11 +59,15 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         "lb-tls",
         LoadBalancerCertificateArgs(public_ip=network.lb_address.public_ip, domain=settings.domain, stack=settings.stack),
     )
+    db_tls = DatabaseTls("db-tls", DatabaseTlsArgs(stack=settings.stack, servers=web_slots))
     secrets = StackSecrets(
         "secrets",
         StackSecretsArgs(
             passwords={"db-app": facts.ssm_db_app_password, "db-replication": facts.ssm_db_replication_password},
-            values={"lb-certificate": (facts.ssm_lb_certificate, certificate.haproxy_pem)},
+            values={
+                "lb-certificate": (facts.ssm_lb_certificate, certificate.haproxy_pem),
+                **{f"db-tls-{host}": (facts.ssm_db_tls(host), pem) for host, pem in db_tls.server_pems.items()},
+            },
             tags=tags,
         ),
     )
@@ -74,7 +79,13 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         HostRoleArgs(
             description=f"webinfra {settings.stack} web servers: database passwords, Session Manager",
             tags={**tags, "Role": "web"},
-            statements=[_read_parameters("ReadOwnDatabasePasswords", [arns["db-app"], arns["db-replication"]]), SESSION_MANAGER_STATEMENT],
+            statements=[
+                _read_parameters(
+                    "ReadOwnDatabaseSecrets",
+                    [arns["db-app"], arns["db-replication"], *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots)],
+                ),
+                SESSION_MANAGER_STATEMENT,
+            ],
         ),
     )
     lb_role = HostRole(
@@ -93,6 +104,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         WebTierArgs(
             slots=web_slots,
             facts=facts,
+            db_ca_certificate=db_tls.ca_certificate_pem,
             profile=HostProfile(
                 ami_id=web_ami,
                 instance_type=settings.instance_type,

@@ -10,6 +10,7 @@ comes from the environment (systemd EnvironmentFile):
   WEBINFRA_DB_PASSWORD     its password (from SSM Parameter Store, never in user-data)
   WEBINFRA_DB_LOCAL_SOCKET unix socket of the local server (reads)      [or WEBINFRA_DB_LOCAL_HOST/PORT]
   WEBINFRA_DB_PRIMARY_HOST the primary's address (writes), or "local" on the primary  [..._PORT]
+  WEBINFRA_DB_TLS_CA       the stack's database CA: network connections verify the primary with it
   WEBINFRA_MAX_LAG         seconds of replication lag still reported healthy
 """
 from __future__ import annotations
@@ -45,7 +46,10 @@ def role() -> str:
 
 
 def _connect(*, socket_path: str | None, host: str | None, port: int) -> pymysql.connections.Connection:
+    # Over the network (writes to the primary), TLS verified against the stack's database CA.
+    tls = {} if socket_path else {"ssl_ca": _env("WEBINFRA_DB_TLS_CA"), "ssl_verify_cert": True, "ssl_verify_identity": True}
     return pymysql.connect(
+        **tls,
         unix_socket=socket_path,
         host=host or "localhost",
         port=port,

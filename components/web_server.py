@@ -14,6 +14,7 @@ class WebServerArgs:
     hostname: str
     role: str  # "primary" or "replica"
     facts: StackFacts
+    db_ca_certificate: pulumi.Input[str]  # public: travels in user-data
     profile: HostProfile
     subnet_id: pulumi.Input[str]
     private_ip: str
@@ -27,7 +28,9 @@ class WebServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: WebServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:web_server:WebServer", name, None, opts)
-        user_data = encode_user_data(web_cloud_config(args.facts, args.hostname, args.role, args.primary_address))
+        user_data = pulumi.Output.from_input(args.db_ca_certificate).apply(
+            lambda ca: encode_user_data(web_cloud_config(args.facts, args.hostname, args.role, args.primary_address, db_ca=ca))
+        )
 
         instance = hardened_instance(
             f"{name}-instance",

@@ -15,6 +15,7 @@ from settings import HostSlot
 class WebTierArgs:
     slots: list[HostSlot]  # web-01 first: the primary
     facts: StackFacts
+    db_ca_certificate: pulumi.Input[str]
     profile: HostProfile
     subnet_ids: list[pulumi.Input[str]]
     tags: dict[str, str]
@@ -38,6 +39,7 @@ class WebTier(pulumi.ComponentResource):
                     hostname=slot.hostname,
                     role="primary" if slot is primary else "replica",
                     facts=args.facts,
+                    db_ca_certificate=args.db_ca_certificate,
                     profile=args.profile,
                     subnet_id=args.subnet_ids[slot.subnet_index],
                     private_ip=slot.private_ip,

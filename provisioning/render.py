@@ -38,6 +38,7 @@ WEB_PACKAGES = (
     "curl",
     "ca-certificates",
     "nftables",
+    "openssl",
 )
 LB_PACKAGES = ("haproxy", "awscli", "curl", "ca-certificates", "nftables", "certbot", "openssl")
 CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
@@ -83,6 +84,9 @@ class StackFacts:
     @property
     def ssm_lb_certificate(self) -> str:
         return f"{self.ssm_prefix}/tls/lb-certificate"
+
+    def ssm_db_tls(self, hostname: str) -> str:
+        return f"{self.ssm_prefix}/tls/{hostname}"
 
     @property
     def ssm_db_app_password(self) -> str:
@@ -215,7 +219,10 @@ def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
     ]
 
 
-def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_address: str | None) -> str:
+DB_TLS_DIR = "/etc/mysql/webinfra-tls"
+
+
+def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_address: str | None, *, db_ca: str) -> str:
     """The cloud-config of one web server: nginx → gunicorn app → MariaDB primary or replica."""
     if role not in ("primary", "replica"):
         raise ValueError(f"role must be primary or replica, got {role!r}")
@@ -225,6 +232,9 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         "WEBINFRA_ROLE": role,
         "WEBINFRA_SSM_DB_APP_PASSWORD": facts.ssm_db_app_password,
         "WEBINFRA_SSM_DB_REPLICATION_PASSWORD": facts.ssm_db_replication_password,
+        "WEBINFRA_SSM_DB_TLS": facts.ssm_db_tls(hostname),
+        "WEBINFRA_DB_TLS_DIR": DB_TLS_DIR,
+        "WEBINFRA_DB_TLS_CA": f"{DB_TLS_DIR}/ca.pem",
         "WEBINFRA_DB_NAME": DB_NAME,
         "WEBINFRA_DB_USER": DB_APP_USER,
         "WEBINFRA_DB_REPLICATION_USER": DB_REPLICATION_USER,
@@ -243,6 +253,7 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
                 hostname=hostname,
                 role=role,
                 server_id=server_id_of(hostname),
+                tls_dir=DB_TLS_DIR,
                 binlog_expire_seconds=14 * 24 * 3600,
             ),
         ),
@@ -258,6 +269,7 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             ),
             "0600",
         ),
+        _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
         _file("/opt/webinfra/app/webinfra_app.py", (APP_DIR / "webinfra_app.py").read_text()),
         _file("/opt/webinfra/app/schema.sql", (APP_DIR / "schema.sql").read_text()),
         _file("/etc/systemd/system/webinfra-app.service", read_file("webinfra-app.service")),

@@ -18,6 +18,16 @@ step "secrets from SSM Parameter Store"
 webinfra-fetch-secret "$WEBINFRA_SSM_DB_APP_PASSWORD" /etc/webinfra/secrets/db-app.env env:WEBINFRA_DB_PASSWORD
 webinfra-fetch-secret "$WEBINFRA_SSM_DB_REPLICATION_PASSWORD" /etc/webinfra/secrets/db-replication.env env:WEBINFRA_DB_REPLICATION_PASSWORD
 
+step "database TLS certificate from SSM Parameter Store"
+webinfra-fetch-secret "$WEBINFRA_SSM_DB_TLS" "$WEBINFRA_DB_TLS_DIR/server-bundle.pem" pem
+(umask 077; openssl x509 -in "$WEBINFRA_DB_TLS_DIR/server-bundle.pem" -out "$WEBINFRA_DB_TLS_DIR/server.pem"
+ openssl pkey -in "$WEBINFRA_DB_TLS_DIR/server-bundle.pem" -out "$WEBINFRA_DB_TLS_DIR/server-key.pem")
+rm -f "$WEBINFRA_DB_TLS_DIR/server-bundle.pem"
+chmod 0755 "$WEBINFRA_DB_TLS_DIR"
+chmod 0644 "$WEBINFRA_DB_TLS_DIR/server.pem" "$WEBINFRA_DB_TLS_DIR/ca.pem"
+chown mysql:mysql "$WEBINFRA_DB_TLS_DIR/server-key.pem"
+openssl verify -CAfile "$WEBINFRA_DB_TLS_DIR/ca.pem" "$WEBINFRA_DB_TLS_DIR/server.pem"
+
 step "MariaDB as $WEBINFRA_ROLE"
 # Restart, not just start: a server already running (started by its package, or baked into an
 # image) must pick up 60-webinfra.cnf (server_id, binlog, read_only) before replication is set up.

@@ -44,8 +44,8 @@ fi
 # --- replica ---------------------------------------------------------------------------------------
 client_cnf=$(mktemp /run/webinfra-repl.XXXXXX.cnf)
 trap 'rm -f "$client_cnf"' EXIT
-printf '[client]\nuser=%s\npassword=%s\nhost=%s\nconnect-timeout=3\n' \
-    "$WEBINFRA_DB_REPLICATION_USER" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_PRIMARY_HOST" > "$client_cnf"
+printf '[client]\nuser=%s\npassword=%s\nhost=%s\nconnect-timeout=3\nssl-ca=%s\nssl-verify-server-cert\n' \
+    "$WEBINFRA_DB_REPLICATION_USER" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_PRIMARY_HOST" "$WEBINFRA_DB_TLS_CA" > "$client_cnf"
 
 if [ ! -e "$initialised" ]; then
     say "waiting for the primary $WEBINFRA_DB_PRIMARY_HOST (up to 15 minutes)"
@@ -62,6 +62,9 @@ CHANGE MASTER TO
     MASTER_USER = '$WEBINFRA_DB_REPLICATION_USER',
     MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD',
     MASTER_CONNECT_RETRY = 5,
+    MASTER_SSL = 1,
+    MASTER_SSL_CA = '$WEBINFRA_DB_TLS_CA',
+    MASTER_SSL_VERIFY_SERVER_CERT = 1,
     MASTER_USE_GTID = slave_pos;
 START SLAVE;
 SQL

@@ -87,7 +87,25 @@ class MariaDB:
             self.process.wait(timeout=60)
 
 
-def start_mariadb(base: pathlib.Path, hostname: str, role: str) -> MariaDB:
+def make_tls(base: pathlib.Path) -> pathlib.Path:
+    """The stack's database PKI in miniature: a CA, and a server certificate for 127.0.0.1."""
+    from lab import mock_tls
+
+    ca_key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    ca = mock_tls.self_signed_cert({"privateKeyPem": ca_key, "subject": {"commonName": "test database CA"},
+                                    "isCaCertificate": True, "validityPeriodHours": 24, "allowedUses": ["cert_signing"]})["certPem"]
+    key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    request = mock_tls.cert_request({"privateKeyPem": key, "subject": {"commonName": "web"}, "ipAddresses": ["127.0.0.1"]})
+    cert = mock_tls.locally_signed_cert({**request, "caCertPem": ca, "caPrivateKeyPem": ca_key, "validityPeriodHours": 24,
+                                         "allowedUses": ["server_auth", "client_auth", "digital_signature"]})["certPem"]
+    tls = base / "tls"
+    tls.mkdir()
+    for name, pem in (("ca.pem", ca), ("server.pem", cert), ("server-key.pem", key)):
+        (tls / name).write_text(pem)
+    return tls
+
+
+def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Path) -> MariaDB:
     require_tool("mariadbd")
     directory = base / hostname
     directory.mkdir()
@@ -97,7 +115,9 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str) -> MariaDB:
          f"--auth-root-socket-user={os.environ.get('USER', 'root') if os.geteuid() else 'root'}", "--skip-test-db", *as_root],
         check=True, capture_output=True, timeout=120,
     )
-    stack_cnf = yaml.safe_load(render.web_cloud_config(FACTS, hostname, role, "127.0.0.1" if role == "replica" else None))
+    stack_cnf = yaml.safe_load(
+        render.web_cloud_config(FACTS, hostname, role, "127.0.0.1" if role == "replica" else None, db_ca=(tls / "ca.pem").read_text())
+    )
     stack_cnf = next(f["content"] for f in stack_cnf["write_files"] if f["path"].endswith("60-webinfra.cnf"))
     port = free_port()
     # The stack's settings first, then only what must differ on a test machine (later lines win).
@@ -112,6 +132,9 @@ log-error = {directory / 'error.log'}
 port = {port}
 bind-address = 127.0.0.1
 innodb_buffer_pool_size = 32M
+ssl_ca = {tls / 'ca.pem'}
+ssl_cert = {tls / 'server.pem'}
+ssl_key = {tls / 'server-key.pem'}
 """
     )
     process = subprocess.Popen(["mariadbd", f"--defaults-file={directory / 'my.cnf'}", *as_root])
@@ -126,14 +149,16 @@ class Stack:
     replica: MariaDB
     app_password: str
     replication_password: str
+    tls: pathlib.Path
 
 
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory):
     base = tmp_path_factory.mktemp("mariadb")
     app_password, replication_password = password(), password()
-    primary = start_mariadb(base, "web-01", "primary")
-    replica = start_mariadb(base, "web-02", "replica")
+    tls = make_tls(base)
+    primary = start_mariadb(base, "web-01", "primary", tls)
+    replica = start_mariadb(base, "web-02", "replica", tls)
     try:
         users_sql = render.render_template(
             "db-users.sql.j2",
@@ -152,11 +177,12 @@ def databases(tmp_path_factory):
         replica.client(
             f"""STOP SLAVE; RESET SLAVE ALL; RESET MASTER; SET GLOBAL gtid_slave_pos = '';
             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, MASTER_USER='{render.DB_REPLICATION_USER}',
-            MASTER_PASSWORD='{replication_password}', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos;
+            MASTER_PASSWORD='{replication_password}', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos,
+            MASTER_SSL=1, MASTER_SSL_CA='{tls / "ca.pem"}', MASTER_SSL_VERIFY_SERVER_CERT=1;
             START SLAVE;"""
         )
         wait_for("replication", lambda: replica.sql("SHOW TABLES FROM webinfra LIKE 'messages'"), seconds=60)
-        yield Stack(primary, replica, app_password, replication_password)
+        yield Stack(primary, replica, app_password, replication_password, tls)
     finally:
         for server in (replica, primary):
             server.stop()
@@ -205,6 +231,7 @@ def app_env(stack: Stack, server: MariaDB, role: str, **overrides) -> dict[str, 
         "WEBINFRA_DB_PRIMARY_HOST": "local" if role == "primary" else "127.0.0.1",
         "WEBINFRA_DB_PRIMARY_PORT": str(stack.primary.port),
         "WEBINFRA_MAX_LAG": "30",
+        "WEBINFRA_DB_TLS_CA": str(stack.tls / "ca.pem"),
     }
     return {**env, **overrides}
 

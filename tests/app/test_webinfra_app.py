@@ -139,3 +139,17 @@ def test_database_unreachable_means_503_and_no_write(start_extra_app, databases)
     status, body = broken.json("POST", "/api/messages", {"text": "lost?"})
     assert status == 503 and body["error"] == "database unavailable"
     assert count(databases.primary) == before
+
+
+def test_network_connections_need_tls_and_replication_verifies_the_primary(databases):
+    plain = dict(host="127.0.0.1", port=databases.primary.port, user=render.DB_APP_USER, password=databases.app_password,
+                 database="webinfra", ssl_disabled=True)
+    with pytest.raises(pymysql.err.OperationalError):
+        pymysql.connect(**plain)  # require_secure_transport: no plain TCP
+    ca = str(databases.tls / "ca.pem")
+    with pymysql.connect(**{**plain, "ssl_disabled": False, "ssl_ca": ca, "ssl_verify_cert": True, "ssl_verify_identity": True}) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SHOW STATUS LIKE 'Ssl_version'")
+            assert cur.fetchone()[1] in ("TLSv1.2", "TLSv1.3")
+    status = databases.replica.sql("SHOW SLAVE STATUS")[0]
+    assert status["Master_SSL_Allowed"] == "Yes" and status["Master_SSL_Verify_Server_Cert"] == "Yes"

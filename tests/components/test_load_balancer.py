@@ -27,7 +27,7 @@ def test_self_signed_certificate_names_the_lb_address_and_its_key_stays_secret(p
     certificate = x509.load_pem_x509_certificate(pem.encode())
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == [program.exports["lb_public_ip"]]
-    (key,) = program.of_type("tls:index/privateKey:PrivateKey")
+    key = program.named("lb-tls-key")
     assert key.inputs["algorithm"] == "ECDSA" and key.inputs["ecdsaCurve"] == "P256"
     private_key = key.outputs["privateKeyPem"]
     assert "PRIVATE KEY" in private_key and private_key not in repr(program.exports)

@@ -97,6 +97,19 @@ def test_a_direct_write_to_a_replica_is_refused(running_lab):
     assert sql(replica, "SELECT COUNT(*) FROM webinfra.messages WHERE text='sneaky'") == "0"
 
 
+def test_database_traffic_is_tls_and_replicas_verify_the_primary(running_lab):
+    primary, replica = hosts(running_lab, "web")[:2]
+    status = guest(replica["name"], "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
+    assert "Master_SSL_Allowed: Yes" in status and "Master_SSL_Verify_Server_Cert: Yes" in status, status
+    assert "Slave_IO_Running: Yes" in status
+    credentials = ". /etc/webinfra/secrets/db-app.env; export MYSQL_PWD=$WEBINFRA_DB_PASSWORD; "
+    plain = guest(replica["name"], "bash", "-c", credentials + f"mariadb -h {primary['address']} -u webinfra_app --skip-ssl -e 'SELECT 1'")
+    assert plain.returncode != 0, "a plain-text connection to the primary was accepted"
+    verified = guest(replica["name"], "bash", "-c", credentials + f"mariadb -h {primary['address']} -u webinfra_app "
+                     "--ssl-ca=/etc/mysql/webinfra-tls/ca.pem --ssl-verify-server-cert -N -e \"SHOW STATUS LIKE 'Ssl_version'\"")
+    assert verified.returncode == 0 and "TLSv1." in verified.stdout, verified.stderr
+
+
 # 6 -------------------------------------------------------------------------------------------------------
 
 def test_security_groups_drop_forbidden_flows_and_pass_allowed_ones(running_lab):

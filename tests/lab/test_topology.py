@@ -41,7 +41,9 @@ def test_plan_has_every_instance_with_its_exact_user_data(plan):
 
 
 def test_parameters_are_the_declared_secrets_unwrapped(plan):
-    assert sorted(plan.parameters) == ["/webinfra/lab/db/app-password", "/webinfra/lab/db/replication-password", "/webinfra/lab/tls/lb-certificate"]
+    assert sorted(plan.parameters) == ["/webinfra/lab/db/app-password", "/webinfra/lab/db/replication-password",
+                                       "/webinfra/lab/tls/lb-certificate", "/webinfra/lab/tls/web-01", "/webinfra/lab/tls/web-02",
+                                       "/webinfra/lab/tls/web-03"]
     for name, (kind, value) in plan.parameters.items():
         assert kind == "SecureString" and isinstance(value, str)
         if "password" in name:

@@ -19,6 +19,13 @@ FACTS = StackFacts(
     stack="dev", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/dev",
     lb_addresses=("10.0.0.5",), web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
 )
+DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the stack's database CA: public, in user-data)\n-----END CERTIFICATE-----\n"
+
+
+def web_config(*args, **kwargs) -> str:
+    return render.web_cloud_config(*args, db_ca=DB_CA, **kwargs)
+
+
 ACME = {"domain": "www.example.com", "acme_email": "ops@example.com", "acme_server": "https://acme.example.com/dir"}
 BACKENDS_2 = [Backend("web-01", "10.0.0.11"), Backend("web-02", "10.0.1.12")]
 BACKENDS_20 = [Backend(f"web-{n:02d}", f"10.0.{n % 3}.{10 + n}") for n in range(1, 21)]
@@ -36,8 +43,8 @@ def run(*command, input: str | None = None) -> subprocess.CompletedProcess:
 
 def test_cloud_configs_start_with_the_header_on_the_very_first_line():
     for text in (
-        render.web_cloud_config(FACTS, "web-01", "primary", None),
-        render.web_cloud_config(FACTS, "web-02", "replica", "10.0.0.11"),
+        web_config(FACTS, "web-01", "primary", None),
+        web_config(FACTS, "web-02", "replica", "10.0.0.11"),
         render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2),
     ):
         assert text.startswith("#cloud-config\n")
@@ -47,7 +54,7 @@ def test_cloud_configs_start_with_the_header_on_the_very_first_line():
 
 
 def test_files_are_written_verbatim_from_the_templates_and_the_app():
-    files = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))
+    files = files_of(web_config(FACTS, "web-01", "primary", None))
     app_dir = pathlib.Path(render.APP_DIR)
     assert files["/opt/webinfra/app/webinfra_app.py"]["content"] == (app_dir / "webinfra_app.py").read_text()
     assert files["/opt/webinfra/app/schema.sql"]["content"] == (app_dir / "schema.sql").read_text()
@@ -57,10 +64,10 @@ def test_files_are_written_verbatim_from_the_templates_and_the_app():
 
 
 def test_server_ids_are_unique_and_replicas_are_read_only():
-    configs = {n: files_of(render.web_cloud_config(FACTS, f"web-{n:02d}", "replica", "10.0.0.11")) for n in range(2, 21)}
+    configs = {n: files_of(web_config(FACTS, f"web-{n:02d}", "replica", "10.0.0.11")) for n in range(2, 21)}
     ids = {n: c["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"] for n, c in configs.items()}
     assert all(f"server_id                = {n}\n" in text and "read_only                = ON" in text for n, text in ids.items())
-    primary = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
+    primary = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
     assert "server_id                = 1\n" in primary and "read_only" not in primary
     for setting in ("gtid_strict_mode         = ON", "binlog_format            = ROW", "relay_log_recovery       = ON", "log_bin"):
         assert setting in primary
@@ -68,11 +75,11 @@ def test_server_ids_are_unique_and_replicas_are_read_only():
 
 def test_roles_are_checked():
     with pytest.raises(ValueError):
-        render.web_cloud_config(FACTS, "web-02", "replica", None)
+        web_config(FACTS, "web-02", "replica", None)
     with pytest.raises(ValueError):
-        render.web_cloud_config(FACTS, "web-01", "primary", "10.0.0.11")
+        web_config(FACTS, "web-01", "primary", "10.0.0.11")
     with pytest.raises(ValueError):
-        render.web_cloud_config(FACTS, "web-01", "leader", None)
+        web_config(FACTS, "web-01", "leader", None)
 
 
 def test_templates_refuse_missing_values():
@@ -82,15 +89,15 @@ def test_templates_refuse_missing_values():
 
 def test_endpoint_override_reaches_the_hosts():
     facts = dataclasses.replace(FACTS, stack="lab", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
-    env = files_of(render.web_cloud_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
+    env = files_of(web_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env and "WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/lab/db/app-password\n" in env
     assert "WEBINFRA_SESSION_MANAGER=no\n" in env  # the agent cannot talk to a stand-in
-    dev_env = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
+    dev_env = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "WEBINFRA_SESSION_MANAGER=yes\n" in dev_env
 
 
 def test_user_data_is_stable_gzip():
-    text = render.web_cloud_config(FACTS, "web-01", "primary", None)
+    text = web_config(FACTS, "web-01", "primary", None)
     assert render.encode_user_data(text) == render.encode_user_data(text)  # no timestamp: no spurious diffs
     assert render.decode_user_data(render.encode_user_data(text)) == text
 
@@ -151,7 +158,7 @@ def test_haproxy_accepts_the_rendered_config(tmp_path, backends, acme, certifica
 
 def test_nginx_accepts_the_site_inside_debians_nginx_conf(tmp_path):
     nginx = require_tool("nginx")
-    site = files_of(render.web_cloud_config(FACTS, "web-01", "primary", None))["/etc/webinfra/nginx-site.conf"]["content"]
+    site = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/webinfra/nginx-site.conf"]["content"]
     (tmp_path / "site.conf").write_text(site)
     debian_conf = pathlib.Path("/etc/nginx/nginx.conf").read_text()
     assert "include /etc/nginx/sites-enabled/*;" in debian_conf
@@ -178,8 +185,8 @@ def test_cloud_init_accepts_every_rendered_cloud_config(tmp_path, programs):
 def all_rendered_files() -> dict[str, str]:
     """Every file any host gets, keyed "<host kind>:<path>" (web primary, replica, LB with ACME)."""
     configs = {
-        "primary": render.web_cloud_config(FACTS, "web-01", "primary", None),
-        "replica": render.web_cloud_config(FACTS, "web-02", "replica", "10.0.0.11"),
+        "primary": web_config(FACTS, "web-01", "primary", None),
+        "replica": web_config(FACTS, "web-02", "replica", "10.0.0.11"),
         "lb": render.lb_cloud_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2),
     }
     return {f"{kind}:{path}": f["content"] for kind, text in configs.items() for path, f in files_of(text).items()}
