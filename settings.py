@@ -59,6 +59,7 @@ class Settings:
     acme_email: str | None = None
     acme_server: str = "https://acme-v02.api.letsencrypt.org/directory"
     rate_limit_per_10s: int = 200
+    alert_email: str | None = None
 
     # --- derived values -------------------------------------------------------------------------
     @property
@@ -120,7 +121,7 @@ class Settings:
                 "with SSH allowed from an admin network; set adminCidr (for example 203.0.113.7/32) or unset sshKeyName"
             )
         domain = _domain(raw["domain"])
-        acme_email = _email(raw["acmeEmail"])
+        acme_email = _email(raw["acmeEmail"], "acmeEmail")
         if acme_email and not domain:
             raise SettingsError(f"{PROJECT}:acmeEmail is set but {PROJECT}:domain is not: a certificate needs the site's DNS name")
         acme_server = _endpoint_url(raw["acmeServer"], "acmeServer")
@@ -144,6 +145,7 @@ class Settings:
             acme_email=acme_email,
             acme_server=acme_server,
             rate_limit_per_10s=_int(raw, "rateLimitPer10s", 10, 100_000),
+            alert_email=_email(raw["alertEmail"], "alertEmail"),
         )
 
     @classmethod
@@ -283,12 +285,15 @@ def _domain(value: Any) -> str | None:
     return text
 
 
-def _email(value: Any) -> str | None:
+def _email(value: Any, key: str) -> str | None:
     text = str(value or "").strip()
     if not text:
         return None
     local, _, host = text.partition("@")
     if not local or not host or " " in text:
-        raise SettingsError(f"{PROJECT}:acmeEmail must be an e-mail address, got {text!r}")
-    _domain_host = _domain(host)  # the address's domain must itself be a DNS name
-    return f"{local}@{_domain_host}"
+        raise SettingsError(f"{PROJECT}:{key} must be an e-mail address, got {text!r}")
+    try:
+        host = _domain(host)  # the address's domain must itself be a DNS name
+    except SettingsError:
+        raise SettingsError(f"{PROJECT}:{key} must be an e-mail address, got {text!r}") from None
+    return f"{local}@{host}"

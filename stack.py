@@ -9,6 +9,7 @@ from components.host_role import SESSION_MANAGER_STATEMENT, HostRole, HostRoleAr
 from components.db_tls import DatabaseTls, DatabaseTlsArgs
 from components.lb_certificate import LoadBalancerCertificate, LoadBalancerCertificateArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.monitoring import MonitoredHost, Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.secrets import StackSecrets, StackSecretsArgs
 from components.web_tier import WebTier, WebTierArgs
@@ -28,6 +29,7 @@ def stack_facts(settings: Settings) -> StackFacts:
         max_replication_lag_seconds=settings.max_replication_lag_seconds,
         aws_endpoint_url=settings.aws_endpoint_url,
         ssh_cidr=settings.admin_cidr if settings.ssh_enabled else None,
+        admin_cidr=settings.admin_cidr,
         domain=settings.domain,
         acme_email=settings.acme_email,
         acme_server=settings.acme_server if settings.acme_enabled else None,
@@ -37,6 +39,17 @@ def stack_facts(settings: Settings) -> StackFacts:
 
 def _read_parameters(sid: str, arns) -> dict:
     return {"Sid": sid, "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": list(arns)}
+
+
+def _put_metrics(stack: str) -> dict:
+    """Metrics into the CloudWatch agent's namespace and the stack's own, nowhere else."""
+    return {
+        "Sid": "PublishHealthMetrics",
+        "Effect": "Allow",
+        "Action": ["cloudwatch:PutMetricData"],
+        "Resource": "*",  # PutMetricData has no resource type; the namespace condition scopes it
+        "Condition": {"StringEquals": {"cloudwatch:namespace": ["CWAgent", f"webinfra/{stack}"]}},
+    }
 
 
 def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
@@ -52,6 +65,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             subnet_cidrs=subnet_cidrs(settings.vpc_cidr, settings.az_count),
             availability_zones=zones,
             ssh_cidr=facts.ssh_cidr,
+            admin_cidr=settings.admin_cidr,
             tags=tags,
         ),
     )
@@ -85,6 +99,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
                     [arns["db-app"], arns["db-replication"], *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots)],
                 ),
                 SESSION_MANAGER_STATEMENT,
+                _put_metrics(settings.stack),
             ],
         ),
     )
@@ -93,7 +108,11 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         HostRoleArgs(
             description=f"webinfra {settings.stack} load balancer: its TLS key, Session Manager",
             tags={**tags, "Role": "lb"},
-            statements=[_read_parameters("ReadOwnCertificate", [arns["lb-certificate"]]), SESSION_MANAGER_STATEMENT],
+            statements=[
+                _read_parameters("ReadOwnCertificate", [arns["lb-certificate"]]),
+                SESSION_MANAGER_STATEMENT,
+                _put_metrics(settings.stack),
+            ],
         ),
     )
 
@@ -142,8 +161,25 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         opts=pulumi.ResourceOptions(depends_on=[secrets, lb_role]),
     )
 
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            stack=settings.stack,
+            region=settings.region,
+            hosts=[MonitoredHost(lb_slot.hostname, "lb", None, lb.instance_id)]
+            + [MonitoredHost(s.hostname, "web", "primary" if n == 0 else "replica", server.instance_id)
+               for n, (s, server) in enumerate(zip(web_slots, tier.servers, strict=True))],
+            web_count=settings.web_count,
+            max_replication_lag_seconds=settings.max_replication_lag_seconds,
+            tags=tags,
+            alert_email=settings.alert_email,
+        ),
+    )
+
     return {
         "url": lb.url,
+        "alarm_topic_arn": monitoring.topic_arn,
+        "dashboard": monitoring.dashboard_name,
         "lb_public_ip": lb.public_ip,
         "lb_certificate_pem": certificate.certificate_pem,
         "web_private_ips": tier.private_ips,

@@ -26,6 +26,7 @@ class LoadBalancerArgs:
 
 class LoadBalancer(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
+    instance_id: pulumi.Output[str]
     url: pulumi.Output[str]
 
     def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
@@ -50,6 +51,7 @@ class LoadBalancer(pulumi.ComponentResource):
             instance_id=instance.id,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.instance_id = instance.id
         self.public_ip = pulumi.Output.from_input(args.public_ip)
         self.url = pulumi.Output.concat("https://", self.public_ip, "/")
         self.register_outputs({"public_ip": self.public_ip, "url": self.url})

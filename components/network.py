@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from provisioning.render import HAPROXY_STATS_PORT
+
 ANYWHERE_V4 = "0.0.0.0/0"
 ANYWHERE_V6 = "::/0"
 
@@ -25,6 +27,7 @@ class NetworkArgs:
     availability_zones: pulumi.Input[list[str]]
     ssh_cidr: str | None  # the admin network, only when SSH is enabled
     tags: dict[str, str]
+    admin_cidr: str | None = None  # the admin network: HAProxy's stats/metrics port is open to it
 
 
 class Network(pulumi.ComponentResource):
@@ -147,6 +150,8 @@ class Network(pulumi.ComponentResource):
                     )
             if args.ssh_cidr:
                 self._rule("ingress", f"{group_name}-ssh-from-admin", group.id, 22, "SSH from the admin network only", cidr=args.ssh_cidr)
+        if args.admin_cidr:
+            self._rule("ingress", "lb-stats-from-admin", lb.id, HAPROXY_STATS_PORT, "HAProxy stats and metrics from the admin network only", cidr=args.admin_cidr)
 
     def _rule(self, direction: str, key: str, group_id, port: int, description: str, *, cidr: str | None = None, source=None):
         rule_class = aws.vpc.SecurityGroupIngressRule if direction == "ingress" else aws.vpc.SecurityGroupEgressRule

@@ -93,6 +93,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs.update(mock_tls.COMPUTE[typ](args.inputs))
         elif typ == "aws:ssm/parameter:Parameter":
             outputs["arn"] = f"arn:aws:ssm:{self.region}:{ACCOUNT_ID}:parameter{args.inputs['name']}"
+        elif typ == "aws:sns/topic:Topic":
+            outputs["arn"] = f"arn:aws:sns:{self.region}:{ACCOUNT_ID}:{args.name}"
         elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
             outputs["name"] = f"{args.name}-1a2b3c"
             outputs["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}"

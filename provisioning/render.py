@@ -67,6 +67,7 @@ class StackFacts:
     max_replication_lag_seconds: int = 30
     aws_endpoint_url: str | None = None
     ssh_cidr: str | None = None  # the admin network, when SSH is enabled
+    admin_cidr: str | None = None  # the admin network: HAProxy's stats and metrics port is open to it
     domain: str | None = None
     acme_email: str | None = None
     acme_server: str | None = None
@@ -200,6 +201,8 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
     rules = []
     if role == "lb":
         rules.append(FirewallRule("tcp dport { 80, 443 }", "HTTP and HTTPS from anywhere"))
+        if facts.admin_cidr:
+            rules.append(FirewallRule(f"ip saddr {facts.admin_cidr} tcp dport {HAPROXY_STATS_PORT}", "HAProxy stats and metrics from the admin network"))
     else:
         if not facts.lb_addresses or not facts.web_addresses:
             raise ValueError("a web server's firewall needs the load balancer's and the web servers' addresses")
@@ -210,8 +213,16 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
     return render_template("host-firewall.nft.j2", hostname=hostname, role=role, rules=rules)
 
 
+ROLE_PROCESSES = {"lb": ["haproxy"], "web": ["nginx", "gunicorn", "mariadbd"]}
+
+
 def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
     return [
+        _file("/usr/local/sbin/webinfra-metrics", read_file("webinfra-metrics.sh"), "0755"),
+        _file("/etc/systemd/system/webinfra-metrics.service", read_file("webinfra-metrics.service")),
+        _file("/etc/systemd/system/webinfra-metrics.timer", read_file("webinfra-metrics.timer")),
+        _file("/usr/local/sbin/webinfra-install-cloudwatch-agent", read_file("webinfra-install-cloudwatch-agent.sh"), "0755"),
+        _file("/etc/webinfra/cloudwatch-agent.json", render_template("cloudwatch-agent.json.j2", processes=ROLE_PROCESSES[role])),
         _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
         _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-install-ssm-agent", read_file("webinfra-install-ssm-agent.sh"), "0755"),
@@ -289,6 +300,7 @@ def haproxy_config(
     *,
     rate_limit_per_10s: int = 200,
     acme: bool = False,
+    admin_cidr: str | None = None,
     check: HealthCheck = HealthCheck(),
     certificate_path: str = CERTIFICATE_PATH,
 ) -> str:
@@ -300,6 +312,7 @@ def haproxy_config(
         backends=list(backends),
         check=check,
         certificate_path=certificate_path,
+        admin_cidr=admin_cidr,
         acme=acme,
         acme_port=ACME_PORT,
         rate_limit_per_10s=rate_limit_per_10s,
@@ -322,9 +335,9 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
     """The cloud-config of the HAProxy load balancer."""
     paths = {"certificate_path": CERTIFICATE_PATH, "acme_port": ACME_PORT}
     files = [
-        _env_file(facts, WEBINFRA_ROLE="lb", WEBINFRA_SSM_LB_CERTIFICATE=facts.ssm_lb_certificate),
+        _env_file(facts, WEBINFRA_ROLE="lb", WEBINFRA_SSM_LB_CERTIFICATE=facts.ssm_lb_certificate, WEBINFRA_STATS_PORT=str(HAPROXY_STATS_PORT)),
         *_common_files(facts, hostname, "lb"),
-        _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme)),
+        _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme, admin_cidr=facts.admin_cidr)),
         _file(
             "/usr/local/sbin/webinfra-bootstrap",
             render_template("lb-bootstrap.sh.j2", stats_port=HAPROXY_STATS_PORT, acme=facts.acme, domain=facts.domain, **paths),

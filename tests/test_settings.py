@@ -115,7 +115,7 @@ def test_subnets_split_the_vpc_without_overlap(vpc, count, expected):
 def test_project_defaults_cover_every_setting_the_class_reads():
     assert set(project_defaults()) == {
         "webCount", "instanceType", "lbInstanceType", "vpcCidr", "azCount", "adminCidr", "sshKeyName",
-        "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl", "domain", "acmeEmail", "acmeServer", "rateLimitPer10s",
+        "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl", "domain", "acmeEmail", "acmeServer", "rateLimitPer10s", "alertEmail",
     }
 
 

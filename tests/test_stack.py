@@ -8,18 +8,23 @@ from settings import SettingsError
 from lab.mock_cloud import run_program
 
 TAG_KEYS = {"Project", "Stack", "Role", "Name", "ManagedBy"}
-# AWS resource types that take no tags at all.
-UNTAGGABLE = {
-    "aws:ec2/routeTableAssociation:RouteTableAssociation",
-    "aws:iam/rolePolicy:RolePolicy",
-    "aws:ec2/eipAssociation:EipAssociation",
-}
+
+
+def taggable(type_token: str) -> bool:
+    """Whether the pulumi-aws resource class takes `tags` (read from the SDK, not a hand-kept list)."""
+    import inspect
+
+    import pulumi_aws
+
+    module, _, name = type_token.split(":", 1)[1].partition("/")
+    cls = getattr(getattr(pulumi_aws, module) if module != "index" else pulumi_aws, name.split(":")[1])
+    return "tags" in inspect.signature(cls._internal_init).parameters
 
 
 def test_exports(program):
     assert set(program.exports) == {
         "url", "lb_public_ip", "lb_certificate_pem", "web_private_ips", "db_primary_private_ip", "ssh_enabled",
-        "ssm_parameter_prefix",
+        "ssm_parameter_prefix", "alarm_topic_arn", "dashboard",
     }
     assert program.exports["ssh_enabled"] is False
     assert program.exports["ssm_parameter_prefix"] == "/webinfra/dev"
@@ -28,7 +33,7 @@ def test_exports(program):
 
 def test_every_taggable_resource_is_tagged(program):
     for resource in program.resources:
-        if not resource.type.startswith("aws:") or resource.type in UNTAGGABLE:
+        if not resource.type.startswith("aws:") or not taggable(resource.type):
             continue
         tags = resource.inputs.get("tags") or {}
         assert TAG_KEYS <= set(tags), f"{resource} lacks tags {TAG_KEYS - set(tags)}"
@@ -84,3 +89,8 @@ def test_missing_region_fails_with_its_name():
 def test_more_zones_than_the_region_has_fails_naming_the_setting():
     with pytest.raises(Exception, match="webinfra:azCount asks for 4 availability zones but the region offers 3"):
         run_program({"azCount": 4, "webCount": 4})
+
+
+def test_the_taggable_check_reads_the_sdk():
+    assert taggable("aws:ec2/instance:Instance") and taggable("aws:sns/topic:Topic")
+    assert not taggable("aws:ec2/routeTableAssociation:RouteTableAssociation") and not taggable("aws:iam/rolePolicy:RolePolicy")

@@ -8,8 +8,9 @@ step() { echo "webinfra-bootstrap [$(date +%T)]: $*"; }
 step "host firewall (validated before it is installed)"
 webinfra-install-firewall
 
-step "Session Manager agent"
+step "Session Manager and CloudWatch agents"
 webinfra-install-ssm-agent
+webinfra-install-cloudwatch-agent
 
 step "system user for the app"
 getent passwd webinfra >/dev/null || adduser --system --group --no-create-home --home /nonexistent webinfra
@@ -53,6 +54,10 @@ if ! nginx -t; then
 fi
 systemctl enable nginx
 systemctl reload-or-restart nginx
+
+step "health metrics to CloudWatch, every minute"
+systemctl daemon-reload
+systemctl enable --now webinfra-metrics.timer
 
 step "waiting for /health (bounded)"
 for _ in $(seq 1 60); do

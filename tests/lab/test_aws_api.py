@@ -33,3 +33,13 @@ def test_parameters_are_stored_as_secure_strings(fake_credentials):
 def test_main_refuses_bad_usage(capsys):
     assert aws_api.main(["store", "x"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+@mock_aws
+def test_latest_metrics_reads_what_hosts_publish(fake_credentials):
+    client = boto3.client("cloudwatch", region_name="us-east-1")
+    for value in (1, 2):
+        client.put_metric_data(Namespace="webinfra/lab", MetricData=[
+            {"MetricName": "HealthyBackends", "Dimensions": [{"Name": "Host", "Value": "lb-01"}], "Value": value, "Unit": "Count"}])
+    assert aws_api.latest_metrics(client, "webinfra/lab") == {"HealthyBackends/lb-01": 2}
+    assert aws_api.latest_metrics(client, "webinfra/other") == {}

@@ -212,6 +212,38 @@ print(round(time.monotonic() - start, 1), answer.split(b"\\r\\n")[0].decode())
     assert 8 <= float(seconds) <= 16 and " 408 " in status + " ", result.stdout + result.stderr
 
 
+# monitoring ----------------------------------------------------------------------------------------------
+
+def metrics_in_the_aws_stand_in(running_lab) -> dict:
+    result = subprocess.run(["ip", "netns", "exec", "wi-cloud", sys.executable, "-m", "lab.aws_api", "metrics",
+                             running_lab["aws_endpoint_url"], "us-east-1", "webinfra/lab"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_hosts_publish_health_metrics_every_minute(running_lab):
+    count = len(web_names(running_lab))
+    replicas = web_names(running_lab)[1:]
+
+    def published():
+        metrics = metrics_in_the_aws_stand_in(running_lab)
+        wanted = {"HealthyBackends/lb-01": count, **{f"ReplicationRunning/{r}": 1 for r in replicas}}
+        return metrics if all(metrics.get(k) == v for k, v in wanted.items()) else None
+
+    metrics = wait_until("health metrics in CloudWatch (the stand-in)", published, 150, 5)
+    print(f"metrics published by the hosts: {metrics}")
+    for replica in replicas:
+        assert metrics[f"ReplicationLagSeconds/{replica}"] <= 5
+
+
+def haproxy_server_state(server: str) -> str:
+    metrics = guest("lb-01", "curl", "-fsS", "http://127.0.0.1:8404/metrics").stdout
+    for line in metrics.splitlines():
+        if line.startswith("haproxy_server_status{") and f'server="{server}"' in line and 'proxy="web"' in line and line.endswith(" 1"):
+            return line.split('state="', 1)[1].split('"', 1)[0]
+    return "unknown"
+
+
 # 4 -------------------------------------------------------------------------------------------------------
 
 def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_up(running_lab):
@@ -240,11 +272,13 @@ def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_u
     assert len(failed) <= 3, failed
     assert window <= 5.0, disturbed
     assert victim not in served_after and served_after
+    assert haproxy_server_state(victim) == "DOWN", "HAProxy's metrics do not show the killed server down"
 
     lab("start", victim)
     began = time.monotonic()
     wait_until(f"{victim} back in rotation", lambda: victim in load(url, 10, cacert=CA)["servers"], 180, 2)
     rejoined = time.monotonic() - began
+    wait_until("HAProxy's metrics show it up again", lambda: haproxy_server_state(victim) == "UP", 30, 1)
     ids = ",".join(map(str, written))
     wait_until(f"{victim} caught up", lambda: sql(victim, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == "5", 30)
     print(f"{victim} rebooted and back in rotation after {rejoined:.1f} s, with the 5 writes made while it was down")

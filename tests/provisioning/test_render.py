@@ -237,7 +237,9 @@ def test_ssh_reaches_the_firewall_only_when_enabled():
 
 @pytest.mark.parametrize("key", ["primary:/etc/systemd/system/webinfra-app.service",
                                  "lb:/etc/systemd/system/webinfra-certificate.service",
-                                 "lb:/etc/systemd/system/webinfra-certificate.timer"])
+                                 "lb:/etc/systemd/system/webinfra-certificate.timer",
+                                 "primary:/etc/systemd/system/webinfra-metrics.timer",
+                                 "lb:/etc/systemd/system/webinfra-metrics.service"])
 def test_systemd_accepts_the_units(tmp_path, key):
     analyze = require_tool("systemd-analyze")
     kind = key.split(":", 1)[0]
@@ -253,3 +255,27 @@ def test_systemd_accepts_the_units(tmp_path, key):
             (tmp_path / path.rsplit("/", 1)[1]).write_text(content.replace("/usr/local/sbin/", f"{tmp_path}/"))
     result = run(analyze, "verify", str(tmp_path / key.rsplit("/", 1)[1]))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kind, processes", [("lb", ["haproxy"]), ("primary", ["nginx", "gunicorn", "mariadbd"])])
+def test_cloudwatch_agent_config_watches_memory_disk_and_the_roles_processes(kind, processes):
+    import json
+
+    config = json.loads(all_rendered_files()[f"{kind}:/etc/webinfra/cloudwatch-agent.json"])
+    collected = config["metrics"]["metrics_collected"]
+    assert collected["mem"]["measurement"] == ["mem_used_percent"] and collected["disk"]["resources"] == ["/"]
+    assert [p["exe"] for p in collected["procstat"]] == processes
+    assert ["InstanceId"] in config["metrics"]["aggregation_dimensions"]
+
+
+def test_stats_port_opens_to_the_admin_network_only_when_set(certificate, tmp_path):
+    local = render.haproxy_config("lb-01", BACKENDS_2)
+    assert "bind 127.0.0.1:8404" in local and "bind :8404" not in local
+    admin = render.haproxy_config("lb-01", BACKENDS_2, admin_cidr="203.0.113.0/28", certificate_path=certificate)
+    assert "bind :8404" in admin and "http-request deny unless { src 127.0.0.1 } || { src 203.0.113.0/28 }" in admin
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(admin)
+    result = run(require_tool("haproxy"), "-c", "-f", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    ruleset = render.host_firewall(dataclasses.replace(FACTS, admin_cidr="203.0.113.0/28"), "lb-01", "lb")
+    assert "ip saddr 203.0.113.0/28 tcp dport 8404 accept" in ruleset

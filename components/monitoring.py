@@ -1,0 +1,144 @@
+"""Monitoring: an alarm topic, alarms with recovery actions for every instance, and a dashboard.
+
+Per instance: a failed system status check recovers the instance onto other hardware, a failed
+instance status check reboots it, and high CPU, memory or disk, or a role process gone (CloudWatch
+agent, namespace CWAgent) notifies. Per stack: fewer healthy HAProxy backends than web servers, and
+replication stopped or lagging on any replica (metrics the hosts publish to webinfra/<stack>).
+Every alarm notifies the SNS topic; `alertEmail` subscribes an address to it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from provisioning.render import ROLE_PROCESSES
+
+
+@dataclass
+class MonitoredHost:
+    hostname: str
+    role: str  # lb | web
+    db_role: str | None
+    instance_id: pulumi.Input[str]
+
+
+@dataclass
+class MonitoringArgs:
+    stack: str
+    region: str
+    hosts: list[MonitoredHost]
+    web_count: int
+    max_replication_lag_seconds: int
+    tags: dict[str, str]
+    alert_email: str | None = None
+    cpu_percent: int = 80
+    memory_percent: int = 90
+    disk_percent: int = 85
+
+
+class Monitoring(pulumi.ComponentResource):
+    topic_arn: pulumi.Output[str]
+    dashboard_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("webinfra:monitoring:Monitoring", name, None, opts)
+        self._name, self._args = name, args
+        child = pulumi.ResourceOptions(parent=self)
+        self.namespace = f"webinfra/{args.stack}"
+        topic = aws.sns.Topic(
+            f"{name}-alerts",
+            kms_master_key_id="alias/aws/sns",  # encrypted at rest
+            tags={**args.tags, "Role": "monitoring", "Name": f"{name}-alerts"},
+            opts=child,
+        )
+        self.topic_arn = topic.arn
+        if args.alert_email:
+            aws.sns.TopicSubscription(f"{name}-alerts-email", topic=topic.arn, protocol="email", endpoint=args.alert_email, opts=child)
+
+        for host in args.hosts:
+            self._instance_alarms(host)
+        lb = next(h for h in args.hosts if h.role == "lb")
+        self._alarm(
+            "lb-backends", "HealthyBackends", self.namespace, {"Host": lb.hostname}, "LessThanThreshold", args.web_count,
+            f"{lb.hostname}: fewer than all {args.web_count} web servers in HAProxy's rotation",
+            statistic="Minimum", periods=2, missing="breaching",
+        )
+        for host in args.hosts:
+            if host.db_role == "replica":
+                self._alarm(
+                    f"{host.hostname}-replication-stopped", "ReplicationRunning", self.namespace, {"Host": host.hostname},
+                    "LessThanThreshold", 1, f"{host.hostname}: replication stopped", statistic="Minimum", periods=2, missing="breaching",
+                )
+                self._alarm(
+                    f"{host.hostname}-replication-lag", "ReplicationLagSeconds", self.namespace, {"Host": host.hostname},
+                    "GreaterThanThreshold", args.max_replication_lag_seconds,
+                    f"{host.hostname}: replication more than {args.max_replication_lag_seconds} s behind", statistic="Maximum", periods=3,
+                )
+        dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=f"webinfra-{args.stack}",
+            dashboard_body=pulumi.Output.all(*[h.instance_id for h in args.hosts]).apply(self._dashboard_body),
+            opts=child,
+        )
+        self.dashboard_name = dashboard.dashboard_name
+        self.register_outputs({"topic_arn": self.topic_arn, "dashboard_name": self.dashboard_name})
+
+    def _instance_alarms(self, host: MonitoredHost) -> None:
+        automate = f"arn:aws:automate:{self._args.region}:ec2"
+        instance = {"InstanceId": host.instance_id}
+        self._alarm(f"{host.hostname}-system-check", "StatusCheckFailed_System", "AWS/EC2", instance, "GreaterThanOrEqualToThreshold", 1,
+                    f"{host.hostname}: system status check failed: recovering the instance", periods=2, extra_actions=[f"{automate}:recover"])
+        self._alarm(f"{host.hostname}-instance-check", "StatusCheckFailed_Instance", "AWS/EC2", instance, "GreaterThanOrEqualToThreshold", 1,
+                    f"{host.hostname}: instance status check failed: rebooting", periods=3, extra_actions=[f"{automate}:reboot"])
+        self._alarm(f"{host.hostname}-cpu-high", "CPUUtilization", "AWS/EC2", instance, "GreaterThanThreshold", self._args.cpu_percent,
+                    f"{host.hostname}: CPU above {self._args.cpu_percent} % for 15 minutes", statistic="Average", period=300, periods=3)
+        self._alarm(f"{host.hostname}-memory-high", "mem_used_percent", "CWAgent", instance, "GreaterThanThreshold",
+                    self._args.memory_percent, f"{host.hostname}: memory above {self._args.memory_percent} %", statistic="Average", period=300, periods=2)
+        self._alarm(f"{host.hostname}-disk-high", "disk_used_percent", "CWAgent", {**instance, "path": "/"}, "GreaterThanThreshold",
+                    self._args.disk_percent, f"{host.hostname}: root disk above {self._args.disk_percent} %", statistic="Maximum", period=300, periods=1)
+        for exe in ROLE_PROCESSES[host.role]:
+            self._alarm(f"{host.hostname}-{exe}-down", "procstat_lookup_pid_count", "CWAgent", {**instance, "exe": exe}, "LessThanThreshold", 1,
+                        f"{host.hostname}: no {exe} process", statistic="Minimum", periods=2, missing="breaching")
+
+    def _alarm(self, key, metric, namespace, dimensions, comparison, threshold, description, *, statistic="Maximum",
+               period=60, periods=1, missing="missing", extra_actions=()):
+        name = f"{self._name}-{key}"
+        aws.cloudwatch.MetricAlarm(
+            name,
+            name=f"webinfra-{self._args.stack}-{key}",
+            alarm_description=description,
+            namespace=namespace,
+            metric_name=metric,
+            dimensions=dimensions,
+            statistic=statistic,
+            period=period,
+            evaluation_periods=periods,
+            comparison_operator=comparison,
+            threshold=threshold,
+            treat_missing_data=missing,
+            alarm_actions=[*extra_actions, self.topic_arn],
+            ok_actions=[self.topic_arn],
+            tags={**self._args.tags, "Role": "monitoring", "Name": name},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _dashboard_body(self, instance_ids: list[str]) -> str:
+        args = self._args
+        by_host = dict(zip([h.hostname for h in args.hosts], instance_ids, strict=True))
+
+        def widget(title, metrics, x, y):
+            return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+                    "properties": {"title": title, "region": args.region, "stat": "Average", "period": 60, "metrics": metrics}}
+
+        lb = next(h.hostname for h in args.hosts if h.role == "lb")
+        replicas = [h.hostname for h in args.hosts if h.db_role == "replica"]
+        widgets = [
+            widget("CPU %", [["AWS/EC2", "CPUUtilization", "InstanceId", i, {"label": h}] for h, i in by_host.items()], 0, 0),
+            widget("Web servers in rotation", [[self.namespace, "HealthyBackends", "Host", lb]], 12, 0),
+            widget("Replication lag (s)", [[self.namespace, "ReplicationLagSeconds", "Host", h] for h in replicas], 0, 6),
+            widget("Memory %", [["CWAgent", "mem_used_percent", "InstanceId", i, {"label": h}] for h, i in by_host.items()], 12, 6),
+        ]
+        return json.dumps({"widgets": widgets})

@@ -1,0 +1,75 @@
+"""Monitoring under mocks: alarms and recovery actions per instance, stack alarms, the topic, and
+IAM no broader than needed."""
+import json
+
+import pytest
+
+from lab.mock_cloud import run_program
+
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def alarms(run) -> dict[str, dict]:
+    return {a.inputs["name"]: a.inputs for a in run.of_type(ALARM)}
+
+
+def test_every_instance_has_status_check_recovery_and_resource_alarms(program):
+    found = alarms(program)
+    topic = program.exports["alarm_topic_arn"]
+    for instance in program.of_type("aws:ec2/instance:Instance"):
+        host, instance_id = instance.inputs["tags"]["Name"], f"{instance.name}-id"
+        system = found[f"webinfra-dev-{host}-system-check"]
+        assert system["metricName"] == "StatusCheckFailed_System" and system["dimensions"] == {"InstanceId": instance_id}
+        assert system["alarmActions"] == ["arn:aws:automate:eu-west-1:ec2:recover", topic]
+        assert found[f"webinfra-dev-{host}-instance-check"]["alarmActions"] == ["arn:aws:automate:eu-west-1:ec2:reboot", topic]
+        for key, metric in (("cpu-high", "CPUUtilization"), ("memory-high", "mem_used_percent"), ("disk-high", "disk_used_percent")):
+            alarm = found[f"webinfra-dev-{host}-{key}"]
+            assert alarm["metricName"] == metric and alarm["alarmActions"] == [topic], alarm
+        processes = ["haproxy"] if host.startswith("lb") else ["nginx", "gunicorn", "mariadbd"]
+        for exe in processes:
+            alarm = found[f"webinfra-dev-{host}-{exe}-down"]
+            assert alarm["namespace"] == "CWAgent" and alarm["dimensions"] == {"InstanceId": instance_id, "exe": exe}
+            assert alarm["treatMissingData"] == "breaching"
+
+
+def test_stack_alarms_watch_backends_and_replication(program):
+    found = alarms(program)
+    count = len(program.exports["web_private_ips"])
+    backends = found["webinfra-dev-lb-backends"]
+    assert (backends["namespace"], backends["metricName"], backends["threshold"]) == ("webinfra/dev", "HealthyBackends", count)
+    assert backends["comparisonOperator"] == "LessThanThreshold" and backends["treatMissingData"] == "breaching"
+    for number in range(2, count + 1):
+        host = f"web-{number:02d}"
+        assert found[f"webinfra-dev-{host}-replication-stopped"]["dimensions"] == {"Host": host}
+        assert found[f"webinfra-dev-{host}-replication-lag"]["threshold"] == 30
+    assert "webinfra-dev-web-01-replication-stopped" not in found  # the primary replicates from nobody
+
+
+def test_topic_is_encrypted_and_email_subscribed_only_when_given(program):
+    (topic,) = program.of_type("aws:sns/topic:Topic")
+    assert topic.inputs["kmsMasterKeyId"] == "alias/aws/sns"
+    assert program.of_type("aws:sns/topicSubscription:TopicSubscription") == []
+    run = run_program({"alertEmail": "ops@example.com"})
+    (subscription,) = run.of_type("aws:sns/topicSubscription:TopicSubscription")
+    assert (subscription.inputs["protocol"], subscription.inputs["endpoint"]) == ("email", "ops@example.com")
+
+
+def test_dashboard_shows_every_instance(program):
+    (dashboard,) = program.of_type("aws:cloudwatch/dashboard:Dashboard")
+    body = json.loads(dashboard.inputs["dashboardBody"])
+    cpu = next(w for w in body["widgets"] if w["properties"]["title"] == "CPU %")
+    assert len(cpu["properties"]["metrics"]) == len(program.of_type("aws:ec2/instance:Instance"))
+
+
+@pytest.mark.parametrize("role", ["web-host", "lb-host"])
+def test_metric_publishing_is_limited_to_the_stacks_namespaces(program, role):
+    (policy,) = [p for p in program.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"{role}-policy"]
+    (statement,) = [s for s in json.loads(policy.inputs["policy"])["Statement"] if "cloudwatch:PutMetricData" in s["Action"]]
+    assert statement["Action"] == ["cloudwatch:PutMetricData"]
+    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": ["CWAgent", "webinfra/dev"]}}
+
+
+def test_stats_port_is_open_to_the_admin_network_only_when_set():
+    run = run_program({"adminCidr": "203.0.113.0/28"})
+    rules = [r for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.inputs["fromPort"] == 8404]
+    assert [(r.inputs["securityGroupId"], r.inputs["cidrIpv4"]) for r in rules] == [("net-lb-sg-id", "203.0.113.0/28")]
