@@ -12,11 +12,14 @@ comes from the environment (systemd EnvironmentFile):
   WEBINFRA_DB_PRIMARY_HOST the primary's address (writes), or "local" on the primary  [..._PORT]
   WEBINFRA_DB_TLS_CA       the stack's database CA: network connections verify the primary with it
   WEBINFRA_MAX_LAG         seconds of replication lag still reported healthy
+  WEBINFRA_STATE_DIR       where db-role and db-primary live (default /etc/webinfra): re-read on
+                           every request, so a promotion (scripts/promote) takes effect at once
 """
 from __future__ import annotations
 
 import html
 import os
+import pathlib
 import socket
 
 import pymysql
@@ -41,8 +44,17 @@ def _env(name: str, default: str | None = None) -> str:
     return value
 
 
+def _runtime(name: str, env: str, default: str) -> str:
+    """A value `scripts/promote` may change while the app runs: read from its file on every request
+    (a promotion needs no redeploy and no restart), the environment being the boot-time default."""
+    try:
+        return (pathlib.Path(os.environ.get("WEBINFRA_STATE_DIR", "/etc/webinfra")) / name).read_text().strip()
+    except OSError:
+        return _env(env, default)
+
+
 def role() -> str:
-    return _env("WEBINFRA_ROLE", "primary")
+    return _runtime("db-role", "WEBINFRA_ROLE", "primary")
 
 
 def _connect(*, socket_path: str | None, host: str | None, port: int) -> pymysql.connections.Connection:
@@ -76,7 +88,7 @@ def local_db() -> pymysql.connections.Connection:
 
 
 def primary_db() -> pymysql.connections.Connection:
-    host = _env("WEBINFRA_DB_PRIMARY_HOST", "local")
+    host = _runtime("db-primary", "WEBINFRA_DB_PRIMARY_HOST", "local")
     if host == "local":
         return local_db()
     return _connect(socket_path=None, host=host, port=int(_env("WEBINFRA_DB_PRIMARY_PORT", "3306")))

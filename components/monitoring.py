@@ -66,6 +66,12 @@ class Monitoring(pulumi.ComponentResource):
             f"{lb.hostname}: fewer than all {args.web_count} web servers in HAProxy's rotation",
             statistic="Minimum", periods=2, missing="breaching",
         )
+        primary = next(h for h in args.hosts if h.db_role == "primary")
+        self._alarm(
+            "semi-sync-off", "SemiSyncOn", self.namespace, {"Host": primary.hostname}, "LessThanThreshold", 1,
+            f"{primary.hostname}: semi-synchronous replication fell back to asynchronous: a crash now could lose acknowledged writes",
+            statistic="Minimum", periods=2,
+        )
         for host in args.hosts:
             if host.db_role == "replica":
                 self._alarm(

@@ -252,6 +252,8 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         "WEBINFRA_DB_LOCAL_SOCKET": "/run/mysqld/mysqld.sock",
         "WEBINFRA_DB_PRIMARY_HOST": primary_address or "local",
         "WEBINFRA_MAX_LAG": str(facts.max_replication_lag_seconds),
+        "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
+        "WEBINFRA_WEB_ADDRESSES": ",".join(facts.web_addresses),
     }
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
     files = [
@@ -289,6 +291,8 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr, client_max_body_size="16k"),
         ),
         _file("/usr/local/sbin/webinfra-db-setup", read_file("webinfra-db-setup.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-db-fence", read_file("webinfra-db-fence.sh"), "0755"),
+        _file("/etc/systemd/system/webinfra-db-fence.service", read_file("webinfra-db-fence.service")),
         _file("/usr/local/sbin/webinfra-bootstrap", read_file("web-bootstrap.sh"), "0755"),
     ]
     return _cloud_config(hostname, WEB_PACKAGES, files)

@@ -1,7 +1,8 @@
 #!/bin/bash
 # webinfra: publish this host's health to CloudWatch (namespace webinfra/<stack>), once a minute
 # (webinfra-metrics.timer). The load balancer: how many web servers are in rotation. A replica:
-# whether replication runs and how far behind it is. The stack's alarms watch these.
+# whether replication runs and how far behind it is. The primary: whether semi-synchronous
+# replication is on. The stack's alarms watch these.
 set -euo pipefail
 . /etc/webinfra/webinfra.env
 aws_args=(--region "$WEBINFRA_AWS_REGION")
@@ -13,7 +14,11 @@ metric() {  # metric NAME VALUE UNIT
     printf '{"MetricName":"%s","Dimensions":[{"Name":"Host","Value":"%s"}],"Value":%s,"Unit":"%s"}' "$1" "$host" "$2" "$3"
 }
 
-case $WEBINFRA_ROLE in
+role=$WEBINFRA_ROLE
+if [ "$role" != lb ] && [ -r /etc/webinfra/db-role ]; then
+    role=$(cat /etc/webinfra/db-role)  # after a promotion
+fi
+case $role in
     lb)
         # HAProxy's CSV statistics: column 1 the proxy, 2 the server, 18 its status.
         healthy=$(curl -fsS --max-time 3 "http://127.0.0.1:${WEBINFRA_STATS_PORT:-8404}/stats;csv" |
@@ -31,6 +36,11 @@ case $WEBINFRA_ROLE in
             data+=",$(metric ReplicationLagSeconds "$lag" Seconds)"
         fi
         data+="]" ;;
+    primary)
+        # Semi-synchronous replication on (1) or fallen back to asynchronous (0).
+        semisync=$(mariadb -N -e "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" | awk '{ print ($2 == "ON") ? 1 : 0 }')
+        clients=$(mariadb -N -e "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | awk '{ print $2 + 0 }')
+        data="[$(metric SemiSyncOn "$semisync" Count),$(metric SemiSyncReplicas "$clients" Count)]" ;;
     *)
         exit 0 ;;
 esac

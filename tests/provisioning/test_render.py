@@ -279,3 +279,16 @@ def test_stats_port_opens_to_the_admin_network_only_when_set(certificate, tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     ruleset = render.host_firewall(dataclasses.replace(FACTS, admin_cidr="203.0.113.0/28"), "lb-01", "lb")
     assert "ip saddr 203.0.113.0/28 tcp dport 8404 accept" in ruleset
+
+
+@pytest.mark.parametrize("kind", ["primary", "replica", "lb"])
+def test_env_file_is_safe_to_source_and_to_read_by_systemd(kind, tmp_path):
+    env = all_rendered_files()[f"{kind}:/etc/webinfra/webinfra.env"]
+    for line in env.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            assert key.isidentifier() and not any(c in value for c in " '\"$`;&|<>()\\"), line
+    path = tmp_path / "webinfra.env"
+    path.write_text(env)
+    result = subprocess.run(["bash", "-euc", f". {path}; echo $WEBINFRA_STACK"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "dev", result.stderr

@@ -1,0 +1,260 @@
+"""scripts/promote: make the most advanced replica the database primary, without losing data.
+
+    scripts/promote --lab [--force] [--dry-run]                      the local lab's hosts
+    scripts/promote --stack NAME [--region R] [--force] [--dry-run]  the stack's EC2 hosts, through
+                                                                     SSM Run Command
+
+1. Fence the old primary when it answers (read_only, so nothing new lands there).
+2. Stop every replica's I/O thread and let its SQL thread drain the relay log (bounded wait).
+3. Pick the replica that has applied the most (highest GTID sequence in domain 0).
+4. Refuse, unless --force, when that would lose data: the old primary answers and holds
+   transactions no replica has, or no replica answers at all. Say why.
+5. Promote it (replication off, read_only off, persisted), point every other server, the old
+   primary included when it answers, at it, and rewrite every app's write target
+   (/etc/webinfra/db-primary, which the app re-reads on each request: no redeploy).
+
+Semi-synchronous replication means an acknowledged write is on at least one replica, so picking
+the most advanced one keeps every acknowledged write even when the old primary is gone.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+from typing import Protocol
+
+TLS_CA = "/etc/mysql/webinfra-tls/ca.pem"
+ROLE_CNF = "/etc/mysql/mariadb.conf.d/61-webinfra-role.cnf"  # read_only after a promotion, kept across restarts
+STATE = "/etc/webinfra"
+
+
+class PromotionRefused(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class Server:
+    name: str
+    address: str
+    reachable: bool = False
+    role: str = "unknown"
+    gtid: str = ""
+
+    @property
+    def sequence(self) -> int:
+        """The last applied transaction's sequence number in GTID domain 0 (0 for none)."""
+        match = re.search(r"(?:^|,)0-\d+-(\d+)", self.gtid)
+        return int(match.group(1)) if match else 0
+
+
+class Runner(Protocol):
+    def run(self, host: str, script: str, timeout: float = 60) -> tuple[int, str]: ...
+
+
+def sql(statement: str) -> str:
+    return f"mariadb -N -B -e {shell_quote(statement)}"
+
+
+def shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+class Promotion:
+    def __init__(self, runner: Runner, servers: list[Server], say=print):
+        self.runner, self.servers, self.say = runner, servers, say
+
+    def _run(self, server: Server, script: str, timeout: float = 60) -> str:
+        status, output = self.runner.run(server.name, script, timeout)
+        if status != 0:
+            raise RuntimeError(f"{server.name}: `{script[:80]}` failed ({status}): {output.strip()[:300]}")
+        return output
+
+    def survey(self) -> None:
+        for server in self.servers:
+            status, output = self.runner.run(server.name, f"cat {STATE}/db-role && {sql('SELECT @@gtid_current_pos')}", 20)
+            server.reachable = status == 0
+            if server.reachable:
+                lines = output.strip().splitlines()
+                server.role, server.gtid = lines[0], lines[1] if len(lines) > 1 else ""
+        described = ", ".join(f"{s.name} ({s.role if s.reachable else 'unreachable'})" for s in self.servers)
+        self.say(f"servers: {described}")
+
+    def plan(self, force: bool) -> tuple[Server, Server | None]:
+        old = next((s for s in self.servers if s.role == "primary" and s.reachable), None)
+        if old:
+            self.say(f"fencing the old primary {old.name}: read_only")
+            self._run(old, sql("SET GLOBAL read_only = ON; FLUSH TABLES") + f" && echo replica > {STATE}/db-role")
+            old.gtid = self._run(old, sql("SELECT @@gtid_binlog_pos")).strip()
+        replicas = [s for s in self.servers if s.reachable and s is not old and s.role == "replica"]
+        if not replicas:
+            raise PromotionRefused("no replica answers: there is nothing to promote")
+        for replica in replicas:
+            self._run(replica, sql("STOP SLAVE IO_THREAD"))
+            self._drain(replica)
+        candidate = max(replicas, key=lambda s: s.sequence)
+        self.say("applied: " + ", ".join(f"{s.name} {s.gtid or 'nothing'}" for s in replicas) + f"; most advanced: {candidate.name}")
+        if old and old.sequence > candidate.sequence:
+            message = (f"the old primary {old.name} has transactions up to {old.gtid} that no replica has "
+                       f"(most advanced: {candidate.name} at {candidate.gtid}); promoting would lose them")
+            if not force:
+                for replica in replicas:  # put things back as they were
+                    self._run(replica, sql("START SLAVE"))
+                self._run(old, sql("SET GLOBAL read_only = OFF") + f" && echo primary > {STATE}/db-role")
+                raise PromotionRefused(message + ". Re-run with --force to accept the loss.")
+            self.say(f"--force: {message}")
+        return candidate, old
+
+    def _drain(self, replica: Server, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            status = self._run(replica, "mariadb -e 'SHOW SLAVE STATUS\\G'")
+            io_pos = re.search(r"Gtid_IO_Pos: (\S*)", status)
+            replica.gtid = self._run(replica, sql("SELECT @@gtid_slave_pos")).strip()
+            state = re.search(r"Slave_SQL_Running_State: (.*)", status)
+            if (io_pos and io_pos.group(1) == replica.gtid) or (state and "read all relay log" in state.group(1)):
+                return
+            if time.monotonic() > deadline:
+                raise PromotionRefused(f"{replica.name} did not finish applying its relay log within {seconds:.0f} s")
+            time.sleep(0.5)
+
+    def promote(self, candidate: Server, old: Server | None) -> None:
+        self.say(f"promoting {candidate.name}")
+        self._run(candidate, "\n".join([
+            "set -e",
+            sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF"),
+            "printf '[mariadb]\\n# scripts/promote: this server is the primary\\nread_only = OFF\\n' "
+            f"> {ROLE_CNF}",
+            f"echo primary > {STATE}/db-role",
+            f"echo local > {STATE}/db-primary",
+        ]))
+        for server in self.servers:
+            if server is candidate or not server.reachable:
+                continue
+            self.say(f"pointing {server.name} at {candidate.name} ({candidate.address})")
+            gtid_mode = "current_pos" if server is old else "slave_pos"
+            self._run(server, "\n".join([
+                "set -e",
+                ". /etc/webinfra/secrets/db-replication.env",
+                "mariadb <<SQL",
+                "STOP SLAVE;",
+                "SET GLOBAL read_only = ON;",
+                f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = 3306, "
+                "MASTER_USER = 'webinfra_repl', MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD', "
+                f"MASTER_CONNECT_RETRY = 5, MASTER_SSL = 1, MASTER_SSL_CA = '{TLS_CA}', MASTER_SSL_VERIFY_SERVER_CERT = 1, "
+                f"MASTER_USE_GTID = {gtid_mode};",
+                "START SLAVE;",
+                "SQL",
+                f"printf '[mariadb]\\n# scripts/promote: {candidate.name} is the primary\\nread_only = ON\\n' > {ROLE_CNF}",
+                f"echo replica > {STATE}/db-role",
+                f"echo {candidate.address} > {STATE}/db-primary",
+            ]))
+
+
+def run_promotion(runner: Runner, servers: list[Server], force: bool = False, dry_run: bool = False, say=print) -> Server:
+    started = time.monotonic()
+    promotion = Promotion(runner, servers, say)
+    promotion.survey()
+    if dry_run:
+        replicas = [s for s in servers if s.reachable and s.role == "replica"]
+        say("dry run: would promote " + (max(replicas, key=lambda s: s.sequence).name if replicas else "nothing (no replica answers)"))
+        return servers[0]
+    candidate, old = promotion.plan(force)
+    promotion.promote(candidate, old)
+    say(f"{candidate.name} is the primary ({time.monotonic() - started:.1f} s)")
+    return candidate
+
+
+# --- runners ---------------------------------------------------------------------------------------------
+
+class LabRunner:
+    def __init__(self):
+        from lab import cli
+
+        self.plan = cli.load_state()
+
+    def servers(self) -> list[Server]:
+        return [Server(h.name, h.private_ip) for h in self.plan.hosts if h.role == "web"]
+
+    def run(self, host: str, script: str, timeout: float = 60) -> tuple[int, str]:
+        from lab import hosts
+
+        target = self.plan.host(host)
+        if not hosts.is_running(target):
+            return 255, f"{host} is not running"
+        try:
+            result = hosts.guest_command(target, ["bash", "-c", script], timeout=timeout)
+        except Exception as error:  # noqa: BLE001 - an unreachable host is an answer, not a crash
+            return 255, str(error)
+        return result.returncode, result.stdout + result.stderr
+
+
+class SsmRunner:
+    """Runs each step on an EC2 host through SSM Run Command (AWS-RunShellScript)."""
+
+    def __init__(self, stack: str, region: str | None, ssm=None, ec2=None):
+        import boto3
+
+        self.stack = stack
+        self.ssm = ssm or boto3.client("ssm", region_name=region)
+        self.ec2 = ec2 or boto3.client("ec2", region_name=region)
+        self.instances: dict[str, str] = {}
+
+    def servers(self) -> list[Server]:
+        filters = [{"Name": "tag:Project", "Values": ["webinfra"]}, {"Name": "tag:Stack", "Values": [self.stack]},
+                   {"Name": "tag:Role", "Values": ["web"]}, {"Name": "instance-state-name", "Values": ["running", "stopped", "stopping"]}]
+        found = []
+        for reservation in self.ec2.describe_instances(Filters=filters)["Reservations"]:
+            for instance in reservation["Instances"]:
+                name = next(t["Value"] for t in instance["Tags"] if t["Key"] == "Name")
+                self.instances[name] = instance["InstanceId"]
+                found.append(Server(name, instance["PrivateIpAddress"]))
+        return sorted(found, key=lambda s: s.name)
+
+    def run(self, host: str, script: str, timeout: float = 60) -> tuple[int, str]:
+        try:
+            command = self.ssm.send_command(
+                InstanceIds=[self.instances[host]], DocumentName="AWS-RunShellScript",
+                Parameters={"commands": [script]}, TimeoutSeconds=max(30, int(timeout)),
+                Comment=f"webinfra {self.stack}: scripts/promote",
+            )["Command"]["CommandId"]
+        except Exception as error:  # noqa: BLE001 - an instance SSM cannot reach is unreachable
+            return 255, str(error)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                result = self.ssm.get_command_invocation(CommandId=command, InstanceId=self.instances[host])
+            except self.ssm.exceptions.InvocationDoesNotExist:
+                continue
+            if result["Status"] in ("Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated"):
+                return (0 if result["Status"] == "Success" else result.get("ResponseCode", 1) or 1,
+                        result.get("StandardOutputContent", "") + result.get("StandardErrorContent", ""))
+        return 255, f"{host}: no answer through SSM within {timeout:.0f} s"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/promote", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--lab", action="store_true", help="the local lab (scripts/lab up)")
+    where.add_argument("--stack", help="the Pulumi stack's name, on AWS (SSM Run Command)")
+    parser.add_argument("--region")
+    parser.add_argument("--force", action="store_true", help="promote even when it would lose data")
+    parser.add_argument("--dry-run", action="store_true", help="survey and say what would be promoted, change nothing")
+    args = parser.parse_args(argv)
+    runner = LabRunner() if args.lab else SsmRunner(args.stack, args.region)
+    try:
+        run_promotion(runner, runner.servers(), force=args.force, dry_run=args.dry_run)
+    except PromotionRefused as refusal:
+        print(f"scripts/promote: refused: {refusal}", file=sys.stderr)
+        return 3
+    except RuntimeError as error:
+        print(f"scripts/promote: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
