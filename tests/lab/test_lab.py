@@ -337,6 +337,62 @@ def test_a_burst_over_the_rate_limit_gets_429_and_the_service_stays_up(running_l
     wait_until("the limited client served again", lambda: load(url + "health", 5, cacert=CA)["statuses"] == {"200": 5}, 40, 3)
 
 
+# database failover (its own lab, with three web servers) -------------------------------------------------
+
+def promote(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ops.promote", "--lab", *args], cwd=REPO, capture_output=True, text=True, timeout=180)
+
+
+def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(running_lab):
+    up = lab("up", "--web-count", "3", timeout=1200, check=False)
+    assert up.returncode == 0, up.stdout + up.stderr
+    url = json.loads(lab("status", "--json").stdout)["url"]
+
+    # 1. A primary that holds writes no replica has: promotion refuses and says why.
+    for replica in ("web-02", "web-03"):
+        sql(replica, "STOP SLAVE")
+    lonely = post_message(url, "only on the primary")  # semi-sync times out (3 s), then asynchronous
+    refused = promote()
+    assert refused.returncode == 3 and "no replica has" in refused.stderr and "--force" in refused.stderr, refused.stdout + refused.stderr
+    assert guest("web-01", "cat", "/etc/webinfra/db-role").stdout.strip() == "primary"
+    for replica in ("web-02", "web-03"):
+        sql(replica, "START SLAVE")
+        wait_until(f"{replica} caught up", lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={lonely['id']}") == "1", 30)
+
+    # 2. The primary dies under a stream of writes; every write it acknowledged survives the promotion.
+    acknowledged, failed, stop = [], [], time.monotonic() + 60
+    killed_at = promoted_at = None
+    while time.monotonic() < stop and len(acknowledged) < 60:
+        result = client("curl", "-sS", "-m", "10", "--cacert", CA, "-X", "POST", "-H", "Content-Type: application/json",
+                        "-d", json.dumps({"text": f"write {len(acknowledged) + len(failed)}"}), "-w", "\n%{http_code}", url + "api/messages")
+        body, _, code = result.stdout.rpartition("\n")
+        (acknowledged.append(json.loads(body)["id"]) if code == "201" else failed.append(code))
+        if len(acknowledged) == 20 and killed_at is None:
+            lab("kill", "web-01")
+            killed_at = time.monotonic()
+            began = time.monotonic()
+            promotion = promote()
+            promoted_at = time.monotonic()
+            assert promotion.returncode == 0, promotion.stdout + promotion.stderr
+            print(promotion.stdout.strip().splitlines()[-1] + f" (scripts/promote took {promoted_at - began:.1f} s)")
+    new_primary = json.loads(lab("status", "--json").stdout)
+    primary = next(h for h in ("web-02", "web-03") if guest(h, "cat", "/etc/webinfra/db-role").stdout.strip() == "primary")
+    ids = ",".join(map(str, acknowledged))
+    present = int(sql(primary, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})"))
+    print(f"failover: {len(acknowledged)} writes acknowledged ({len(acknowledged) - 20} after the promotion), "
+          f"{len(failed)} refused while no primary answered {failed}; {present} of {len(acknowledged)} present on {primary}; "
+          f"lost: {len(acknowledged) - present}")
+    assert new_primary and present == len(acknowledged) and len(acknowledged) >= 40
+    other = ({"web-02", "web-03"} - {primary}).pop()
+    status = guest(other, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
+    assert "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status, status
+
+    # 3. The old primary comes back and rejoins as a replica of the new one (no split brain).
+    lab("start", "web-01")
+    wait_until("web-01 back as a replica", lambda: guest("web-01", "cat", "/etc/webinfra/db-role").stdout.strip() == "replica", 120, 2)
+    wait_until("web-01 caught up", lambda: sql("web-01", f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == str(len(acknowledged)), 60, 2)
+
+
 # ACME ------------------------------------------------------------------------------------------------------
 
 def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running_lab):
