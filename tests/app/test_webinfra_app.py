@@ -153,3 +153,20 @@ def test_network_connections_need_tls_and_replication_verifies_the_primary(datab
             assert cur.fetchone()[1] in ("TLSv1.2", "TLSv1.3")
     status = databases.replica.sql("SHOW SLAVE STATUS")[0]
     assert status["Master_SSL_Allowed"] == "Yes" and status["Master_SSL_Verify_Server_Cert"] == "Yes"
+
+
+def test_role_and_write_target_are_re_read_on_every_request(start_extra_app, databases, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "db-role").write_text("replica\n")
+    (state / "db-primary").write_text("local\n")  # wrong on purpose: the replica itself
+    app = start_extra_app(databases.replica, "replica", WEBINFRA_STATE_DIR=str(state))
+    before = count(databases.primary)
+    status, body = app.json("POST", "/api/messages", {"text": "to a read-only replica?"})
+    assert status == 503 and count(databases.primary) == before  # refused by read_only, nothing stored
+    (state / "db-primary").write_text("127.0.0.1\n")  # what scripts/promote writes: no restart
+    status, body = app.json("POST", "/api/messages", {"text": "to the primary"})
+    assert status == 201, body
+    assert app.json("GET", "/health")[1]["role"] == "replica"
+    (state / "db-role").write_text("primary\n")
+    assert app.json("GET", "/health")[1]["role"] == "primary"

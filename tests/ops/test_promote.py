@@ -1,0 +1,115 @@
+"""scripts/promote's decisions, with a scripted runner; its SSM runner against moto. The lab test
+(tests/lab/test_lab.py) runs the real thing on real MariaDB servers."""
+import boto3
+import pytest
+from moto import mock_aws
+
+from ops import promote
+from ops.promote import PromotionRefused, Server
+
+
+class FakeHosts:
+    """Answers the commands promote sends, from a table of servers: role, applied GTID, reachable."""
+
+    def __init__(self, servers: dict[str, dict]):
+        self.state = servers
+        self.log: list[tuple[str, str]] = []
+
+    def run(self, host, script, timeout=60):
+        self.log.append((host, script))
+        server = self.state[host]
+        if not server["up"]:
+            return 255, "unreachable"
+        if script.startswith("cat /etc/webinfra/db-role"):
+            return 0, f"{server['role']}\n{server['gtid']}\n"
+        if "gtid_binlog_pos" in script or "gtid_slave_pos" in script:
+            return 0, server["gtid"] + "\n"
+        if "SHOW SLAVE STATUS" in script:
+            return 0, f"Gtid_IO_Pos: {server['gtid']}\nSlave_SQL_Running_State: Slave has read all relay log\n"
+        return 0, ""
+
+
+def servers():
+    return [Server("web-01", "10.0.0.11"), Server("web-02", "10.0.1.12"), Server("web-03", "10.0.0.13")]
+
+
+def test_sequence_is_read_from_domain_zero():
+    assert Server("a", "x", gtid="0-1-42").sequence == 42
+    assert Server("a", "x", gtid="1-2-7,0-3-9").sequence == 9
+    assert Server("a", "x", gtid="").sequence == 0
+
+
+def test_the_most_advanced_replica_is_promoted_and_the_others_follow_it():
+    hosts = FakeHosts({"web-01": {"up": False, "role": "primary", "gtid": "0-1-30"},
+                       "web-02": {"up": True, "role": "replica", "gtid": "0-1-28"},
+                       "web-03": {"up": True, "role": "replica", "gtid": "0-1-29"}})
+    chosen = promote.run_promotion(hosts, servers(), say=lambda *_: None)
+    assert chosen.name == "web-03"
+    promoted = [s for h, s in hosts.log if h == "web-03" and "RESET SLAVE ALL" in s]
+    assert promoted and "read_only = OFF" in promoted[0] and "echo local > /etc/webinfra/db-primary" in promoted[0]
+    repointed = [s for h, s in hosts.log if h == "web-02" and "CHANGE MASTER" in s]
+    assert repointed and "MASTER_HOST = '10.0.0.13'" in repointed[0] and "MASTER_SSL_VERIFY_SERVER_CERT = 1" in repointed[0]
+    assert "$WEBINFRA_DB_REPLICATION_PASSWORD" in repointed[0]  # the password stays on the host
+
+
+def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
+    hosts = FakeHosts({"web-01": {"up": True, "role": "primary", "gtid": "0-1-31"},
+                       "web-02": {"up": True, "role": "replica", "gtid": "0-1-30"},
+                       "web-03": {"up": True, "role": "replica", "gtid": "0-1-29"}})
+    with pytest.raises(PromotionRefused, match="web-01 has transactions up to 0-1-31 that no replica has"):
+        promote.run_promotion(hosts, servers(), say=lambda *_: None)
+    assert not [s for _, s in hosts.log if "RESET SLAVE ALL" in s]
+    assert ("web-01", "mariadb -N -B -e 'SET GLOBAL read_only = OFF' && echo primary > /etc/webinfra/db-role") in hosts.log
+    assert all(("web-0%d" % n, "mariadb -N -B -e 'START SLAVE'") in hosts.log for n in (2, 3))
+    # --force accepts the loss, and fences the old primary as a replica of the new one
+    chosen = promote.run_promotion(hosts, servers(), force=True, say=lambda *_: None)
+    assert chosen.name == "web-02"
+    assert [s for h, s in hosts.log if h == "web-01" and "MASTER_USE_GTID = current_pos" in s]
+
+
+def test_refuses_when_no_replica_answers():
+    hosts = FakeHosts({"web-01": {"up": False, "role": "primary", "gtid": ""},
+                       "web-02": {"up": False, "role": "replica", "gtid": ""},
+                       "web-03": {"up": False, "role": "replica", "gtid": ""}})
+    with pytest.raises(PromotionRefused, match="no replica answers"):
+        promote.run_promotion(hosts, servers(), say=lambda *_: None)
+
+
+def test_dry_run_changes_nothing():
+    hosts = FakeHosts({"web-01": {"up": True, "role": "primary", "gtid": "0-1-5"},
+                       "web-02": {"up": True, "role": "replica", "gtid": "0-1-5"},
+                       "web-03": {"up": True, "role": "replica", "gtid": "0-1-5"}})
+    said = []
+    promote.run_promotion(hosts, servers(), dry_run=True, say=said.append)
+    assert said[-1] == "dry run: would promote web-02"
+    assert all(script.startswith("cat /etc/webinfra/db-role") for _, script in hosts.log)
+
+
+@mock_aws
+def test_ssm_runner_finds_the_stacks_web_servers_by_tag_and_runs_through_run_command(monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    ec2 = boto3.client("ec2", region_name="eu-west-1")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def launch(name, stack, role):
+        tags = [{"Key": "Project", "Value": "webinfra"}, {"Key": "Stack", "Value": stack}, {"Key": "Role", "Value": role},
+                {"Key": "Name", "Value": name}]
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+
+    launch("web-02", "dev", "web")
+    launch("web-01", "dev", "web")
+    launch("lb-01", "dev", "lb")
+    launch("web-01", "staging", "web")
+    runner = promote.SsmRunner("dev", "eu-west-1")
+    assert [s.name for s in runner.servers()] == ["web-01", "web-02"]
+    status, _ = runner.run("web-01", "true", timeout=10)
+    assert status == 0
+    (command,) = runner.ssm.list_commands()["Commands"]
+    assert command["DocumentName"] == "AWS-RunShellScript" and command["Parameters"]["commands"] == ["true"]
+    assert runner.instances["web-01"] in command["InstanceIds"]
+
+
+def test_main_needs_a_target(capsys):
+    with pytest.raises(SystemExit):
+        promote.main([])
