@@ -73,3 +73,9 @@ def test_stats_port_is_open_to_the_admin_network_only_when_set():
     run = run_program({"adminCidr": "203.0.113.0/28"})
     rules = [r for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.inputs["fromPort"] == 8404]
     assert [(r.inputs["securityGroupId"], r.inputs["cidrIpv4"]) for r in rules] == [("net-lb-sg-id", "203.0.113.0/28")]
+
+
+def test_semi_sync_falling_back_to_asynchronous_alarms(program):
+    alarm = alarms(program)["webinfra-dev-semi-sync-off"]
+    assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == ("webinfra/dev", "SemiSyncOn", {"Host": "web-01"})
+    assert alarm["comparisonOperator"] == "LessThanThreshold" and alarm["threshold"] == 1
