@@ -78,8 +78,8 @@ class StackFacts:
         return bool(self.domain and self.acme_email and self.acme_server)
 
     @property
-    def session_manager(self) -> bool:
-        """The SSM agent only talks to the real AWS: not installed where the APIs are stood in."""
+    def aws_agents(self) -> bool:
+        """The SSM and CloudWatch agents only talk to the real AWS: not where the APIs are stood in."""
         return self.aws_endpoint_url is None
 
     @property
@@ -190,7 +190,7 @@ def _env_file(facts: StackFacts, **values: str) -> dict:
         "WEBINFRA_STACK": facts.stack,
         "WEBINFRA_AWS_REGION": facts.region,
         "WEBINFRA_AWS_ENDPOINT_URL": facts.aws_endpoint_url or "",
-        "WEBINFRA_SESSION_MANAGER": "yes" if facts.session_manager else "no",
+        "WEBINFRA_AWS_AGENTS": "yes" if facts.aws_agents else "no",
         **values,
     }
     return _file("/etc/webinfra/webinfra.env", render_template("webinfra.env.j2", env=env))
@@ -222,6 +222,7 @@ def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
         _file("/etc/systemd/system/webinfra-metrics.service", read_file("webinfra-metrics.service")),
         _file("/etc/systemd/system/webinfra-metrics.timer", read_file("webinfra-metrics.timer")),
         _file("/usr/local/sbin/webinfra-install-cloudwatch-agent", read_file("webinfra-install-cloudwatch-agent.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-aws-package", read_file("webinfra-install-aws-package.sh"), "0755"),
         _file("/etc/webinfra/cloudwatch-agent.json", render_template("cloudwatch-agent.json.j2", processes=ROLE_PROCESSES[role])),
         _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
         _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),

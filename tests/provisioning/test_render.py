@@ -91,9 +91,9 @@ def test_endpoint_override_reaches_the_hosts():
     facts = dataclasses.replace(FACTS, stack="lab", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
     env = files_of(web_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env and "WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/lab/db/app-password\n" in env
-    assert "WEBINFRA_SESSION_MANAGER=no\n" in env  # the agent cannot talk to a stand-in
+    assert "WEBINFRA_AWS_AGENTS=no\n" in env  # the agents cannot talk to a stand-in
     dev_env = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
-    assert "WEBINFRA_SESSION_MANAGER=yes\n" in dev_env
+    assert "WEBINFRA_AWS_AGENTS=yes\n" in dev_env
 
 
 def test_user_data_is_stable_gzip():
