@@ -27,6 +27,7 @@ from lab import acme as lab_acme
 from lab import hosts as lab_hosts
 from lab import image as lab_image
 from lab import network
+from lab.mounts import unmount_below
 from lab.topology import CLIENT_ADDRESS, Host, LabPlan, Rule
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -237,10 +238,8 @@ def down(quiet: bool = False) -> dict[str, int]:
     deadline = time.monotonic() + 20
     while any(lab_hosts.netns_pids(ns) for ns in namespaces) and time.monotonic() < deadline:
         time.sleep(0.1)
-    mounts_before = _lab_mounts()
-    lab_hosts.unmount_and_delete()
-    lab_image._unmount_below(lab_image.CACHE)
-    counts["mounts"] = len(mounts_before)
+    counts["mounts"] = len(lab_hosts.unmount_and_delete())
+    unmount_below(lab_image.CACHE)  # an image build interrupted mid-chroot
     counts["namespaces"] = len(network.remove_all())
     for path in (STATE_FILE, CERTIFICATE_FILE):
         path.unlink(missing_ok=True)
@@ -252,11 +251,6 @@ def down(quiet: bool = False) -> dict[str, int]:
         print(f"lab down: stopped {counts['supervisors']} hosts ({counts['processes']} processes), "
               f"unmounted {counts['mounts']} overlays, deleted {counts['namespaces']} namespaces")
     return counts
-
-
-def _lab_mounts() -> list[str]:
-    return [line.split()[1] for line in pathlib.Path("/proc/mounts").read_text().splitlines()
-            if line.split()[1].startswith(str(lab_hosts.HOSTS) + "/")]
 
 
 # --- status, exec, kill, start, sg --------------------------------------------------------------------------

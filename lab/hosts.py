@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+from lab.mounts import unmount_below
 from lab.topology import Host
 
 STATE = pathlib.Path(os.environ.get("WEBINFRA_LAB_STATE", "/var/lib/webinfra-lab"))
@@ -132,11 +133,8 @@ def kill_namespace_processes(netns: str) -> None:
             pass
 
 
-def unmount_and_delete() -> None:
-    if not HOSTS.exists():
-        return
-    for line in reversed(pathlib.Path("/proc/mounts").read_text().splitlines()):
-        target = line.split()[1]
-        if target.startswith(str(HOSTS) + "/"):
-            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+def unmount_and_delete() -> list[str]:
+    """Unmount every host's overlay and delete the host directories; returns what was unmounted."""
+    unmounted = unmount_below(HOSTS)
     shutil.rmtree(HOSTS, ignore_errors=True)
+    return unmounted

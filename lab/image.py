@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Iterable, Sequence
 
+from lab.mounts import unmount_below
+
 
 CACHE = pathlib.Path(os.environ.get("WEBINFRA_LAB_CACHE", "/var/cache/webinfra-lab"))
 MIRROR = os.environ.get("WEBINFRA_LAB_MIRROR", "http://deb.debian.org/debian")
@@ -135,7 +137,7 @@ def build(package_sets: Iterable[Sequence[str]], log_dir: pathlib.Path) -> dict[
     """
     CACHE.mkdir(parents=True, exist_ok=True)
     for stale in CACHE.glob(".build-*"):
-        _unmount_below(stale)
+        unmount_below(stale)
         shutil.rmtree(stale, ignore_errors=True)
     log = log_dir / "image-build.log"
     base = base_path()
@@ -212,10 +214,3 @@ def _finish(root: pathlib.Path) -> None:
     (root / "etc/machine-id").write_text("")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     shutil.rmtree(root / "var/lib/cloud", ignore_errors=True)
-
-
-def _unmount_below(path: pathlib.Path) -> None:
-    for line in reversed(pathlib.Path("/proc/mounts").read_text().splitlines()):
-        target = line.split()[1]
-        if target.startswith(str(path)):
-            subprocess.run(["umount", "-l", target], check=False)
