@@ -25,7 +25,6 @@ import sys
 import time
 from typing import Protocol
 
-TLS_CA = "/etc/mysql/webinfra-tls/ca.pem"
 ROLE_CNF = "/etc/mysql/mariadb.conf.d/61-webinfra-role.cnf"  # read_only after a promotion, kept across restarts
 STATE = "/etc/webinfra"
 
@@ -134,22 +133,8 @@ class Promotion:
                 continue
             self.say(f"pointing {server.name} at {candidate.name} ({candidate.address})")
             gtid_mode = "current_pos" if server is old else "slave_pos"
-            self._run(server, "\n".join([
-                "set -e",
-                ". /etc/webinfra/secrets/db-replication.env",
-                "mariadb <<SQL",
-                "STOP SLAVE;",
-                "SET GLOBAL read_only = ON;",
-                f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = 3306, "
-                "MASTER_USER = 'webinfra_repl', MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD', "
-                f"MASTER_CONNECT_RETRY = 5, MASTER_SSL = 1, MASTER_SSL_CA = '{TLS_CA}', MASTER_SSL_VERIFY_SERVER_CERT = 1, "
-                f"MASTER_USE_GTID = {gtid_mode};",
-                "START SLAVE;",
-                "SQL",
-                f"printf '[mariadb]\\n# scripts/promote: {candidate.name} is the primary\\nread_only = ON\\n' > {ROLE_CNF}",
-                f"echo replica > {STATE}/db-role",
-                f"echo {candidate.address} > {STATE}/db-primary",
-            ]))
+            # the host's own script: credentials and TLS settings stay on the host
+            self._run(server, f"webinfra-db-follow {candidate.address} {gtid_mode}")
 
 
 def run_promotion(runner: Runner, servers: list[Server], force: bool = False, dry_run: bool = False, say=print) -> Server:

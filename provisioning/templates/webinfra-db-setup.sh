@@ -51,23 +51,8 @@ if [ ! -e "$initialised" ]; then
     say "waiting for the primary $WEBINFRA_DB_PRIMARY_HOST (up to 15 minutes)"
     retry 180 5 "the primary at $WEBINFRA_DB_PRIMARY_HOST" mariadb --defaults-extra-file="$client_cnf" -e 'SELECT 1'
     # Forget local binlog history so the primary's GTIDs apply in strict order from the start.
-    mariadb <<SQL
-STOP SLAVE;
-RESET SLAVE ALL;
-RESET MASTER;
-SET GLOBAL gtid_slave_pos = '';
-CHANGE MASTER TO
-    MASTER_HOST = '$WEBINFRA_DB_PRIMARY_HOST',
-    MASTER_PORT = 3306,
-    MASTER_USER = '$WEBINFRA_DB_REPLICATION_USER',
-    MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD',
-    MASTER_CONNECT_RETRY = 5,
-    MASTER_SSL = 1,
-    MASTER_SSL_CA = '$WEBINFRA_DB_TLS_CA',
-    MASTER_SSL_VERIFY_SERVER_CERT = 1,
-    MASTER_USE_GTID = slave_pos;
-START SLAVE;
-SQL
+    mariadb -e "STOP SLAVE; RESET SLAVE ALL; RESET MASTER; SET GLOBAL gtid_slave_pos = '';"
+    webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos
     touch "$initialised"
 fi
 

@@ -47,9 +47,8 @@ def test_the_most_advanced_replica_is_promoted_and_the_others_follow_it():
     assert chosen.name == "web-03"
     promoted = [s for h, s in hosts.log if h == "web-03" and "RESET SLAVE ALL" in s]
     assert promoted and "read_only = OFF" in promoted[0] and "echo local > /etc/webinfra/db-primary" in promoted[0]
-    repointed = [s for h, s in hosts.log if h == "web-02" and "CHANGE MASTER" in s]
-    assert repointed and "MASTER_HOST = '10.0.0.13'" in repointed[0] and "MASTER_SSL_VERIFY_SERVER_CERT = 1" in repointed[0]
-    assert "$WEBINFRA_DB_REPLICATION_PASSWORD" in repointed[0]  # the password stays on the host
+    repointed = [s for h, s in hosts.log if h == "web-02" and "webinfra-db-follow" in s]
+    assert repointed == ["webinfra-db-follow 10.0.0.13 slave_pos"]  # credentials and TLS stay on the host
 
 
 def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
@@ -64,7 +63,7 @@ def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
     # --force accepts the loss, and fences the old primary as a replica of the new one
     chosen = promote.run_promotion(hosts, servers(), force=True, say=lambda *_: None)
     assert chosen.name == "web-02"
-    assert [s for h, s in hosts.log if h == "web-01" and "MASTER_USE_GTID = current_pos" in s]
+    assert ("web-01", "webinfra-db-follow 10.0.1.12 current_pos") in hosts.log
 
 
 def test_refuses_when_no_replica_answers():

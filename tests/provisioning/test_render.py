@@ -292,3 +292,15 @@ def test_env_file_is_safe_to_source_and_to_read_by_systemd(kind, tmp_path):
     path.write_text(env)
     result = subprocess.run(["bash", "-euc", f". {path}; echo $WEBINFRA_STACK"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "dev", result.stderr
+
+
+def test_replication_is_pointed_from_one_script_over_verified_tls():
+    files = all_rendered_files()
+    follow = files["replica:/usr/local/sbin/webinfra-db-follow"]
+    for setting in ("MASTER_SSL = 1", "MASTER_SSL_CA = '$WEBINFRA_DB_TLS_CA'", "MASTER_SSL_VERIFY_SERVER_CERT = 1",
+                    "MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD'", "MASTER_USE_GTID = $gtid_mode", "read_only = ON"):
+        assert setting in follow, setting
+    for caller in ("webinfra-db-setup", "webinfra-db-fence"):
+        assert "CHANGE MASTER" not in files[f"replica:/usr/local/sbin/{caller}"], caller
+    assert 'webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos' in files["replica:/usr/local/sbin/webinfra-db-setup"]
+    assert 'webinfra-db-follow "$peer" current_pos' in files["primary:/usr/local/sbin/webinfra-db-fence"]
