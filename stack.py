@@ -167,8 +167,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             stack=settings.stack,
             region=settings.region,
             hosts=[MonitoredHost(lb_slot.hostname, "lb", None, lb.instance_id)]
-            + [MonitoredHost(s.hostname, "web", "primary" if n == 0 else "replica", server.instance_id)
-               for n, (s, server) in enumerate(zip(web_slots, tier.servers, strict=True))],
+            + [MonitoredHost(server.hostname, "web", server.role, server.instance_id) for server in tier.servers],
             web_count=settings.web_count,
             max_replication_lag_seconds=settings.max_replication_lag_seconds,
             tags=tags,

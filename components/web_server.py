@@ -23,6 +23,8 @@ class WebServerArgs:
 
 
 class WebServer(pulumi.ComponentResource):
+    hostname: str
+    role: str
     private_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
 
@@ -44,6 +46,7 @@ class WebServer(pulumi.ComponentResource):
             replace_on_user_data_change=args.role != "primary",
             parent=self,
         )
+        self.hostname, self.role = args.hostname, args.role
         self.private_ip = instance.private_ip
         self.instance_id = instance.id
         self.register_outputs({"private_ip": self.private_ip, "instance_id": self.instance_id, "role": args.role})
