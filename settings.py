@@ -24,6 +24,7 @@ PULUMI_YAML = pathlib.Path(__file__).resolve().parent / "Pulumi.yaml"
 MIN_WEB_COUNT = 2
 MAX_WEB_COUNT = 20
 MAX_AZ_COUNT = 4
+MAX_LB_COUNT = 2
 
 # Instance families this program knows, by CPU architecture. An unknown family is refused rather
 # than guessed, because the wrong architecture boots an image that cannot run.
@@ -60,6 +61,8 @@ class Settings:
     acme_server: str = "https://acme-v02.api.letsencrypt.org/directory"
     rate_limit_per_10s: int = 200
     alert_email: str | None = None
+    lb_count: int = 1
+    lb_virtual_ip: str | None = None
 
     # --- derived values -------------------------------------------------------------------------
     @property
@@ -80,8 +83,12 @@ class Settings:
         return architecture_of(self.lb_instance_type)
 
     @property
-    def layout(self) -> tuple[HostSlot, list[HostSlot]]:
-        return host_layout(self.vpc_cidr, self.az_count, self.web_count)
+    def layout(self) -> tuple[list[HostSlot], list[HostSlot]]:
+        return host_layout(self.vpc_cidr, self.az_count, self.web_count, self.lb_count)
+
+    @property
+    def lb_pair(self) -> bool:
+        return self.lb_count == 2
 
     @property
     def ssm_prefix(self) -> str:
@@ -120,6 +127,13 @@ class Settings:
                 f"{PROJECT}:sshKeyName is set but {PROJECT}:adminCidr is not: a key pair is only useful "
                 "with SSH allowed from an admin network; set adminCidr (for example 203.0.113.7/32) or unset sshKeyName"
             )
+        lb_count = _int(raw, "lbCount", 1, MAX_LB_COUNT)
+        if lb_count > 1 and az_count < 2:
+            raise SettingsError(
+                f"{PROJECT}:lbCount {lb_count} needs {PROJECT}:azCount of at least 2: the load balancers of a pair run "
+                f"in different availability zones, so one zone's outage cannot take both (got azCount {az_count})"
+            )
+        lb_virtual_ip = _lb_virtual_ip(raw["lbVirtualIp"], vpc_cidr, az_count, web_count, lb_count)
         domain = _domain(raw["domain"])
         acme_email = _email(raw["acmeEmail"], "acmeEmail")
         if acme_email and not domain:
@@ -146,6 +160,8 @@ class Settings:
             acme_server=acme_server,
             rate_limit_per_10s=_int(raw, "rateLimitPer10s", 10, 100_000),
             alert_email=_email(raw["alertEmail"], "alertEmail"),
+            lb_count=lb_count,
+            lb_virtual_ip=lb_virtual_ip,
         )
 
     @classmethod
@@ -189,21 +205,23 @@ class HostSlot:
     private_ip: str
 
 
-def host_layout(vpc_cidr: str, az_count: int, web_count: int) -> tuple[HostSlot, list[HostSlot]]:
-    """The load balancer and the web servers, with addresses fixed by the program.
+def host_layout(vpc_cidr: str, az_count: int, web_count: int, lb_count: int = 1) -> tuple[list[HostSlot], list[HostSlot]]:
+    """The load balancers and the web servers, with addresses fixed by the program.
 
-    Fixed addresses (lb-01 at host .5 of the first subnet, web-NN at host 10+NN of subnet
-    (NN-1) mod azCount) let every host know its peers at first boot: the load balancer its
-    backends, replicas their primary, host firewalls and certificates their addresses, with no
+    Fixed addresses (lb-NN at host .5 and web-NN at host 10+NN, each of subnet (NN-1) mod azCount)
+    let every host know its peers at first boot: the load balancers their backends and their VRRP
+    peer, replicas their primary, host firewalls and certificates their addresses, with no
     dependency on instance creation order. AWS reserves hosts .0-.3 and the last of each subnet.
     """
     subnets = [ipaddress.ip_network(cidr) for cidr in subnet_cidrs(vpc_cidr, az_count)]
-    lb = HostSlot("lb-01", 0, str(subnets[0][5]))
-    web = []
-    for number in range(1, web_count + 1):
+
+    def slot(kind: str, number: int, host: int) -> HostSlot:
         index = (number - 1) % az_count
-        web.append(HostSlot(f"web-{number:02d}", index, str(subnets[index][10 + number])))
-    return lb, web
+        return HostSlot(f"{kind}-{number:02d}", index, str(subnets[index][host]))
+
+    lbs = [slot("lb", number, 5) for number in range(1, lb_count + 1)]
+    web = [slot("web", number, 10 + number) for number in range(1, web_count + 1)]
+    return lbs, web
 
 
 # --- validators, one per kind of value --------------------------------------------------------------
@@ -260,6 +278,26 @@ def _admin_cidr(value: Any) -> str | None:
             "shorter than /8 are refused); use your own address, for example 203.0.113.7/32"
         )
     return str(network)
+
+
+def _lb_virtual_ip(value: Any, vpc_cidr: str, az_count: int, web_count: int, lb_count: int) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if lb_count < 2:
+        raise SettingsError(f"{PROJECT}:lbVirtualIp is only used by a load-balancer pair: set {PROJECT}:lbCount to 2 or unset lbVirtualIp")
+    vpc = ipaddress.IPv4Network(vpc_cidr)
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise SettingsError(f"{PROJECT}:lbVirtualIp must be an IPv4 address inside vpcCidr {vpc}, got {text!r}") from None
+    lbs, web = host_layout(vpc_cidr, az_count, web_count, lb_count)
+    taken = {slot.private_ip: slot.hostname for slot in lbs + web}
+    if address not in vpc or int(address) - int(vpc.network_address) < 4 or address == vpc.broadcast_address:
+        raise SettingsError(f"{PROJECT}:lbVirtualIp must be a usable address inside vpcCidr {vpc} (not its first four or its last), got {address}")
+    if str(address) in taken:
+        raise SettingsError(f"{PROJECT}:lbVirtualIp {address} is {taken[str(address)]}'s address; choose a free one such as {vpc[4]}")
+    return str(address)
 
 
 def _endpoint_url(value: Any, key: str) -> str | None:

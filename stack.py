@@ -13,18 +13,19 @@ from components.monitoring import MonitoredHost, Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.secrets import StackSecrets, StackSecretsArgs
 from components.web_tier import WebTier, WebTierArgs
-from provisioning.render import Backend, StackFacts
+from provisioning.render import Backend, StackFacts, role_processes
 from settings import Settings, subnet_cidrs
 
 
 def stack_facts(settings: Settings) -> StackFacts:
-    lb_slot, web_slots = settings.layout
+    lb_slots, web_slots = settings.layout
     return StackFacts(
         stack=settings.stack,
         region=settings.region,
         vpc_cidr=settings.vpc_cidr,
         ssm_prefix=settings.ssm_prefix,
-        lb_addresses=(lb_slot.private_ip,),
+        lb_addresses=tuple(slot.private_ip for slot in lb_slots),
+        lb_virtual_address=settings.lb_virtual_ip,
         web_addresses=tuple(slot.private_ip for slot in web_slots),
         max_replication_lag_seconds=settings.max_replication_lag_seconds,
         aws_endpoint_url=settings.aws_endpoint_url,
@@ -52,10 +53,47 @@ def _put_metrics(stack: str) -> dict:
     }
 
 
+def _move_elastic_ip(settings: Settings, allocation_id: pulumi.Output[str]) -> list[dict]:
+    """What keepalived's takeover script needs, and no more: find the stack's Elastic IP, and
+    associate exactly that address with one of this stack's load balancers."""
+    identity = aws.get_caller_identity_output()
+    partition = aws.get_partition_output().partition
+    arn = lambda kind, resource: pulumi.Output.concat(  # noqa: E731
+        "arn:", partition, ":ec2:", settings.region, ":", identity.account_id, f":{kind}/", resource
+    )
+    return [
+        {
+            "Sid": "FindTheStacksElasticIp",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeAddresses"],
+            "Resource": "*",  # DescribeAddresses has no resource-level permissions
+        },
+        {
+            "Sid": "MoveTheStacksElasticIpToItself",
+            "Effect": "Allow",
+            "Action": ["ec2:AssociateAddress"],
+            "Resource": [arn("elastic-ip", allocation_id)],
+        },
+        {
+            "Sid": "OntoTheStacksLoadBalancersOnly",
+            "Effect": "Allow",
+            "Action": ["ec2:AssociateAddress"],
+            "Resource": [arn("instance", "*")],
+            "Condition": {
+                "StringEquals": {
+                    "aws:ResourceTag/Project": settings.project,
+                    "aws:ResourceTag/Stack": settings.stack,
+                    "aws:ResourceTag/Role": "lb",
+                }
+            },
+        },
+    ]
+
+
 def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     tags = settings.base_tags
     facts = stack_facts(settings)
-    lb_slot, web_slots = settings.layout
+    lb_slots, web_slots = settings.layout
 
     zones = aws.get_availability_zones_output(state="available").names
     network = Network(
@@ -66,6 +104,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             availability_zones=zones,
             ssh_cidr=facts.ssh_cidr,
             admin_cidr=settings.admin_cidr,
+            lb_pair=settings.lb_pair,
             tags=tags,
         ),
     )
@@ -106,12 +145,14 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     lb_role = HostRole(
         "lb-host",
         HostRoleArgs(
-            description=f"webinfra {settings.stack} load balancer: its TLS key, Session Manager",
+            description=f"webinfra {settings.stack} load balancer: its TLS key, Session Manager"
+            + (", moving its Elastic IP" if settings.lb_pair else ""),
             tags={**tags, "Role": "lb"},
             statements=[
                 _read_parameters("ReadOwnCertificate", [arns["lb-certificate"]]),
                 SESSION_MANAGER_STATEMENT,
                 _put_metrics(settings.stack),
+                *(_move_elastic_ip(settings, network.lb_address.allocation_id) if settings.lb_pair else []),
             ],
         ),
     )
@@ -141,7 +182,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     lb = LoadBalancer(
         "lb",
         LoadBalancerArgs(
-            hostname=lb_slot.hostname,
+            slots=lb_slots,
             facts=facts,
             backends=[Backend(slot.hostname, slot.private_ip) for slot in web_slots],
             profile=HostProfile(
@@ -152,8 +193,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
                 root_volume_gb=settings.root_volume_gb,
                 key_name=settings.ssh_key_name,
             ),
-            subnet_id=network.subnet_ids[lb_slot.subnet_index],
-            private_ip=lb_slot.private_ip,
+            subnet_ids=network.subnet_ids,
             eip_allocation_id=network.lb_address.allocation_id,
             public_ip=network.lb_address.public_ip,
             tags=tags,
@@ -166,7 +206,10 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         MonitoringArgs(
             stack=settings.stack,
             region=settings.region,
-            hosts=[MonitoredHost(lb_slot.hostname, "lb", None, lb.instance_id)]
+            hosts=[
+                MonitoredHost(slot.hostname, "lb", None, lb.instance_ids[slot.hostname], role_processes("lb", lb_pair=settings.lb_pair))
+                for slot in lb_slots
+            ]
             + [MonitoredHost(server.hostname, "web", server.role, server.instance_id) for server in tier.servers],
             web_count=settings.web_count,
             max_replication_lag_seconds=settings.max_replication_lag_seconds,

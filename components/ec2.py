@@ -55,6 +55,7 @@ def hardened_instance(
     replace_on_user_data_change: bool,
     parent: pulumi.Resource,
     ipv6_address_count: int | None = None,
+    aliases: list[pulumi.Alias] | None = None,
 ) -> aws.ec2.Instance:
     """`replace_on_user_data_change`: replace the instance when its user-data changes (cloud-init
     runs once, so an in-place change would silently never apply). False keeps an instance, and its
@@ -88,5 +89,5 @@ def hardened_instance(
         monitoring=False,
         tags=tags,
         volume_tags=tags,
-        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=ignored),
+        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=ignored, aliases=aliases),
     )

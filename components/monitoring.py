@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from provisioning.render import ROLE_PROCESSES
+from provisioning.render import role_processes
 
 
 @dataclass
@@ -23,6 +23,10 @@ class MonitoredHost:
     role: str  # lb | web
     db_role: str | None
     instance_id: pulumi.Input[str]
+    processes: list[str] | None = None  # that must run on it; None: its role's (render.role_processes)
+
+    def watched_processes(self) -> list[str]:
+        return self.processes if self.processes is not None else role_processes(self.role)
 
 
 @dataclass
@@ -60,12 +64,15 @@ class Monitoring(pulumi.ComponentResource):
 
         for host in args.hosts:
             self._instance_alarms(host)
-        lb = next(h for h in args.hosts if h.role == "lb")
-        self._alarm(
-            "lb-backends", "HealthyBackends", self.namespace, {"Host": lb.hostname}, "LessThanThreshold", args.web_count,
-            f"{lb.hostname}: fewer than all {args.web_count} web servers in HAProxy's rotation",
-            statistic="Minimum", periods=2, missing="breaching",
-        )
+        lbs = [h for h in args.hosts if h.role == "lb"]
+        for lb in lbs:
+            # Each load balancer of a pair checks the backends itself: the standby must be ready too.
+            self._alarm(
+                "lb-backends" if len(lbs) == 1 else f"{lb.hostname}-backends", "HealthyBackends", self.namespace,
+                {"Host": lb.hostname}, "LessThanThreshold", args.web_count,
+                f"{lb.hostname}: fewer than all {args.web_count} web servers in HAProxy's rotation",
+                statistic="Minimum", periods=2, missing="breaching",
+            )
         primary = next(h for h in args.hosts if h.db_role == "primary")
         self._alarm(
             "semi-sync-off", "SemiSyncOn", self.namespace, {"Host": primary.hostname}, "LessThanThreshold", 1,
@@ -105,7 +112,7 @@ class Monitoring(pulumi.ComponentResource):
                     self._args.memory_percent, f"{host.hostname}: memory above {self._args.memory_percent} %", statistic="Average", period=300, periods=2)
         self._alarm(f"{host.hostname}-disk-high", "disk_used_percent", "CWAgent", {**instance, "path": "/"}, "GreaterThanThreshold",
                     self._args.disk_percent, f"{host.hostname}: root disk above {self._args.disk_percent} %", statistic="Maximum", period=300, periods=1)
-        for exe in ROLE_PROCESSES[host.role]:
+        for exe in host.watched_processes():
             self._alarm(f"{host.hostname}-{exe}-down", "procstat_lookup_pid_count", "CWAgent", {**instance, "exe": exe}, "LessThanThreshold", 1,
                         f"{host.hostname}: no {exe} process", statistic="Minimum", periods=2, missing="breaching")
 
@@ -139,11 +146,11 @@ class Monitoring(pulumi.ComponentResource):
             return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
                     "properties": {"title": title, "region": args.region, "stat": "Average", "period": 60, "metrics": metrics}}
 
-        lb = next(h.hostname for h in args.hosts if h.role == "lb")
+        lbs = [h.hostname for h in args.hosts if h.role == "lb"]
         replicas = [h.hostname for h in args.hosts if h.db_role == "replica"]
         widgets = [
             widget("CPU %", [["AWS/EC2", "CPUUtilization", "InstanceId", i, {"label": h}] for h, i in by_host.items()], 0, 0),
-            widget("Web servers in rotation", [[self.namespace, "HealthyBackends", "Host", lb]], 12, 0),
+            widget("Web servers in rotation", [[self.namespace, "HealthyBackends", "Host", lb] for lb in lbs], 12, 0),
             widget("Replication lag (s)", [[self.namespace, "ReplicationLagSeconds", "Host", h] for h in replicas], 0, 6),
             widget("Memory %", [["CWAgent", "mem_used_percent", "InstanceId", i, {"label": h}] for h, i in by_host.items()], 12, 6),
         ]

@@ -18,6 +18,7 @@ from provisioning.render import HAPROXY_STATS_PORT
 
 ANYWHERE_V4 = "0.0.0.0/0"
 ANYWHERE_V6 = "::/0"
+VRRP_PROTOCOL = "112"
 
 
 @dataclass
@@ -28,6 +29,7 @@ class NetworkArgs:
     ssh_cidr: str | None  # the admin network, only when SSH is enabled
     tags: dict[str, str]
     admin_cidr: str | None = None  # the admin network: HAProxy's stats/metrics port is open to it
+    lb_pair: bool = False  # two load balancers: VRRP (IP protocol 112) between them
 
 
 class Network(pulumi.ComponentResource):
@@ -152,15 +154,20 @@ class Network(pulumi.ComponentResource):
                 self._rule("ingress", f"{group_name}-ssh-from-admin", group.id, 22, "SSH from the admin network only", cidr=args.ssh_cidr)
         if args.admin_cidr:
             self._rule("ingress", "lb-stats-from-admin", lb.id, HAPROXY_STATS_PORT, "HAProxy stats and metrics from the admin network only", cidr=args.admin_cidr)
+        if args.lb_pair:
+            # keepalived's unicast VRRP adverts, between the two load balancers only.
+            self._rule("ingress", "lb-vrrp-from-lb", lb.id, None, "VRRP (keepalived) from the other load balancer", source=lb.id, protocol=VRRP_PROTOCOL)
+            self._rule("egress", "lb-vrrp-to-lb", lb.id, None, "VRRP (keepalived) to the other load balancer", source=lb.id, protocol=VRRP_PROTOCOL)
 
-    def _rule(self, direction: str, key: str, group_id, port: int, description: str, *, cidr: str | None = None, source=None):
+    def _rule(self, direction: str, key: str, group_id, port: int | None, description: str, *, cidr: str | None = None, source=None,
+              protocol: str = "tcp"):
         rule_class = aws.vpc.SecurityGroupIngressRule if direction == "ingress" else aws.vpc.SecurityGroupEgressRule
         rule_name = f"{self._name}-{key}"
         rule_class(
             rule_name,
             security_group_id=group_id,
-            ip_protocol="tcp",
-            from_port=port,
+            ip_protocol=protocol,
+            from_port=port,  # None for a protocol without ports (VRRP)
             to_port=port,
             description=description,
             cidr_ipv4=cidr if cidr and ":" not in cidr else None,

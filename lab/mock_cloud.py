@@ -143,6 +143,7 @@ def run_program(config: dict[str, Any], stack: str = "dev", region: str | None =
             "parent": getattr(parent, "_name", None),
             "ignore_changes": list((args.opts.ignore_changes if args.opts else None) or []),
             "depends_on": args.opts.depends_on if args.opts else None,
+            "aliases": [getattr(a, "name", a) for a in ((args.opts.aliases if args.opts else None) or [])],
         }
         return None
 

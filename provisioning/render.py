@@ -41,6 +41,10 @@ WEB_PACKAGES = (
     "openssl",
 )
 LB_PACKAGES = ("haproxy", "awscli", "curl", "ca-certificates", "nftables", "certbot", "openssl")
+LB_PAIR_PACKAGES = ("keepalived",)
+VRRP_ROUTER_ID = 51  # one VRRP group per stack; unicast, so it never meets another stack's
+VRRP_PRIORITIES = {"lb-01": 150, "lb-02": 100}
+VRRP_MARKER_ADDRESS = f"169.254.{VRRP_ROUTER_ID}.1"  # held on lo by the active load balancer (AWS)
 CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
 ACME_PORT = 8888
 
@@ -72,6 +76,14 @@ class StackFacts:
     acme_email: str | None = None
     acme_server: str | None = None
     rate_limit_per_10s: int = 200
+    # Only where an address can move by ARP (the local lab): the address keepalived holds on the
+    # active load balancer of a pair. On AWS the Elastic IP moves instead.
+    lb_virtual_address: str | None = None
+
+    @property
+    def lb_pair(self) -> bool:
+        """Two load balancers: keepalived decides which one is active and holds the Elastic IP."""
+        return len(self.lb_addresses) == 2
 
     @property
     def acme(self) -> bool:
@@ -201,6 +213,8 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
     rules = []
     if role == "lb":
         rules.append(FirewallRule("tcp dport { 80, 443 }", "HTTP and HTTPS from anywhere"))
+        if facts.lb_pair:
+            rules.append(FirewallRule(f"ip saddr {lb_peer(facts, hostname)} ip protocol vrrp", "VRRP from the other load balancer"))
         if facts.admin_cidr:
             rules.append(FirewallRule(f"ip saddr {facts.admin_cidr} tcp dport {HAPROXY_STATS_PORT}", "HAProxy stats and metrics from the admin network"))
     else:
@@ -216,6 +230,37 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
 ROLE_PROCESSES = {"lb": ["haproxy"], "web": ["nginx", "gunicorn", "mariadbd"]}
 
 
+def role_processes(role: str, *, lb_pair: bool = False) -> list[str]:
+    """The processes a host of this role must run (the CloudWatch agent watches them)."""
+    return ROLE_PROCESSES[role] + (["keepalived"] if role == "lb" and lb_pair else [])
+
+
+def lb_address(facts: StackFacts, hostname: str) -> str:
+    return facts.lb_addresses[server_id_of(hostname) - 1]
+
+
+def lb_peer(facts: StackFacts, hostname: str) -> str:
+    """The other load balancer of a pair."""
+    (peer,) = [address for address in facts.lb_addresses if address != lb_address(facts, hostname)]
+    return peer
+
+
+def keepalived_config(facts: StackFacts, hostname: str) -> str:
+    if not facts.lb_pair:
+        raise ValueError("keepalived runs only on a load-balancer pair")
+    return render_template(
+        "keepalived.conf.j2",
+        hostname=hostname,
+        address=lb_address(facts, hostname),
+        peer=lb_peer(facts, hostname),
+        priority=VRRP_PRIORITIES[hostname],
+        router_id=VRRP_ROUTER_ID,
+        virtual_address=facts.lb_virtual_address,
+        marker_address=VRRP_MARKER_ADDRESS,
+        stats_port=HAPROXY_STATS_PORT,
+    )
+
+
 def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
     return [
         _file("/usr/local/sbin/webinfra-metrics", read_file("webinfra-metrics.sh"), "0755"),
@@ -223,7 +268,7 @@ def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
         _file("/etc/systemd/system/webinfra-metrics.timer", read_file("webinfra-metrics.timer")),
         _file("/usr/local/sbin/webinfra-install-cloudwatch-agent", read_file("webinfra-install-cloudwatch-agent.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-install-aws-package", read_file("webinfra-install-aws-package.sh"), "0755"),
-        _file("/etc/webinfra/cloudwatch-agent.json", render_template("cloudwatch-agent.json.j2", processes=ROLE_PROCESSES[role])),
+        _file("/etc/webinfra/cloudwatch-agent.json", render_template("cloudwatch-agent.json.j2", processes=role_processes(role, lb_pair=facts.lb_pair))),
         _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
         _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-install-ssm-agent", read_file("webinfra-install-ssm-agent.sh"), "0755"),
@@ -338,18 +383,31 @@ def haproxy_config(
 
 
 def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend]) -> str:
-    """The cloud-config of the HAProxy load balancer."""
+    """The cloud-config of one HAProxy load balancer (alone, or one of a keepalived pair)."""
     paths = {"certificate_path": CERTIFICATE_PATH, "acme_port": ACME_PORT}
+    env = {
+        "WEBINFRA_ROLE": "lb",
+        "WEBINFRA_SSM_LB_CERTIFICATE": facts.ssm_lb_certificate,
+        "WEBINFRA_STATS_PORT": str(HAPROXY_STATS_PORT),
+        "WEBINFRA_PRIVATE_ADDRESS": lb_address(facts, hostname),
+        "WEBINFRA_LB_PAIR": "yes" if facts.lb_pair else "no",
+    }
     files = [
-        _env_file(facts, WEBINFRA_ROLE="lb", WEBINFRA_SSM_LB_CERTIFICATE=facts.ssm_lb_certificate, WEBINFRA_STATS_PORT=str(HAPROXY_STATS_PORT)),
+        _env_file(facts, **env),
         *_common_files(facts, hostname, "lb"),
         _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme, admin_cidr=facts.admin_cidr)),
         _file(
             "/usr/local/sbin/webinfra-bootstrap",
-            render_template("lb-bootstrap.sh.j2", stats_port=HAPROXY_STATS_PORT, acme=facts.acme, domain=facts.domain, **paths),
+            render_template("lb-bootstrap.sh.j2", stats_port=HAPROXY_STATS_PORT, acme=facts.acme, domain=facts.domain, lb_pair=facts.lb_pair, **paths),
             "0755",
         ),
     ]
+    if facts.lb_pair:
+        files += [
+            _file("/etc/webinfra/keepalived.conf", keepalived_config(facts, hostname)),
+            _file("/usr/local/sbin/webinfra-lb-takeover", read_file("webinfra-lb-takeover.sh"), "0755"),
+            _file("/usr/local/sbin/webinfra-lb-state", read_file("webinfra-lb-state.sh"), "0755"),
+        ]
     if facts.acme:
         acme = {"domain": facts.domain, "acme_email": facts.acme_email, "acme_server": facts.acme_server, **paths}
         files += [
@@ -358,7 +416,8 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
             _file("/etc/systemd/system/webinfra-certificate.service", read_file("webinfra-certificate.service")),
             _file("/etc/systemd/system/webinfra-certificate.timer", read_file("webinfra-certificate.timer")),
         ]
-    return _cloud_config(hostname, LB_PACKAGES, files)
+    packages = LB_PACKAGES + (LB_PAIR_PACKAGES if facts.lb_pair else ())
+    return _cloud_config(hostname, packages, files)
 
 
 def encode_user_data(cloud_config: str) -> str:

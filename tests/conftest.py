@@ -14,6 +14,12 @@ def programs() -> dict[int, ProgramRun]:
     return {count: run_program({"webCount": count, "azCount": 3 if count > 2 else 2}) for count in WEB_COUNTS}
 
 
+@pytest.fixture(scope="session")
+def pair() -> ProgramRun:
+    """The program with a load-balancer pair (lbCount 2), otherwise the defaults."""
+    return run_program({"lbCount": 2})
+
+
 @pytest.fixture(params=WEB_COUNTS, ids=lambda c: f"webCount={c}")
 def program(request, programs) -> ProgramRun:
     return programs[request.param]

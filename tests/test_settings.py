@@ -67,6 +67,13 @@ def test_acme_needs_a_domain_and_an_address():
         ({"domain": "www.example.com", "acmeEmail": "not-an-address"}, "webinfra:acmeEmail must be an e-mail address"),
         ({"acmeServer": "letsencrypt"}, "webinfra:acmeServer must be an http(s) URL"),
         ({"rateLimitPer10s": 5}, "webinfra:rateLimitPer10s must be from 10 to 100000"),
+        ({"lbCount": 3}, "webinfra:lbCount must be from 1 to 2, got 3"),
+        ({"lbCount": 2, "azCount": 1}, "webinfra:lbCount 2 needs webinfra:azCount of at least 2"),
+        ({"lbVirtualIp": "10.0.0.4"}, "webinfra:lbVirtualIp is only used by a load-balancer pair"),
+        ({"lbCount": 2, "lbVirtualIp": "10.1.0.4"}, "webinfra:lbVirtualIp must be a usable address inside vpcCidr 10.0.0.0/16"),
+        ({"lbCount": 2, "lbVirtualIp": "10.0.0.2"}, "webinfra:lbVirtualIp must be a usable address"),
+        ({"lbCount": 2, "lbVirtualIp": "10.0.1.5"}, "webinfra:lbVirtualIp 10.0.1.5 is lb-02's address"),
+        ({"lbCount": 2, "lbVirtualIp": "ten"}, "webinfra:lbVirtualIp must be an IPv4 address"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_setting(values, message):
@@ -90,6 +97,14 @@ def test_unknown_instance_families_list_what_is_accepted():
 def test_architecture_follows_the_instance_family(instance_type, arch):
     assert architecture_of(instance_type) == arch
     assert settings(instanceType=instance_type).web_arch == arch
+
+
+def test_a_load_balancer_pair_is_opt_in_and_spans_two_zones():
+    assert (settings().lb_count, settings().lb_pair, settings().lb_virtual_ip) == (1, False, None)
+    pair = settings(lbCount=2, lbVirtualIp="10.0.0.4")
+    assert (pair.lb_pair, pair.lb_virtual_ip) == (True, "10.0.0.4")
+    lbs, _ = pair.layout
+    assert [(s.hostname, s.private_ip) for s in lbs] == [("lb-01", "10.0.0.5"), ("lb-02", "10.0.1.5")]
 
 
 def test_settings_are_frozen():
@@ -116,6 +131,7 @@ def test_project_defaults_cover_every_setting_the_class_reads():
     assert set(project_defaults()) == {
         "webCount", "instanceType", "lbInstanceType", "vpcCidr", "azCount", "adminCidr", "sshKeyName",
         "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl", "domain", "acmeEmail", "acmeServer", "rateLimitPer10s", "alertEmail",
+        "lbCount", "lbVirtualIp",
     }
 
 
@@ -125,9 +141,11 @@ def test_layout_gives_every_host_a_fixed_address_inside_its_subnet(vpc, azs, cou
 
     from settings import host_layout
 
-    lb, web = host_layout(vpc, azs, count)
+    lbs, web = host_layout(vpc, azs, count, lb_count=2)
     subnets = [ipaddress.ip_network(c) for c in subnet_cidrs(vpc, azs)]
-    slots = [lb, *web]
+    slots = [*lbs, *web]
+    assert [s.hostname for s in lbs] == ["lb-01", "lb-02"]
+    assert [s.subnet_index for s in lbs] == [0, 1 % azs]  # a pair spans two availability zones
     assert [s.hostname for s in web] == [f"web-{n:02d}" for n in range(1, count + 1)]
     assert len({s.private_ip for s in slots}) == len(slots), "addresses collide"
     for slot in slots:

@@ -1,4 +1,6 @@
 """LoadBalancer under mocks: HAProxy names every web server; Elastic IP; only the LB group."""
+import yaml
+
 from provisioning.render import decode_user_data
 
 
@@ -16,7 +18,8 @@ def test_lb_has_an_elastic_ip_and_the_url_uses_it_over_https(program):
     (eip,) = program.of_type("aws:ec2/eip:Eip")
     (association,) = program.of_type("aws:ec2/eipAssociation:EipAssociation")
     assert eip.inputs["domain"] == "vpc" and "instance" not in eip.inputs  # allocated first, for the certificate
-    assert association.inputs == {"allocationId": f"{eip.name}-id", "instanceId": "lb-instance-id"}
+    assert association.inputs == {"allocationId": f"{eip.name}-id", "instanceId": "lb-01-instance-id"}
+    assert association.options["ignore_changes"] == []  # a single load balancer: Pulumi keeps it there
     assert program.exports["url"] == f"https://{program.exports['lb_public_ip']}/"
 
 
@@ -38,5 +41,83 @@ def test_self_signed_certificate_names_the_lb_address_and_its_key_stays_secret(p
 
 
 def test_lb_is_in_the_lb_group_with_ipv6(program):
-    lb = program.named("lb-instance")
+    lb = program.named("lb-01-instance")
     assert lb.inputs["vpcSecurityGroupIds"] == ["net-lb-sg-id"] and lb.inputs["ipv6AddressCount"] == 1
+    # the single load balancer's earlier name: an existing stack keeps its instance
+    assert lb.options["aliases"] == ["lb-instance"]
+    assert "keepalived" not in decode_user_data(lb.inputs["userDataBase64"])
+
+
+# --- a load-balancer pair (lbCount 2) -------------------------------------------------------------------
+
+def lb_instances(run):
+    return {i.inputs["tags"]["Name"]: i for i in run.of_type("aws:ec2/instance:Instance") if i.inputs["tags"]["Role"] == "lb"}
+
+
+def test_a_pair_runs_in_two_subnets_each_naming_the_other_as_its_vrrp_peer(pair):
+    lbs = lb_instances(pair)
+    assert sorted(lbs) == ["lb-01", "lb-02"]
+    assert lbs["lb-01"].inputs["subnetId"] != lbs["lb-02"].inputs["subnetId"]  # two availability zones
+    addresses = {name: lb.inputs["privateIp"] for name, lb in lbs.items()}
+    for name, peer in (("lb-01", "lb-02"), ("lb-02", "lb-01")):
+        document = yaml.safe_load(decode_user_data(lbs[name].inputs["userDataBase64"]))
+        keepalived = next(f["content"] for f in document["write_files"] if f["path"] == "/etc/webinfra/keepalived.conf")
+        assert f"unicast_src_ip {addresses[name]}" in keepalived and f"unicast_peer {{\n        {addresses[peer]}\n" in keepalived
+        assert 'notify_master "/usr/local/sbin/webinfra-lb-takeover"' in keepalived and "keepalived" in document["packages"]
+        # on AWS the Elastic IP moves: keepalived holds only a host-local marker, nothing on the network
+        assert "169.254.51.1/32 dev lo" in keepalived and "dev $LB_INTERFACE" not in keepalived
+
+
+def test_the_elastic_ip_starts_on_lb_01_and_pulumi_leaves_it_where_keepalived_moved_it(pair):
+    (association,) = pair.of_type("aws:ec2/eipAssociation:EipAssociation")
+    assert association.inputs["instanceId"] == "lb-01-instance-id" and association.inputs["allowReassociation"] is True
+    assert association.options["ignore_changes"] == ["instanceId"]
+
+
+def test_vrrp_is_allowed_between_the_load_balancers_only(pair):
+    from tests.components.test_network import EGRESS, INGRESS
+
+    vrrp = [r for r in pair.of_type(INGRESS) + pair.of_type(EGRESS) if r.inputs["ipProtocol"] == "112"]
+    assert sorted((r.type == INGRESS, r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId")) for r in vrrp) == [
+        (False, "net-lb-sg-id", "net-lb-sg-id"), (True, "net-lb-sg-id", "net-lb-sg-id")]
+    assert all("fromPort" not in r.inputs and "cidrIpv4" not in r.inputs for r in vrrp)
+
+
+def test_without_a_pair_there_is_no_vrrp_and_no_ec2_permission(program):
+    from tests.components.test_network import EGRESS, INGRESS
+
+    assert not [r for r in program.of_type(INGRESS) + program.of_type(EGRESS) if r.inputs["ipProtocol"] != "tcp"]
+    for policy in program.of_type("aws:iam/rolePolicy:RolePolicy"):
+        assert "ec2:" not in policy.inputs["policy"], policy
+
+
+def test_the_lb_role_may_move_only_the_stacks_elastic_ip_onto_the_stacks_load_balancers(pair):
+    import json
+
+    (policy,) = [p for p in pair.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "lb-host-policy"]
+    ec2 = [s for s in json.loads(policy.inputs["policy"])["Statement"] if any(a.startswith("ec2:") for a in s["Action"])]
+    actions = sorted({a for s in ec2 for a in s["Action"]})
+    assert actions == ["ec2:AssociateAddress", "ec2:DescribeAddresses"]
+    associate = [s for s in ec2 if s["Action"] == ["ec2:AssociateAddress"]]
+    resources = sorted(r for s in associate for r in s["Resource"])
+    assert resources == ["arn:aws:ec2:eu-west-1:123456789012:elastic-ip/net-lb-eip-id", "arn:aws:ec2:eu-west-1:123456789012:instance/*"]
+    (onto,) = [s for s in associate if s["Resource"] == ["arn:aws:ec2:eu-west-1:123456789012:instance/*"]]
+    assert onto["Condition"] == {"StringEquals": {"aws:ResourceTag/Project": "webinfra", "aws:ResourceTag/Stack": "dev", "aws:ResourceTag/Role": "lb"}}
+    (describe,) = [s for s in ec2 if s["Action"] == ["ec2:DescribeAddresses"]]
+    assert describe["Resource"] == "*" and "Condition" not in describe  # read-only; has no resource-level permissions
+    # the instances carry the tags the condition names, and so does the address the script looks up
+    for lb in lb_instances(pair).values():
+        assert {k: lb.inputs["tags"][k] for k in ("Project", "Stack", "Role")} == {"Project": "webinfra", "Stack": "dev", "Role": "lb"}
+    (eip,) = pair.of_type("aws:ec2/eip:Eip")
+    assert {k: eip.inputs["tags"][k] for k in ("Project", "Stack", "Role")} == {"Project": "webinfra", "Stack": "dev", "Role": "lb"}
+    (web_policy,) = [p for p in pair.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "web-host-policy"]
+    assert "ec2:" not in web_policy.inputs["policy"]
+
+
+def test_both_load_balancers_are_watched_and_keepalived_with_them(pair):
+    alarms = {a.inputs["name"]: a.inputs for a in pair.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    for lb in ("lb-01", "lb-02"):
+        assert alarms[f"webinfra-dev-{lb}-backends"]["dimensions"] == {"Host": lb}
+        assert alarms[f"webinfra-dev-{lb}-keepalived-down"]["dimensions"]["exe"] == "keepalived"
+        assert f"webinfra-dev-{lb}-system-check" in alarms
+    assert "webinfra-dev-web-01-keepalived-down" not in alarms

@@ -19,6 +19,7 @@ FACTS = StackFacts(
     stack="dev", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/dev",
     lb_addresses=("10.0.0.5",), web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
 )
+PAIR = dataclasses.replace(FACTS, lb_addresses=("10.0.0.5", "10.0.1.5"))
 DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the stack's database CA: public, in user-data)\n-----END CERTIFICATE-----\n"
 
 
@@ -188,6 +189,7 @@ def all_rendered_files() -> dict[str, str]:
         "primary": web_config(FACTS, "web-01", "primary", None),
         "replica": web_config(FACTS, "web-02", "replica", "10.0.0.11"),
         "lb": render.lb_cloud_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2),
+        "lb-pair": render.lb_cloud_config(dataclasses.replace(PAIR, **ACME), "lb-02", BACKENDS_2),
     }
     return {f"{kind}:{path}": f["content"] for kind, text in configs.items() for path, f in files_of(text).items()}
 
@@ -230,6 +232,43 @@ def test_host_firewalls_are_valid_nftables_that_drop_by_default(tmp_path, kind):
         run("ip", "netns", "delete", namespace)
 
 
+def test_load_balancers_of_a_pair_take_vrrp_from_each_other_only():
+    assert "vrrp" not in render.host_firewall(FACTS, "lb-01", "lb")
+    for name, peer in (("lb-01", "10.0.1.5"), ("lb-02", "10.0.0.5")):
+        ruleset = render.host_firewall(PAIR, name, "lb")
+        (vrrp,) = [line.strip() for line in ruleset.splitlines() if "vrrp" in line and "accept" in line]
+        assert vrrp.startswith(f"ip saddr {peer} ip protocol vrrp accept"), vrrp
+    assert "vrrp" not in render.host_firewall(PAIR, "web-01", "web")
+
+
+@pytest.mark.parametrize("hostname, virtual_address", [("lb-01", None), ("lb-02", "10.0.0.4")])
+def test_keepalived_accepts_the_rendered_config(tmp_path, hostname, virtual_address):
+    keepalived = require_tool("keepalived")
+    config = render.keepalived_config(dataclasses.replace(PAIR, lb_virtual_address=virtual_address), hostname)
+    assert f"priority {render.VRRP_PRIORITIES[hostname]}" in config and "nopreempt" in config
+    assert ("10.0.0.4/32 dev $LB_INTERFACE" in config) == bool(virtual_address)
+    assert ("169.254.51.1/32 dev lo" in config) == (not virtual_address)  # AWS: a host-local marker only
+    # The interface is named at boot (ens5 on Nitro); here it is one of this machine's.
+    interface = next(name.name for name in pathlib.Path("/sys/class/net").iterdir() if name.name != "lo")
+    (tmp_path / "interface.conf").write_text(f"$LB_INTERFACE={interface}\n")
+    path = tmp_path / "keepalived.conf"
+    path.write_text(config.replace("/etc/keepalived/webinfra-interface.conf", str(tmp_path / "interface.conf")))
+    result = run(keepalived, "-t", "-f", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # and refuses what it must: a broken config is not installed
+    path.write_text(path.read_text().replace("vrrp_script", "vrrp_scripts"))
+    assert run(keepalived, "-t", "-f", str(path)).returncode != 0
+
+
+def test_keepalived_is_for_pairs_only():
+    with pytest.raises(ValueError, match="pair"):
+        render.keepalived_config(FACTS, "lb-01")
+    assert "/etc/webinfra/keepalived.conf" not in files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
+    pair = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
+    assert {"/etc/webinfra/keepalived.conf", "/usr/local/sbin/webinfra-lb-takeover", "/usr/local/sbin/webinfra-lb-state"} <= set(pair)
+    assert "WEBINFRA_LB_PAIR=yes" in pair["/etc/webinfra/webinfra.env"]["content"]
+
+
 def test_ssh_reaches_the_firewall_only_when_enabled():
     ruleset = render.host_firewall(dataclasses.replace(FACTS, ssh_cidr="203.0.113.7/32"), "web-01", "web")
     assert "ip saddr 203.0.113.7/32 tcp dport 22 accept" in ruleset
@@ -257,7 +296,8 @@ def test_systemd_accepts_the_units(tmp_path, key):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("kind, processes", [("lb", ["haproxy"]), ("primary", ["nginx", "gunicorn", "mariadbd"])])
+@pytest.mark.parametrize("kind, processes", [("lb", ["haproxy"]), ("lb-pair", ["haproxy", "keepalived"]),
+                                             ("primary", ["nginx", "gunicorn", "mariadbd"])])
 def test_cloudwatch_agent_config_watches_memory_disk_and_the_roles_processes(kind, processes):
     import json
 
@@ -281,7 +321,7 @@ def test_stats_port_opens_to_the_admin_network_only_when_set(certificate, tmp_pa
     assert "ip saddr 203.0.113.0/28 tcp dport 8404 accept" in ruleset
 
 
-@pytest.mark.parametrize("kind", ["primary", "replica", "lb"])
+@pytest.mark.parametrize("kind", ["primary", "replica", "lb", "lb-pair"])
 def test_env_file_is_safe_to_source_and_to_read_by_systemd(kind, tmp_path):
     env = all_rendered_files()[f"{kind}:/etc/webinfra/webinfra.env"]
     for line in env.splitlines():
