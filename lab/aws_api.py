@@ -1,5 +1,6 @@
 """The lab's stand-in for the AWS APIs the hosts call: a moto server, holding the SSM parameters
-the program declared (as SecureStrings, as on AWS), and receiving the hosts' CloudWatch metrics.
+the program declared (as SecureStrings, as on AWS), the instances and the Elastic IP in EC2 (a load
+balancer of a pair moves the address through it), and receiving the hosts' CloudWatch metrics.
 
 `python -m lab.aws_api load ENDPOINT REGION` reads {name: [type, value]} as JSON on standard input
 (never on the command line) and stores them; the lab runs it inside its cloud namespace.
@@ -15,8 +16,12 @@ from botocore.config import Config
 
 
 def ssm_client(endpoint: str, region: str):
+    return aws_client("ssm", endpoint, region)
+
+
+def aws_client(service: str, endpoint: str, region: str):
     return boto3.client(
-        "ssm",
+        service,
         endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id="lab",
@@ -43,6 +48,35 @@ def load_parameters(client, parameters: dict[str, tuple[str, str]]) -> list[str]
     return sorted(parameters)
 
 
+def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def seed_ec2(ec2, instances: dict[str, dict[str, str]], elastic_ip_tags: dict[str, str], associate_with: str) -> dict:
+    """What `pulumi up` would have made in EC2 and what the hosts' API calls act on: the instances
+    (tags as declared) and the stack's Elastic IP, associated with `associate_with`.
+
+    EC2 chooses ids, so the lab takes its hosts' instance ids from here. Returns
+    {"instances": {hostname: instance id}, "allocation_id": ...}.
+    """
+    ids = {}
+    for name, tags in sorted(instances.items()):
+        reservation = ec2.run_instances(
+            ImageId="ami-debian-12-lab", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": _tag_list(tags)}],
+        )
+        ids[name] = reservation["Instances"][0]["InstanceId"]
+    address = ec2.allocate_address(Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": _tag_list(elastic_ip_tags)}])
+    ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=ids[associate_with])
+    return {"instances": ids, "allocation_id": address["AllocationId"]}
+
+
+def elastic_ip_holder(ec2, allocation_id: str) -> str:
+    """The instance the Elastic IP is associated with now ("" when none)."""
+    (address,) = ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
+    return address.get("InstanceId") or ""
+
+
 def latest_metrics(client, namespace: str, minutes: int = 15) -> dict[str, float]:
     """The latest value of every metric the hosts published: {"MetricName/Host": value}."""
     import datetime
@@ -63,6 +97,13 @@ def latest_metrics(client, namespace: str, minutes: int = 15) -> dict[str, float
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "seed-ec2":
+        request = json.load(sys.stdin)
+        print(json.dumps(seed_ec2(aws_client("ec2", argv[1], argv[2]), request["instances"], request["elastic_ip_tags"], request["associate_with"])))
+        return 0
+    if len(argv) == 4 and argv[0] == "eip-holder":
+        print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
+        return 0
     if len(argv) == 4 and argv[0] == "metrics":
         client = boto3.client("cloudwatch", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab",
                               aws_secret_access_key="lab")
@@ -70,6 +111,8 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) != 3 or argv[0] != "load":
         print("usage: python -m lab.aws_api load ENDPOINT REGION  < parameters.json\n"
+              "       python -m lab.aws_api seed-ec2 ENDPOINT REGION  < instances.json\n"
+              "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
               "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE", file=sys.stderr)
         return 2
     client = ssm_client(argv[1], argv[2])

@@ -1,6 +1,6 @@
 """scripts/lab: boot the stack's exact user-data on local Debian 12 hosts.
 
-    scripts/lab up [--web-count N] [--acme]
+    scripts/lab up [--web-count N] [--lb-count 1|2] [--acme]
                                        build (cached) and boot every instance of the `lab` stack;
                                        --acme: with a domain, certified by the lab's ACME server
     scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
@@ -65,6 +65,9 @@ def save_state(plan: LabPlan) -> None:
         "vpc_cidr": plan.vpc_cidr,
         "url": plan.url,
         "aws_endpoint_url": plan.aws_endpoint_url,
+        "elastic_ip": plan.elastic_ip,
+        "elastic_ip_allocation": plan.elastic_ip_allocation,
+        "floating_address": plan.floating_address,
         "hosts": [{k: v for k, v in dataclasses.asdict(h).items() if k != "user_data_gzip"} for h in plan.hosts],
         "rules": [dataclasses.asdict(r) for r in plan.rules],
     }
@@ -85,22 +88,27 @@ def load_state() -> LabPlan:
     return LabPlan(
         stack=state["stack"], region=state["region"], vpc_cidr=state["vpc_cidr"], hosts=hosts,
         rules=tuple(Rule(**r) for r in state["rules"]), url=state["url"], aws_endpoint_url=state["aws_endpoint_url"],
+        elastic_ip=state["elastic_ip"], elastic_ip_allocation=state["elastic_ip_allocation"], floating_address=state["floating_address"],
     )
 
 
 # --- the program, evaluated under mocks -------------------------------------------------------------------
 
-def evaluate_program(web_count: int | None, acme: bool = False) -> LabPlan:
+def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | None = None) -> LabPlan:
     from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
     from lab.topology import plan_from_program
 
     config, region = stack_config(STACK_FILE)
     if web_count is not None:
         config["webCount"] = web_count
+    if lb_count == 1:  # one load balancer: nothing floats
+        config["lbCount"] = 1
+        config.pop("lbVirtualIp", None)
     if acme:
         config.update(lab_acme.overrides())
     run = run_program(config, stack="lab", region=region)
-    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
+    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
+                             floating_address=config.get("lbVirtualIp"))
 
 
 # --- up ---------------------------------------------------------------------------------------------------
@@ -120,6 +128,49 @@ def start_aws_api(plan: LabPlan) -> None:
     if result.returncode != 0:
         raise LabError(f"loading SSM parameters into the AWS API stand-in failed:\n{result.stderr}")
     print(f"  {result.stdout.strip()}")
+
+
+def seed_ec2(plan: LabPlan) -> LabPlan:
+    """The instances and the Elastic IP in the AWS API stand-in's EC2, as `pulumi up` leaves them; the
+    hosts take their instance ids from it (their NoCloud meta-data), as from EC2's metadata service."""
+    request = {
+        "instances": {h.name: {"Project": "webinfra", "Stack": plan.stack, "Role": h.role, "Name": h.name} for h in plan.hosts},
+        "elastic_ip_tags": plan.elastic_ip_tags,
+        "associate_with": plan.load_balancers[0].name,
+    }
+    result = network.in_ns(
+        network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", "seed-ec2", plan.aws_endpoint_url, plan.region,
+        input=json.dumps(request), cwd=REPO, check=False, timeout=60,
+    )
+    if result.returncode != 0:
+        raise LabError(f"seeding EC2 in the AWS API stand-in failed:\n{result.stderr}")
+    seeded = json.loads(result.stdout)
+    ids = seeded["instances"]
+    print(f"  {len(ids)} instances, Elastic IP {seeded['allocation_id']} on {request['associate_with']} ({ids[request['associate_with']]})")
+    hosts = tuple(dataclasses.replace(h, instance_id=ids[h.name]) for h in plan.hosts)
+    return dataclasses.replace(plan, hosts=hosts, elastic_ip_allocation=seeded["allocation_id"])
+
+
+def elastic_ip_holder(plan: LabPlan) -> str:
+    """The hostname the AWS API stand-in has the Elastic IP associated with ("" when none)."""
+    result = network.in_ns(
+        network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", "eip-holder", plan.aws_endpoint_url, plan.region,
+        plan.elastic_ip_allocation, cwd=REPO, check=False, timeout=60,
+    )
+    if result.returncode != 0:
+        raise LabError(f"asking the AWS API stand-in for the Elastic IP failed:\n{result.stderr}")
+    by_id = {h.instance_id: h.name for h in plan.hosts}
+    return by_id.get(result.stdout.strip(), result.stdout.strip())
+
+
+def floating_address_holder(plan: LabPlan) -> str:
+    """The load balancer that holds the floating address now ("" when none does)."""
+    for host in plan.load_balancers:
+        if plan.floating_address and lab_hosts.is_running(host):
+            shown = lab_hosts.guest_command(host, ["ip", "-4", "-o", "addr", "show", "to", f"{plan.floating_address}/32"], timeout=20)
+            if plan.floating_address in shown.stdout:
+                return host.name
+    return ""
 
 
 def cloud_init_state(host: Host) -> str:
@@ -168,16 +219,17 @@ def report_failure(host: Host, state: str) -> None:
         print(result.stdout + result.stderr, file=sys.stderr)
 
 
-def up(web_count: int | None, timeout: float, acme: bool = False) -> int:
+def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int | None = None) -> int:
     steps = Steps()
     steps.run("remove leftovers of an earlier lab", down, quiet=True)
-    label = "".join([f", webCount={web_count}" if web_count else "", f", domain={lab_acme.DOMAIN} with ACME" if acme else ""])
-    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{label})", evaluate_program, web_count, acme)
+    label = "".join([f", webCount={web_count}" if web_count else "", f", lbCount={lb_count}" if lb_count else "",
+                     f", domain={lab_acme.DOMAIN} with ACME" if acme else ""])
+    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{label})", evaluate_program, web_count, acme, lb_count)
     LOGS.mkdir(parents=True, exist_ok=True)
     package_sets = {h.packages for h in plan.hosts}
     cached = lab_image.is_built(package_sets)
     images = steps.run(f"Debian 12 images ({'cached' if cached else 'first build, a few minutes'})", lab_image.build, package_sets, LOGS)
-    save_state(plan)
+    save_state(plan)  # from here on, `down` finds what to remove
 
     def make_network():
         network.create_cloud(plan)
@@ -186,13 +238,14 @@ def up(web_count: int | None, timeout: float, acme: bool = False) -> int:
 
     steps.run(f"network: VPC {plan.vpc_cidr}, gateway, security groups, {len(plan.hosts)} host namespaces", make_network)
     steps.run(f"AWS API stand-in on {plan.aws_endpoint_url} with {len(plan.parameters)} SSM parameters", start_aws_api, plan)
+    plan = steps.run("EC2 in the AWS API stand-in: the instances and the Elastic IP", seed_ec2, plan)
+    save_state(plan)
     acme_ca = None
     if acme:
-        lb = next(h for h in plan.hosts if h.role == "lb")
-        acme_ca = steps.run(f"ACME server (pebble) on the lab's internet at {lab_acme.DIRECTORY}", lab_acme.start, LOGS / "acme", lb.public_ip)
+        acme_ca = steps.run(f"ACME server (pebble) on the lab's internet at {lab_acme.DIRECTORY}", lab_acme.start, LOGS / "acme", plan.elastic_ip)
         etc = pathlib.Path("/etc/netns") / network.CLIENT_NS
         etc.mkdir(parents=True, exist_ok=True)
-        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{lb.public_ip} {lab_acme.DOMAIN}\n")
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{plan.elastic_ip} {lab_acme.DOMAIN}\n")
 
     def boot_all():
         for host in plan.hosts:
@@ -265,12 +318,16 @@ def status(as_json: bool) -> int:
             "cloud_init": cloud_init_state(host),
         })
     report = {"url": plan.url, "ca_file": str(CERTIFICATE_FILE), "client_netns": network.CLIENT_NS, "client_address": CLIENT_ADDRESS,
-              "security_groups": network.security_groups_enabled(), "aws_endpoint_url": plan.aws_endpoint_url, "hosts": rows}
+              "security_groups": network.security_groups_enabled(), "aws_endpoint_url": plan.aws_endpoint_url,
+              "elastic_ip": plan.elastic_ip, "elastic_ip_holder": elastic_ip_holder(plan),
+              "floating_address": plan.floating_address, "floating_address_holder": floating_address_holder(plan), "hosts": rows}
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"url: {plan.url}   (from the lab's internet: sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url})")
     print(f"security groups enforced: {'yes' if report['security_groups'] else 'NO (scripts/lab sg on)'}")
+    print(f"Elastic IP {plan.elastic_ip}: associated with {report['elastic_ip_holder'] or 'nothing'} (EC2 API)"
+          + (f"; floating address {plan.floating_address} on {report['floating_address_holder'] or 'no host'}" if plan.floating_address else ""))
     print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<9}cloud-init")
     for r in rows:
         print(f"{r['name']:<8}{r['role']:<6}{(r['db_role'] or '-'):<9}{r['address']:<14}{r['public_address']:<17}"
@@ -328,6 +385,7 @@ def main(argv: list[str]) -> int:
     p_up = sub.add_parser("up", help="boot the lab stack")
     p_up.add_argument("--web-count", type=int, help="web servers (default: Pulumi.lab.yaml)")
     p_up.add_argument("--timeout", type=float, default=CLOUD_INIT_TIMEOUT, help="seconds to wait for cloud-init")
+    p_up.add_argument("--lb-count", type=int, choices=(1, 2), help="load balancers (default: Pulumi.lab.yaml)")
     p_up.add_argument("--acme", action="store_true", help=f"set domain {lab_acme.DOMAIN}: certbot gets its certificate from pebble")
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
@@ -351,7 +409,7 @@ def main(argv: list[str]) -> int:
         if args.command == "up":
             if args.web_count is not None and not 2 <= args.web_count <= 20:
                 parser.error("--web-count must be from 2 to 20")
-            return up(args.web_count, args.timeout, args.acme)
+            return up(args.web_count, args.timeout, args.acme, args.lb_count)
         if args.command == "down":
             down()
             return 0

@@ -77,6 +77,12 @@ class LabPlan:
     url: str = ""
     aws_endpoint_url: str = ""
     certificate_pem: str = ""  # the load balancer's certificate, as exported (public)
+    elastic_ip: str = ""  # the stack's Elastic IP (the site's address)
+    elastic_ip_tags: dict[str, str] = field(default_factory=dict)
+    elastic_ip_allocation: str = ""  # its allocation id in the AWS API stand-in
+    # A load-balancer pair: the private address keepalived moves to the active one. The gateway
+    # sends the Elastic IP there, as AWS sends it to whichever instance it is associated with.
+    floating_address: str = ""
 
     @property
     def vpc(self) -> ipaddress.IPv4Network:
@@ -99,10 +105,18 @@ class LabPlan:
     def members(self, group: str) -> list[str]:
         return [h.private_ip for h in self.hosts if group in h.security_groups]
 
+    @property
+    def load_balancers(self) -> list[Host]:
+        return [h for h in self.hosts if h.role == "lb"]
 
-def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str, aws_endpoint_url: str) -> LabPlan:
-    eip_ips = {f"{e.name}-id": e.outputs["publicIp"] for e in run.of_type("aws:ec2/eip:Eip")}
-    eip_by_instance = {a.inputs["instanceId"]: eip_ips[a.inputs["allocationId"]] for a in run.of_type("aws:ec2/eipAssociation:EipAssociation")}
+
+def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str, aws_endpoint_url: str,
+                      floating_address: str | None = None) -> LabPlan:
+    (eip,) = run.of_type("aws:ec2/eip:Eip")
+    (association,) = run.of_type("aws:ec2/eipAssociation:EipAssociation")
+    # Without a floating address the Elastic IP is lb-01's public address (1:1 NAT to it); with
+    # one, the gateway sends it to the floating address and lb-01 keeps its own public address.
+    eip_by_instance = {} if floating_address else {association.inputs["instanceId"]: eip.outputs["publicIp"]}
     hosts = []
     for instance in run.of_type("aws:ec2/instance:Instance"):
         tags = instance.inputs["tags"]
@@ -131,8 +145,8 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
                 direction="ingress" if declared.type == INGRESS else "egress",
                 group=inputs["securityGroupId"],
                 protocol=inputs["ipProtocol"],
-                from_port=int(inputs["fromPort"]),
-                to_port=int(inputs["toPort"]),
+                from_port=int(inputs.get("fromPort", -1)),  # no ports: a protocol such as VRRP (112)
+                to_port=int(inputs.get("toPort", -1)),
                 cidr=inputs.get("cidrIpv4"),
                 peer_group=inputs.get("referencedSecurityGroupId"),
                 description=inputs.get("description", ""),
@@ -152,6 +166,9 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         url=run.exports["url"],
         aws_endpoint_url=aws_endpoint_url,
         certificate_pem=run.exports["lb_certificate_pem"],
+        elastic_ip=eip.outputs["publicIp"],
+        elastic_ip_tags=dict(eip.inputs["tags"]),
+        floating_address=floating_address or "",
     )
 
 
@@ -164,6 +181,8 @@ def _set_name(group: str) -> str:
 def _port_match(rule: Rule) -> str:
     if rule.protocol == "-1":
         return ""
+    if rule.protocol not in ("tcp", "udp"):  # by number, without ports (VRRP is 112)
+        return f"ip protocol {rule.protocol} "
     ports = str(rule.from_port) if rule.from_port == rule.to_port else f"{rule.from_port}-{rule.to_port}"
     return f"{rule.protocol} dport {ports} "
 
@@ -207,6 +226,10 @@ def security_groups_ruleset(plan: LabPlan, table: str = "webinfra_sg") -> str:
             field_name = "saddr" if direction == "egress" else "daddr"
             for host in plan.hosts:
                 lines.append(f"        ip {field_name} {host.private_ip} jump {direction}_{host.name.replace('-', '_')}")
+            if plan.floating_address and direction == "ingress":
+                # the floating address belongs to the active load balancer: the pair shares its groups
+                lb = plan.load_balancers[0]
+                lines.append(f"        ip daddr {plan.floating_address} jump ingress_{lb.name.replace('-', '_')} comment \"the floating address\"")
         lines.append("    }")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -221,6 +244,8 @@ def gateway_ruleset(plan: LabPlan, *, bridge: str, internet_link: str, table: st
     ]
     for host in plan.hosts:
         lines.append(f"        iifname \"{internet_link}\" ip daddr {host.public_ip} dnat to {host.private_ip}")
+    if plan.floating_address:
+        lines.append(f"        iifname \"{internet_link}\" ip daddr {plan.elastic_ip} dnat to {plan.floating_address} comment \"the Elastic IP\"")
     lines += ["    }", "    chain postrouting {", "        type nat hook postrouting priority srcnat; policy accept;"]
     for host in plan.hosts:
         lines.append(f"        oifname \"{internet_link}\" ip saddr {host.private_ip} snat to {host.public_ip}")

@@ -43,3 +43,25 @@ def test_latest_metrics_reads_what_hosts_publish(fake_credentials):
             {"MetricName": "HealthyBackends", "Dimensions": [{"Name": "Host", "Value": "lb-01"}], "Value": value, "Unit": "Count"}])
     assert aws_api.latest_metrics(client, "webinfra/lab") == {"HealthyBackends/lb-01": 2}
     assert aws_api.latest_metrics(client, "webinfra/other") == {}
+
+
+@mock_aws
+def test_ec2_is_seeded_as_pulumi_would_leave_it_and_the_takeovers_calls_move_the_address(fake_credentials):
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    lb_tags = {"Project": "webinfra", "Stack": "lab", "Role": "lb"}
+    seeded = aws_api.seed_ec2(
+        ec2,
+        {"lb-01": {**lb_tags, "Name": "lb-01"}, "lb-02": {**lb_tags, "Name": "lb-02"}, "web-01": {"Project": "webinfra", "Stack": "lab", "Role": "web", "Name": "web-01"}},
+        {**lb_tags, "Name": "net-lb-eip"},
+        associate_with="lb-01",
+    )
+    ids = seeded["instances"]
+    assert sorted(ids) == ["lb-01", "lb-02", "web-01"] and len(set(ids.values())) == 3
+    assert aws_api.elastic_ip_holder(ec2, seeded["allocation_id"]) == ids["lb-01"]
+    # what webinfra-lb-takeover asks: the stack's load-balancer address, by tags
+    filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in lb_tags.items()]
+    (found,) = ec2.describe_addresses(Filters=filters)["Addresses"]
+    assert found["AllocationId"] == seeded["allocation_id"]
+    assert ec2.describe_addresses(Filters=[*filters[:2], {"Name": "tag:Role", "Values": ["web"]}])["Addresses"] == []
+    ec2.associate_address(AllocationId=found["AllocationId"], InstanceId=ids["lb-02"], AllowReassociation=True)
+    assert aws_api.elastic_ip_holder(ec2, seeded["allocation_id"]) == ids["lb-02"]

@@ -52,13 +52,32 @@ def test_cloud_init_done_without_errors_and_services_enabled(running_lab):
         assert host["running"] and host["cloud_init"] == "done", host
         result = json.loads(guest(host["name"], "cat", "/run/cloud-init/result.json").stdout)
         assert result["v1"]["errors"] == [], (host["name"], result)
-        for service in SERVICES[host["role"]]:
+        pair = host["role"] == "lb" and running_lab["floating_address"]
+        for service in SERVICES[host["role"]] + (["keepalived"] if pair else []):
             assert guest(host["name"], "systemctl", "is-enabled", service).stdout.strip() == "enabled", (host["name"], service)
             assert guest(host["name"], "systemctl", "is-active", service).stdout.strip() == "active", (host["name"], service)
     # the hosts' secrets arrived through the SSM stand-in, root-only
     for name in web_names(running_lab):
         mode = guest(name, "stat", "-c", "%a %U", "/etc/webinfra/secrets/db-app.env").stdout.strip()
         assert mode == "600 root", (name, mode)
+
+
+def lab_status() -> dict:
+    return json.loads(lab("status", "--json").stdout)
+
+
+def test_one_load_balancer_of_the_pair_is_active_and_holds_the_elastic_ip(running_lab):
+    assert running_lab["floating_address"], "the lab stack runs a load-balancer pair (Pulumi.lab.yaml: lbCount 2)"
+    status = wait_until("one active load balancer, holding the Elastic IP in the EC2 API",
+                        lambda: (s := lab_status())["floating_address_holder"] and s["elastic_ip_holder"] == s["floating_address_holder"] and s, 30)
+    active = status["floating_address_holder"]
+    (standby,) = [h["name"] for h in hosts(status, "lb") if h["name"] != active]
+    assert guest(active, "cat", "/run/webinfra/lb-state").stdout.strip() == "MASTER"
+    assert guest(standby, "cat", "/run/webinfra/lb-state").stdout.strip() == "BACKUP"
+    # VRRP adverts pass the security groups and both host firewalls: the standby hears the active one
+    # (were they dropped, it would take over too and both would claim the address).
+    assert guest(standby, "ip", "-4", "-o", "addr", "show", "to", f"{status['floating_address']}/32").stdout.strip() == ""
+    print(f"active load balancer {active} (floating address {status['floating_address']}, Elastic IP {status['elastic_ip']}); standby {standby}")
 
 
 # 2 -------------------------------------------------------------------------------------------------------
@@ -312,6 +331,56 @@ def test_the_primary_reboots_and_everything_returns_by_itself(running_lab):
         assert "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status, status
 
 
+def test_the_active_load_balancer_killed_under_load_hands_over_the_elastic_ip(running_lab):
+    url, before = running_lab["url"], lab_status()
+    active = before["floating_address_holder"]
+    (standby,) = [h["name"] for h in hosts(before, "lb") if h["name"] != active]
+    assert before["elastic_ip_holder"] == active
+    rate, duration = 20, 30
+    stream = subprocess.Popen(
+        ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
+         "--rate", str(rate), "--duration", str(duration), "--timeout", "3", "--concurrency", "8", "--cacert", CA],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    started = time.monotonic()
+    time.sleep(5)
+    killed_at, kill_wall = time.monotonic() - started, time.time()
+    lab("kill", active)  # its port goes quiet first, then its processes die
+    report = json.loads(stream.communicate(timeout=duration + 60)[0])
+    records = report["records"]
+    failed = [r for r in records if r["status"] != 200]
+    # The outage as clients saw it: the longest time in which no request completed successfully.
+    done = sorted(r["t"] + r["latency"] for r in records if r["status"] == 200)
+    outage, outage_from = max((b - a, a) for a, b in zip(done, done[1:]) if b >= killed_at)
+    # When the standby took over (its own log; the containers share this machine's clock).
+    def logged_at(tag: str, text: str) -> float:
+        lines = guest(standby, "journalctl", "-t", tag, "-o", "short-unix", "--no-pager").stdout.splitlines()
+        return float([line for line in lines if text in line][-1].split()[0])
+    master_after = logged_at("webinfra-lb-state", "now MASTER") - kill_wall
+    eip_after = logged_at("webinfra-lb-takeover", "now points at") - kill_wall
+    print(f"kill {active} (the active load balancer) under {rate} req/s (8 concurrent, 3 s client timeout): "
+          f"{report['sent']} requests, {len(failed)} failed (in flight on the dead one); {standby} became MASTER "
+          f"{master_after:.2f} s after the kill began and moved the Elastic IP in the EC2 API at {eip_after:.2f} s; "
+          f"longest time without a successful response {outage:.2f} s (from {outage_from - killed_at:+.2f} s)")
+    status = lab_status()
+    assert status["floating_address_holder"] == standby, status
+    assert status["elastic_ip_holder"] == standby, "the EC2 API (the moto server) does not show the Elastic IP moved"
+    assert guest(standby, "cat", "/run/webinfra/lb-state").stdout.strip() == "MASTER"
+    assert 0 < master_after < 15 and master_after <= eip_after < 30
+    assert outage < 15, "service did not resume through the standby"
+    resumed = outage_from + outage
+    assert all(r["status"] == 200 for r in records if r["t"] >= resumed), "failures after service resumed"
+    assert len(failed) <= 16 and records[-1]["t"] > killed_at + 10 and records[-1]["status"] == 200
+
+    # The old active one returns as the standby (nopreempt): no second interruption.
+    lab("start", active)
+    wait_until(f"{active} back as the standby", lambda: guest(active, "cat", "/run/webinfra/lb-state").stdout.strip() == "BACKUP", 120, 1)
+    again = lab_status()
+    assert (again["floating_address_holder"], again["elastic_ip_holder"]) == (standby, standby), again
+    check = load(url, 40, cacert=CA)
+    assert check["statuses"] == {"200": 40}, check["statuses"]
+
+
 def _try_post(url, text):
     try:
         return post_message(url, text)
@@ -408,6 +477,12 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
             return client("curl", "-fsS", "-m", "5", "--cacert", str(ca), site + "health").returncode == 0
 
         wait_until("a certificate from pebble served by HAProxy", issued, 120, 2)
+        # Of the pair, the active load balancer asked for it (it receives the challenges); the
+        # standby's certificate service is skipped by its condition.
+        active = lab_status()["floating_address_holder"]
+        (standby,) = [h["name"] for h in hosts(lab_status(), "lb") if h["name"] != active]
+        assert guest(active, "test", "-d", "/etc/letsencrypt/live/webinfra").returncode == 0
+        assert guest(standby, "test", "-d", "/etc/letsencrypt/live/webinfra").returncode != 0
         serial = lambda: client("sh", "-c", "openssl s_client -connect www.webinfra.test:443 -servername www.webinfra.test "  # noqa: E731
                                 "</dev/null 2>/dev/null | openssl x509 -noout -serial").stdout.strip()
         first = serial()
@@ -417,7 +492,7 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )
         time.sleep(3)
-        renewal = guest("lb-01", "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", "--cert-name", "webinfra", timeout=120)
+        renewal = guest(active, "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", "--cert-name", "webinfra", timeout=120)
         assert renewal.returncode == 0, renewal.stdout + renewal.stderr
         report = json.loads(stream.communicate(timeout=90)[0])
         second = serial()

@@ -97,8 +97,9 @@ def test_public_ports_only_on_the_load_balancer(program):
 
 
 @pytest.mark.parametrize("config", [{}, {"webCount": 20, "azCount": 3},
-                                    {"adminCidr": "203.0.113.7/32", "sshKeyName": "ops", "domain": "www.example.com", "acmeEmail": "ops@example.com"}],
-                         ids=["default", "20 servers", "ssh and acme"])
+                                    {"adminCidr": "203.0.113.7/32", "sshKeyName": "ops", "domain": "www.example.com", "acmeEmail": "ops@example.com"},
+                                    {"lbCount": 2}],
+                         ids=["default", "20 servers", "ssh and acme", "load-balancer pair"])
 def test_every_declared_resource_passes_every_policy(config):
     run = run_program(config)
     found = []
