@@ -63,6 +63,7 @@ class Settings:
     alert_email: str | None = None
     lb_count: int = 1
     lb_virtual_ip: str | None = None
+    smoke_test: bool = True
 
     # --- derived values -------------------------------------------------------------------------
     @property
@@ -162,6 +163,7 @@ class Settings:
             alert_email=_email(raw["alertEmail"], "alertEmail"),
             lb_count=lb_count,
             lb_virtual_ip=lb_virtual_ip,
+            smoke_test=_bool(raw, "smokeTest"),
         )
 
     @classmethod
@@ -235,6 +237,18 @@ def _int(raw: Mapping[str, Any], key: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise SettingsError(f"{PROJECT}:{key} must be from {low} to {high}, got {number}")
     return number
+
+
+def _bool(raw: Mapping[str, Any], key: str) -> bool:
+    value = raw[key]
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise SettingsError(f"{PROJECT}:{key} must be true or false, got {value!r}")
 
 
 def _instance_type(raw: Mapping[str, Any], key: str) -> str:

@@ -12,6 +12,7 @@ from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import MonitoredHost, Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.secrets import StackSecrets, StackSecretsArgs
+from components.smoke_test import SmokeTest, SmokeTestArgs
 from components.web_tier import WebTier, WebTierArgs
 from provisioning.render import Backend, StackFacts, role_processes
 from settings import Settings, subnet_cidrs
@@ -217,6 +218,20 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             alert_email=settings.alert_email,
         ),
     )
+
+    if settings.smoke_test:
+        SmokeTest(
+            "smoke-test",
+            SmokeTestArgs(
+                url=lb.url,
+                certificate_pem=certificate.certificate_pem,
+                backends=[slot.hostname for slot in web_slots],
+                instance_ids=[*lb.instance_ids.values(), *(server.instance_id for server in tier.servers)],
+                domain=settings.domain,
+            ),
+            # after every instance and the Elastic IP's association exist
+            opts=pulumi.ResourceOptions(depends_on=[tier, lb]),
+        )
 
     return {
         "url": lb.url,

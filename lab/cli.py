@@ -265,11 +265,29 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
         print(f"\n✗ lab up failed after {total:.0f}s: {', '.join(h.name for h in failed)} did not finish cloud-init. "
               "Inspect with scripts/lab exec HOST -- ..., remove with scripts/lab down.", file=sys.stderr)
         return 1
+    if steps.run("smoke test from the lab's internet (scripts/smoke, as `pulumi up` runs it)", smoke_test, plan) != 0:
+        print("\n✗ lab up: the hosts booted but the site does not pass the smoke test (above). "
+              "Inspect with scripts/lab status and exec, remove with scripts/lab down.", file=sys.stderr)
+        return 1
+    total = time.monotonic() - steps.started
     print(f"\n✓ lab up in {total:.0f}s. The site: {plan.url}")
     print(f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url}")
     print("  hosts and addresses:           sudo scripts/lab status")
     print("  remove everything:             sudo scripts/lab down")
     return 0
+
+
+def smoke_command(plan: LabPlan, timeout: float = 120) -> list[str]:
+    """scripts/smoke as `pulumi up` runs it, from the lab's internet, trusting the exported certificate."""
+    backends = ",".join(h.name for h in plan.hosts if h.role == "web")
+    return ["ip", "netns", "exec", network.CLIENT_NS, str(REPO / "scripts/smoke"), plan.url, "--cacert", str(CERTIFICATE_FILE),
+            "--backends", backends, "--timeout", str(timeout), "--interval", "2"]
+
+
+def smoke_test(plan: LabPlan) -> int:
+    result = subprocess.run(smoke_command(plan), capture_output=True, text=True, timeout=300)
+    print("\n".join("  " + line for line in (result.stdout + result.stderr).splitlines()), flush=True)
+    return result.returncode
 
 
 # --- down -------------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class ProgramRun:
     resources: list[Declared]
     exports: dict[str, Any]
     passwords: list[str] = field(default_factory=list)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name, components included
 
     def of_type(self, type_: str) -> list[Declared]:
         return [r for r in self.resources if r.type == type_]
@@ -156,4 +157,4 @@ def run_program(config: dict[str, Any], stack: str = "dev", region: str | None =
     program()
     for declared in mocks.resources:
         declared.options = options.get(declared.name, {})
-    return ProgramRun(resources=mocks.resources, exports=exports, passwords=mocks.passwords)
+    return ProgramRun(resources=mocks.resources, exports=exports, passwords=mocks.passwords, options=options)

@@ -74,6 +74,7 @@ def test_acme_needs_a_domain_and_an_address():
         ({"lbCount": 2, "lbVirtualIp": "10.0.0.2"}, "webinfra:lbVirtualIp must be a usable address"),
         ({"lbCount": 2, "lbVirtualIp": "10.0.1.5"}, "webinfra:lbVirtualIp 10.0.1.5 is lb-02's address"),
         ({"lbCount": 2, "lbVirtualIp": "ten"}, "webinfra:lbVirtualIp must be an IPv4 address"),
+        ({"smokeTest": "maybe"}, "webinfra:smokeTest must be true or false, got 'maybe'"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_setting(values, message):
@@ -131,7 +132,7 @@ def test_project_defaults_cover_every_setting_the_class_reads():
     assert set(project_defaults()) == {
         "webCount", "instanceType", "lbInstanceType", "vpcCidr", "azCount", "adminCidr", "sshKeyName",
         "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl", "domain", "acmeEmail", "acmeServer", "rateLimitPer10s", "alertEmail",
-        "lbCount", "lbVirtualIp",
+        "lbCount", "lbVirtualIp", "smokeTest",
     }
 
 

@@ -80,6 +80,20 @@ def test_one_load_balancer_of_the_pair_is_active_and_holds_the_elastic_ip(runnin
     print(f"active load balancer {active} (floating address {status['floating_address']}, Elastic IP {status['elastic_ip']}); standby {standby}")
 
 
+def smoke(url: str, backends: list[str], timeout: int = 0) -> subprocess.CompletedProcess:
+    """scripts/smoke from the lab's internet, as the README and `pulumi up` run it."""
+    return client(str(REPO / "scripts/smoke"), url, "--cacert", CA, "--backends", ",".join(backends), "--timeout", str(timeout),
+                  "--interval", "1", timeout=timeout + 120)
+
+
+def test_the_smoke_test_passes_every_check_on_the_lab(running_lab):
+    result = smoke(running_lab["url"], web_names(running_lab))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for check in ("health", "rotation", "write", "https"):
+        assert f"✓ {check}" in result.stdout, result.stdout
+    print(result.stdout)
+
+
 # 2 -------------------------------------------------------------------------------------------------------
 
 def test_round_robin_over_every_web_server(running_lab):
@@ -292,6 +306,8 @@ def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_u
     assert window <= 5.0, disturbed
     assert victim not in served_after and served_after
     assert haproxy_server_state(victim) == "DOWN", "HAProxy's metrics do not show the killed server down"
+    dead = smoke(url, web_names(running_lab))
+    assert dead.returncode == 1 and f"rotation: {victim} not in the rotation" in dead.stdout, dead.stdout + dead.stderr
 
     lab("start", victim)
     began = time.monotonic()

@@ -18,7 +18,8 @@ def plan():
     config, region = stack_config(STACK_FILE)
     config["webCount"] = 3
     run = run_program(config, stack="lab", region=region)
-    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
+    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
+                             floating_address=config.get("lbVirtualIp"))
 
 
 def test_the_lab_stack_points_hosts_at_the_lab_api_stand_in():
@@ -28,7 +29,7 @@ def test_the_lab_stack_points_hosts_at_the_lab_api_stand_in():
 
 def test_plan_has_every_instance_with_its_exact_user_data(plan):
     assert [(h.name, h.role, h.db_role) for h in plan.hosts] == [
-        ("lb-01", "lb", None), ("web-01", "web", "primary"), ("web-02", "web", "replica"), ("web-03", "web", "replica"),
+        ("lb-01", "lb", None), ("lb-02", "lb", None), ("web-01", "web", "primary"), ("web-02", "web", "replica"), ("web-03", "web", "replica"),
     ]
     for host in plan.hosts:
         text = gzip.decompress(host.user_data_gzip).decode()
@@ -36,7 +37,10 @@ def test_plan_has_every_instance_with_its_exact_user_data(plan):
         assert host.packages == tuple(yaml.safe_load(text)["packages"])
         assert host.private_ip.startswith("10.77.") and host.public_ip.startswith("198.51.100.")
     assert "nginx" not in plan.host("lb-01").packages and "haproxy" in plan.host("lb-01").packages
-    assert plan.url == f"https://{plan.host('lb-01').public_ip}/"
+    # the Elastic IP is the site; with a pair it floats, and each LB keeps its own public address
+    assert plan.url == f"https://{plan.elastic_ip}/" and plan.floating_address == "10.77.0.4"
+    assert plan.elastic_ip not in {h.public_ip for h in plan.hosts}
+    assert plan.elastic_ip_tags["Role"] == "lb" and plan.elastic_ip_tags["Stack"] == "lab"
     assert plan.router_address == "10.77.0.1" and plan.api_address == "10.77.0.2"
 
 
@@ -65,10 +69,24 @@ def test_security_group_rules_follow_the_declarations(plan):
     assert "ct state established,related accept" in ruleset
 
 
+def test_vrrp_passes_between_the_load_balancers_and_the_floating_address_gets_their_rules(plan):
+    ruleset = security_groups_ruleset(plan)
+    for lb in ("lb_01", "lb_02"):
+        ingress = ruleset.split(f"chain ingress_{lb} {{", 1)[1].split("}", 1)[0]
+        egress = ruleset.split(f"chain egress_{lb} {{", 1)[1].split("}", 1)[0]
+        assert "ip saddr @sg_net_lb_sg_id ip protocol 112 accept" in ingress
+        assert "ip daddr @sg_net_lb_sg_id ip protocol 112 return" in egress
+    web = ruleset.split("chain ingress_web_01 {", 1)[1].split("}", 1)[0]
+    assert "112" not in web
+    forward = ruleset.split("chain forward {", 1)[1].split("\n    }", 1)[0]
+    assert "ip daddr 10.77.0.4 jump ingress_lb_01" in forward
+
+
 def test_gateway_forwards_only_within_the_lab(plan):
     ruleset = gateway_ruleset(plan, bridge="vpc0", internet_link="v-inet")
     for host in plan.hosts:
         assert f"ip daddr {host.public_ip} dnat to {host.private_ip}" in ruleset
+    assert f"ip daddr {plan.elastic_ip} dnat to 10.77.0.4" in ruleset  # to whichever LB keepalived gave it
     assert "policy drop" in ruleset and "ip daddr 203.0.113.0/24 accept" in ruleset
 
 

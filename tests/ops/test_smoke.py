@@ -1,0 +1,191 @@
+"""scripts/smoke against a small site on loopback that behaves like the stack (round-robin backends
+naming themselves, writes replicated to some or all of them, HTTPS with HSTS and an HTTP redirect),
+and that can be broken in each way the smoke test must name. The lab test runs it on the real stack."""
+from __future__ import annotations
+
+import datetime
+import io
+import ipaddress
+import itertools
+import json
+import ssl
+import subprocess
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ops import smoke
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+class FakeSite:
+    def __init__(self, backends=("web-01", "web-02")):
+        self.backends = list(backends)
+        self.turn = itertools.cycle(self.backends)
+        self.stored: dict[str, list[int]] = {b: [] for b in self.backends}
+        self.replicate_to = set(self.backends)
+        self.healthy = True
+        self.hsts = True
+        self.redirect = True
+        self.next_id = 1
+        self.lock = threading.Lock()
+
+    def handler(self, tls: bool):
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body=b"", headers=()):
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if not tls and site.redirect:
+                    return self.reply(301, headers=[("Location", f"https://{self.headers['Host']}{self.path}")])
+                with site.lock:
+                    backend = next(site.turn)
+                headers = [("X-Served-By", backend), ("Content-Type", "application/json")]
+                if tls and site.hsts:
+                    headers.append(("Strict-Transport-Security", "max-age=63072000"))
+                if self.path == "/health":
+                    body = {"host": backend, "healthy": site.healthy}
+                    return self.reply(200 if site.healthy else 503, json.dumps(body).encode(), headers)
+                if self.path == "/api/messages":
+                    messages = [{"id": i} for i in site.stored[backend]]
+                    return self.reply(200, json.dumps({"messages": messages}).encode(), headers)
+                self.reply(404)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with site.lock:
+                    message_id, site.next_id = site.next_id, site.next_id + 1
+                    for backend in site.replicate_to:
+                        site.stored[backend].append(message_id)
+                self.reply(201, json.dumps({"id": message_id}).encode(), [("X-Served-By", self.backends_first())])
+
+            def backends_first(self):
+                return site.backends[0]
+
+        return Handler
+
+
+def _certificate(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webinfra smoke test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "site.pem", tmp_path / "site.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.fixture
+def site(tmp_path):
+    fake = FakeSite()
+    cert_file, key_file = _certificate(tmp_path)
+    https = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler(tls=True))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    https.socket = context.wrap_socket(https.socket, server_side=True)
+    plain = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler(tls=False))
+    for server in (https, plain):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    fake.url = f"https://127.0.0.1:{https.server_address[1]}/"
+    fake.http_port = plain.server_address[1]
+    fake.cacert = str(cert_file)
+    yield fake
+    for server in (https, plain):
+        server.shutdown()
+        server.server_close()
+
+
+def run_smoke(site, *, backends=("web-01", "web-02"), timeout=0.0, cacert="site", **kwargs) -> tuple[int, str]:
+    target = smoke.Target(urllib.parse.urlsplit(site.url), cacert=site.cacert if cacert == "site" else cacert, http_port=site.http_port)
+    out = io.StringIO()
+    code = smoke.smoke(target, list(backends), timeout=timeout, interval=0.2, out=out, **kwargs)
+    return code, out.getvalue()
+
+
+def test_a_serving_site_passes_every_check(site):
+    code, out = run_smoke(site)
+    assert code == 0, out
+    for line in ("✓ health", "✓ rotation answered by web-01 ×1, web-02 ×1", "✓ write    message 1 acknowledged and read back from web-01, web-02",
+                 "✓ https    certificate verified (issuer 'webinfra smoke test', 89 days left), HSTS, http:// → 301"):
+        assert line in out, out
+
+
+def test_a_backend_missing_from_the_rotation_is_named(site):
+    code, out = run_smoke(site, backends=("web-01", "web-02", "web-03"))
+    assert code == 1 and "rotation: web-03 not in the rotation (answered: web-01 ×" in out, out
+
+
+def test_an_unhealthy_site_fails_on_health(site):
+    site.healthy = False
+    code, out = run_smoke(site)
+    assert code == 1 and "health: GET /health answered 503" in out, out
+
+
+def test_a_write_that_does_not_replicate_is_named_with_the_backend(site):
+    site.replicate_to = {"web-01"}
+    code, out = run_smoke(site)
+    assert code == 1 and "write: message 1 was acknowledged but not read back from web-02" in out, out
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("untrusted", "https: the certificate does not verify"),
+    ("no hsts", "https: no Strict-Transport-Security header"),
+    ("no redirect", "https: http:// answered 200"),
+    ("expiring", "https: the certificate expires in 89 days"),
+])
+def test_https_problems_are_named(site, breakage, message):
+    kwargs = {}
+    if breakage == "untrusted":
+        kwargs["cacert"] = None  # the system's CAs do not know the site's certificate
+    elif breakage == "no hsts":
+        site.hsts = False
+    elif breakage == "no redirect":
+        site.redirect = False
+    else:
+        kwargs["min_cert_days"] = 100
+    code, out = run_smoke(site, **kwargs)
+    assert code == 1 and message in out, out
+
+
+def test_it_waits_bounded_and_shows_progress_until_the_site_serves(site):
+    site.healthy = False
+    threading.Timer(0.7, lambda: setattr(site, "healthy", True)).start()
+    code, out = run_smoke(site, timeout=20)
+    assert code == 0, out
+    assert "waiting (1, " in out and "health: GET /health answered 503" in out and "attempts)" in out
+
+
+def test_the_command_line_exits_non_zero_naming_the_check_and_refuses_bad_arguments(site):
+    command = [str(REPO / "scripts/smoke"), site.url, "--cacert", site.cacert, "--http-port", str(site.http_port),
+               "--backends", "web-01,web-09", "--timeout", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "rotation: web-09 not in the rotation" in result.stdout, result.stdout + result.stderr
+    command[command.index("web-01,web-09")] = "web-01,web-02"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "serves" in result.stdout, result.stdout + result.stderr
+    bad = subprocess.run([sys.executable, str(REPO / "ops/smoke.py"), "ftp://example.org/"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "URL must be http(s)" in bad.stderr
