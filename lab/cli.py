@@ -1,6 +1,6 @@
 """scripts/lab: boot the stack's exact user-data on local Debian 12 hosts.
 
-    scripts/lab up [--web-count N] [--lb-count 1|2] [--acme]
+    scripts/lab up [--web-count N] [--lb-count 1|2] [--acme] [--set SETTING=VALUE ...]
                                        build (cached) and boot every instance of the `lab` stack;
                                        --acme: with a domain, certified by the lab's ACME server
     scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
@@ -94,7 +94,8 @@ def load_state() -> LabPlan:
 
 # --- the program, evaluated under mocks -------------------------------------------------------------------
 
-def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | None = None) -> LabPlan:
+def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | None = None,
+                     overrides: dict[str, str] | None = None) -> LabPlan:
     from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
     from lab.topology import plan_from_program
 
@@ -106,6 +107,7 @@ def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | 
         config.pop("lbVirtualIp", None)
     if acme:
         config.update(lab_acme.overrides())
+    config.update(overrides or {})
     run = run_program(config, stack="lab", region=region)
     return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
                              floating_address=config.get("lbVirtualIp"))
@@ -219,12 +221,14 @@ def report_failure(host: Host, state: str) -> None:
         print(result.stdout + result.stderr, file=sys.stderr)
 
 
-def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int | None = None) -> int:
+def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int | None = None,
+       overrides: dict[str, str] | None = None) -> int:
     steps = Steps()
     steps.run("remove leftovers of an earlier lab", down, quiet=True)
     label = "".join([f", webCount={web_count}" if web_count else "", f", lbCount={lb_count}" if lb_count else "",
-                     f", domain={lab_acme.DOMAIN} with ACME" if acme else ""])
-    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{label})", evaluate_program, web_count, acme, lb_count)
+                     f", domain={lab_acme.DOMAIN} with ACME" if acme else ""]
+                    + [f", {key}={value}" for key, value in (overrides or {}).items()])
+    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{label})", evaluate_program, web_count, acme, lb_count, overrides)
     LOGS.mkdir(parents=True, exist_ok=True)
     package_sets = {h.packages for h in plan.hosts}
     cached = lab_image.is_built(package_sets)
@@ -265,10 +269,7 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
         print(f"\n✗ lab up failed after {total:.0f}s: {', '.join(h.name for h in failed)} did not finish cloud-init. "
               "Inspect with scripts/lab exec HOST -- ..., remove with scripts/lab down.", file=sys.stderr)
         return 1
-    if steps.run("smoke test from the lab's internet (scripts/smoke, as `pulumi up` runs it)", smoke_test, plan) != 0:
-        print("\n✗ lab up: the hosts booted but the site does not pass the smoke test (above). "
-              "Inspect with scripts/lab status and exec, remove with scripts/lab down.", file=sys.stderr)
-        return 1
+    steps.run("smoke test from the lab's internet (scripts/smoke, as `pulumi up` runs it)", smoke_test, plan, acme)
     total = time.monotonic() - steps.started
     print(f"\n✓ lab up in {total:.0f}s. The site: {plan.url}")
     print(f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url}")
@@ -277,17 +278,27 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
     return 0
 
 
-def smoke_command(plan: LabPlan, timeout: float = 120) -> list[str]:
-    """scripts/smoke as `pulumi up` runs it, from the lab's internet, trusting the exported certificate."""
+SMOKE_CA_FILE = lab_hosts.STATE / "smoke-ca.pem"
+
+
+def smoke_command(plan: LabPlan, acme: bool, timeout: float = 120) -> list[str]:
+    """scripts/smoke as `pulumi up` runs it, from the lab's internet, trusting the exported certificate
+    (and, with ACME, the lab's ACME root in place of Let's Encrypt's, checking the domain's name)."""
     backends = ",".join(h.name for h in plan.hosts if h.role == "web")
-    return ["ip", "netns", "exec", network.CLIENT_NS, str(REPO / "scripts/smoke"), plan.url, "--cacert", str(CERTIFICATE_FILE),
+    ca, name = CERTIFICATE_FILE, []
+    if acme:
+        SMOKE_CA_FILE.write_text(plan.certificate_pem + "\n" + lab_acme.root_certificate())
+        ca, name = SMOKE_CA_FILE, ["--server-name", lab_acme.DOMAIN]
+    return ["ip", "netns", "exec", network.CLIENT_NS, str(REPO / "scripts/smoke"), plan.url, "--cacert", str(ca), *name,
             "--backends", backends, "--timeout", str(timeout), "--interval", "2"]
 
 
-def smoke_test(plan: LabPlan) -> int:
-    result = subprocess.run(smoke_command(plan), capture_output=True, text=True, timeout=300)
+def smoke_test(plan: LabPlan, acme: bool) -> None:
+    result = subprocess.run(smoke_command(plan, acme), capture_output=True, text=True, timeout=300)
     print("\n".join("  " + line for line in (result.stdout + result.stderr).splitlines()), flush=True)
-    return result.returncode
+    if result.returncode != 0:
+        raise LabError("the hosts booted but the site does not pass the smoke test (above); "
+                       "inspect with scripts/lab status and exec, remove with scripts/lab down")
 
 
 # --- down -------------------------------------------------------------------------------------------------
@@ -312,7 +323,7 @@ def down(quiet: bool = False) -> dict[str, int]:
     counts["mounts"] = len(lab_hosts.unmount_and_delete())
     unmount_below(lab_image.CACHE)  # an image build interrupted mid-chroot
     counts["namespaces"] = len(network.remove_all())
-    for path in (STATE_FILE, CERTIFICATE_FILE):
+    for path in (STATE_FILE, CERTIFICATE_FILE, SMOKE_CA_FILE):
         path.unlink(missing_ok=True)
     shutil.rmtree(LOGS, ignore_errors=True)
     shutil.rmtree(pathlib.Path("/etc/netns") / network.CLIENT_NS, ignore_errors=True)
@@ -404,6 +415,8 @@ def main(argv: list[str]) -> int:
     p_up.add_argument("--web-count", type=int, help="web servers (default: Pulumi.lab.yaml)")
     p_up.add_argument("--timeout", type=float, default=CLOUD_INIT_TIMEOUT, help="seconds to wait for cloud-init")
     p_up.add_argument("--lb-count", type=int, choices=(1, 2), help="load balancers (default: Pulumi.lab.yaml)")
+    p_up.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                      help="override a setting of Pulumi.lab.yaml (e.g. rateLimitPer10s=100000); validated like any other")
     p_up.add_argument("--acme", action="store_true", help=f"set domain {lab_acme.DOMAIN}: certbot gets its certificate from pebble")
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
@@ -427,7 +440,13 @@ def main(argv: list[str]) -> int:
         if args.command == "up":
             if args.web_count is not None and not 2 <= args.web_count <= 20:
                 parser.error("--web-count must be from 2 to 20")
-            return up(args.web_count, args.timeout, args.acme, args.lb_count)
+            overrides = {}
+            for item in args.set:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    parser.error(f"--set wants SETTING=VALUE, got {item!r}")
+                overrides[key.removeprefix("webinfra:")] = value
+            return up(args.web_count, args.timeout, args.acme, args.lb_count, overrides)
         if args.command == "down":
             down()
             return 0
@@ -443,7 +462,7 @@ def main(argv: list[str]) -> int:
             return start(args.host)
         if args.command == "sg":
             return security_groups(args.setting)
-    except (LabError, KeyError, RuntimeError) as error:
+    except (LabError, KeyError, RuntimeError, ValueError) as error:
         print(f"scripts/lab: {error}", file=sys.stderr)
         return 1
     return 2

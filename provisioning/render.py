@@ -132,6 +132,13 @@ class HealthCheck:
     timeout: str = "500ms"
     fall: int = 2
     rise: int = 2
+    # Passive checks too: connection errors on live traffic switch the server to fastinter at once.
+    observe: bool = True
+
+    @classmethod
+    def haproxy_defaults(cls) -> "HealthCheck":
+        """What `check` alone gives (inter 2s, fall 3, rise 2; the check timeout is inter): for comparison."""
+        return cls(inter="2s", fastinter="2s", downinter="2s", timeout="2s", fall=3, rise=2, observe=False)
 
     @property
     def detect_seconds(self) -> float:

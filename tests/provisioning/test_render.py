@@ -119,6 +119,19 @@ def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
     assert "http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS" in config
     assert "bind 127.0.0.1:8404" in config  # stats local only
     assert HealthCheck().detect_seconds <= 2.0
+    assert "observe layer4 error-limit 2 on-error fastinter" in config
+
+
+def test_haproxys_default_check_settings_render_for_comparison(tmp_path, certificate):
+    defaults = HealthCheck.haproxy_defaults()
+    # a host gone quiet: up to 2 s to the first check, then 3 checks that each time out after 2 s, 2 s apart
+    assert defaults.detect_seconds == 12.0 and HealthCheck().detect_seconds == 1.75
+    config = render.haproxy_config("lb-01", BACKENDS_2, check=defaults, certificate_path=certificate)
+    assert "default-server check inter 2s fastinter 2s downinter 2s fall 3 rise 2\n" in config and "observe" not in config
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(config)
+    result = run(require_tool("haproxy"), "-c", "-f", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mariadb_host_patterns():
