@@ -27,6 +27,7 @@ import os
 import pathlib
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def measure_proxy_overhead(status: dict, duration: int, connections: int) -> dic
     for label, url in (("through HAProxy", f"https://{status['floating_address'] or '127.0.0.1'}/health"),
                        (f"straight to {web['name']}", f"http://{web['address']}/health")):
         command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-H", "Host: webinfra-bench", url]
-        runs[label] = {**parse_wrk(in_netns(netns, *command, timeout=duration + 60).stdout), "command": f"ip netns exec {netns} {' '.join(command)}"}
+        runs[label] = {**parse_wrk(in_netns(netns, *command, timeout=duration + 60).stdout), "command": shlex.join(["ip", "netns", "exec", netns, *command])}
         log(f"  {label}: {runs[label]}")
     through, direct = runs["through HAProxy"], runs[f"straight to {web['name']}"]
     return {
@@ -384,7 +385,7 @@ def main(argv: list[str]) -> int:
     output.write_text(markdown(results, command))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
-    log(f"✓ wrote {output.relative_to(REPO)}")
+    log(f"✓ wrote {output}")
     return 0
 
 

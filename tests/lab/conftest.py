@@ -53,6 +53,16 @@ def load(url: str, requests: int, *, rate: float | None = None, duration: float 
     return json.loads(result.stdout)
 
 
+def stream(url: str, rate: int, duration: int, *, timeout: float, cacert: str, concurrency: int = 8) -> subprocess.Popen:
+    """A bounded stream of GETs from the lab's internet, in the background: `.communicate()` gives its report."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
+         "--rate", str(rate), "--duration", str(duration), "--timeout", str(timeout), "--concurrency", str(concurrency),
+         "--cacert", cacert],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+
+
 def wait_until(what: str, check, seconds: float, interval: float = 0.5):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

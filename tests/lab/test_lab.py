@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from tests.lab.conftest import REPO, client, guest, lab, load, sql, wait_until
+from tests.lab.conftest import REPO, client, guest, lab, load, sql, stream, wait_until
 
 SERVICES = {"lb": ["haproxy"], "web": ["mariadb", "webinfra-app", "nginx"]}
 
@@ -282,17 +282,13 @@ def haproxy_server_state(server: str) -> str:
 def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_up(running_lab):
     url, victim = running_lab["url"], web_names(running_lab)[-1]
     rate, duration = 20, 25
-    stream = subprocess.Popen(
-        ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
-         "--rate", str(rate), "--duration", str(duration), "--timeout", "15", "--concurrency", "8", "--cacert", CA],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )
+    requests = stream(url, rate, duration, timeout=15, cacert=CA)
     started = time.monotonic()
     time.sleep(5)
     killed_at = time.monotonic() - started
     lab("kill", victim)
     written = [post_message(url, f"written while {victim} was down #{n}")["id"] for n in range(5)]
-    report = json.loads(stream.communicate(timeout=duration + 60)[0])
+    report = json.loads(requests.communicate(timeout=duration + 60)[0])
     failed = [r for r in report["records"] if r["status"] != 200]
     # disturbed: failed, or held up (a connection to the dead server timing out before the retry)
     disturbed = [r for r in report["records"] if r["t"] + r["latency"] >= killed_at and (r["status"] != 200 or r["latency"] > 0.5)]
@@ -353,16 +349,12 @@ def test_the_active_load_balancer_killed_under_load_hands_over_the_elastic_ip(ru
     (standby,) = [h["name"] for h in hosts(before, "lb") if h["name"] != active]
     assert before["elastic_ip_holder"] == active
     rate, duration = 20, 30
-    stream = subprocess.Popen(
-        ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
-         "--rate", str(rate), "--duration", str(duration), "--timeout", "3", "--concurrency", "8", "--cacert", CA],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )
+    requests = stream(url, rate, duration, timeout=3, cacert=CA)
     started = time.monotonic()
     time.sleep(5)
     killed_at, kill_wall = time.monotonic() - started, time.time()
     lab("kill", active)  # its port goes quiet first, then its processes die
-    report = json.loads(stream.communicate(timeout=duration + 60)[0])
+    report = json.loads(requests.communicate(timeout=duration + 60)[0])
     records = report["records"]
     failed = [r for r in records if r["status"] != 200]
     # The outage as clients saw it: the longest time in which no request completed successfully.
@@ -502,15 +494,11 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
         serial = lambda: client("sh", "-c", "openssl s_client -connect www.webinfra.test:443 -servername www.webinfra.test "  # noqa: E731
                                 "</dev/null 2>/dev/null | openssl x509 -noout -serial").stdout.strip()
         first = serial()
-        stream = subprocess.Popen(
-            ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", site + "health", "--requests", "400",
-             "--rate", "20", "--duration", "20", "--concurrency", "4", "--cacert", str(ca)],
-            cwd=REPO, stdout=subprocess.PIPE, text=True,
-        )
+        requests = stream(site + "health", 20, 20, timeout=5, cacert=str(ca), concurrency=4)
         time.sleep(3)
         renewal = guest(active, "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", "--cert-name", "webinfra", timeout=120)
         assert renewal.returncode == 0, renewal.stdout + renewal.stderr
-        report = json.loads(stream.communicate(timeout=90)[0])
+        report = json.loads(requests.communicate(timeout=90)[0])
         second = serial()
         print(f"ACME: pebble issued {first}, forced renewal issued {second}; "
               f"{report['sent']} requests during the renewal: {report['statuses']}")
