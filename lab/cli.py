@@ -115,6 +115,12 @@ def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | 
 
 # --- up ---------------------------------------------------------------------------------------------------
 
+def aws_api(plan: LabPlan, command: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """lab/aws_api.py's COMMAND against the AWS API stand-in, from the cloud namespace where it listens."""
+    return network.in_ns(network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", command, plan.aws_endpoint_url, plan.region, *args,
+                         input=input, cwd=REPO, check=False, timeout=60)
+
+
 def start_aws_api(plan: LabPlan) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / "aws-api.log", "ab")
@@ -123,10 +129,7 @@ def start_aws_api(plan: LabPlan) -> None:
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
     )
     parameters = json.dumps({name: list(value) for name, value in plan.parameters.items()})
-    result = network.in_ns(
-        network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", "load", plan.aws_endpoint_url, plan.region,
-        input=parameters, cwd=REPO, check=False, timeout=60,
-    )
+    result = aws_api(plan, "load", input=parameters)
     if result.returncode != 0:
         raise LabError(f"loading SSM parameters into the AWS API stand-in failed:\n{result.stderr}")
     print(f"  {result.stdout.strip()}")
@@ -140,10 +143,7 @@ def seed_ec2(plan: LabPlan) -> LabPlan:
         "elastic_ip_tags": plan.elastic_ip_tags,
         "associate_with": plan.load_balancers[0].name,
     }
-    result = network.in_ns(
-        network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", "seed-ec2", plan.aws_endpoint_url, plan.region,
-        input=json.dumps(request), cwd=REPO, check=False, timeout=60,
-    )
+    result = aws_api(plan, "seed-ec2", input=json.dumps(request))
     if result.returncode != 0:
         raise LabError(f"seeding EC2 in the AWS API stand-in failed:\n{result.stderr}")
     seeded = json.loads(result.stdout)
@@ -155,10 +155,7 @@ def seed_ec2(plan: LabPlan) -> LabPlan:
 
 def elastic_ip_holder(plan: LabPlan) -> str:
     """The hostname the AWS API stand-in has the Elastic IP associated with ("" when none)."""
-    result = network.in_ns(
-        network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", "eip-holder", plan.aws_endpoint_url, plan.region,
-        plan.elastic_ip_allocation, cwd=REPO, check=False, timeout=60,
-    )
+    result = aws_api(plan, "eip-holder", plan.elastic_ip_allocation)
     if result.returncode != 0:
         raise LabError(f"asking the AWS API stand-in for the Elastic IP failed:\n{result.stderr}")
     by_id = {h.instance_id: h.name for h in plan.hosts}

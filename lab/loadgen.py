@@ -79,6 +79,21 @@ def run(url: str, requests: int, rate: float | None, duration: float, timeout: f
             "elapsed": round(time.monotonic() - started, 3), "records": records}
 
 
+def disruption(records: list[dict], since: float, slow: float = 0.5) -> dict:
+    """What a failure at `since` (seconds into the run) did to the requests: how many failed, how many
+    were disturbed (failed, or slower than `slow` seconds) among those still running at that moment or
+    started after it, the slowest of them, and the window: from `since` to the start of the last
+    disturbed request (every request started later went through at once)."""
+    failed = [r for r in records if r["status"] != 200]
+    disturbed = [r for r in records if r["t"] + r["latency"] >= since and (r["status"] != 200 or r["latency"] > slow)]
+    return {
+        "failed": failed,
+        "disturbed": disturbed,
+        "slowest": max((r["latency"] for r in disturbed), default=0.0),
+        "window": max((r["t"] for r in disturbed), default=since) - since,
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")

@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from lab.loadgen import disruption
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CA = "/var/lib/webinfra-lab/lb-certificate.pem"
 BENCH_SETTINGS = ["rateLimitPer10s=100000"]  # the load below is one client address
@@ -157,14 +159,11 @@ def measure_kill(status: dict, kind: str, rate: int, duration: int) -> dict:
     killed_at = time.monotonic() - started
     lab("kill", victim)
     report = json.loads(stream.communicate(timeout=duration + 60)[0])
-    records = report["records"]
-    failed = [r for r in records if r["status"] != 200]
-    disturbed = [r for r in records if r["t"] + r["latency"] >= killed_at and (r["status"] != 200 or r["latency"] > 0.5)]
-    window = max((r["t"] for r in disturbed), default=killed_at) - killed_at
+    effect = disruption(report["records"], killed_at)
     lab("start", victim)
     wait_in_rotation(url, victim)
-    result = {"settings": kind, "requests": report["sent"], "failed": len(failed), "disturbed": len(disturbed),
-              "slowest_s": round(max((r["latency"] for r in disturbed), default=0), 2), "window_s": round(window, 2),
+    result = {"settings": kind, "requests": report["sent"], "failed": len(effect["failed"]), "disturbed": len(effect["disturbed"]),
+              "slowest_s": round(effect["slowest"], 2), "window_s": round(effect["window"], 2),
               "load": f"{rate} req/s, 8 concurrent, {duration} s, kill at 5 s"}
     log(f"  kill with {kind} health checks: {result}")
     return result

@@ -53,3 +53,21 @@ def test_rate_and_duration_bound_the_run(server):
 def test_limits_are_enforced():
     with pytest.raises(SystemExit):
         loadgen.main(["http://127.0.0.1/", "--requests", "1000000"])
+
+
+def test_disruption_counts_what_a_failure_did_from_its_moment_on():
+    from lab.loadgen import disruption
+
+    records = [
+        {"t": 1.0, "status": 200, "latency": 0.9},   # slow, but over before the failure: not disturbed
+        {"t": 4.8, "status": 200, "latency": 10.0},  # in flight at the failure, held up
+        {"t": 5.2, "status": 502, "latency": 0.1},   # failed after it
+        {"t": 6.9, "status": 200, "latency": 0.7},   # held up
+        {"t": 8.0, "status": 200, "latency": 0.05},  # through at once
+    ]
+    effect = disruption(records, since=5.0)
+    assert [r["t"] for r in effect["failed"]] == [5.2]
+    assert [r["t"] for r in effect["disturbed"]] == [4.8, 5.2, 6.9]
+    assert effect["slowest"] == 10.0 and round(effect["window"], 2) == 1.9
+    quiet = disruption([{"t": 1.0, "status": 200, "latency": 0.01}], since=0.5)
+    assert quiet["disturbed"] == [] and quiet["window"] == 0
