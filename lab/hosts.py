@@ -102,6 +102,16 @@ def guest_command(host: Host, command: list[str], *, timeout: float | None = 60,
     )
 
 
+def logged_at(host: Host, tag: str, text: str) -> float:
+    """When (epoch seconds) `host` last logged `text` under syslog tag `tag`. The hosts share this
+    machine's clock, so the time compares with the caller's time.time()."""
+    lines = guest_command(host, ["journalctl", "-t", tag, "-o", "short-unix", "--no-pager"], timeout=30).stdout.splitlines()
+    matching = [line for line in lines if text in line]
+    if not matching:
+        raise RuntimeError(f"{host.name} has not logged {text!r} under {tag}")
+    return float(matching[-1].split()[0])
+
+
 def kill(host: Host) -> None:
     """Power loss: SIGKILL the container's init (its whole PID namespace dies with it)."""
     pid = init_pid(host)

@@ -94,6 +94,13 @@ def disruption(records: list[dict], since: float, slow: float = 0.5) -> dict:
     }
 
 
+def longest_outage(records: list[dict], since: float) -> tuple[float, float]:
+    """The outage as clients saw it: the longest time, ending after `since`, in which no request
+    completed successfully. Returns (its length, when it began) in seconds into the run."""
+    done = sorted(r["t"] + r["latency"] for r in records if r["status"] == 200)
+    return max(((b - a, a) for a, b in zip(done, done[1:]) if b >= since), default=(0.0, since))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")

@@ -14,6 +14,8 @@ answered 429), then measures, all in one run so that ratios compare like with li
      client) to the moment the replica has the row
   4. `scripts/lab up` time to healthy (cloud-init done everywhere and the smoke test passed)
   5. evaluation time of the whole program under Pulumi mocks as webCount grows
+  6. (the lab stack runs a load-balancer pair) the active load balancer killed hard under constant
+     load: when the standby takes over, when it has moved the Elastic IP, and what clients saw
 
 Bounded: every load has a fixed duration and count; the lab is removed at the end. Machines here
 are shared and noisy: compare the ratios within one run, not absolute numbers across runs.
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from lab.loadgen import disruption
+from lab.loadgen import disruption, longest_outage
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CA = "/var/lib/webinfra-lab/lb-certificate.pem"
@@ -166,6 +168,40 @@ def measure_kill(status: dict, kind: str, rate: int, duration: int) -> dict:
               "slowest_s": round(effect["slowest"], 2), "window_s": round(effect["window"], 2),
               "load": f"{rate} req/s, 8 concurrent, {duration} s, kill at 5 s"}
     log(f"  kill with {kind} health checks: {result}")
+    return result
+
+
+# --- 6. the active load balancer killed under load ----------------------------------------------------------
+
+def measure_lb_failover(rate: int, duration: int) -> dict:
+    from lab.cli import load_state
+    from lab.hosts import logged_at
+
+    status = json.loads(lab("status", "--json").stdout)
+    active = status["floating_address_holder"]
+    (standby,) = [name for name in lb_names(status) if name != active]
+    command = ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", status["url"], "--requests", str(rate * duration),
+               "--rate", str(rate), "--duration", str(duration), "--timeout", "3", "--concurrency", "8", "--cacert", CA]
+    stream = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    time.sleep(5)
+    killed_at, kill_wall = time.monotonic() - started, time.time()
+    lab("kill", active)
+    report = json.loads(stream.communicate(timeout=duration + 60)[0])
+    outage, outage_from = longest_outage(report["records"], killed_at)
+    standby_host = load_state().host(standby)
+    after = json.loads(lab("status", "--json").stdout)
+    result = {
+        "killed": active, "standby": standby, "requests": report["sent"],
+        "failed": sum(1 for r in report["records"] if r["status"] != 200),
+        "master_after_s": round(logged_at(standby_host, "webinfra-lb-state", "now MASTER") - kill_wall, 2),
+        "elastic_ip_moved_after_s": round(logged_at(standby_host, "webinfra-lb-takeover", "now points at") - kill_wall, 2),
+        "elastic_ip_holder": after["elastic_ip_holder"], "longest_outage_s": round(outage, 2),
+        "outage_began_s": round(outage_from - killed_at, 2),
+        "load": f"{rate} req/s, 8 concurrent, 3 s client timeout, {duration} s, kill at 5 s",
+    }
+    lab("start", active)
+    log(f"  load-balancer failover: {result}")
     return result
 
 
@@ -343,8 +379,27 @@ def markdown(results: dict, command: str) -> str:
         "|---|---|---|---|---|",
         *[f"| {r['web_count']} | {r['resources']} | {r['median_s']} s | {r['min_s']} s | {r['repeats']} |" for r in results["evaluation"]],
         "",
+        *(_lb_failover_section(results["lb_failover"]) if "lb_failover" in results else []),
     ]
     return "\n".join(lines)
+
+
+def _lb_failover_section(run: dict) -> list[str]:
+    return [
+        "## 6. The active load balancer killed hard under constant load",
+        "",
+        f"The lab stack's load-balancer pair (keepalived, `advert_int 1`); load: {run['load']} through the Elastic IP. "
+        f"{run['killed']} was active and was killed (`scripts/lab kill`).",
+        "",
+        "| requests | failed | standby MASTER after | Elastic IP moved (EC2 API) after | longest time without a successful response |",
+        "|---|---|---|---|---|",
+        f"| {run['requests']} | {run['failed']} | {run['master_after_s']} s | {run['elastic_ip_moved_after_s']} s | "
+        f"{run['longest_outage_s']} s (from {run['outage_began_s']:+} s) |",
+        "",
+        f"The failed requests were in flight on the dead load balancer (each client gave up after 3 s). Afterwards the "
+        f"AWS API stand-in had the Elastic IP on {run['elastic_ip_holder']}.",
+        "",
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -357,7 +412,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output", default="docs/BENCHMARKS.md", help="the report to write (default docs/BENCHMARKS.md)")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--quick", action="store_true", help="shorter loads (a check that the benchmark runs, not figures)")
+    parser.add_argument("--report-only", metavar="JSON", help="write the report from the results a run saved with --json; measure nothing")
     args = parser.parse_args(argv)
+    if args.report_only:
+        results = json.loads(pathlib.Path(args.report_only).read_text())
+        (REPO / args.output).write_text(markdown(results, results.get("command", "sudo scripts/bench")))
+        return 0
     if os.geteuid() != 0:
         print("scripts/bench boots the lab: run it as root (sudo scripts/bench)", file=sys.stderr)
         return 1
@@ -374,11 +434,14 @@ def main(argv: list[str]) -> int:
         log("▸ 2. a web server killed under load, two health-check settings")
         results["kill"] = [measure_kill(status, kind, rate=20, duration=kill_seconds) for kind in ("project", "haproxy-defaults")]
         set_health_checks(status, "project")
+        if status["floating_address"]:
+            log("▸ 6. the active load balancer killed under load")
+            results["lb_failover"] = measure_lb_failover(rate=20, duration=kill_seconds)
     finally:
         lab("down", check=False)
     log("▸ 5. program evaluation under mocks")
     results["evaluation"] = measure_evaluation([2, 5, 10, 20], repeats)
-    command = "sudo scripts/bench" + (" --quick" if args.quick else "")
+    command = results["command"] = "sudo scripts/bench" + (" --quick" if args.quick else "")
     output = REPO / args.output
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(markdown(results, command))

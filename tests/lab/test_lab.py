@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 
-from lab.loadgen import disruption
+from lab.cli import load_state
+from lab.hosts import logged_at
+from lab.loadgen import disruption, longest_outage
 from tests.lab.conftest import REPO, client, guest, lab, load, sql, stream, wait_until
 
 SERVICES = {"lb": ["haproxy"], "web": ["mariadb", "webinfra-app", "nginx"]}
@@ -357,15 +359,11 @@ def test_the_active_load_balancer_killed_under_load_hands_over_the_elastic_ip(ru
     report = json.loads(requests.communicate(timeout=duration + 60)[0])
     records = report["records"]
     failed = [r for r in records if r["status"] != 200]
-    # The outage as clients saw it: the longest time in which no request completed successfully.
-    done = sorted(r["t"] + r["latency"] for r in records if r["status"] == 200)
-    outage, outage_from = max((b - a, a) for a, b in zip(done, done[1:]) if b >= killed_at)
+    outage, outage_from = longest_outage(records, killed_at)
     # When the standby took over (its own log; the containers share this machine's clock).
-    def logged_at(tag: str, text: str) -> float:
-        lines = guest(standby, "journalctl", "-t", tag, "-o", "short-unix", "--no-pager").stdout.splitlines()
-        return float([line for line in lines if text in line][-1].split()[0])
-    master_after = logged_at("webinfra-lb-state", "now MASTER") - kill_wall
-    eip_after = logged_at("webinfra-lb-takeover", "now points at") - kill_wall
+    standby_host = load_state().host(standby)
+    master_after = logged_at(standby_host, "webinfra-lb-state", "now MASTER") - kill_wall
+    eip_after = logged_at(standby_host, "webinfra-lb-takeover", "now points at") - kill_wall
     print(f"kill {active} (the active load balancer) under {rate} req/s (8 concurrent, 3 s client timeout): "
           f"{report['sent']} requests, {len(failed)} failed (in flight on the dead one); {standby} became MASTER "
           f"{master_after:.2f} s after the kill began and moved the Elastic IP in the EC2 API at {eip_after:.2f} s; "

@@ -69,9 +69,13 @@ def test_the_report_names_the_machine_the_commands_and_every_measurement():
                  {"settings": "haproxy-defaults", "requests": 163, "failed": 0, "disturbed": 49, "slowest_s": 10.0, "window_s": 7.0, "load": "20 req/s"}],
         "replication": {"replica": "web-02", "writes_acknowledged": 100, "seen_on_replica": 100, "p50_ms": 1.8, "p99_ms": 5.5, "max_ms": 9.3, "load": "20 POST/s"},
         "evaluation": [{"web_count": 2, "resources": 97, "median_s": 0.9, "min_s": 0.8, "repeats": 3}],
+        "lb_failover": {"killed": "lb-01", "standby": "lb-02", "requests": 500, "failed": 8, "master_after_s": 3.3,
+                        "elastic_ip_moved_after_s": 4.7, "elastic_ip_holder": "lb-02", "longest_outage_s": 3.05,
+                        "outage_began_s": 0.26, "load": "20 req/s"},
     }
     report = bench.markdown(json.loads(json.dumps(results)), "sudo scripts/bench")
     assert f"{results['machine']['cores']} cores" in report and "sudo scripts/bench" in report
     for text in ("p50 ×1.9, p99 ×2.0, throughput ×0.6", "    wrk A", "| HAProxy's defaults (inter 2s, fall 3, rise 2) | 163 | 0 | 49 | 10.0 s | 7.0 s |",
-                 "| 100 | 100 | 1.8 ms | 5.5 ms | 9.3 ms |", "**30.1 s**", "| 2 | 97 | 0.9 s | 0.8 s | 3 |"):
+                 "| 100 | 100 | 1.8 ms | 5.5 ms | 9.3 ms |", "**30.1 s**", "| 2 | 97 | 0.9 s | 0.8 s | 3 |",
+                 "| 500 | 8 | 3.3 s | 4.7 s | 3.05 s (from +0.26 s) |", "the Elastic IP on lb-02"):
         assert text in report, text
