@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import pathlib
 import ssl
+import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def one_request(url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, str | None]:
@@ -77,6 +81,18 @@ def run(url: str, requests: int, rate: float | None, duration: float, timeout: f
             servers[record["server"]] = servers.get(record["server"], 0) + 1
     return {"url": url, "sent": len(records), "statuses": statuses, "servers": servers,
             "elapsed": round(time.monotonic() - started, 3), "records": records}
+
+
+def stream_from_client(url: str, rate: int, duration: int, *, timeout: float, cacert: str, concurrency: int = 8) -> subprocess.Popen:
+    """A bounded stream of GETs from the lab's internet, in the background: `.communicate()` gives its report."""
+    from lab.network import CLIENT_NS  # here, not at the top: this module also runs alone inside the namespace
+
+    return subprocess.Popen(
+        ["ip", "netns", "exec", CLIENT_NS, sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
+         "--rate", str(rate), "--duration", str(duration), "--timeout", str(timeout), "--concurrency", str(concurrency),
+         "--cacert", cacert],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
 
 
 def disruption(records: list[dict], since: float, slow: float = 0.5) -> dict:

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from lab.loadgen import disruption, longest_outage
+from lab.loadgen import disruption, longest_outage, stream_from_client
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CA = "/var/lib/webinfra-lab/lb-certificate.pem"
@@ -153,9 +153,7 @@ def measure_kill(status: dict, kind: str, rate: int, duration: int) -> dict:
     victim = [h["name"] for h in status["hosts"] if h["role"] == "web"][-1]
     set_health_checks(status, kind)
     wait_in_rotation(url, victim)
-    command = ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
-               "--rate", str(rate), "--duration", str(duration), "--timeout", "15", "--concurrency", "8", "--cacert", CA]
-    stream = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    stream = stream_from_client(url, rate, duration, timeout=15, cacert=CA)
     started = time.monotonic()
     time.sleep(5)
     killed_at = time.monotonic() - started
@@ -180,9 +178,7 @@ def measure_lb_failover(rate: int, duration: int) -> dict:
     status = json.loads(lab("status", "--json").stdout)
     active = status["floating_address_holder"]
     (standby,) = [name for name in lb_names(status) if name != active]
-    command = ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", status["url"], "--requests", str(rate * duration),
-               "--rate", str(rate), "--duration", str(duration), "--timeout", "3", "--concurrency", "8", "--cacert", CA]
-    stream = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    stream = stream_from_client(status["url"], rate, duration, timeout=3, cacert=CA)
     started = time.monotonic()
     time.sleep(5)
     killed_at, kill_wall = time.monotonic() - started, time.time()

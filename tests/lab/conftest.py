@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from lab.loadgen import stream_from_client as stream  # noqa: F401  (the lab tests' background load)
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAB_TIMEOUT = 1200  # a first image build included
 
@@ -51,16 +53,6 @@ def load(url: str, requests: int, *, rate: float | None = None, duration: float 
     result = client(*args, timeout=duration + timeout + 30)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def stream(url: str, rate: int, duration: int, *, timeout: float, cacert: str, concurrency: int = 8) -> subprocess.Popen:
-    """A bounded stream of GETs from the lab's internet, in the background: `.communicate()` gives its report."""
-    return subprocess.Popen(
-        ["ip", "netns", "exec", "wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
-         "--rate", str(rate), "--duration", str(duration), "--timeout", str(timeout), "--concurrency", str(concurrency),
-         "--cacert", cacert],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )
 
 
 def wait_until(what: str, check, seconds: float, interval: float = 0.5):
