@@ -27,7 +27,9 @@ class SmokeTest(pulumi.ComponentResource):
         super().__init__("webinfra:smoke_test:SmokeTest", name, None, opts)
 
         def command_line(url: str) -> str:
-            words = ["python3", "scripts/smoke", url, "--cacert-pem-env", CERTIFICATE_VARIABLE,
+            # scripts/smoke is an executable (bash starting ops/smoke.py): run it, never hand it to python3.
+            # pulumi-command runs this with /bin/sh -c in the project directory (lab/declared.py).
+            words = ["scripts/smoke", url, "--cacert-pem-env", CERTIFICATE_VARIABLE,
                      "--backends", ",".join(args.backends), "--timeout", str(args.timeout_seconds), "--interval", "15"]
             if args.domain:  # the certificate (self-signed or, once issued, Let's Encrypt's) names the domain
                 words += ["--server-name", args.domain]
@@ -39,7 +41,9 @@ class SmokeTest(pulumi.ComponentResource):
             # The exported certificate is trusted in addition to the system's CAs (Let's Encrypt's, once
             # ACME has issued one). Public, but kept off the command line all the same.
             environment={CERTIFICATE_VARIABLE: args.certificate_pem},
-            triggers=args.instance_ids,
+            # Run again when an instance is replaced, and when the certificate is re-minted: the hosts
+            # pick the new one up from SSM (webinfra-config-sync) and the test waits until they serve it.
+            triggers=[*args.instance_ids, args.certificate_pem],
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.output = run.stdout

@@ -6,6 +6,7 @@
     scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
     scripts/lab exec HOST -- CMD...    run a command inside a host
     scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
+    scripts/lab smoke                  run the program's declared smoke test again, from the lab's internet
     scripts/lab kill HOST              power a host off hard (its port goes quiet, like a dead instance)
     scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
     scripts/lab sg on|off              enforce the declared security groups, or let every flow through
@@ -27,6 +28,7 @@ from lab import acme as lab_acme
 from lab import hosts as lab_hosts
 from lab import image as lab_image
 from lab import network
+from lab.declared import run_local_command
 from lab.mounts import unmount_below
 from lab.topology import CLIENT_ADDRESS, Host, LabPlan, Rule
 
@@ -68,6 +70,7 @@ def save_state(plan: LabPlan) -> None:
         "elastic_ip": plan.elastic_ip,
         "elastic_ip_allocation": plan.elastic_ip_allocation,
         "floating_address": plan.floating_address,
+        "smoke_command": plan.smoke_command,
         "hosts": [{k: v for k, v in dataclasses.asdict(h).items() if k != "user_data_gzip"} for h in plan.hosts],
         "rules": [dataclasses.asdict(r) for r in plan.rules],
     }
@@ -89,6 +92,7 @@ def load_state() -> LabPlan:
         stack=state["stack"], region=state["region"], vpc_cidr=state["vpc_cidr"], hosts=hosts,
         rules=tuple(Rule(**r) for r in state["rules"]), url=state["url"], aws_endpoint_url=state["aws_endpoint_url"],
         elastic_ip=state["elastic_ip"], elastic_ip_allocation=state["elastic_ip_allocation"], floating_address=state["floating_address"],
+        smoke_command=state.get("smoke_command", {}),
     )
 
 
@@ -266,7 +270,7 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
         print(f"\n✗ lab up failed after {total:.0f}s: {', '.join(h.name for h in failed)} did not finish cloud-init. "
               "Inspect with scripts/lab exec HOST -- ..., remove with scripts/lab down.", file=sys.stderr)
         return 1
-    steps.run("smoke test from the lab's internet (scripts/smoke, as `pulumi up` runs it)", smoke_test, plan, acme)
+    steps.run("the program's smoke test from the lab's internet, as `pulumi up` runs it", smoke_test, plan, acme)
     total = time.monotonic() - steps.started
     print(f"\n✓ lab up in {total:.0f}s. The site: {plan.url}")
     print(f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url}")
@@ -276,26 +280,34 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
 
 
 SMOKE_CA_FILE = lab_hosts.STATE / "smoke-ca.pem"
+SMOKE_TIMEOUT = 1000  # the declared command bounds itself (--timeout 900)
 
 
-def smoke_command(plan: LabPlan, acme: bool, timeout: float = 120) -> list[str]:
-    """scripts/smoke as `pulumi up` runs it, from the lab's internet, trusting the exported certificate
-    (and, with ACME, the lab's ACME root in place of Let's Encrypt's, checking the domain's name)."""
-    backends = ",".join(h.name for h in plan.hosts if h.role == "web")
-    ca, name = CERTIFICATE_FILE, []
+def smoke_test(plan: LabPlan, acme: bool) -> subprocess.CompletedProcess | None:
+    """The program's SmokeTest command exactly as declared (its create string, environment and the
+    project directory, with /bin/sh -c as pulumi-command runs it), from the lab's internet. With ACME the
+    lab's internet trusts the lab's ACME root in place of Let's Encrypt's, as the operator's machine
+    trusts Let's Encrypt's: that trust store is the only thing added."""
+    if not plan.smoke_command:
+        print("  smokeTest is false: the program declares no smoke test")
+        return None
+    extra = {}
     if acme:
-        SMOKE_CA_FILE.write_text(plan.certificate_pem + "\n" + lab_acme.root_certificate())
-        ca, name = SMOKE_CA_FILE, ["--server-name", lab_acme.DOMAIN]
-    return ["ip", "netns", "exec", network.CLIENT_NS, str(REPO / "scripts/smoke"), plan.url, "--cacert", str(ca), *name,
-            "--backends", backends, "--timeout", str(timeout), "--interval", "2"]
-
-
-def smoke_test(plan: LabPlan, acme: bool) -> None:
-    result = subprocess.run(smoke_command(plan, acme), capture_output=True, text=True, timeout=300)
+        SMOKE_CA_FILE.write_text(lab_acme.root_certificate())
+        extra["SSL_CERT_FILE"] = str(SMOKE_CA_FILE)
+    print(f"  $ {plan.smoke_command['create'][:160]}…", flush=True)
+    result = run_local_command(plan.smoke_command, namespace=network.CLIENT_NS, extra_environment=extra, timeout=SMOKE_TIMEOUT)
     print("\n".join("  " + line for line in (result.stdout + result.stderr).splitlines()), flush=True)
     if result.returncode != 0:
         raise LabError("the hosts booted but the site does not pass the smoke test (above); "
                        "inspect with scripts/lab status and exec, remove with scripts/lab down")
+    return result
+
+
+def smoke() -> int:
+    plan = load_state()
+    smoke_test(plan, acme=bool(plan.smoke_command) and "--server-name" in plan.smoke_command.get("create", ""))
+    return 0
 
 
 # --- down -------------------------------------------------------------------------------------------------
@@ -418,6 +430,7 @@ def main(argv: list[str]) -> int:
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
     sub.add_parser("down", help="remove everything the lab made")
+    sub.add_parser("smoke", help="run the program's declared smoke test from the lab's internet")
     p_exec = sub.add_parser("exec", help="run a command inside a host")
     p_exec.add_argument("host")
     p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -447,6 +460,8 @@ def main(argv: list[str]) -> int:
         if args.command == "down":
             down()
             return 0
+        if args.command == "smoke":
+            return smoke()
         if args.command == "status":
             return status(args.json)
         if args.command == "exec":

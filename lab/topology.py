@@ -83,6 +83,8 @@ class LabPlan:
     # A load-balancer pair: the private address keepalived moves to the active one. The gateway
     # sends the Elastic IP there, as AWS sends it to whichever instance it is associated with.
     floating_address: str = ""
+    # The program's SmokeTest command as declared (create, environment, ...): `lab up` ends by running it.
+    smoke_command: dict = field(default_factory=dict)
 
     @property
     def vpc(self) -> ipaddress.IPv4Network:
@@ -156,6 +158,7 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         p.inputs["name"]: (p.inputs["type"], unwrap(p.inputs["value"])) for p in run.of_type("aws:ssm/parameter:Parameter")
     }
     order = {"lb": 0, "web": 1}
+    smoke = [c for c in run.of_type("command:local:Command") if c.name.startswith("smoke-test")]
     return LabPlan(
         stack=stack,
         region=region,
@@ -169,6 +172,8 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         elastic_ip=eip.outputs["publicIp"],
         elastic_ip_tags=dict(eip.inputs["tags"]),
         floating_address=floating_address or "",
+        smoke_command={key: smoke[0].inputs[key] for key in ("create", "environment", "dir", "interpreter") if key in smoke[0].inputs}
+        if smoke else {},
     )
 
 

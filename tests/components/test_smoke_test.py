@@ -1,8 +1,17 @@
-"""SmokeTest under mocks: `pulumi up` ends with scripts/smoke against the site, unless turned off."""
+"""SmokeTest under mocks: `pulumi up` ends with scripts/smoke against the site, unless turned off; and
+the declared command itself, run as pulumi-command runs it, passes against a site at the stack's address."""
+import os
 import shlex
+import subprocess
+import sys
+import uuid
+
+import pytest
 
 from components.smoke_test import CERTIFICATE_VARIABLE
+from lab.declared import PROJECT_DIR, run_local_command
 from lab.mock_cloud import run_program
+from lab.mock_tls import unwrap
 
 
 def smoke_commands(run):
@@ -12,15 +21,16 @@ def smoke_commands(run):
 def test_up_ends_with_the_smoke_test_of_the_url_naming_every_web_server(program):
     (smoke,) = smoke_commands(program)
     words = shlex.split(smoke.inputs["create"])
-    assert words[:3] == ["python3", "scripts/smoke", program.exports["url"]]
+    assert words[:2] == ["scripts/smoke", program.exports["url"]]
     assert words[words.index("--backends") + 1] == ",".join(f"web-{n:02d}" for n in range(1, len(program.exports["web_private_ips"]) + 1))
     assert int(words[words.index("--timeout") + 1]) == 900 and "--server-name" not in words
     # the exported certificate reaches it through the environment, not the command line
     assert words[words.index("--cacert-pem-env") + 1] == CERTIFICATE_VARIABLE
     assert smoke.inputs["environment"][CERTIFICATE_VARIABLE] == program.exports["lb_certificate_pem"]
-    # after every instance exists (its component depends on the web tier and the LB), and again after a replacement
+    # after every instance exists (its component depends on the web tier and the LB), and again after a
+    # replacement or a re-minted certificate
     instances = program.of_type("aws:ec2/instance:Instance")
-    assert sorted(smoke.inputs["triggers"]) == sorted(f"{i.name}-id" for i in instances)
+    assert sorted(smoke.inputs["triggers"]) == sorted([*(f"{i.name}-id" for i in instances), program.exports["lb_certificate_pem"]])
     assert program.named("smoke-test-run").options["parent"] == "smoke-test"
 
 
@@ -38,3 +48,37 @@ def test_with_a_domain_the_certificate_is_checked_for_it():
 
 def test_smoke_test_false_turns_it_off():
     assert smoke_commands(run_program({"smokeTest": "false"})) == []
+
+
+@pytest.fixture
+def stack_address_namespace():
+    """A network namespace of this test's own, its loopback holding the stack's Elastic IP (nothing routes
+    in or out of it): the declared command reaches a site there exactly as `pulumi up` reaches the stack."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root for its network namespace (sudo scripts/test; CI runs as root)")
+    name = f"wit-smoke-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_address_namespace, tmp_path):
+    run = run_program({})
+    (smoke,) = smoke_commands(run)
+    address = run.exports["lb_public_ip"]
+    (parameter,) = [p for p in run.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")]
+    pem = tmp_path / "haproxy.pem"  # what the load balancer serves: the exported certificate with its key, from SSM
+    pem.write_text(unwrap(parameter.inputs["value"]))
+    subprocess.run(["ip", "-n", stack_address_namespace, "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+    site = subprocess.Popen(["ip", "netns", "exec", stack_address_namespace, sys.executable, "-m", "tests.ops.fake_site", address,
+                             "--cert", str(pem), "--key", str(pem)], cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
+    try:
+        assert site.stdout.readline().strip() == "serving"
+        result = run_local_command(smoke.inputs, namespace=stack_address_namespace, timeout=120)
+    finally:
+        site.kill()
+        site.wait(timeout=10)
+    assert result.returncode == 0, f"{smoke.inputs['create']!r} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    for check in ("health", "rotation", "write", "https"):
+        assert f"✓ {check}" in result.stdout, result.stdout

@@ -104,3 +104,12 @@ def test_rulesets_are_valid_nftables(plan, tmp_path):
         assert subprocess.run(["ip", "netns", "exec", namespace, nft, "-c", "-f", "-"], input=broken, capture_output=True, text=True).returncode != 0
     finally:
         subprocess.run(["ip", "netns", "delete", namespace], check=False)
+
+
+def test_plan_carries_the_declared_smoke_command_unchanged():
+    config, region = stack_config(STACK_FILE)
+    run = run_program(config, stack="lab", region=region)
+    (declared,) = run.of_type("command:local:Command")
+    plan = plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
+    assert plan.smoke_command["create"] == declared.inputs["create"]
+    assert plan.smoke_command["environment"] == declared.inputs["environment"]

@@ -3,113 +3,25 @@ naming themselves, writes replicated to some or all of them, HTTPS with HSTS and
 and that can be broken in each way the smoke test must name. The lab test runs it on the real stack."""
 from __future__ import annotations
 
-import datetime
 import io
-import ipaddress
-import itertools
-import json
-import ssl
 import subprocess
 import sys
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ops import smoke
+from tests.ops.fake_site import FakeSite, self_signed_certificate, serve
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
-
-
-class FakeSite:
-    def __init__(self, backends=("web-01", "web-02")):
-        self.backends = list(backends)
-        self.turn = itertools.cycle(self.backends)
-        self.stored: dict[str, list[int]] = {b: [] for b in self.backends}
-        self.replicate_to = set(self.backends)
-        self.healthy = True
-        self.hsts = True
-        self.redirect = True
-        self.next_id = 1
-        self.lock = threading.Lock()
-
-    def handler(self, tls: bool):
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def reply(self, status, body=b"", headers=()):
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                if not tls and site.redirect:
-                    return self.reply(301, headers=[("Location", f"https://{self.headers['Host']}{self.path}")])
-                with site.lock:
-                    backend = next(site.turn)
-                headers = [("X-Served-By", backend), ("Content-Type", "application/json")]
-                if tls and site.hsts:
-                    headers.append(("Strict-Transport-Security", "max-age=63072000"))
-                if self.path == "/health":
-                    body = {"host": backend, "healthy": site.healthy}
-                    return self.reply(200 if site.healthy else 503, json.dumps(body).encode(), headers)
-                if self.path == "/api/messages":
-                    messages = [{"id": i} for i in site.stored[backend]]
-                    return self.reply(200, json.dumps({"messages": messages}).encode(), headers)
-                self.reply(404)
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                with site.lock:
-                    message_id, site.next_id = site.next_id, site.next_id + 1
-                    for backend in site.replicate_to:
-                        site.stored[backend].append(message_id)
-                self.reply(201, json.dumps({"id": message_id}).encode(), [("X-Served-By", self.backends_first())])
-
-            def backends_first(self):
-                return site.backends[0]
-
-        return Handler
-
-
-def _certificate(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webinfra smoke test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=90))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "site.pem", tmp_path / "site.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 @pytest.fixture
 def site(tmp_path):
     fake = FakeSite()
-    cert_file, key_file = _certificate(tmp_path)
-    https = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler(tls=True))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    https.socket = context.wrap_socket(https.socket, server_side=True)
-    plain = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler(tls=False))
-    for server in (https, plain):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    cert_file, key_file = self_signed_certificate(tmp_path)
+    https, plain = serve(fake, "127.0.0.1", 0, 0, str(cert_file), str(key_file))
     fake.url = f"https://127.0.0.1:{https.server_address[1]}/"
     fake.http_port = plain.server_address[1]
     fake.cacert = str(cert_file)
