@@ -37,6 +37,16 @@ X86_64_FAMILIES = frozenset(
 )
 
 
+_FAMILY = re.compile(r"^(?P<series>[a-z]+)(?P<generation>\d+)(?P<options>[a-z-]*)$")
+
+
+def has_instance_store(instance_type: str) -> bool:
+    """Families with instance-store (local NVMe) volumes: a `d` among the options (m5d, c6gd, m6id,
+    x2gd) and the storage-optimized series (i3, im4gn, is4gen, d3)."""
+    match = _FAMILY.match(instance_type.split(".", 1)[0])
+    return bool(match) and ("d" in match["options"] or match["series"] in ("i", "im", "is", "d"))
+
+
 class SettingsError(ValueError):
     """An invalid stack setting; the message names the setting and what is accepted."""
 
@@ -263,6 +273,16 @@ def _instance_type(raw: Mapping[str, Any], key: str) -> str:
             f"{PROJECT}:{key} has unknown instance family {family!r}; accepted x86_64 families: "
             f"{', '.join(sorted(X86_64_FAMILIES))}; arm64 families: {', '.join(sorted(ARM64_FAMILIES))}"
         ) from None
+    if has_instance_store(value):
+        # PutMetricAlarm refuses the EC2 recover action (the system status check alarm) for these
+        # types, and the stack keeps nothing on local disks: the same family without `d` does the job.
+        plain = family.replace("d", "", 1)
+        suggestion = f"; use {plain}.{size} instead" if plain != family and plain in X86_64_FAMILIES | ARM64_FAMILIES else ""
+        raise SettingsError(
+            f"{PROJECT}:{key} {value} has instance-store volumes: EC2 cannot recover such an instance onto new "
+            f"hardware, so CloudWatch refuses the stack's recovery alarm for it, and the stack keeps all its data on "
+            f"EBS anyway{suggestion}"
+        )
     return value
 
 

@@ -96,7 +96,11 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     facts = stack_facts(settings)
     lb_slots, web_slots = settings.layout
 
-    zones = aws.get_availability_zones_output(state="available").names
+    # Not Local Zones or Wavelength Zones (opt-in zones): a web server placed there would miss the
+    # instance types, the pricing and the latency to its peers that the stack assumes.
+    zones = aws.get_availability_zones_output(
+        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+    ).names
     network = Network(
         "net",
         NetworkArgs(
@@ -173,11 +177,12 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
                 instance_profile=web_role.instance_profile_name,
                 root_volume_gb=settings.root_volume_gb,
                 key_name=settings.ssh_key_name,
+                # The secrets must be in SSM before any server boots and asks for them.
+                boot_after=[*network.internet_access, secrets, web_role],
             ),
             subnet_ids=network.subnet_ids,
             tags=tags,
         ),
-        # The secrets must be in SSM before any server boots and asks for them.
         opts=pulumi.ResourceOptions(depends_on=[secrets, web_role]),
     )
     lb = LoadBalancer(
@@ -193,6 +198,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
                 instance_profile=lb_role.instance_profile_name,
                 root_volume_gb=settings.root_volume_gb,
                 key_name=settings.ssh_key_name,
+                boot_after=[*network.internet_access, secrets, lb_role],
             ),
             subnet_ids=network.subnet_ids,
             eip_allocation_id=network.lb_address.allocation_id,

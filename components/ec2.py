@@ -42,6 +42,9 @@ class HostProfile:
     instance_profile: pulumi.Input[str]
     root_volume_gb: int
     key_name: str | None = None
+    # What must exist before an instance of this kind boots: the internet gateway and its routes (its
+    # first boot downloads packages and agents), its secrets in SSM and its role.
+    boot_after: Sequence[pulumi.Resource] = ()
 
 
 def hardened_instance(
@@ -56,13 +59,22 @@ def hardened_instance(
     parent: pulumi.Resource,
     ipv6_address_count: int | None = None,
     aliases: list[pulumi.Alias] | None = None,
+    after: Sequence[pulumi.Resource] = (),
 ) -> aws.ec2.Instance:
     """`replace_on_user_data_change`: replace the instance when its user-data changes (cloud-init
     runs once, so an in-place change would silently never apply). False keeps an instance, and its
-    data, across template changes."""
+    data, across template changes. `after`: what else this instance must wait for (besides the
+    profile's `boot_after`).
+
+    Every instance has a fixed private address, so a replacement deletes the old instance before it
+    creates the new one: Pulumi's default (create first) would ask EC2 for an address the old instance
+    still holds and fail with InvalidIPAddress.InUse. The policy pack refuses a fixed-address
+    instance without it (fixed-address-delete-before-replace)."""
     ignored = ["ami"]  # a newer Debian image must not replace running servers
     if not replace_on_user_data_change:
-        ignored += ["userData", "userDataBase64"]
+        # The key pair too: EC2 can change it only by replacing the instance, which would take the
+        # data with it (cloud-init installs the key at first boot only, so nothing is lost by ignoring it).
+        ignored += ["userData", "userDataBase64", "keyName"]
     return aws.ec2.Instance(
         name,
         ami=profile.ami_id,
@@ -89,5 +101,11 @@ def hardened_instance(
         monitoring=False,
         tags=tags,
         volume_tags=tags,
-        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=ignored, aliases=aliases),
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            ignore_changes=ignored,
+            aliases=aliases,
+            delete_before_replace=True,
+            depends_on=[*profile.boot_after, *after],
+        ),
     )

@@ -1,13 +1,23 @@
 """LoadBalancer: the HAProxy instance(s) behind the stack's Elastic IP, balancing round-robin over
 the web tier and terminating TLS. One instance, or a pair in two availability zones where
 keepalived (unicast VRRP) decides which is active and the active one moves the Elastic IP to
-itself through the EC2 API."""
+itself through the EC2 API.
+
+Replacing load balancers (a new `rateLimitPer10s`, `adminCidr`, `domain`, `webCount`, key pair, or
+`pulumi up --replace`): each instance is deleted before its replacement is created (fixed private
+addresses). A single load balancer is therefore down until its replacement boots. A pair is replaced
+one at a time: lb-02 waits for a readiness gate that waits until lb-01, if it was just (re)created,
+reports HAProxy serving with backends (`scripts/wait-healthy`, CloudWatch); meanwhile keepalived has
+moved the Elastic IP to lb-02, and moves it back to lb-01 when lb-02 goes.
+"""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_command as command
 
 from components.ec2 import HostProfile, hardened_instance
 from provisioning.render import Backend, StackFacts, encode_user_data, lb_cloud_config
@@ -24,6 +34,7 @@ class LoadBalancerArgs:
     eip_allocation_id: pulumi.Input[str]
     public_ip: pulumi.Input[str]
     tags: dict[str, str]
+    ready_timeout_seconds: int = 900  # lb-01's first boot installs packages after EC2 reports it running
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -36,6 +47,7 @@ class LoadBalancer(pulumi.ComponentResource):
         if len(args.slots) not in (1, 2):
             raise ValueError("a load balancer is one instance or a pair")
         self.instance_ids = {}
+        after: list[pulumi.Resource] = []
         for slot in args.slots:
             number = slot.hostname.rsplit("-", 1)[1]
             instance = hardened_instance(
@@ -51,17 +63,40 @@ class LoadBalancer(pulumi.ComponentResource):
                 parent=self,
                 # lb-01 was `lb-instance` while a stack had only one load balancer: same resource.
                 aliases=[pulumi.Alias(name=f"{name}-instance")] if number == "01" else None,
+                after=after,
             )
             self.instance_ids[slot.hostname] = instance.id
-        # The Elastic IP starts on lb-01. In a pair keepalived moves it to whichever load balancer is
-        # active, so Pulumi must not move it back on the next `pulumi up`.
-        aws.ec2.EipAssociation(
-            f"{name}-eip-association",
-            allocation_id=args.eip_allocation_id,
-            instance_id=self.instance_ids[args.slots[0].hostname],
-            allow_reassociation=True if len(args.slots) == 2 else None,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["instanceId"] if len(args.slots) == 2 else None),
-        )
+            if len(args.slots) == 2 and not after:
+                after = [self._readiness_gate(f"{name}-{number}-ready", slot.hostname, instance.id, args)]
+        if len(args.slots) == 1:
+            aws.ec2.EipAssociation(
+                f"{name}-eip-association",
+                allocation_id=args.eip_allocation_id,
+                instance_id=self.instance_ids[args.slots[0].hostname],
+                # the provider's docs: an association may need the VPC's internet gateway first
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.profile.boot_after)),
+            )
+        # A pair declares no association: keepalived's active load balancer associates the address
+        # with itself (at first boot, on failover, and every 30 s if anything moved it). One owned by
+        # Pulumi would be dropped by `pulumi refresh` once keepalived moved it, and re-created on
+        # lb-01 by the next `pulumi up`, even with lb-01 dead.
         self.public_ip = pulumi.Output.from_input(args.public_ip)
         self.url = pulumi.Output.concat("https://", self.public_ip, "/")
         self.register_outputs({"public_ip": self.public_ip, "url": self.url, "instance_ids": self.instance_ids})
+
+    def _readiness_gate(self, name: str, hostname: str, instance_id: pulumi.Output[str], args: LoadBalancerArgs) -> command.local.Command:
+        """Waits (on the machine running `pulumi up`) until `hostname`, as just created, serves. Runs
+        again whenever that instance is replaced; `pulumi preview` never runs it."""
+        facts = args.facts
+
+        def command_line(instance: str) -> str:
+            return shlex.join(["scripts/wait-healthy", "--stack", facts.stack, "--region", facts.region, "--host", hostname,
+                               "--instance-id", instance, "--metric", "HealthyBackends", "--at-least", "1",
+                               "--timeout", str(args.ready_timeout_seconds), "--interval", "15"])
+
+        return command.local.Command(
+            name,
+            create=instance_id.apply(command_line),
+            triggers=[instance_id],
+            opts=pulumi.ResourceOptions(parent=self),
+        )

@@ -43,6 +43,41 @@ class MonitoringArgs:
     disk_percent: int = 85
 
 
+def alert_key_policy(stack: str, region: str) -> pulumi.Output[str]:
+    """The alarm topic's key: the account administers it (IAM policies decide who may), and CloudWatch
+    may use it only on behalf of this stack's alarms in this account (SNS's "compatibility between
+    event sources from AWS services and encrypted topics": kms:Decrypt and kms:GenerateDataKey*)."""
+    identity = aws.get_caller_identity_output()
+    partition = aws.get_partition_output().partition
+
+    def document(account: str, partition: str) -> str:
+        return json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministersTheKey",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                    "Resource": "*",
+                    "Condition": {
+                        "StringEquals": {"aws:SourceAccount": account},
+                        "ArnLike": {"aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account}:alarm:webinfra-{stack}-*"},
+                    },
+                },
+            ],
+        })
+
+    return pulumi.Output.all(identity.account_id, partition).apply(lambda values: document(*values))
+
+
 class Monitoring(pulumi.ComponentResource):
     topic_arn: pulumi.Output[str]
     dashboard_name: pulumi.Output[str]
@@ -52,9 +87,21 @@ class Monitoring(pulumi.ComponentResource):
         self._name, self._args = name, args
         child = pulumi.ResourceOptions(parent=self)
         self.namespace = f"webinfra/{args.stack}"
+        key = aws.kms.Key(
+            f"{name}-alerts-key",
+            description=f"webinfra {args.stack}: encrypts the alarm topic; CloudWatch alarms may use it to publish",
+            enable_key_rotation=True,
+            deletion_window_in_days=7,  # stacks are torn down after a lab; a week to undo a mistake
+            policy=alert_key_policy(args.stack, args.region),
+            tags={**args.tags, "Role": "monitoring", "Name": f"{name}-alerts-key"},
+            opts=child,
+        )
+        aws.kms.Alias(f"{name}-alerts-key-alias", name=f"alias/webinfra-{args.stack}-alerts", target_key_id=key.key_id, opts=child)
         topic = aws.sns.Topic(
             f"{name}-alerts",
-            kms_master_key_id="alias/aws/sns",  # encrypted at rest
+            # A customer-managed key: CloudWatch alarms cannot publish to a topic under the AWS-managed
+            # alias/aws/sns key (its policy cannot be changed to let cloudwatch.amazonaws.com use it).
+            kms_master_key_id=key.arn,
             tags={**args.tags, "Role": "monitoring", "Name": f"{name}-alerts"},
             opts=child,
         )

@@ -38,6 +38,9 @@ class Network(pulumi.ComponentResource):
     lb_security_group_id: pulumi.Output[str]
     web_security_group_id: pulumi.Output[str]
     lb_address: aws.ec2.Eip  # allocated here, before the LB, so its certificate can name it
+    # The internet gateway, the public route table and its associations: what an instance needs at
+    # boot to download packages, and an Elastic IP association needs first (the provider's docs).
+    internet_access: list[pulumi.Resource]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:network:Network", name, None, opts)
@@ -95,6 +98,7 @@ class Network(pulumi.ComponentResource):
         )
         azs = pulumi.Output.from_input(args.availability_zones)
         self.subnet_ids = []
+        self.internet_access = [gateway, routes]
         for index, cidr in enumerate(args.subnet_cidrs):
             subnet = aws.ec2.Subnet(
                 f"{name}-public-{index + 1}",
@@ -108,8 +112,8 @@ class Network(pulumi.ComponentResource):
                 tags=self._tags(f"{name}-public-{index + 1}"),
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{index + 1}-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child
+            self.internet_access.append(
+                aws.ec2.RouteTableAssociation(f"{name}-public-{index + 1}-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child)
             )
             self.subnet_ids.append(subnet.id)
 

@@ -54,7 +54,8 @@ def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 def seed_ec2(ec2, instances: dict[str, dict[str, str]], elastic_ip_tags: dict[str, str], associate_with: str) -> dict:
     """What `pulumi up` would have made in EC2 and what the hosts' API calls act on: the instances
-    (tags as declared) and the stack's Elastic IP, associated with `associate_with`.
+    (tags as declared) and the stack's Elastic IP, associated with `associate_with` when the program
+    declares that association ("" for a pair, whose active load balancer associates it).
 
     EC2 chooses ids, so the lab takes its hosts' instance ids from here. Returns
     {"instances": {hostname: instance id}, "allocation_id": ...}.
@@ -67,7 +68,8 @@ def seed_ec2(ec2, instances: dict[str, dict[str, str]], elastic_ip_tags: dict[st
         )
         ids[name] = reservation["Instances"][0]["InstanceId"]
     address = ec2.allocate_address(Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": _tag_list(elastic_ip_tags)}])
-    ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=ids[associate_with])
+    if associate_with:  # a single load balancer: the program's association; a pair: keepalived's to make
+        ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=ids[associate_with])
     return {"instances": ids, "allocation_id": address["AllocationId"]}
 
 
@@ -104,6 +106,9 @@ def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
         return 0
+    if len(argv) == 5 and argv[0] == "associate":  # as a stray `pulumi up` or a person would
+        aws_client("ec2", argv[1], argv[2]).associate_address(AllocationId=argv[3], InstanceId=argv[4], AllowReassociation=True)
+        return 0
     if len(argv) == 4 and argv[0] == "metrics":
         client = boto3.client("cloudwatch", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab",
                               aws_secret_access_key="lab")
@@ -113,6 +118,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m lab.aws_api load ENDPOINT REGION  < parameters.json\n"
               "       python -m lab.aws_api seed-ec2 ENDPOINT REGION  < instances.json\n"
               "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
+              "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
               "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE", file=sys.stderr)
         return 2
     client = ssm_client(argv[1], argv[2])

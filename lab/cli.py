@@ -7,6 +7,7 @@
     scripts/lab exec HOST -- CMD...    run a command inside a host
     scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
     scripts/lab smoke                  run the program's declared smoke test again, from the lab's internet
+    scripts/lab ready                  run a pair's declared readiness gate (lb-02 waits for lb-01 to serve)
     scripts/lab kill HOST              power a host off hard (its port goes quiet, like a dead instance)
     scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
     scripts/lab sg on|off              enforce the declared security groups, or let every flow through
@@ -69,8 +70,9 @@ def save_state(plan: LabPlan) -> None:
         "aws_endpoint_url": plan.aws_endpoint_url,
         "elastic_ip": plan.elastic_ip,
         "elastic_ip_allocation": plan.elastic_ip_allocation,
+        "eip_associated_with": plan.eip_associated_with,
         "floating_address": plan.floating_address,
-        "smoke_command": plan.smoke_command,
+        "local_commands": plan.local_commands,
         "hosts": [{k: v for k, v in dataclasses.asdict(h).items() if k != "user_data_gzip"} for h in plan.hosts],
         "rules": [dataclasses.asdict(r) for r in plan.rules],
     }
@@ -92,7 +94,7 @@ def load_state() -> LabPlan:
         stack=state["stack"], region=state["region"], vpc_cidr=state["vpc_cidr"], hosts=hosts,
         rules=tuple(Rule(**r) for r in state["rules"]), url=state["url"], aws_endpoint_url=state["aws_endpoint_url"],
         elastic_ip=state["elastic_ip"], elastic_ip_allocation=state["elastic_ip_allocation"], floating_address=state["floating_address"],
-        smoke_command=state.get("smoke_command", {}),
+        local_commands=state.get("local_commands", {}), eip_associated_with=state.get("eip_associated_with", ""),
     )
 
 
@@ -145,14 +147,16 @@ def seed_ec2(plan: LabPlan) -> LabPlan:
     request = {
         "instances": {h.name: {"Project": "webinfra", "Stack": plan.stack, "Role": h.role, "Name": h.name} for h in plan.hosts},
         "elastic_ip_tags": plan.elastic_ip_tags,
-        "associate_with": plan.load_balancers[0].name,
+        "associate_with": plan.eip_associated_with,  # none for a pair: keepalived's active LB associates it
     }
     result = aws_api(plan, "seed-ec2", input=json.dumps(request))
     if result.returncode != 0:
         raise LabError(f"seeding EC2 in the AWS API stand-in failed:\n{result.stderr}")
     seeded = json.loads(result.stdout)
     ids = seeded["instances"]
-    print(f"  {len(ids)} instances, Elastic IP {seeded['allocation_id']} on {request['associate_with']} ({ids[request['associate_with']]})")
+    holder = request["associate_with"]
+    print(f"  {len(ids)} instances, Elastic IP {seeded['allocation_id']} "
+          + (f"on {holder} ({ids[holder]})" if holder else "not associated (the active load balancer will associate it)"))
     hosts = tuple(dataclasses.replace(h, instance_id=ids[h.name]) for h in plan.hosts)
     return dataclasses.replace(plan, hosts=hosts, elastic_ip_allocation=seeded["allocation_id"])
 
@@ -310,6 +314,25 @@ def smoke() -> int:
     return 0
 
 
+def ready() -> int:
+    """The readiness gates a load-balancer pair declares (lb-02 waits for lb-01), exactly as declared,
+    from the cloud namespace where the AWS API stand-in answers. What the operator's machine has and
+    this one lacks is added: the API's endpoint and (dummy) credentials."""
+    plan = load_state()
+    gates = {name: inputs for name, inputs in plan.local_commands.items() if name.endswith("-ready")}
+    if not gates:
+        print("the program declares no readiness gate (one load balancer)")
+        return 0
+    environment = {"AWS_ENDPOINT_URL": plan.aws_endpoint_url, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"}
+    status = 0
+    for name, inputs in sorted(gates.items()):
+        print(f"{name}: $ {inputs['create']}", flush=True)
+        result = run_local_command(inputs, namespace=network.CLOUD_NS, extra_environment=environment, timeout=SMOKE_TIMEOUT)
+        print(result.stdout + result.stderr, end="", flush=True)
+        status = status or result.returncode
+    return status
+
+
 # --- down -------------------------------------------------------------------------------------------------
 
 def down(quiet: bool = False) -> dict[str, int]:
@@ -431,6 +454,7 @@ def main(argv: list[str]) -> int:
     p_status.add_argument("--json", action="store_true")
     sub.add_parser("down", help="remove everything the lab made")
     sub.add_parser("smoke", help="run the program's declared smoke test from the lab's internet")
+    sub.add_parser("ready", help="run a pair's declared readiness gate against the AWS API stand-in")
     p_exec = sub.add_parser("exec", help="run a command inside a host")
     p_exec.add_argument("host")
     p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -462,6 +486,8 @@ def main(argv: list[str]) -> int:
             return 0
         if args.command == "smoke":
             return smoke()
+        if args.command == "ready":
+            return ready()
         if args.command == "status":
             return status(args.json)
         if args.command == "exec":

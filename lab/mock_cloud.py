@@ -94,6 +94,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs.update(mock_tls.COMPUTE[typ](args.inputs))
         elif typ == "aws:ssm/parameter:Parameter":
             outputs["arn"] = f"arn:aws:ssm:{self.region}:{ACCOUNT_ID}:parameter{args.inputs['name']}"
+        elif typ == "aws:kms/key:Key":
+            outputs["keyId"] = f"{args.name}-0000-1111-2222-333344445555"
+            outputs["arn"] = f"arn:aws:kms:{self.region}:{ACCOUNT_ID}:key/{outputs['keyId']}"
         elif typ == "aws:sns/topic:Topic":
             outputs["arn"] = f"arn:aws:sns:{self.region}:{ACCOUNT_ID}:{args.name}"
         elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
@@ -112,7 +115,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             name_filter = next(f for f in args.args["filters"] if f["name"] == "name")
             return {"id": f"ami-{name_filter['values'][0].replace('*', 'latest')}", "architecture": "x86_64"}
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": [f"{self.region}{zone}" for zone in "abc"], "zoneIds": [f"az{n}" for n in (1, 2, 3)]}
+            # As an account with a Local Zone opted in answers: the Local Zone is listed among the
+            # available zones unless the caller filters on opt-in-status.
+            zones = [(f"{self.region}a", "opt-in-not-required"), (f"{self.region}b", "opt-in-not-required"),
+                     (f"{self.region}-lz-1a", "opted-in"), (f"{self.region}c", "opt-in-not-required")]
+            for wanted in args.args.get("filters") or []:
+                if wanted["name"] == "opt-in-status":
+                    zones = [z for z in zones if z[1] in wanted["values"]]
+            return {"names": [name for name, _ in zones], "zoneIds": [f"az{n}" for n in range(1, len(zones) + 1)]}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/test", "userId": "test"}
         if token == "aws:index/getPartition:getPartition":
@@ -145,6 +155,7 @@ def run_program(config: dict[str, Any], stack: str = "dev", region: str | None =
             "ignore_changes": list((args.opts.ignore_changes if args.opts else None) or []),
             "depends_on": args.opts.depends_on if args.opts else None,
             "aliases": [getattr(a, "name", a) for a in ((args.opts.aliases if args.opts else None) or [])],
+            "delete_before_replace": args.opts.delete_before_replace if args.opts else None,
         }
         return None
 

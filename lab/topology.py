@@ -31,6 +31,7 @@ INTERNET_NETWORK = ipaddress.IPv4Network("203.0.113.0/24")
 GATEWAY_INTERNET_ADDRESS = "203.0.113.1"
 CLIENT_ADDRESS = "203.0.113.10"
 PUBLIC_NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
+SMOKE_COMMAND = "smoke-test-run"  # the SmokeTest component's command
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,15 @@ class LabPlan:
     # A load-balancer pair: the private address keepalived moves to the active one. The gateway
     # sends the Elastic IP there, as AWS sends it to whichever instance it is associated with.
     floating_address: str = ""
-    # The program's SmokeTest command as declared (create, environment, ...): `lab up` ends by running it.
-    smoke_command: dict = field(default_factory=dict)
+    # The load balancer the program associates the Elastic IP with ("" for a pair: keepalived does).
+    eip_associated_with: str = ""
+    # The program's local commands as declared (create, environment, ...), by resource name: the
+    # smoke test `lab up` ends with, and a pair's readiness gate.
+    local_commands: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def smoke_command(self) -> dict:
+        return self.local_commands.get(SMOKE_COMMAND, {})
 
     @property
     def vpc(self) -> ipaddress.IPv4Network:
@@ -115,14 +123,18 @@ class LabPlan:
 def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str, aws_endpoint_url: str,
                       floating_address: str | None = None) -> LabPlan:
     (eip,) = run.of_type("aws:ec2/eip:Eip")
-    (association,) = run.of_type("aws:ec2/eipAssociation:EipAssociation")
-    # Without a floating address the Elastic IP is lb-01's public address (1:1 NAT to it); with
-    # one, the gateway sends it to the floating address and lb-01 keeps its own public address.
-    eip_by_instance = {} if floating_address else {association.inputs["instanceId"]: eip.outputs["publicIp"]}
+    # A single load balancer: the program associates the Elastic IP with it (1:1 NAT to it). A pair:
+    # no association is declared (keepalived's active one associates it); the gateway sends the
+    # Elastic IP to the floating address keepalived moves, and each keeps its own public address.
+    associations = run.of_type("aws:ec2/eipAssociation:EipAssociation")
+    eip_by_instance = {a.inputs["instanceId"]: eip.outputs["publicIp"] for a in associations}
     hosts = []
+    associated_with = ""
     for instance in run.of_type("aws:ec2/instance:Instance"):
         tags = instance.inputs["tags"]
         instance_id = f"{instance.name}-id"
+        if instance_id in eip_by_instance:
+            associated_with = tags["Name"]
         user_data = base64.b64decode(instance.inputs["userDataBase64"])
         hosts.append(
             Host(
@@ -158,7 +170,6 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         p.inputs["name"]: (p.inputs["type"], unwrap(p.inputs["value"])) for p in run.of_type("aws:ssm/parameter:Parameter")
     }
     order = {"lb": 0, "web": 1}
-    smoke = [c for c in run.of_type("command:local:Command") if c.name.startswith("smoke-test")]
     return LabPlan(
         stack=stack,
         region=region,
@@ -172,8 +183,9 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         elastic_ip=eip.outputs["publicIp"],
         elastic_ip_tags=dict(eip.inputs["tags"]),
         floating_address=floating_address or "",
-        smoke_command={key: smoke[0].inputs[key] for key in ("create", "environment", "dir", "interpreter") if key in smoke[0].inputs}
-        if smoke else {},
+        eip_associated_with=associated_with,
+        local_commands={c.name: {key: c.inputs[key] for key in ("create", "environment", "dir", "interpreter") if key in c.inputs}
+                        for c in run.of_type("command:local:Command")},
     )
 
 

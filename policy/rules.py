@@ -163,6 +163,15 @@ def no_secrets_in_user_data(args: ResourceValidationArgs, report: Report) -> Non
             report(f"instance {args.name}: user-data contains {what} ({match.group(0)[:24]}…); pass secrets through SSM", None)
 
 
+def fixed_address_delete_before_replace(args: ResourceValidationArgs, report: Report) -> None:
+    """An instance that asks for a fixed private address cannot be created while its predecessor still
+    holds it: Pulumi's default replacement (create, then delete) fails with InvalidIPAddress.InUse."""
+    fixed = args.props.get("privateIp") or args.props.get("secondaryPrivateIps") or args.props.get("ipv6Addresses")
+    if args.resource_type == INSTANCE and fixed and not (args.opts and args.opts.delete_before_replace):
+        report(f"instance {args.name} has a fixed private address ({fixed}) but is replaced create-before-delete: "
+               "set ResourceOptions(delete_before_replace=True), or its next replacement fails with InvalidIPAddress.InUse", None)
+
+
 def world_ports_only_on_the_load_balancer(args: StackValidationArgs, report: Report) -> None:
     """Ingress from the world is allowed only on security groups used by instances tagged Role=lb."""
     groups_by_role: dict[str, set] = {}
@@ -193,6 +202,9 @@ POLICIES = [
     _resource_policy("rule-descriptions", "Every security group and rule has a description (CKV_AWS_23)", rules_have_descriptions),
     _resource_policy("no-secrets-in-user-data", "No secrets in user-data (CKV_AWS_46, AWS-0029)", no_secrets_in_user_data),
     _resource_policy("instance-role-attached", "Every instance has an IAM role (CKV2_AWS_41)", instance_role_attached),
+    _resource_policy("fixed-address-delete-before-replace",
+                     "An instance with a fixed private address is replaced delete-before-replace (WEBINFRA-R1: EC2 "
+                     "InvalidIPAddress.InUse otherwise)", fixed_address_delete_before_replace),
     StackValidationPolicy(
         name="public-ports-on-lb-only",
         description="Ingress from the world only on the load balancer's security group (FSBP EC2.18)",

@@ -220,6 +220,10 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
     rules = []
     if role == "lb":
         rules.append(FirewallRule("tcp dport { 80, 443 }", "HTTP and HTTPS from anywhere"))
+        # The load balancer has an IPv6 address, leased by DHCPv6: the server's reply to a request sent
+        # to a multicast group is no reply conntrack recognises, so it needs a rule, or the lease
+        # cannot renew and the address goes.
+        rules.append(FirewallRule("ip6 saddr fe80::/10 udp sport 547 udp dport 546", "DHCPv6 replies from the VPC's router"))
         if facts.lb_pair:
             rules.append(FirewallRule(f"ip saddr {lb_peer(facts, hostname)} ip protocol vrrp", "VRRP from the other load balancer"))
         if facts.admin_cidr:
@@ -414,6 +418,8 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
             _file("/etc/webinfra/keepalived.conf", keepalived_config(facts, hostname)),
             _file("/usr/local/sbin/webinfra-lb-takeover", read_file("webinfra-lb-takeover.sh"), "0755"),
             _file("/usr/local/sbin/webinfra-lb-state", read_file("webinfra-lb-state.sh"), "0755"),
+            _file("/etc/systemd/system/webinfra-lb-eip.service", read_file("webinfra-lb-eip.service")),
+            _file("/etc/systemd/system/webinfra-lb-eip.timer", read_file("webinfra-lb-eip.timer")),
         ]
     if facts.acme:
         acme = {"domain": facts.domain, "acme_email": facts.acme_email, "acme_server": facts.acme_server, **paths}

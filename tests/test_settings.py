@@ -155,3 +155,23 @@ def test_layout_gives_every_host_a_fixed_address_inside_its_subnet(vpc, azs, cou
         # inside the subnet, clear of the 4 addresses AWS reserves at the start and the one at the end
         assert address in subnet and subnet[4] <= address < subnet[-1], slot
     assert [s.subnet_index for s in web] == [(n - 1) % azs for n in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("key", ["instanceType", "lbInstanceType"])
+@pytest.mark.parametrize("instance_type, suggestion", [("m5d.large", "m5.large"), ("c6gd.xlarge", "c6g.xlarge"),
+                                                       ("m6id.large", "m6i.large"), ("im4gn.large", None)])
+def test_instance_store_types_are_refused_before_aws_refuses_their_recovery_alarm(key, instance_type, suggestion):
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_mapping({key: instance_type}, stack="dev", region="eu-west-1")
+    message = str(raised.value)
+    assert message.startswith(f"webinfra:{key} {instance_type} has instance-store volumes") and "recover" in message
+    assert (f"use {suggestion} instead" in message) if suggestion else "instead" not in message
+
+
+def test_every_accepted_family_can_carry_the_recovery_alarm():
+    from settings import ARM64_FAMILIES, X86_64_FAMILIES, has_instance_store
+
+    accepted = [f for f in sorted(X86_64_FAMILIES | ARM64_FAMILIES) if not has_instance_store(f"{f}.large")]
+    for family in accepted:
+        Settings.from_mapping({"instanceType": f"{family}.large"}, stack="dev", region="eu-west-1")
+    assert {"t3", "m5", "c6gn", "m7i-flex", "r7iz", "t4g"} <= set(accepted)

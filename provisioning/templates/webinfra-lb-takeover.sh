@@ -1,14 +1,24 @@
 #!/bin/bash
-# webinfra: keepalived's notify_master on a load balancer of a pair. This host is now the active
-# one, so the stack's Elastic IP must point at it. The instance role allows exactly this: finding
-# the stack's load-balancer address (ec2:DescribeAddresses) and associating it with one of the
-# stack's load balancers (ec2:AssociateAddress on that address and those instances).
-# Bounded retries; stops early if this host stops being the active one meanwhile.
+# webinfra: the stack's Elastic IP belongs on the active load balancer of a pair, and only keepalived
+# decides which one that is: Pulumi declares no association for a pair (one it owned would be dropped
+# on `pulumi refresh` and re-created on lb-01 by the next `pulumi up`, even with lb-01 dead).
+#   webinfra-lb-takeover              keepalived's notify_master: this host is now the active one
+#   webinfra-lb-takeover --reconcile  every 30 s (webinfra-lb-eip.timer): if this host is the active
+#                                     one, put the address back here should anything have moved it
+# The instance role allows exactly this: finding the stack's load-balancer address
+# (ec2:DescribeAddresses) and associating it with one of the stack's load balancers
+# (ec2:AssociateAddress on that address and those instances). Nothing is called when the address is
+# already here. Bounded retries; stops early if this host stops being the active one meanwhile.
 set -euo pipefail
 . /etc/webinfra/webinfra.env
 log() { logger -t webinfra-lb-takeover -- "$*"; echo "webinfra-lb-takeover: $*"; }
+is_master() { [ "$(cat /run/webinfra/lb-state 2>/dev/null)" = MASTER ]; }
 
-webinfra-lb-state MASTER
+case ${1:-} in
+    "") webinfra-lb-state MASTER ;;
+    --reconcile) is_master || exit 0 ;;
+    *) echo "usage: webinfra-lb-takeover [--reconcile]" >&2; exit 2 ;;
+esac
 
 aws_args=(--region "$WEBINFRA_AWS_REGION" --output text)
 if [ -n "${WEBINFRA_AWS_ENDPOINT_URL:-}" ]; then
@@ -19,20 +29,28 @@ instance_id=$(cat /var/lib/cloud/data/instance-id)
 filters=("Name=tag:Project,Values=webinfra" "Name=tag:Stack,Values=$WEBINFRA_STACK" "Name=tag:Role,Values=lb")
 
 for attempt in $(seq 1 10); do
-    if [ "$(cat /run/webinfra/lb-state 2>/dev/null)" != MASTER ]; then
+    if ! is_master; then
         log "no longer the active load balancer; leaving the Elastic IP where it is"
         exit 0
     fi
-    if allocation=$(aws ec2 describe-addresses --filters "${filters[@]}" --query 'Addresses[0].AllocationId' "${aws_args[@]}") &&
-       [ -n "$allocation" ] && [ "$allocation" != None ] &&
-       aws ec2 associate-address --allocation-id "$allocation" --instance-id "$instance_id" --allow-reassociation \
-           "${aws_args[@]}" >/dev/null; then
-        log "Elastic IP $allocation now points at $instance_id (attempt $attempt)"
-        # The active load balancer is the one that can answer ACME challenges: renew from here.
-        if systemctl is-enabled --quiet webinfra-certificate.timer 2>/dev/null; then
-            systemctl start --no-block webinfra-certificate.service
+    if found=$(aws ec2 describe-addresses --filters "${filters[@]}" \
+                   --query 'Addresses[0].[AllocationId,InstanceId]' "${aws_args[@]}"); then
+        read -r allocation holder <<<"$found"
+        if [ -n "$allocation" ] && [ "$allocation" != None ]; then
+            if [ "$holder" = "$instance_id" ]; then
+                [ -n "${1:-}" ] || log "Elastic IP $allocation already points at $instance_id"
+                exit 0
+            fi
+            if aws ec2 associate-address --allocation-id "$allocation" --instance-id "$instance_id" --allow-reassociation \
+                   "${aws_args[@]}" >/dev/null; then
+                log "Elastic IP $allocation now points at $instance_id (was: $holder; attempt $attempt)"
+                # The active load balancer is the one that can answer ACME challenges: renew from here.
+                if systemctl is-enabled --quiet webinfra-certificate.timer 2>/dev/null; then
+                    systemctl start --no-block webinfra-certificate.service
+                fi
+                exit 0
+            fi
         fi
-        exit 0
     fi
     log "could not move the Elastic IP yet (attempt $attempt/10)"
     sleep "$attempt"

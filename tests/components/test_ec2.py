@@ -35,6 +35,16 @@ def test_image_updates_never_replace_servers_and_the_primary_keeps_its_data(prog
         ignored = instance.options["ignore_changes"]
         assert "ami" in ignored, instance
         if instance.inputs["tags"].get("DbRole") == "primary":
-            assert {"userData", "userDataBase64"} <= set(ignored) and instance.inputs["userDataReplaceOnChange"] is False
+            assert {"userData", "userDataBase64", "keyName"} <= set(ignored) and instance.inputs["userDataReplaceOnChange"] is False
         else:
             assert instance.inputs["userDataReplaceOnChange"] is True, instance
+
+
+def test_every_instance_boots_after_the_internet_gateway_its_routes_its_secrets_and_its_role(program):
+    # its first boot downloads packages and agents: the gateway and the public routes must exist first
+    for instance in instances(program):
+        waits_for = {d._name for d in instance.options["depends_on"]}
+        role = instance.inputs["tags"]["Role"]
+        assert {"net-igw", "net-public-rt", "secrets", f"{role}-host"} <= waits_for, (instance, waits_for)
+        subnet_index = instance.inputs["subnetId"].removeprefix("net-public-").removesuffix("-id")
+        assert f"net-public-{subnet_index}-rta" in waits_for, (instance, waits_for)

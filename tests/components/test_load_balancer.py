@@ -20,6 +20,8 @@ def test_lb_has_an_elastic_ip_and_the_url_uses_it_over_https(program):
     assert eip.inputs["domain"] == "vpc" and "instance" not in eip.inputs  # allocated first, for the certificate
     assert association.inputs == {"allocationId": f"{eip.name}-id", "instanceId": "lb-01-instance-id"}
     assert association.options["ignore_changes"] == []  # a single load balancer: Pulumi keeps it there
+    # the provider's docs: an association may need the VPC's internet gateway first
+    assert "net-igw" in [d._name for d in association.options["depends_on"]]
     assert program.exports["url"] == f"https://{program.exports['lb_public_ip']}/"
 
 
@@ -68,10 +70,40 @@ def test_a_pair_runs_in_two_subnets_each_naming_the_other_as_its_vrrp_peer(pair)
         assert "169.254.51.1/32 dev lo" in keepalived and "dev $LB_INTERFACE" not in keepalived
 
 
-def test_the_elastic_ip_starts_on_lb_01_and_pulumi_leaves_it_where_keepalived_moved_it(pair):
-    (association,) = pair.of_type("aws:ec2/eipAssociation:EipAssociation")
-    assert association.inputs["instanceId"] == "lb-01-instance-id" and association.inputs["allowReassociation"] is True
-    assert association.options["ignore_changes"] == ["instanceId"]
+def test_a_pair_declares_no_association_so_no_pulumi_up_can_move_the_elastic_ip(pair):
+    # keepalived's active load balancer associates the address (notify_master, and every 30 s): an
+    # association owned by Pulumi would be dropped by a refresh and re-created on lb-01, dead or not
+    assert pair.of_type("aws:ec2/eipAssociation:EipAssociation") == []
+    for lb in lb_instances(pair).values():
+        document = yaml.safe_load(decode_user_data(lb.inputs["userDataBase64"]))
+        paths = {f["path"] for f in document["write_files"]}
+        assert {"/etc/systemd/system/webinfra-lb-eip.timer", "/usr/local/sbin/webinfra-lb-takeover"} <= paths
+
+
+def test_lb_02_waits_for_lb_01_to_serve_so_a_pair_is_never_replaced_at_once(pair):
+    import shlex
+
+    (gate,) = [c for c in pair.of_type("command:local:Command") if c.name == "lb-01-ready"]
+    words = shlex.split(gate.inputs["create"])
+    assert words[0] == "scripts/wait-healthy"
+    args = dict(zip(words[1::2], words[2::2]))
+    assert args == {"--stack": "dev", "--region": "eu-west-1", "--host": "lb-01", "--instance-id": "lb-01-instance-id",
+                    "--metric": "HealthyBackends", "--at-least": "1", "--timeout": "900", "--interval": "15"}
+    # re-run whenever lb-01 is replaced: a property dependency, so the gate is replaced with lb-01 ...
+    assert gate.inputs["triggers"] == ["lb-01-instance-id"] and gate.options["parent"] == "lb"
+    # ... while lb-02 depends on it by depends_on alone: Pulumi does not delete lb-02 along with lb-01
+    # (a dependsOn edge makes no dependent replacement), and registers lb-02 only once the gate passed
+    lb_02 = pair.named("lb-02-instance")
+    assert gate_of(lb_02) == ["lb-01-ready"]
+    assert gate_of(pair.named("lb-01-instance")) == []
+
+
+def gate_of(instance) -> list[str]:
+    return [d._name for d in instance.options["depends_on"] if getattr(d, "_name", "").endswith("-ready")]
+
+
+def test_a_single_load_balancer_has_no_readiness_gate(program):
+    assert [c.name for c in program.of_type("command:local:Command")] == ["smoke-test-run"]
 
 
 def test_vrrp_is_allowed_between_the_load_balancers_only(pair):

@@ -47,7 +47,7 @@ def test_stack_alarms_watch_backends_and_replication(program):
 
 def test_topic_is_encrypted_and_email_subscribed_only_when_given(program):
     (topic,) = program.of_type("aws:sns/topic:Topic")
-    assert topic.inputs["kmsMasterKeyId"] == "alias/aws/sns"
+    assert topic.inputs["kmsMasterKeyId"].startswith("arn:aws:kms:")  # the stack's own key (see below)
     assert program.of_type("aws:sns/topicSubscription:TopicSubscription") == []
     run = run_program({"alertEmail": "ops@example.com"})
     (subscription,) = run.of_type("aws:sns/topicSubscription:TopicSubscription")
@@ -79,3 +79,25 @@ def test_semi_sync_falling_back_to_asynchronous_alarms(program):
     alarm = alarms(program)["webinfra-dev-semi-sync-off"]
     assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == ("webinfra/dev", "SemiSyncOn", {"Host": "web-01"})
     assert alarm["comparisonOperator"] == "LessThanThreshold" and alarm["threshold"] == 1
+
+
+def test_the_alarm_topic_uses_a_customer_managed_key_that_cloudwatch_may_use(program):
+    (topic,) = program.of_type("aws:sns/topic:Topic")
+    (key,) = program.of_type("aws:kms/key:Key")
+    # not the AWS-managed alias/aws/sns, whose policy cannot let CloudWatch alarms publish
+    assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"] and "alias/aws/" not in topic.inputs["kmsMasterKeyId"]
+    assert key.inputs["enableKeyRotation"] is True
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    admin = statements["AccountAdministersTheKey"]
+    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"} and admin["Action"] == "kms:*"
+    cloudwatch = statements["CloudWatchAlarmsPublishToTheEncryptedTopic"]
+    assert cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert sorted(cloudwatch["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert cloudwatch["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+    # the alarms the key serves match the condition's pattern
+    pattern = cloudwatch["Condition"]["ArnLike"]["aws:SourceArn"]
+    assert pattern == "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:webinfra-dev-*"
+    assert all(a.inputs["name"].startswith("webinfra-dev-") for a in program.of_type(ALARM))
+    assert len(statements) == 2, "nothing else may use the key"
+    (alias,) = program.of_type("aws:kms/alias:Alias")
+    assert alias.inputs["name"] == "alias/webinfra-dev-alerts" and alias.inputs["targetKeyId"] == key.outputs["keyId"]

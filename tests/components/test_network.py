@@ -27,6 +27,12 @@ def test_vpc_and_one_public_subnet_per_az(program):
     assert {r.get("cidrBlock") or r.get("ipv6CidrBlock") for r in rt.inputs["routes"]} == {"0.0.0.0/0", "::/0"}
 
 
+def test_no_subnet_is_placed_in_a_local_zone(program):
+    # the mocks answer as an account with a Local Zone opted in: it is listed unless filtered out
+    zones = [s.inputs["availabilityZone"] for s in program.of_type("aws:ec2/subnet:Subnet")]
+    assert zones == ["eu-west-1a", "eu-west-1b", "eu-west-1c"][: len(zones)], zones
+
+
 def test_default_security_group_is_emptied(program):
     (default,) = program.of_type("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
     assert default.inputs.get("ingress", []) == [] and default.inputs.get("egress", []) == [], default

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from lab.cli import load_state
+from lab.cli import aws_api, load_state
 from lab.hosts import logged_at
 from lab.loadgen import disruption, longest_outage
 from tests.lab.conftest import REPO, client, guest, lab, load, sql, stream, wait_until
@@ -81,6 +81,35 @@ def test_one_load_balancer_of_the_pair_is_active_and_holds_the_elastic_ip(runnin
     # (were they dropped, it would take over too and both would claim the address).
     assert guest(standby, "ip", "-4", "-o", "addr", "show", "to", f"{status['floating_address']}/32").stdout.strip() == ""
     print(f"active load balancer {active} (floating address {status['floating_address']}, Elastic IP {status['elastic_ip']}); standby {standby}")
+
+
+def test_the_active_load_balancer_takes_back_an_elastic_ip_moved_away_from_it(running_lab):
+    # `pulumi up` declares no association for a pair (lab up seeds none: the active load balancer
+    # associated the address itself, above). Whatever moves it (an older program's `pulumi up` after a
+    # refresh, a person), the active one puts it back within a minute (webinfra-lb-eip.timer).
+    status = lab_status()
+    active = status["floating_address_holder"]
+    (standby,) = [h for h in load_state().load_balancers if h.name != active]
+    plan = load_state()
+    moved = aws_api(plan, "associate", plan.elastic_ip_allocation, standby.instance_id)
+    assert moved.returncode == 0, moved.stderr
+    assert lab_status()["elastic_ip_holder"] == standby.name
+    began = time.monotonic()
+    wait_until(f"the Elastic IP back on the active {active}", lambda: lab_status()["elastic_ip_holder"] == active, 90, 2)
+    taken_back = time.monotonic() - began
+    log = guest(active, "journalctl", "-t", "webinfra-lb-takeover", "--no-pager", "-o", "cat").stdout
+    assert f"(was: {standby.instance_id};" in log, log
+    assert guest(standby.name, "cat", "/run/webinfra/lb-state").stdout.strip() == "BACKUP"
+    print(f"Elastic IP moved to the standby {standby.name}: back on {active} after {taken_back:.1f} s")
+
+
+def test_the_pairs_declared_readiness_gate_passes_on_the_lab(running_lab):
+    # exactly the command lb-02's replacement waits for (scripts/wait-healthy, as declared), against the
+    # AWS API stand-in where the load balancers publish their health
+    result = lab("ready", timeout=1100)
+    assert "lb-01-ready: $ scripts/wait-healthy --stack lab --region us-east-1 --host lb-01" in result.stdout, result.stdout
+    assert "✓ lb-01 (" in result.stdout and "HealthyBackends 2" in result.stdout, result.stdout
+    print(result.stdout)
 
 
 def smoke(url: str, backends: list[str], timeout: int = 0) -> subprocess.CompletedProcess:

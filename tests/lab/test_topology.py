@@ -109,7 +109,9 @@ def test_rulesets_are_valid_nftables(plan, tmp_path):
 def test_plan_carries_the_declared_smoke_command_unchanged():
     config, region = stack_config(STACK_FILE)
     run = run_program(config, stack="lab", region=region)
-    (declared,) = run.of_type("command:local:Command")
+    declared = run.named("smoke-test-run")
     plan = plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
     assert plan.smoke_command["create"] == declared.inputs["create"]
     assert plan.smoke_command["environment"] == declared.inputs["environment"]
+    (gate,) = [c for c in run.of_type("command:local:Command") if c.name != "smoke-test-run"]
+    assert plan.local_commands[gate.name]["create"] == gate.inputs["create"]  # the pair's readiness gate

@@ -73,7 +73,29 @@ def test_each_validator_passes_good_and_flags_bad(validate, resource_type, good,
 
 def test_every_policy_cites_its_rule_ids():
     for policy in rules.POLICIES:
-        assert any(tag in policy.description for tag in ("CKV", "AWS-0", "FSBP")), policy.name
+        assert any(tag in policy.description for tag in ("CKV", "AWS-0", "FSBP", "WEBINFRA-")), policy.name
+
+
+def test_a_fixed_address_instance_replaced_create_before_delete_is_refused():
+    fixed = {**GOOD_INSTANCE, "privateIp": "10.0.0.11"}
+    delete_first = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=True, aliases=[],
+                                         custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
+    found = []
+    rules.fixed_address_delete_before_replace(args(rules.INSTANCE, fixed), lambda message, urn=None: found.append(message))
+    assert len(found) == 1 and "InvalidIPAddress.InUse" in found[0]
+    found.clear()
+    ok = ResourceValidationArgs(rules.INSTANCE, fixed, "urn:x", "thing", delete_first, None)
+    rules.fixed_address_delete_before_replace(ok, lambda message, urn=None: found.append(message))
+    rules.fixed_address_delete_before_replace(args(rules.INSTANCE, GOOD_INSTANCE), lambda message, urn=None: found.append(message))
+    assert found == []  # delete-before-replace, or an address EC2 chooses
+
+
+def declared_args(resource) -> ResourceValidationArgs:
+    """A declared resource with the options the program gave it (recorded by the mocks' transform)."""
+    options = PolicyResourceOptions(protect=False, ignore_changes=resource.options.get("ignore_changes", []),
+                                    delete_before_replace=resource.options.get("delete_before_replace"), aliases=[],
+                                    custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
+    return ResourceValidationArgs(resource.type, resource.inputs, f"urn:{resource.name}", resource.name, options, None)
 
 
 def stack_args(run) -> StackValidationArgs:
@@ -106,7 +128,7 @@ def test_every_declared_resource_passes_every_policy(config):
     for policy in rules.POLICIES:
         if isinstance(policy, rules.ResourceValidationPolicy):
             for resource in run.resources:
-                policy.validate(args(resource.type, resource.inputs, resource.name), lambda message, urn=None: found.append(message))
+                policy.validate(declared_args(resource), lambda message, urn=None: found.append(message))
         else:
             policy.validate(stack_args(run), lambda message, urn=None: found.append(message))
     assert found == []

@@ -245,6 +245,45 @@ def test_host_firewalls_are_valid_nftables_that_drop_by_default(tmp_path, kind):
         run("ip", "netns", "delete", namespace)
 
 
+def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
+    """Whether a UDP datagram from a link-local address reaches `port` on a host running `ruleset`:
+    two namespaces of this test's own joined by a veth, the ruleset loaded in the receiving one."""
+    nft = require_tool("nft")
+    tag = f"{source_port}-{port}"
+    host, peer = f"wi-fwtest-h{tag}", f"wi-fwtest-p{tag}"
+    for namespace in (host, peer):
+        run("ip", "netns", "add", namespace)
+    try:
+        assert run("ip", "link", "add", "fw-h", "netns", host, "type", "veth", "peer", "name", "fw-p", "netns", peer).returncode == 0
+        for namespace, link, address in ((host, "fw-h", "fe80::1"), (peer, "fw-p", "fe80::2")):
+            run("ip", "-n", namespace, "link", "set", link, "up")
+            assert run("ip", "-n", namespace, "addr", "add", f"{address}/64", "dev", link, "nodad").returncode == 0
+        loaded = run("ip", "netns", "exec", host, nft, "-f", "-", input=ruleset)
+        assert loaded.returncode == 0, loaded.stderr
+        listen = ("import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+                  f"s.bind(('::', {port})); s.settimeout(3); print(s.recvfrom(100)[0].decode())")
+        listener = subprocess.Popen(["ip", "netns", "exec", host, "python3", "-c", listen], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        send = ("import socket, time; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+                f"s.bind(('fe80::2', {source_port}, 0, socket.if_nametoindex('fw-p'))); time.sleep(0.5); "
+                "[s.sendto(b'reply', ('fe80::1', " + str(port) + ", 0, socket.if_nametoindex('fw-p'))) or time.sleep(0.2) for _ in range(5)]")
+        sent = run("ip", "netns", "exec", peer, "python3", "-c", send)
+        assert sent.returncode == 0, sent.stderr
+        out, _ = listener.communicate(timeout=10)
+        return out.strip() == "reply"
+    finally:
+        for namespace in (host, peer):
+            run("ip", "netns", "delete", namespace)
+
+
+def test_the_load_balancer_takes_dhcpv6_replies_so_its_ipv6_lease_renews():
+    ruleset = render.host_firewall(FACTS, "lb-01", "lb")
+    assert udp_reaches(ruleset, source_port=547, port=546), "a DHCPv6 reply from the router is dropped"
+    # and only those: the same datagram to another port, or from another port, is dropped
+    assert not udp_reaches(ruleset, source_port=547, port=5460)
+    assert not udp_reaches(ruleset, source_port=5470, port=546)
+
+
 def test_load_balancers_of_a_pair_take_vrrp_from_each_other_only():
     assert "vrrp" not in render.host_firewall(FACTS, "lb-01", "lb")
     for name, peer in (("lb-01", "10.0.1.5"), ("lb-02", "10.0.0.5")):
@@ -278,7 +317,9 @@ def test_keepalived_is_for_pairs_only():
         render.keepalived_config(FACTS, "lb-01")
     assert "/etc/webinfra/keepalived.conf" not in files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
     pair = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
-    assert {"/etc/webinfra/keepalived.conf", "/usr/local/sbin/webinfra-lb-takeover", "/usr/local/sbin/webinfra-lb-state"} <= set(pair)
+    assert {"/etc/webinfra/keepalived.conf", "/usr/local/sbin/webinfra-lb-takeover", "/usr/local/sbin/webinfra-lb-state",
+            "/etc/systemd/system/webinfra-lb-eip.timer", "/etc/systemd/system/webinfra-lb-eip.service"} <= set(pair)
+    assert "systemctl enable --now webinfra-lb-eip.timer" in pair["/usr/local/sbin/webinfra-bootstrap"]["content"]
     assert "WEBINFRA_LB_PAIR=yes" in pair["/etc/webinfra/webinfra.env"]["content"]
 
 
@@ -291,7 +332,9 @@ def test_ssh_reaches_the_firewall_only_when_enabled():
                                  "lb:/etc/systemd/system/webinfra-certificate.service",
                                  "lb:/etc/systemd/system/webinfra-certificate.timer",
                                  "primary:/etc/systemd/system/webinfra-metrics.timer",
-                                 "lb:/etc/systemd/system/webinfra-metrics.service"])
+                                 "lb:/etc/systemd/system/webinfra-metrics.service",
+                                 "lb-pair:/etc/systemd/system/webinfra-lb-eip.service",
+                                 "lb-pair:/etc/systemd/system/webinfra-lb-eip.timer"])
 def test_systemd_accepts_the_units(tmp_path, key):
     analyze = require_tool("systemd-analyze")
     kind = key.split(":", 1)[0]

@@ -1,0 +1,80 @@
+"""scripts/wait-healthy against moto: only health reported by this very instance, after its launch, counts;
+the wait is bounded and says what was missing."""
+from __future__ import annotations
+
+import datetime
+import io
+import subprocess
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from ops import wait_healthy
+
+REGION = "eu-west-1"
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        yield wait_healthy.client_factory(REGION)
+
+
+def launch(clients) -> tuple[str, datetime.datetime]:
+    ec2 = clients("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    (instance,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"]
+    return instance["InstanceId"], instance["LaunchTime"]
+
+
+def report(clients, value: float, at: datetime.datetime, host: str = "lb-01", stack: str = "dev") -> None:
+    clients("cloudwatch").put_metric_data(Namespace=f"webinfra/{stack}", MetricData=[
+        {"MetricName": "HealthyBackends", "Dimensions": [{"Name": "Host", "Value": host}], "Value": value, "Timestamp": at}])
+
+
+def run(clients, instance_id, **kwargs) -> tuple[int, str, list[float]]:
+    out, slept = io.StringIO(), []
+    code = wait_healthy.wait(clients, stack="dev", host="lb-01", instance_id=instance_id, out=out, sleep=slept.append,
+                             clock=lambda: sum(slept), **{"timeout": 60, "interval": 15, **kwargs})
+    return code, out.getvalue(), slept
+
+
+def test_health_reported_after_the_launch_passes(aws):
+    instance_id, launched = launch(aws)
+    report(aws, 2, launched + datetime.timedelta(minutes=1, seconds=5))
+    code, out, slept = run(aws, instance_id)
+    assert code == 0 and slept == [] and "✓ lb-01" in out and "HealthyBackends 2" in out, out
+
+
+def test_what_the_replaced_instance_said_does_not_count(aws):
+    instance_id, launched = launch(aws)
+    report(aws, 2, launched - datetime.timedelta(minutes=3))  # the instance this one replaced
+    report(aws, 2, launched.replace(second=0, microsecond=0))  # its last words, in the launch minute
+    report(aws, 2, launched + datetime.timedelta(minutes=2), host="lb-02")  # the other load balancer
+    report(aws, 2, launched + datetime.timedelta(minutes=2), stack="other")  # another stack's lb-01
+    code, out, slept = run(aws, instance_id)
+    assert code == 1, out
+    assert slept == [15, 15, 15, 15] and out.count("… waiting") == 4  # bounded: 60 s, at 15 s intervals
+    assert "✗ lb-01" in out and "not healthy within 60 s: no HealthyBackends ≥ 1 from lb-01 since its launch" in out, out
+
+
+def test_serving_without_any_backend_is_not_healthy(aws):
+    instance_id, launched = launch(aws)
+    report(aws, 0, launched + datetime.timedelta(minutes=1, seconds=5))
+    assert run(aws, instance_id)[0] == 1
+    assert run(aws, instance_id, at_least=0)[0] == 0
+
+
+def test_an_unknown_instance_is_reported_not_raised(aws):
+    code, out, _ = run(aws, "i-0123456789abcdef0", timeout=10)
+    assert code == 1 and "asking AWS failed" in out, out
+
+
+def test_the_command_line_refuses_bad_arguments():
+    result = subprocess.run([str(REPO / "scripts/wait-healthy"), "--stack", "dev", "--region", REGION, "--host", "lb-01",
+                             "--instance-id", "i-1", "--timeout", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--timeout and --interval must be positive" in result.stderr
