@@ -101,6 +101,7 @@ def latest_metrics(client, namespace: str, minutes: int = 15) -> dict[str, float
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "seed-ec2":
         request = json.load(sys.stdin)
+        wait_until_serving(ssm_client(argv[1], argv[2]))  # the server was just started
         print(json.dumps(seed_ec2(aws_client("ec2", argv[1], argv[2]), request["instances"], request["elastic_ip_tags"], request["associate_with"])))
         return 0
     if len(argv) == 4 and argv[0] == "eip-holder":

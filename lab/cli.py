@@ -101,7 +101,7 @@ def load_state() -> LabPlan:
 # --- the program, evaluated under mocks -------------------------------------------------------------------
 
 def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | None = None,
-                     overrides: dict[str, str] | None = None) -> LabPlan:
+                     overrides: dict[str, str] | None = None, instance_ids: dict[str, str] | None = None) -> LabPlan:
     from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
     from lab.topology import plan_from_program
 
@@ -114,7 +114,7 @@ def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | 
     if acme:
         config.update(lab_acme.overrides())
     config.update(overrides or {})
-    run = run_program(config, stack="lab", region=region)
+    run = run_program(config, stack="lab", region=region, instance_ids=instance_ids)
     return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
                              floating_address=config.get("lbVirtualIp"))
 
@@ -134,6 +134,9 @@ def start_aws_api(plan: LabPlan) -> None:
         ["ip", "netns", "exec", network.CLOUD_NS, sys.executable, "-m", "moto.server", "-H", plan.api_address, "-p", "80"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
     )
+
+
+def load_parameters(plan: LabPlan) -> None:
     parameters = json.dumps({name: list(value) for name, value in plan.parameters.items()})
     result = aws_api(plan, "load", input=parameters)
     if result.returncode != 0:
@@ -141,9 +144,11 @@ def start_aws_api(plan: LabPlan) -> None:
     print(f"  {result.stdout.strip()}")
 
 
-def seed_ec2(plan: LabPlan) -> LabPlan:
-    """The instances and the Elastic IP in the AWS API stand-in's EC2, as `pulumi up` leaves them; the
-    hosts take their instance ids from it (their NoCloud meta-data), as from EC2's metadata service."""
+def seed_ec2(plan: LabPlan) -> tuple[dict[str, str], str]:
+    """The instances and the Elastic IP in the AWS API stand-in's EC2, as `pulumi up` leaves them.
+    Returns the instance ids EC2 gave (by hostname) and the Elastic IP's allocation id: the program is
+    evaluated again with them, and the hosts take their ids from it (their NoCloud meta-data), as from
+    EC2's metadata service."""
     request = {
         "instances": {h.name: {"Project": "webinfra", "Stack": plan.stack, "Role": h.role, "Name": h.name} for h in plan.hosts},
         "elastic_ip_tags": plan.elastic_ip_tags,
@@ -157,8 +162,13 @@ def seed_ec2(plan: LabPlan) -> LabPlan:
     holder = request["associate_with"]
     print(f"  {len(ids)} instances, Elastic IP {seeded['allocation_id']} "
           + (f"on {holder} ({ids[holder]})" if holder else "not associated (the active load balancer will associate it)"))
-    hosts = tuple(dataclasses.replace(h, instance_id=ids[h.name]) for h in plan.hosts)
-    return dataclasses.replace(plan, hosts=hosts, elastic_ip_allocation=seeded["allocation_id"])
+    return ids, seeded["allocation_id"]
+
+
+def topology(plan: LabPlan) -> tuple:
+    """What the lab's network is built from: the same for every evaluation of the same settings."""
+    return (plan.vpc_cidr, plan.rules, plan.floating_address, plan.elastic_ip,
+            tuple((h.name, h.role, h.db_role, h.private_ip, h.public_ip, h.security_groups, h.packages) for h in plan.hosts))
 
 
 def elastic_ip_holder(plan: LabPlan) -> str:
@@ -246,8 +256,17 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
             network.attach_host(plan, host)
 
     steps.run(f"network: VPC {plan.vpc_cidr}, gateway, security groups, {len(plan.hosts)} host namespaces", make_network)
-    steps.run(f"AWS API stand-in on {plan.aws_endpoint_url} with {len(plan.parameters)} SSM parameters", start_aws_api, plan)
-    plan = steps.run("EC2 in the AWS API stand-in: the instances and the Elastic IP", seed_ec2, plan)
+    steps.run(f"AWS API stand-in on {plan.aws_endpoint_url}", start_aws_api, plan)
+    ids, allocation = steps.run("EC2 in the AWS API stand-in: the instances and the Elastic IP", seed_ec2, plan)
+    # As on AWS, what the program declares from an instance's id (a pair's readiness gate, the alarms)
+    # names the instances EC2 made: evaluate it again with their ids. Everything the network was built
+    # from must come out the same.
+    first = plan
+    plan = steps.run("evaluate the program with the instance ids EC2 gave", evaluate_program, web_count, acme, lb_count, overrides, ids)
+    if topology(plan) != topology(first):
+        raise LabError("the program declared a different topology on its second evaluation")
+    plan = dataclasses.replace(plan, elastic_ip_allocation=allocation)
+    steps.run(f"SSM parameters in the AWS API stand-in ({len(plan.parameters)})", load_parameters, plan)
     save_state(plan)
     acme_ca = None
     if acme:

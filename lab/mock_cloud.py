@@ -39,6 +39,7 @@ class Declared:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)  # parent and ignore_changes, from a transform
+    id: str = ""  # the id the cloud gave it
 
     def __str__(self) -> str:  # failure messages name the resource
         return f"{self.type} {self.name!r}"
@@ -62,8 +63,11 @@ class ProgramRun:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Copies inputs to outputs and adds what AWS would compute (camelCase keys, as the engine)."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, instance_ids: dict[str, str] | None = None) -> None:
         self.region = region
+        # The ids EC2 gave the instances, by hostname (the lab's EC2 stand-in): a declaration that uses
+        # an instance's id (a readiness gate, an alarm) then names the very instance the lab runs.
+        self.instance_ids = instance_ids or {}
         self.resources: list[Declared] = []
         self.subnet_cidrs: dict[str, str] = {}
         self.passwords: list[str] = []
@@ -78,6 +82,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self.subnet_cidrs[resource_id] = args.inputs["cidrBlock"]
         elif typ == "aws:ec2/instance:Instance":
             kind, number = args.inputs["tags"]["Name"].rsplit("-", 1)
+            resource_id = self.instance_ids.get(args.inputs["tags"]["Name"], resource_id)
             assert ipaddress.ip_address(args.inputs["privateIp"]) in ipaddress.ip_network(self.subnet_cidrs[args.inputs["subnetId"]]), \
                 f"{args.name}: its private address is outside its subnet"
             # the address AWS gives at launch in a public subnet (the LB's Elastic IP replaces it)
@@ -102,7 +107,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
             outputs["name"] = f"{args.name}-1a2b3c"
             outputs["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}"
-        self.resources.append(Declared(typ, args.name, dict(args.inputs), outputs))
+        self.resources.append(Declared(typ, args.name, dict(args.inputs), outputs, id=resource_id))
         return [resource_id, outputs]
 
     def of_type(self, typ: str) -> list[Declared]:
@@ -137,9 +142,11 @@ def stack_config(path: str | pathlib.Path) -> tuple[dict[str, Any], str | None]:
     return settings, config.get("aws:region")
 
 
-def run_program(config: dict[str, Any], stack: str = "dev", region: str | None = "eu-west-1") -> ProgramRun:
-    """Run the program with `config` (setting name → value, without the `webinfra:` prefix)."""
-    mocks = RecordingMocks(region or "eu-west-1")
+def run_program(config: dict[str, Any], stack: str = "dev", region: str | None = "eu-west-1",
+                instance_ids: dict[str, str] | None = None) -> ProgramRun:
+    """Run the program with `config` (setting name → value, without the `webinfra:` prefix), and, where
+    known, the ids EC2 gave the instances (by hostname)."""
+    mocks = RecordingMocks(region or "eu-west-1", instance_ids)
     pulumi.runtime.set_mocks(mocks, project="webinfra", stack=stack, preview=False)
     all_config = {f"webinfra:{key}": str(value) for key, value in config.items()}
     if region:

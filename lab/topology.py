@@ -132,7 +132,7 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
     associated_with = ""
     for instance in run.of_type("aws:ec2/instance:Instance"):
         tags = instance.inputs["tags"]
-        instance_id = f"{instance.name}-id"
+        instance_id = instance.id
         if instance_id in eip_by_instance:
             associated_with = tags["Name"]
         user_data = base64.b64decode(instance.inputs["userDataBase64"])
@@ -145,7 +145,7 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
                 public_ip=eip_by_instance.get(instance_id, instance.outputs["publicIp"]),
                 security_groups=tuple(instance.inputs["vpcSecurityGroupIds"]),
                 user_data_gzip=user_data,
-                instance_id="i-" + instance_id.replace("-", "")[:17],
+                instance_id=instance_id,
                 packages=tuple(yaml.safe_load(gzip.decompress(user_data)).get("packages", ())),
             )
         )

@@ -115,3 +115,21 @@ def test_plan_carries_the_declared_smoke_command_unchanged():
     assert plan.smoke_command["environment"] == declared.inputs["environment"]
     (gate,) = [c for c in run.of_type("command:local:Command") if c.name != "smoke-test-run"]
     assert plan.local_commands[gate.name]["create"] == gate.inputs["create"]  # the pair's readiness gate
+
+
+def test_a_second_evaluation_with_ec2s_instance_ids_names_them_and_keeps_the_topology():
+    from lab.cli import topology
+
+    config, region = stack_config(STACK_FILE)
+    first = plan_from_program(run_program(config, stack="lab", region=region), stack="lab", region=region,
+                              vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"], floating_address=config.get("lbVirtualIp"))
+    ids = {h.name: f"i-0{n:016x}" for n, h in enumerate(first.hosts, start=1)}
+    run = run_program(config, stack="lab", region=region, instance_ids=ids)
+    second = plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
+                               floating_address=config.get("lbVirtualIp"))
+    assert topology(second) == topology(first)
+    assert {h.name: h.instance_id for h in second.hosts} == ids
+    # what the program declares from an instance's id names the instance EC2 made
+    assert f"--instance-id {ids['lb-01']} " in second.local_commands["lb-01-ready"]["create"]
+    alarm = next(a for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if a.inputs["name"] == "webinfra-lab-web-01-cpu-high")
+    assert alarm.inputs["dimensions"] == {"InstanceId": ids["web-01"]}
