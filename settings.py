@@ -74,6 +74,7 @@ class Settings:
     lb_count: int = 1
     lb_virtual_ip: str | None = None
     smoke_test: bool = True
+    aws_profile: str | None = None  # aws:profile: the credentials `pulumi up` uses, for its own commands
 
     # --- derived values -------------------------------------------------------------------------
     @property
@@ -112,7 +113,7 @@ class Settings:
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], *, stack: str, region: str | None) -> "Settings":
+    def from_mapping(cls, values: Mapping[str, Any], *, stack: str, region: str | None, aws_profile: str | None = None) -> "Settings":
         """Validate raw config values (strings or typed, as Pulumi gives them) over the defaults."""
         raw = {**project_defaults(), **{k: v for k, v in values.items() if v is not None}}
         unknown = sorted(set(values) - set(project_defaults()))
@@ -174,6 +175,7 @@ class Settings:
             lb_count=lb_count,
             lb_virtual_ip=lb_virtual_ip,
             smoke_test=_bool(raw, "smokeTest"),
+            aws_profile=(aws_profile or "").strip() or None,
         )
 
     @classmethod
@@ -182,7 +184,8 @@ class Settings:
 
         config = pulumi.Config(PROJECT)
         values = {key: config.get(key) for key in project_defaults()}
-        return cls.from_mapping(values, stack=pulumi.get_stack(), region=pulumi.Config("aws").get("region"))
+        aws = pulumi.Config("aws")
+        return cls.from_mapping(values, stack=pulumi.get_stack(), region=aws.get("region"), aws_profile=aws.get("profile"))
 
 
 def project_defaults() -> dict[str, Any]:
@@ -274,13 +277,14 @@ def _instance_type(raw: Mapping[str, Any], key: str) -> str:
             f"{', '.join(sorted(X86_64_FAMILIES))}; arm64 families: {', '.join(sorted(ARM64_FAMILIES))}"
         ) from None
     if has_instance_store(value):
-        # PutMetricAlarm refuses the EC2 recover action (the system status check alarm) for these
-        # types, and the stack keeps nothing on local disks: the same family without `d` does the job.
+        # EC2 cannot recover an instance with instance-store volumes onto new hardware, so the stack's
+        # system-status-check alarm (its action: recover) could never act; and the stack keeps nothing
+        # on local disks: the same family without `d` does the job.
         plain = family.replace("d", "", 1)
         suggestion = f"; use {plain}.{size} instead" if plain != family and plain in X86_64_FAMILIES | ARM64_FAMILIES else ""
         raise SettingsError(
             f"{PROJECT}:{key} {value} has instance-store volumes: EC2 cannot recover such an instance onto new "
-            f"hardware, so CloudWatch refuses the stack's recovery alarm for it, and the stack keeps all its data on "
+            f"hardware, so the stack's recovery alarm could never act for it, and the stack keeps all its data on "
             f"EBS anyway{suggestion}"
         )
     return value

@@ -204,6 +204,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             eip_allocation_id=network.lb_address.allocation_id,
             public_ip=network.lb_address.public_ip,
             tags=tags,
+            aws_profile=settings.aws_profile,
         ),
         opts=pulumi.ResourceOptions(depends_on=[secrets, lb_role]),
     )

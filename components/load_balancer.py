@@ -35,6 +35,8 @@ class LoadBalancerArgs:
     public_ip: pulumi.Input[str]
     tags: dict[str, str]
     ready_timeout_seconds: int = 900  # lb-01's first boot installs packages after EC2 reports it running
+    # The AWS profile `pulumi up` uses (aws:profile), for the readiness gate's own API calls.
+    aws_profile: str | None = None
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -47,6 +49,7 @@ class LoadBalancer(pulumi.ComponentResource):
         if len(args.slots) not in (1, 2):
             raise ValueError("a load balancer is one instance or a pair")
         self.instance_ids = {}
+        user_data = {slot.hostname: encode_user_data(lb_cloud_config(args.facts, slot.hostname, args.backends)) for slot in args.slots}
         after: list[pulumi.Resource] = []
         for slot in args.slots:
             number = slot.hostname.rsplit("-", 1)[1]
@@ -55,7 +58,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 args.profile,
                 subnet_id=args.subnet_ids[slot.subnet_index],
                 private_ip=slot.private_ip,
-                user_data_base64=encode_user_data(lb_cloud_config(args.facts, slot.hostname, args.backends)),
+                user_data_base64=user_data[slot.hostname],
                 tags={**args.tags, "Role": "lb", "Name": slot.hostname},
                 # Stateless: a new configuration means a new instance; the Elastic IP follows it.
                 replace_on_user_data_change=True,
@@ -67,7 +70,10 @@ class LoadBalancer(pulumi.ComponentResource):
             )
             self.instance_ids[slot.hostname] = instance.id
             if len(args.slots) == 2 and not after:
-                after = [self._readiness_gate(f"{name}-{number}-ready", slot.hostname, instance.id, args)]
+                # Run again whenever lb-01 is replaced, or lb-02 is about to be (its replacing inputs).
+                (second,) = args.slots[1:]
+                lb_02 = [user_data[second.hostname], second.private_ip, args.profile.key_name or ""]
+                after = [self._readiness_gate(f"{name}-{number}-ready", slot.hostname, instance.id, lb_02, args)]
         if len(args.slots) == 1:
             aws.ec2.EipAssociation(
                 f"{name}-eip-association",
@@ -84,19 +90,23 @@ class LoadBalancer(pulumi.ComponentResource):
         self.url = pulumi.Output.concat("https://", self.public_ip, "/")
         self.register_outputs({"public_ip": self.public_ip, "url": self.url, "instance_ids": self.instance_ids})
 
-    def _readiness_gate(self, name: str, hostname: str, instance_id: pulumi.Output[str], args: LoadBalancerArgs) -> command.local.Command:
-        """Waits (on the machine running `pulumi up`) until `hostname`, as just created, serves. Runs
-        again whenever that instance is replaced; `pulumi preview` never runs it."""
+    def _readiness_gate(self, name: str, hostname: str, instance_id: pulumi.Output[str], also_after: list[str],
+                        args: LoadBalancerArgs) -> command.local.Command:
+        """Waits (on the machine running `pulumi up`) until `hostname` serves: it has reported HAProxy
+        serving with a backend in the last minutes, and since its launch. Runs again whenever that
+        instance is replaced or `also_after` changes; `pulumi preview` never runs it."""
         facts = args.facts
 
         def command_line(instance: str) -> str:
             return shlex.join(["scripts/wait-healthy", "--stack", facts.stack, "--region", facts.region, "--host", hostname,
                                "--instance-id", instance, "--metric", "HealthyBackends", "--at-least", "1",
-                               "--timeout", str(args.ready_timeout_seconds), "--interval", "15"])
+                               "--within-minutes", "5", "--timeout", str(args.ready_timeout_seconds), "--interval", "15"])
 
         return command.local.Command(
             name,
             create=instance_id.apply(command_line),
-            triggers=[instance_id],
+            # the credentials `pulumi up` uses, where they come from a profile in the stack's config
+            environment={"AWS_PROFILE": args.aws_profile} if args.aws_profile else None,
+            triggers=[instance_id, *also_after],
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -9,6 +9,7 @@ Every alarm notifies the SNS topic; `alertEmail` subscribes an address to it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -43,10 +44,10 @@ class MonitoringArgs:
     disk_percent: int = 85
 
 
-def alert_key_policy(stack: str, region: str) -> pulumi.Output[str]:
+def alert_key_policy() -> pulumi.Output[str]:
     """The alarm topic's key: the account administers it (IAM policies decide who may), and CloudWatch
-    may use it only on behalf of this stack's alarms in this account (SNS's "compatibility between
-    event sources from AWS services and encrypted topics": kms:Decrypt and kms:GenerateDataKey*)."""
+    alarms may use it to publish (SNS's "compatibility between event sources from AWS services and
+    encrypted topics": kms:Decrypt and kms:GenerateDataKey*)."""
     identity = aws.get_caller_identity_output()
     partition = aws.get_partition_output().partition
 
@@ -62,15 +63,15 @@ def alert_key_policy(stack: str, region: str) -> pulumi.Output[str]:
                     "Resource": "*",
                 },
                 {
+                    # As SNS documents it for CloudWatch, without conditions: whether CloudWatch's KMS
+                    # requests carry aws:SourceArn/aws:SourceAccount is not documented, and a condition
+                    # they fail would drop every alarm silently. The key encrypts this topic only, and
+                    # the topic's own policy admits publishers of this account only.
                     "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
                     "Effect": "Allow",
                     "Principal": {"Service": "cloudwatch.amazonaws.com"},
                     "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
                     "Resource": "*",
-                    "Condition": {
-                        "StringEquals": {"aws:SourceAccount": account},
-                        "ArnLike": {"aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account}:alarm:webinfra-{stack}-*"},
-                    },
                 },
             ],
         })
@@ -92,11 +93,12 @@ class Monitoring(pulumi.ComponentResource):
             description=f"webinfra {args.stack}: encrypts the alarm topic; CloudWatch alarms may use it to publish",
             enable_key_rotation=True,
             deletion_window_in_days=7,  # stacks are torn down after a lab; a week to undo a mistake
-            policy=alert_key_policy(args.stack, args.region),
+            policy=alert_key_policy(),
             tags={**args.tags, "Role": "monitoring", "Name": f"{name}-alerts-key"},
             opts=child,
         )
-        aws.kms.Alias(f"{name}-alerts-key-alias", name=f"alias/webinfra-{args.stack}-alerts", target_key_id=key.key_id, opts=child)
+        alias = "alias/webinfra-" + re.sub(r"[^A-Za-z0-9/_-]", "-", args.stack) + "-alerts"  # a stack name may hold dots
+        aws.kms.Alias(f"{name}-alerts-key-alias", name=alias, target_key_id=key.key_id, opts=child)
         topic = aws.sns.Topic(
             f"{name}-alerts",
             # A customer-managed key: CloudWatch alarms cannot publish to a topic under the AWS-managed

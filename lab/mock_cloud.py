@@ -143,7 +143,7 @@ def stack_config(path: str | pathlib.Path) -> tuple[dict[str, Any], str | None]:
 
 
 def run_program(config: dict[str, Any], stack: str = "dev", region: str | None = "eu-west-1",
-                instance_ids: dict[str, str] | None = None) -> ProgramRun:
+                instance_ids: dict[str, str] | None = None, aws_profile: str | None = None) -> ProgramRun:
     """Run the program with `config` (setting name → value, without the `webinfra:` prefix), and, where
     known, the ids EC2 gave the instances (by hostname)."""
     mocks = RecordingMocks(region or "eu-west-1", instance_ids)
@@ -151,6 +151,8 @@ def run_program(config: dict[str, Any], stack: str = "dev", region: str | None =
     all_config = {f"webinfra:{key}": str(value) for key, value in config.items()}
     if region:
         all_config["aws:region"] = region
+    if aws_profile:
+        all_config["aws:profile"] = aws_profile
     pulumi.runtime.set_all_config(all_config)
     exports: dict[str, Any] = {}
     options: dict[str, dict[str, Any]] = {}

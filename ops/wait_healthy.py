@@ -1,13 +1,14 @@
 """scripts/wait-healthy: wait until a host has reported itself healthy since it was launched.
 
     scripts/wait-healthy --stack NAME --region R --host lb-01 --instance-id i-… [--metric HealthyBackends]
-                         [--at-least 1] [--timeout 900] [--interval 15]
+                         [--at-least 1] [--within-minutes 5] [--timeout 900] [--interval 15]
 
 Every host publishes its health each minute to CloudWatch (`webinfra/<stack>`, dimension Host; see
 webinfra-metrics.sh): a load balancer the number of web servers in its rotation, once HAProxy serves.
-A datapoint from after the instance's launch, at or above `--at-least`, means this very instance booted
-and serves; an older one belongs to the instance it replaced. Exit 0 then; exit 1 when the timeout runs
-out, naming what was missing.
+A datapoint at or above `--at-least`, from after the instance's launch (an older one belongs to the
+instance it replaced) and from the last `--within-minutes` (it serves now, not only once), means this
+very instance serves. Exit 0 then; exit 1 when the timeout runs out, naming what was missing, or at
+once when the credentials are refused (waiting would not help).
 
 `pulumi up` runs it between the two load balancers of a pair (LoadBalancer's readiness gate), so a
 change that replaces both never takes the second down before the first serves again.
@@ -22,7 +23,7 @@ import time
 from typing import Callable, TextIO
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 ClientFactory = Callable[[str], object]  # service -> boto3 client
 
@@ -32,9 +33,10 @@ def launch_time(ec2, instance_id: str) -> datetime.datetime:
     return reservations[0]["Instances"][0]["LaunchTime"]
 
 
-def healthy_since(cloudwatch, *, stack: str, host: str, metric: str, since: datetime.datetime, at_least: float) -> float | None:
+def healthy_since(cloudwatch, *, stack: str, host: str, metric: str, since: datetime.datetime, at_least: float,
+                  now: datetime.datetime | None = None) -> float | None:
     """The best value `host` reported for `metric` since `since`, when it is at least `at_least`."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     points = cloudwatch.get_metric_statistics(
         Namespace=f"webinfra/{stack}", MetricName=metric, Dimensions=[{"Name": "Host", "Value": host}],
         StartTime=since, EndTime=now + datetime.timedelta(minutes=5), Period=60, Statistics=["Maximum"],
@@ -48,22 +50,42 @@ def healthy_since(cloudwatch, *, stack: str, host: str, metric: str, since: date
     return best if best is not None and best >= at_least else None
 
 
+# Errors that no amount of waiting mends: the credentials or their rights.
+REFUSED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure", "UnrecognizedClientException",
+           "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch"}
+
+
 def wait(clients: ClientFactory, *, stack: str, host: str, instance_id: str, metric: str = "HealthyBackends",
-         at_least: float = 1, timeout: float = 900, interval: float = 15, out: TextIO = sys.stdout,
-         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> int:
+         at_least: float = 1, within_minutes: float | None = None, timeout: float = 900, interval: float = 15,
+         out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc)) -> int:
     deadline = clock() + timeout
     ec2, cloudwatch = clients("ec2"), clients("cloudwatch")
     attempt, last = 0, ""
     while True:
         attempt += 1
         try:
-            since = launch_time(ec2, instance_id)
-            value = healthy_since(cloudwatch, stack=stack, host=host, metric=metric, since=since, at_least=at_least)
+            launched = launch_time(ec2, instance_id)
+            since, what = launched, f"since its launch at {launched:%H:%M:%S}Z"
+            if within_minutes is not None and now() - datetime.timedelta(minutes=within_minutes) > launched:
+                since, what = now() - datetime.timedelta(minutes=within_minutes), f"in the last {within_minutes:g} minutes"
+            value = healthy_since(cloudwatch, stack=stack, host=host, metric=metric, since=since, at_least=at_least, now=now())
             if value is not None:
-                print(f"✓ {host} ({instance_id}) healthy: {metric} {value:g} since its launch at {since:%H:%M:%S}Z", file=out, flush=True)
+                print(f"✓ {host} ({instance_id}) healthy: {metric} {value:g} {what}", file=out, flush=True)
                 return 0
-            last = f"no {metric} ≥ {at_least:g} from {host} since its launch at {since:%H:%M:%S}Z yet"
-        except (BotoCoreError, ClientError, IndexError, KeyError) as error:
+            last = f"no {metric} ≥ {at_least:g} from {host} {what} yet"
+        except NoCredentialsError as error:
+            print(f"✗ {host}: {error} (the gate uses the credentials `pulumi up` runs with: AWS_PROFILE, environment, ...)",
+                  file=out, flush=True)
+            return 1
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in REFUSED:
+                print(f"✗ {host}: AWS refused the gate's credentials or rights ({code}): it needs ec2:DescribeInstances and "
+                      f"cloudwatch:GetMetricStatistics. {error}", file=out, flush=True)
+                return 1
+            last = f"asking AWS failed: {error}"
+        except (BotoCoreError, IndexError, KeyError) as error:
             last = f"asking AWS failed: {error}"
         if clock() + interval > deadline:
             print(f"✗ {host} ({instance_id}) not healthy within {timeout:g} s: {last}", file=out, flush=True)
@@ -84,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance-id", required=True)
     parser.add_argument("--metric", default="HealthyBackends")
     parser.add_argument("--at-least", type=float, default=1)
+    parser.add_argument("--within-minutes", type=float, help="the datapoint must also be this recent (it serves now)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--interval", type=float, default=15)
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.interval <= 0:
         parser.error("--timeout and --interval must be positive")
     return wait(client_factory(args.region), stack=args.stack, host=args.host, instance_id=args.instance_id, metric=args.metric,
-                at_least=args.at_least, timeout=args.timeout, interval=args.interval)
+                at_least=args.at_least, within_minutes=args.within_minutes, timeout=args.timeout, interval=args.interval)
 
 
 if __name__ == "__main__":

@@ -88,9 +88,12 @@ def test_lb_02_waits_for_lb_01_to_serve_so_a_pair_is_never_replaced_at_once(pair
     assert words[0] == "scripts/wait-healthy"
     args = dict(zip(words[1::2], words[2::2]))
     assert args == {"--stack": "dev", "--region": "eu-west-1", "--host": "lb-01", "--instance-id": "lb-01-instance-id",
-                    "--metric": "HealthyBackends", "--at-least": "1", "--timeout": "900", "--interval": "15"}
-    # re-run whenever lb-01 is replaced: a property dependency, so the gate is replaced with lb-01 ...
-    assert gate.inputs["triggers"] == ["lb-01-instance-id"] and gate.options["parent"] == "lb"
+                    "--metric": "HealthyBackends", "--at-least": "1", "--within-minutes": "5", "--timeout": "900", "--interval": "15"}
+    # re-run whenever lb-01 is replaced (a property dependency: the gate is replaced with lb-01), and
+    # whenever lb-02 is about to be (its user-data, address or key pair changed) ...
+    lb_02 = pair.named("lb-02-instance").inputs
+    assert gate.inputs["triggers"] == ["lb-01-instance-id", lb_02["userDataBase64"], lb_02["privateIp"], ""]
+    assert gate.options["parent"] == "lb" and "environment" not in gate.inputs
     # ... while lb-02 depends on it by depends_on alone: Pulumi does not delete lb-02 along with lb-01
     # (a dependsOn edge makes no dependent replacement), and registers lb-02 only once the gate passed
     lb_02 = pair.named("lb-02-instance")
@@ -153,3 +156,11 @@ def test_both_load_balancers_are_watched_and_keepalived_with_them(pair):
         assert alarms[f"webinfra-dev-{lb}-keepalived-down"]["dimensions"]["exe"] == "keepalived"
         assert f"webinfra-dev-{lb}-system-check" in alarms
     assert "webinfra-dev-web-01-keepalived-down" not in alarms
+
+
+def test_the_gate_uses_the_aws_profile_pulumi_up_uses():
+    from lab.mock_cloud import run_program
+
+    run = run_program({"lbCount": 2}, aws_profile="ops-admin")
+    (gate,) = [c for c in run.of_type("command:local:Command") if c.name == "lb-01-ready"]
+    assert gate.inputs["environment"] == {"AWS_PROFILE": "ops-admin"}

@@ -78,3 +78,33 @@ def test_the_command_line_refuses_bad_arguments():
     result = subprocess.run([str(REPO / "scripts/wait-healthy"), "--stack", "dev", "--region", REGION, "--host", "lb-01",
                              "--instance-id", "i-1", "--timeout", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--timeout and --interval must be positive" in result.stderr
+
+
+def test_with_a_freshness_bound_an_old_instance_must_have_reported_lately(aws):
+    instance_id, launched = launch(aws)
+    later = launched + datetime.timedelta(minutes=30)  # lb-01 long running: lb-02 is about to be replaced
+    report(aws, 2, launched + datetime.timedelta(minutes=2))  # healthy once, long ago
+    code, out, _ = run(aws, instance_id, within_minutes=5, now=lambda: later)
+    assert code == 1 and "from lb-01 in the last 5 minutes" in out, out
+    report(aws, 2, later - datetime.timedelta(minutes=2))
+    code, out, _ = run(aws, instance_id, within_minutes=5, now=lambda: later)
+    assert code == 0 and "HealthyBackends 2 in the last 5 minutes" in out, out
+
+
+class Refusing:
+    """A client whose every call AWS refuses, as it does for credentials without the rights."""
+
+    def __getattr__(self, name):
+        from botocore.exceptions import ClientError
+
+        def call(**kwargs):
+            raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "not authorized"}}, name)
+        return call
+
+
+def test_refused_credentials_fail_at_once_naming_the_rights_needed():
+    out, slept = io.StringIO(), []
+    code = wait_healthy.wait(lambda service: Refusing(), stack="dev", host="lb-01", instance_id="i-1", out=out,
+                             sleep=slept.append, clock=lambda: sum(slept), timeout=60, interval=15)
+    assert code == 1 and slept == [], out.getvalue()
+    assert "UnauthorizedOperation" in out.getvalue() and "ec2:DescribeInstances and cloudwatch:GetMetricStatistics" in out.getvalue()
