@@ -27,7 +27,6 @@ Standard library and boto3 only (python3-boto3 from Debian).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import grp
 import hashlib
 import json
@@ -57,59 +56,53 @@ class Refused(Exception):
     """The value must not be installed (wrong shape, or a validation command said no)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Destination:
-    path: str
-    part: str = "value"
-    mode: str = "0600"
-    owner: str = "root:root"
+ENTRY_KEYS = {"name": None, "parameter": None, "format": None, "files": None, "validate": [], "reload": [],
+              "service": None, "skip_if_exists": [], "once": False}
+FILE_KEYS = {"path": None, "part": "value", "mode": "0600", "owner": "root:root", "prefix": ""}
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    name: str
-    parameter: str
-    format: str
-    files: tuple[Destination, ...]
-    validate: tuple[tuple[str, ...], ...] = ()
-    reload: tuple[tuple[str, ...], ...] = ()
-    service: str | None = None
-    skip_if_exists: tuple[str, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Entry":
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"entry {data.get('name')!r}: unknown keys {sorted(unknown)}")
-        files = tuple(Destination(**f) for f in data["files"])
-        entry = cls(
-            name=data["name"], parameter=data["parameter"], format=data["format"], files=files,
-            validate=tuple(tuple(c) for c in data.get("validate", ())), reload=tuple(tuple(c) for c in data.get("reload", ())),
-            service=data.get("service"), skip_if_exists=tuple(data.get("skip_if_exists", ())),
-        )
-        if entry.format not in FORMATS:
-            raise ValueError(f"entry {entry.name!r}: unknown format {entry.format!r} (known: {sorted(FORMATS)})")
-        for f in files:
-            if f.part not in FORMATS[entry.format]:
-                raise ValueError(f"entry {entry.name!r}: {f.path} wants part {f.part!r}, which {entry.format} has not")
-            if not os.path.isabs(f.path) or not re.fullmatch(r"0[0-7]{3}", f.mode) or f.owner.count(":") != 1:
-                raise ValueError(f"entry {entry.name!r}: {f} needs an absolute path, an octal mode and user:group")
-        if not files:
-            raise ValueError(f"entry {entry.name!r}: no destination file")
-        return entry
+def _with_defaults(item: dict, keys: dict, what: str) -> dict:
+    unknown, missing = set(item) - set(keys), {k for k, v in keys.items() if v is None and k not in item and k != "service"}
+    if unknown or missing:
+        raise ValueError(f"{what}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+    return {**keys, **item}
 
 
-def load_manifest(path: str) -> list[Entry]:
-    document = json.loads(pathlib.Path(path).read_text())
-    return [Entry.from_dict(item) for item in document["entries"]]
+def check_entry(item: dict) -> dict:
+    """One manifest entry with its defaults filled in; ValueError names what is wrong with it.
+
+    name, parameter: the entry and its SSM parameter. format: "text" or "pem-certificate-and-key".
+    files: [{path, part (value | certificates | key), mode, owner, prefix (written before the
+    part: "KEY=" makes an environment file)}], written in this order.
+    validate, reload: commands (argv lists; {files[N]} is the Nth candidate file in validate).
+    service: reload only while it runs. skip_if_exists: paths that mean "not ours any more".
+    once: install only when the files are missing (a value that may not change under a running
+    host, e.g. a password its database already knows).
+    """
+    entry = _with_defaults(item, ENTRY_KEYS, f"entry {item.get('name')!r}")
+    entry['files'] = [_with_defaults(f, FILE_KEYS, f"entry {entry['name']!r} file") for f in entry['files']]
+    if entry['format'] not in FORMATS:
+        raise ValueError(f"entry {entry['name']!r}: unknown format {entry['format']!r} (known: {sorted(FORMATS)})")
+    if not entry['files']:
+        raise ValueError(f"entry {entry['name']!r}: no destination file")
+    for f in entry['files']:
+        if f['part'] not in FORMATS[entry['format']]:
+            raise ValueError(f"entry {entry['name']!r}: {f['path']} wants part {f['part']!r}, which {entry['format']} has not")
+        if not os.path.isabs(f['path']) or not re.fullmatch(r"0[0-7]{3}", f['mode']) or f['owner'].count(":") != 1:
+            raise ValueError(f"entry {entry['name']!r}: {f} needs an absolute path, an octal mode and user:group")
+    return entry
+
+
+def load_manifest(path: str) -> list[dict]:
+    return [check_entry(item) for item in json.loads(pathlib.Path(path).read_text())["entries"]]
 
 
 def digest(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:12]
 
 
-def log(entry: Entry, message: str) -> None:
-    print(f"webinfra-config-sync: {entry.name}: {message}", flush=True)
+def log(entry: dict, message: str) -> None:
+    print(f"webinfra-config-sync: {entry['name']}: {message}", flush=True)
 
 
 # --- the parameter ---------------------------------------------------------------------------------------------
@@ -151,10 +144,10 @@ def _openssl(*args: str, stdin: str) -> str:
     return result.stdout
 
 
-def parts_of(entry: Entry, value: str) -> dict[str, bytes]:
+def parts_of(entry: dict, value: str) -> dict[str, bytes]:
     """The value split into the parts of its format, each as the bytes a file will hold."""
     text = value.strip() + "\n"
-    if entry.format == "text":
+    if entry['format'] == "text":
         return {"value": text.encode()}
     blocks = [(m.group(1), m.group(0)) for m in PEM_BLOCK.finditer(value)]
     certificates = [b for kind, b in blocks if kind == "CERTIFICATE"]
@@ -175,17 +168,17 @@ def parts_of(entry: Entry, value: str) -> dict[str, bytes]:
 
 # --- install ----------------------------------------------------------------------------------------------------
 
-def _installed(destination: Destination) -> bytes | None:
+def _installed(destination: dict) -> bytes | None:
     try:
-        return pathlib.Path(destination.path).read_bytes()
+        return pathlib.Path(destination['path']).read_bytes()
     except FileNotFoundError:
         return None
 
 
-def _apply_mode(path: str, destination: Destination) -> None:
-    user, group = destination.owner.split(":")
+def _apply_mode(path: str, destination: dict) -> None:
+    user, group = destination['owner'].split(":")
     os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
-    os.chmod(path, int(destination.mode, 8))
+    os.chmod(path, int(destination['mode'], 8))
 
 
 def _expand(command: Sequence[str], candidates: list[str]) -> list[str]:
@@ -200,27 +193,29 @@ def _service_running(service: str) -> bool:
     return subprocess.run(["systemctl", "is-active", "--quiet", service], timeout=COMMAND_TIMEOUT).returncode == 0
 
 
-def sync_entry(entry: Entry, client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running) -> str:
+def sync_entry(entry: dict, client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running) -> str:
     """One entry: "skipped", "unchanged" or "installed" (reloaded or not); raises Refused."""
-    owner = next((p for p in entry.skip_if_exists if os.path.exists(p)), None)
+    owner = next((p for p in entry['skip_if_exists'] if os.path.exists(p)), None)
     if owner:
         log(entry, f"skipped: {owner} exists (its destination is managed by something else now)")
         return "skipped"
-    parts = parts_of(entry, fetch(client, entry.parameter, retry_for))
-    wanted = [(d, parts[d.part]) for d in entry.files]
+    if entry['once'] and all(os.path.exists(d['path']) for d in entry['files']):
+        return "unchanged"  # quietly, and without asking SSM: every run would say the same
+    parts = parts_of(entry, fetch(client, entry['parameter'], retry_for))
+    wanted = [(d, d['prefix'].encode() + parts[d['part']]) for d in entry['files']]
     if all(_installed(d) == content for d, content in wanted):
         for destination, _ in wanted:
-            _apply_mode(destination.path, destination)
+            _apply_mode(destination['path'], destination)
         log(entry, f"unchanged ({digest(parts['value'])})")
         return "unchanged"
 
     candidates: list[str] = []
     try:
         for destination, content in wanted:
-            directory = os.path.dirname(destination.path)
+            directory = os.path.dirname(destination['path'])
             os.makedirs(directory, mode=0o755, exist_ok=True)
             # Beside the destination: the rename into place stays on one filesystem (atomic).
-            handle, candidate = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(destination.path)}.")
+            handle, candidate = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(destination['path'])}.")
             candidates.append(candidate)
             os.fchmod(handle, 0o600)  # before any byte of a key is written
             with os.fdopen(handle, "wb") as out:
@@ -228,40 +223,40 @@ def sync_entry(entry: Entry, client, retry_for: float = 0.0, service_running: Ca
                 out.flush()
                 os.fsync(out.fileno())
             _apply_mode(candidate, destination)
-        for command in entry.validate:
+        for command in entry['validate']:
             result = _run(_expand(command, candidates))
             if result.returncode != 0:
                 raise Refused(f"{command[0]} refused it: {(result.stdout + result.stderr).strip()[-300:]}")
         for (destination, _), candidate in zip(wanted, candidates):
-            os.replace(candidate, destination.path)
+            os.replace(candidate, destination['path'])
         candidates.clear()
     finally:
         for leftover in candidates:
             os.unlink(leftover)
 
-    if entry.service and not service_running(entry.service):
-        log(entry, f"installed {digest(parts['value'])}; {entry.service} is not running (it reads it when it starts)")
+    if entry['service'] and not service_running(entry['service']):
+        log(entry, f"installed {digest(parts['value'])}; {entry['service']} is not running (it reads it when it starts)")
         return "installed"
-    for command in entry.reload:
+    for command in entry['reload']:
         result = _run(command)
         if result.returncode != 0:
             raise RuntimeError(f"installed, but {' '.join(command)} failed: {(result.stdout + result.stderr).strip()[-300:]}")
-    log(entry, f"installed {digest(parts['value'])} and reloaded" + (f" {entry.service}" if entry.service else ""))
+    log(entry, f"installed {digest(parts['value'])} and reloaded" + (f" {entry['service']}" if entry['service'] else ""))
     return "installed"
 
 
-def sync(entries: Sequence[Entry], client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running) -> dict[str, str]:
+def sync(entries: Sequence[dict], client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running) -> dict[str, str]:
     """Every entry, each on its own: one refused value does not hold back the others."""
     outcomes = {}
     for entry in entries:
         try:
-            outcomes[entry.name] = sync_entry(entry, client, retry_for, service_running)
+            outcomes[entry['name']] = sync_entry(entry, client, retry_for, service_running)
         except Refused as error:
             log(entry, f"REFUSED, the installed one stays: {error}")
-            outcomes[entry.name] = "refused"
+            outcomes[entry['name']] = "refused"
         except Exception as error:  # noqa: BLE001 - reported, and the exit status says so
             log(entry, f"FAILED: {type(error).__name__}: {error}")
-            outcomes[entry.name] = "failed"
+            outcomes[entry['name']] = "failed"
     return outcomes
 
 
