@@ -239,3 +239,67 @@ def test_a_missing_parameter_fails_after_bounded_retries():
 def test_a_wrong_manifest_entry_is_refused_whole(host, change, message):
     with pytest.raises(ValueError, match=message):
         sync.load_manifest(host.manifest([{**host.lb_entry(), **change}]))
+
+
+def test_a_password_is_written_once_as_an_environment_file(ssm, host):
+    entry = {"name": "db-app", "parameter": "/webinfra/test/db/app-password", "format": "text", "once": True,
+             "files": [{"path": str(host.root / "secrets/db-app.env"), "mode": "0600", "owner": "root:root", "prefix": "WEBINFRA_DB_PASSWORD="}],
+             "validate": [["grep", "-Eqx", "WEBINFRA_DB_PASSWORD=[A-Za-z0-9]{16,128}", "{files[0]}"]]}
+    manifest = host.manifest([entry])
+    put(ssm, "Abcdefgh12345678", entry["parameter"])
+    assert run(manifest, ssm) == 0
+    env = host.root / "secrets/db-app.env"
+    assert env.read_text() == "WEBINFRA_DB_PASSWORD=Abcdefgh12345678\n" and env.stat().st_mode & 0o777 == 0o600
+    # the database knows the first one: a changed value is not written under a running host
+    put(ssm, "Changed0000000000", entry["parameter"])
+    assert run(manifest, ssm) == 0
+    assert env.read_text() == "WEBINFRA_DB_PASSWORD=Abcdefgh12345678\n"
+    # and a value of the wrong shape never reaches a fresh host
+    env.unlink()
+    put(ssm, "not-a-generated-password!", entry["parameter"])
+    assert run(manifest, ssm) == 1 and not env.exists()
+
+
+def served_certificate(port: int) -> str:
+    import subprocess
+
+    result = subprocess.run(["sh", "-c", f"openssl s_client -starttls mysql -connect 127.0.0.1:{port} </dev/null 2>/dev/null"
+                             " | openssl x509 -noout -fingerprint -sha256"], capture_output=True, text=True, timeout=30)
+    return result.stdout.strip()
+
+
+def test_mariadb_serves_a_new_certificate_after_the_rendered_entry_without_a_restart(ssm, tmp_path):
+    """The web server's rendered db-tls entry, run against a real MariaDB (paths moved under tmp_path)."""
+    import subprocess
+
+    from provisioning import render
+    from tests.app.conftest import FACTS, start_mariadb
+
+    ca_cert, ca_key = ca()
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    first = signed_by(ca_cert, ca_key, "127.0.0.1")
+    (tls / "ca.pem").write_text(ca_cert)
+    (tls / "server.pem").write_text(first.split("-----BEGIN PRIVATE KEY-----")[0])
+    (tls / "server-key.pem").write_text("-----BEGIN PRIVATE KEY-----" + first.split("-----BEGIN PRIVATE KEY-----")[1])
+    server = start_mariadb(tmp_path, "web-01", "primary", tls)
+    try:
+        entry = json.loads(json.dumps(render.db_tls_sync(FACTS, "web-01")).replace(render.DB_TLS_DIR, str(tls)))
+        entry["reload"] = [[entry["reload"][0][0], f"--socket={server.socket}", *entry["reload"][0][1:]]]
+        manifest = tmp_path / "config-sync.json"
+        manifest.write_text(json.dumps({"entries": [entry]}))
+        # MariaDB answers the handshake only where some account may connect from
+        server.sql("CREATE USER 'probe'@'127.0.0.1' IDENTIFIED BY 'unused-password-1234'")
+        before = served_certificate(server.port)
+        assert before.startswith("sha256 Fingerprint=") or before.startswith("SHA256 Fingerprint="), before
+
+        # a re-minted certificate for the same address, from the same CA
+        bundle = signed_by(ca_cert, ca_key, "127.0.0.1")
+        put(ssm, bundle, entry["parameter"])
+        assert sync.main(["--manifest", str(manifest)], client=ssm, service_running=lambda s: True) == 0
+        after = served_certificate(server.port)
+        expected = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=bundle, capture_output=True, text=True).stdout.strip()
+        assert after == expected != before
+        assert server.process.poll() is None, "MariaDB was restarted"
+    finally:
+        server.stop()
