@@ -274,9 +274,12 @@ def reminted(exported_pem: str) -> str:
     builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365)))
     for extension in old.extensions:
-        if extension.oid != x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER:
+        if extension.oid not in (x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER, x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER):
             builder = builder.add_extension(extension.value, extension.critical)
     builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    # A client trusting both certificates (same name, no authority key id on the exported one) finds
+    # the new one's issuer among them by this.
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
     cert = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
     return cert + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
@@ -639,6 +642,11 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
               f"{report['sent']} requests during the renewal: {report['statuses']}")
         assert first != second and first.startswith("serial=")
         assert report["statuses"] == {"200": report["sent"]} and report["sent"] >= 300
+        # The runtime-configuration sync never puts the stack's self-signed certificate back over it.
+        synced = guest(active, "systemctl", "start", "webinfra-config-sync.service", timeout=120)
+        journal = guest(active, "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat").stdout
+        assert synced.returncode == 0 and "lb-certificate: skipped: /etc/letsencrypt/live/webinfra exists" in journal, journal
+        assert serial() == second
     finally:
         ca.unlink(missing_ok=True)
 
