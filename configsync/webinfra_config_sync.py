@@ -56,13 +56,14 @@ class Refused(Exception):
     """The value must not be installed (wrong shape, or a validation command said no)."""
 
 
-ENTRY_KEYS = {"name": None, "parameter": None, "format": None, "files": None, "validate": [], "reload": [],
+REQUIRED = object()
+ENTRY_KEYS = {"name": REQUIRED, "parameter": REQUIRED, "format": REQUIRED, "files": REQUIRED, "validate": [], "reload": [],
               "service": None, "skip_if_exists": [], "once": False}
-FILE_KEYS = {"path": None, "part": "value", "mode": "0600", "owner": "root:root", "prefix": ""}
+FILE_KEYS = {"path": REQUIRED, "part": "value", "mode": "0600", "owner": "root:root", "prefix": ""}
 
 
 def _with_defaults(item: dict, keys: dict, what: str) -> dict:
-    unknown, missing = set(item) - set(keys), {k for k, v in keys.items() if v is None and k not in item and k != "service"}
+    unknown, missing = set(item) - set(keys), {k for k, v in keys.items() if v is REQUIRED and k not in item}
     if unknown or missing:
         raise ValueError(f"{what}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     return {**keys, **item}
@@ -213,7 +214,8 @@ def sync_entry(entry: dict, client, retry_for: float = 0.0, service_running: Cal
     try:
         for destination, content in wanted:
             directory = os.path.dirname(destination['path'])
-            os.makedirs(directory, mode=0o755, exist_ok=True)
+            # A directory made here is as private as the file it is made for (secrets: 0700).
+            os.makedirs(directory, mode=0o755 if int(destination['mode'], 8) & 0o044 else 0o700, exist_ok=True)
             # Beside the destination: the rename into place stays on one filesystem (atomic).
             handle, candidate = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(destination['path'])}.")
             candidates.append(candidate)

@@ -250,6 +250,7 @@ def test_a_password_is_written_once_as_an_environment_file(ssm, host):
     assert run(manifest, ssm) == 0
     env = host.root / "secrets/db-app.env"
     assert env.read_text() == "WEBINFRA_DB_PASSWORD=Abcdefgh12345678\n" and env.stat().st_mode & 0o777 == 0o600
+    assert env.parent.stat().st_mode & 0o777 == 0o700
     # the database knows the first one: a changed value is not written under a running host
     put(ssm, "Changed0000000000", entry["parameter"])
     assert run(manifest, ssm) == 0
@@ -303,3 +304,11 @@ def test_mariadb_serves_a_new_certificate_after_the_rendered_entry_without_a_res
         assert server.process.poll() is None, "MariaDB was restarted"
     finally:
         server.stop()
+
+
+def test_a_manifest_entry_needs_its_parameter_and_files(host):
+    entry = host.lb_entry()
+    del entry["parameter"]
+    with pytest.raises(ValueError, match=r"missing keys \['parameter'\]"):
+        sync.load_manifest(host.manifest([entry]))
+    assert sync.load_manifest(host.manifest([host.lb_entry()]))[0]["service"] is None
