@@ -4,6 +4,8 @@ balancer of a pair moves the address through it), and receiving the hosts' Cloud
 
 `python -m lab.aws_api load ENDPOINT REGION` reads {name: [type, value]} as JSON on standard input
 (never on the command line) and stores them; the lab runs it inside its cloud namespace.
+`put-parameter` changes one (its value on standard input too), as a `pulumi up` that re-mints a
+certificate does; `get-parameter` prints one.
 """
 from __future__ import annotations
 
@@ -115,12 +117,21 @@ def main(argv: list[str]) -> int:
                               aws_secret_access_key="lab")
         print(json.dumps(latest_metrics(client, argv[3])))
         return 0
+    if len(argv) == 4 and argv[0] == "put-parameter":
+        version = ssm_client(argv[1], argv[2]).put_parameter(Name=argv[3], Type="SecureString", Value=sys.stdin.read(), Overwrite=True)
+        print(f"{argv[3]}: version {version['Version']}")
+        return 0
+    if len(argv) == 4 and argv[0] == "get-parameter":
+        print(ssm_client(argv[1], argv[2]).get_parameter(Name=argv[3], WithDecryption=True)["Parameter"]["Value"], end="")
+        return 0
     if len(argv) != 3 or argv[0] != "load":
         print("usage: python -m lab.aws_api load ENDPOINT REGION  < parameters.json\n"
               "       python -m lab.aws_api seed-ec2 ENDPOINT REGION  < instances.json\n"
               "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
               "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
-              "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE", file=sys.stderr)
+              "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"
+              "       python -m lab.aws_api put-parameter ENDPOINT REGION NAME  < value\n"
+              "       python -m lab.aws_api get-parameter ENDPOINT REGION NAME", file=sys.stderr)
         return 2
     client = ssm_client(argv[1], argv[2])
     wait_until_serving(client)

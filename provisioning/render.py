@@ -7,9 +7,11 @@ built as data and dumped with PyYAML.
 """
 from __future__ import annotations
 
+import ast
 import base64
 import gzip
 import ipaddress
+import json
 import pathlib
 from dataclasses import dataclass
 from typing import Sequence
@@ -19,6 +21,7 @@ import yaml
 
 TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
 APP_DIR = pathlib.Path(__file__).resolve().parent.parent / "app"
+CONFIG_SYNC_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "configsync" / "webinfra_config_sync.py"
 
 # EC2 refuses user-data over 16 KB (before base64). We send gzip, and keep a margin below it.
 USER_DATA_LIMIT_BYTES = 16 * 1024
@@ -39,13 +42,16 @@ WEB_PACKAGES = (
     "ca-certificates",
     "nftables",
     "openssl",
+    "python3-boto3",  # webinfra-config-sync
 )
-LB_PACKAGES = ("haproxy", "awscli", "curl", "ca-certificates", "nftables", "certbot", "openssl")
+LB_PACKAGES = ("haproxy", "awscli", "curl", "ca-certificates", "nftables", "certbot", "openssl", "python3-boto3")
 LB_PAIR_PACKAGES = ("keepalived",)
 VRRP_ROUTER_ID = 51  # one VRRP group per stack; unicast, so it never meets another stack's
 VRRP_PRIORITIES = {"lb-01": 150, "lb-02": 100}
 VRRP_MARKER_ADDRESS = f"169.254.{VRRP_ROUTER_ID}.1"  # held on lo by the active load balancer (AWS)
 CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
+ACME_LINEAGE = "/etc/letsencrypt/live/webinfra"  # certbot's --cert-name webinfra (webinfra-acme.sh.j2)
+CONFIG_SYNC_MANIFEST = "/etc/webinfra/config-sync.json"
 ACME_PORT = 8888
 
 _env = jinja2.Environment(
@@ -272,8 +278,84 @@ def keepalived_config(facts: StackFacts, hostname: str) -> str:
     )
 
 
-def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
+def shipped_python(path: pathlib.Path) -> str:
+    """A host program as it goes into user-data: the same code, without its comments and with each
+    docstring cut to its first line (EC2's 16 KB limit; the source beside app/ keeps them)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            body[0].value.value = body[0].value.value.strip().splitlines()[0]
+    return f"#!/usr/bin/python3\n# {path.parent.name}/{path.name}, comments and docstrings left out\n{ast.unparse(tree)}\n"
+
+
+def config_sync_manifest(entries: Sequence[dict]) -> str:
+    """What webinfra-config-sync keeps in step with SSM on a host (configsync/webinfra_config_sync.py
+    documents the keys). Checked here by the program's own reader, so a wrong entry fails at render
+    time, not on a running host."""
+    from configsync.webinfra_config_sync import check_entry
+
+    for entry in entries:
+        check_entry(entry)
+    return json.dumps({"entries": list(entries)}, separators=(",", ":")) + "\n"
+
+
+def lb_certificate_sync(facts: StackFacts) -> dict:
+    """The load balancer's certificate: checked by HAProxy itself before it replaces the served one,
+    then a graceful reload (the listening sockets pass to the new process: no connection dropped).
+    With ACME, certbot's certificate, once issued, owns the file: the stack's self-signed one never
+    replaces it."""
+    return {
+        "name": "lb-certificate",
+        "parameter": facts.ssm_lb_certificate,
+        "format": "pem-certificate-and-key",
+        "files": [{"path": CERTIFICATE_PATH, "part": "value", "mode": "0600", "owner": "root:root"}],
+        "validate": [["/usr/local/sbin/webinfra-check-haproxy-certificate", "/etc/webinfra/haproxy.cfg", CERTIFICATE_PATH, "{files[0]}"]],
+        "service": "haproxy",
+        "reload": [["systemctl", "reload", "haproxy"]],
+        "skip_if_exists": [ACME_LINEAGE] if facts.acme else [],
+    }
+
+
+def db_tls_sync(facts: StackFacts, hostname: str) -> dict:
+    """A web server's database certificate: it must chain to the stack's CA (the replicas verify it);
+    FLUSH SSL makes MariaDB read it for new connections without a restart."""
+    return {
+        "name": "db-tls",
+        "parameter": facts.ssm_db_tls(hostname),
+        "format": "pem-certificate-and-key",
+        "files": [
+            {"path": f"{DB_TLS_DIR}/server.pem", "part": "certificates", "mode": "0644", "owner": "root:root"},
+            {"path": f"{DB_TLS_DIR}/server-key.pem", "part": "key", "mode": "0600", "owner": "mysql:mysql"},
+        ],
+        "validate": [["openssl", "verify", "-CAfile", f"{DB_TLS_DIR}/ca.pem", "{files[0]}"]],
+        "service": "mariadb",
+        "reload": [["mariadb", "--connect-timeout=10", "-e", "FLUSH SSL"]],
+        "skip_if_exists": [],
+    }
+
+
+def password_sync(name: str, parameter: str, env_key: str) -> dict:
+    """A generated database password, into a root-only environment file, once: the databases know
+    it from the first boot on, so a changed value must not reach a running host this way."""
+    return {
+        "name": name,
+        "parameter": parameter,
+        "format": "text",
+        "files": [{"path": f"/etc/webinfra/secrets/{name}.env", "mode": "0600", "owner": "root:root", "prefix": f"{env_key}="}],
+        # Generated passwords are alphanumeric; anything else means a wrong or tampered value.
+        "validate": [["grep", "-Eqx", f"{env_key}=[A-Za-z0-9]{{16,128}}", "{files[0]}"]],
+        "once": True,
+    }
+
+
+def _common_files(facts: StackFacts, hostname: str, role: str, sync_entries: Sequence[dict]) -> list[dict]:
     return [
+        _file("/usr/local/sbin/webinfra-config-sync", shipped_python(CONFIG_SYNC_PROGRAM), "0755"),
+        _file(CONFIG_SYNC_MANIFEST, config_sync_manifest(sync_entries)),
+        _file("/etc/systemd/system/webinfra-config-sync.service", read_file("webinfra-config-sync.service")),
+        _file("/etc/systemd/system/webinfra-config-sync.timer", read_file("webinfra-config-sync.timer")),
         _file("/usr/local/sbin/webinfra-metrics", read_file("webinfra-metrics.sh"), "0755"),
         _file("/etc/systemd/system/webinfra-metrics.service", read_file("webinfra-metrics.service")),
         _file("/etc/systemd/system/webinfra-metrics.timer", read_file("webinfra-metrics.timer")),
@@ -283,7 +365,6 @@ def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
         _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
         _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-install-ssm-agent", read_file("webinfra-install-ssm-agent.sh"), "0755"),
-        _file("/usr/local/sbin/webinfra-fetch-secret", read_file("webinfra-fetch-secret.sh"), "0755"),
     ]
 
 
@@ -298,10 +379,6 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         raise ValueError("a replica needs the primary's address, and only a replica")
     env = {
         "WEBINFRA_ROLE": role,
-        "WEBINFRA_SSM_DB_APP_PASSWORD": facts.ssm_db_app_password,
-        "WEBINFRA_SSM_DB_REPLICATION_PASSWORD": facts.ssm_db_replication_password,
-        "WEBINFRA_SSM_DB_TLS": facts.ssm_db_tls(hostname),
-        "WEBINFRA_DB_TLS_DIR": DB_TLS_DIR,
         "WEBINFRA_DB_TLS_CA": f"{DB_TLS_DIR}/ca.pem",
         "WEBINFRA_DB_NAME": DB_NAME,
         "WEBINFRA_DB_USER": DB_APP_USER,
@@ -315,7 +392,11 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
     files = [
         _env_file(facts, **env),
-        *_common_files(facts, hostname, "web"),
+        *_common_files(facts, hostname, "web", [
+            password_sync("db-app", facts.ssm_db_app_password, "WEBINFRA_DB_PASSWORD"),
+            password_sync("db-replication", facts.ssm_db_replication_password, "WEBINFRA_DB_REPLICATION_PASSWORD"),
+            db_tls_sync(facts, hostname),
+        ]),
         _file(
             "/etc/mysql/mariadb.conf.d/60-webinfra.cnf",
             render_template(
@@ -340,7 +421,7 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             "0600",
         ),
         _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
-        _file("/opt/webinfra/app/webinfra_app.py", (APP_DIR / "webinfra_app.py").read_text()),
+        _file("/opt/webinfra/app/webinfra_app.py", shipped_python(APP_DIR / "webinfra_app.py")),
         _file("/opt/webinfra/app/schema.sql", (APP_DIR / "schema.sql").read_text()),
         _file("/etc/systemd/system/webinfra-app.service", read_file("webinfra-app.service")),
         _file(
@@ -398,14 +479,14 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
     paths = {"certificate_path": CERTIFICATE_PATH, "acme_port": ACME_PORT}
     env = {
         "WEBINFRA_ROLE": "lb",
-        "WEBINFRA_SSM_LB_CERTIFICATE": facts.ssm_lb_certificate,
         "WEBINFRA_STATS_PORT": str(HAPROXY_STATS_PORT),
         "WEBINFRA_PRIVATE_ADDRESS": lb_address(facts, hostname),
         "WEBINFRA_LB_PAIR": "yes" if facts.lb_pair else "no",
     }
     files = [
         _env_file(facts, **env),
-        *_common_files(facts, hostname, "lb"),
+        *_common_files(facts, hostname, "lb", [lb_certificate_sync(facts)]),
+        _file("/usr/local/sbin/webinfra-check-haproxy-certificate", read_file("webinfra-check-haproxy-certificate.sh"), "0755"),
         _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme, admin_cidr=facts.admin_cidr)),
         _file(
             "/usr/local/sbin/webinfra-bootstrap",

@@ -15,19 +15,9 @@ webinfra-install-cloudwatch-agent
 step "system user for the app"
 getent passwd webinfra >/dev/null || adduser --system --group --no-create-home --home /nonexistent webinfra
 
-step "secrets from SSM Parameter Store"
-webinfra-fetch-secret "$WEBINFRA_SSM_DB_APP_PASSWORD" /etc/webinfra/secrets/db-app.env env:WEBINFRA_DB_PASSWORD
-webinfra-fetch-secret "$WEBINFRA_SSM_DB_REPLICATION_PASSWORD" /etc/webinfra/secrets/db-replication.env env:WEBINFRA_DB_REPLICATION_PASSWORD
-
-step "database TLS certificate from SSM Parameter Store"
-webinfra-fetch-secret "$WEBINFRA_SSM_DB_TLS" "$WEBINFRA_DB_TLS_DIR/server-bundle.pem" pem
-(umask 077; openssl x509 -in "$WEBINFRA_DB_TLS_DIR/server-bundle.pem" -out "$WEBINFRA_DB_TLS_DIR/server.pem"
- openssl pkey -in "$WEBINFRA_DB_TLS_DIR/server-bundle.pem" -out "$WEBINFRA_DB_TLS_DIR/server-key.pem")
-rm -f "$WEBINFRA_DB_TLS_DIR/server-bundle.pem"
-chmod 0755 "$WEBINFRA_DB_TLS_DIR"
-chmod 0644 "$WEBINFRA_DB_TLS_DIR/server.pem" "$WEBINFRA_DB_TLS_DIR/ca.pem"
-chown mysql:mysql "$WEBINFRA_DB_TLS_DIR/server-key.pem"
-openssl verify -CAfile "$WEBINFRA_DB_TLS_DIR/ca.pem" "$WEBINFRA_DB_TLS_DIR/server.pem"
+step "secrets and the database TLS certificate from SSM Parameter Store (webinfra-config-sync, as its timer runs it)"
+systemctl daemon-reload
+systemctl start webinfra-config-sync.service
 
 step "MariaDB as $WEBINFRA_ROLE"
 # Restart, not just start: a server already running (started by its package, or baked into an
@@ -60,9 +50,9 @@ fi
 systemctl enable nginx
 systemctl reload-or-restart nginx
 
-step "health metrics to CloudWatch, every minute"
+step "health metrics to CloudWatch, every minute; runtime configuration from SSM, every 5 minutes"
 systemctl daemon-reload
-systemctl enable --now webinfra-metrics.timer
+systemctl enable --now webinfra-metrics.timer webinfra-config-sync.timer
 
 step "waiting for /health (bounded)"
 for _ in $(seq 1 60); do

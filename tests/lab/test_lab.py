@@ -5,6 +5,7 @@ Figures (failed requests, recovery gap, replication delay) are printed for the r
 loosely, not timed tightly: machines here are shared.
 """
 import json
+import pathlib
 import subprocess
 import sys
 import time
@@ -280,6 +281,145 @@ print(round(time.monotonic() - start, 1), answer.split(b"\\r\\n")[0].decode())
     assert 8 <= float(seconds) <= 16 and " 408 " in status + " ", result.stdout + result.stderr
 
 
+# runtime configuration: a re-minted certificate reaches the running hosts ------------------------------------
+
+def parameter(running_lab, command: str, name: str, value: str | None = None) -> str:
+    """get-parameter / put-parameter in the AWS API stand-in (the value on standard input, never argv)."""
+    result = subprocess.run(["ip", "netns", "exec", "wi-cloud", sys.executable, "-m", "lab.aws_api", command,
+                             running_lab["aws_endpoint_url"], "us-east-1", name], input=value, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def reminted(exported_pem: str) -> str:
+    """What `pulumi up` makes 30 days before expiry: a new key and a new self-signed certificate for
+    the same names (certificate, then key, as the program stores it)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    old = x509.load_pem_x509_certificate(exported_pem.encode())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365)))
+    for extension in old.extensions:
+        if extension.oid not in (x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER, x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER):
+            builder = builder.add_extension(extension.value, extension.critical)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    # A client trusting both certificates (same name, no authority key id on the exported one) finds
+    # the new one's issuer among them by this.
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+    cert = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    return cert + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+
+def served_fingerprint(address: str) -> str:
+    """The certificate a load balancer serves now, seen from the lab's internet."""
+    result = client("sh", "-c", f"openssl s_client -connect {address}:443 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256")
+    return result.stdout.strip()
+
+
+def fingerprint(pem: str) -> str:
+    result = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=pem, capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def sync_manifest(host: str) -> dict:
+    return {e["name"]: e for e in json.loads(guest(host, "cat", "/etc/webinfra/config-sync.json").stdout)["entries"]}
+
+
+def test_a_reminted_certificate_is_served_by_every_load_balancer_without_a_failed_request(running_lab, tmp_path):
+    url, lbs = running_lab["url"], hosts(running_lab, "lb")
+    name = sync_manifest(lbs[0]["name"])["lb-certificate"]["parameter"]
+    exported = pathlib.Path(CA).read_text()
+    original = parameter(running_lab, "get-parameter", name)
+    assert fingerprint(original) == fingerprint(exported)
+    new = reminted(exported)
+    # Clients trust the exported certificate and the new one: during the rotation either is served.
+    both = tmp_path / "both.pem"
+    both.write_text(exported + new.split("-----BEGIN PRIVATE KEY-----")[0])
+    masters = {lb["name"]: guest(lb["name"], "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip() for lb in lbs}
+
+    def rotate(value: str) -> float:
+        """The parameter changed in the AWS API, then the sync unit started on every load balancer,
+        as its timer starts it; returns the seconds until every one of them serves it."""
+        began = time.monotonic()
+        parameter(running_lab, "put-parameter", name, value)
+        for lb in lbs:
+            run = guest(lb["name"], "systemctl", "start", "webinfra-config-sync.service", timeout=120)
+            assert run.returncode == 0, run.stdout + run.stderr
+        wanted = fingerprint(value)
+        wait_until("every load balancer serving the new certificate",
+                   lambda: all(served_fingerprint(lb["public_address"]) == wanted for lb in lbs), 30, 0.2)
+        return time.monotonic() - began
+
+    rate, duration = 20, 25
+    requests = stream(url, rate, duration, timeout=5, cacert=str(both))
+    try:
+        time.sleep(4)
+        seconds = rotate(new)
+        report = json.loads(requests.communicate(timeout=duration + 60)[0])
+    finally:
+        if requests.poll() is None:
+            requests.kill()
+        back = rotate(original)  # the later tests (and scripts/smoke) trust the exported certificate
+    failed = [r for r in report["records"] if r["status"] != 200]
+    print(f"certificate rotation under {rate} req/s: {report['sent']} requests, {len(failed)} failed; "
+          f"parameter changed + sync unit started on {len(lbs)} load balancers -> new certificate served by all after {seconds:.2f} s; "
+          f"rotated back in {back:.2f} s")
+    assert failed == [] and report["sent"] >= rate * (duration - 5), (report["statuses"], failed[:5])
+    for lb in lbs:
+        # a graceful reload: the same HAProxy master, and the journal says what happened (no value in it)
+        assert guest(lb["name"], "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip() == masters[lb["name"]]
+        journal = guest(lb["name"], "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat").stdout
+        assert journal.count("lb-certificate: installed") >= 2 and "PRIVATE KEY" not in journal, journal
+        # nothing changed since: the next run reloads nothing
+        again = guest(lb["name"], "systemctl", "start", "webinfra-config-sync.service", timeout=120)
+        assert again.returncode == 0
+        journal = guest(lb["name"], "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat").stdout
+        outcomes = [line for line in journal.splitlines() if line.startswith("webinfra-config-sync: lb-certificate: ")]
+        assert outcomes[-1].startswith("webinfra-config-sync: lb-certificate: unchanged"), outcomes
+    assert all(served_fingerprint(lb["public_address"]) == fingerprint(exported) for lb in lbs)
+    assert smoke(url, web_names(running_lab)).returncode == 0
+
+
+def test_a_database_certificate_the_replicas_would_refuse_is_not_installed(running_lab):
+    from lab.mock_tls import cert_request, locally_signed_cert, private_key, self_signed_cert
+
+    primary, replica = web_names(running_lab)[:2]
+    name = sync_manifest(primary)["db-tls"]["parameter"]
+    original = parameter(running_lab, "get-parameter", name)
+    served = lambda: guest(replica, "sh", "-c", f"openssl s_client -starttls mysql -connect {hosts(running_lab, 'web')[0]['address']}:3306 "  # noqa: E731
+                           "</dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256").stdout.strip()
+    before = served()
+    assert before == fingerprint(original)
+    # a certificate for the same address, signed by a CA that is not the stack's
+    ca_key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    ca_cert = self_signed_cert({"privateKeyPem": ca_key, "subject": {"commonName": "not the stack's CA"}, "isCaCertificate": True,
+                                "validityPeriodHours": 24, "allowedUses": ["cert_signing"]})["certPem"]
+    key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    address = hosts(running_lab, "web")[0]["address"]
+    request = cert_request({"privateKeyPem": key, "subject": {"commonName": address}, "ipAddresses": [address]})["certRequestPem"]
+    stranger = locally_signed_cert({"certRequestPem": request, "caCertPem": ca_cert, "caPrivateKeyPem": ca_key,
+                                    "validityPeriodHours": 24, "allowedUses": ["server_auth"]})["certPem"] + key
+    parameter(running_lab, "put-parameter", name, stranger)
+    try:
+        refused = guest(primary, "systemctl", "start", "webinfra-config-sync.service", timeout=120)
+        journal = guest(primary, "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat", "-n", "20").stdout
+    finally:
+        parameter(running_lab, "put-parameter", name, original)
+    assert refused.returncode != 0 and "db-tls: REFUSED, the installed one stays" in journal, journal
+    assert served() == before
+    assert guest(primary, "systemctl", "start", "webinfra-config-sync.service", timeout=120).returncode == 0
+    # replication over TLS still works: a new connection from the replica verifies the primary
+    sql(replica, "STOP SLAVE; START SLAVE")
+    stored = post_message(running_lab["url"], "after the refused certificate")
+    wait_until(f"the write on {replica}", lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1", 30)
+
+
 # monitoring ----------------------------------------------------------------------------------------------
 
 def metrics_in_the_aws_stand_in(running_lab) -> dict:
@@ -534,6 +674,11 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
               f"{report['sent']} requests during the renewal: {report['statuses']}")
         assert first != second and first.startswith("serial=")
         assert report["statuses"] == {"200": report["sent"]} and report["sent"] >= 300
+        # The runtime-configuration sync never puts the stack's self-signed certificate back over it.
+        synced = guest(active, "systemctl", "start", "webinfra-config-sync.service", timeout=120)
+        journal = guest(active, "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat").stdout
+        assert synced.returncode == 0 and "lb-certificate: skipped: /etc/letsencrypt/live/webinfra exists" in journal, journal
+        assert serial() == second
     finally:
         ca.unlink(missing_ok=True)
 

@@ -4,6 +4,7 @@ The validators are the tools the hosts themselves use (haproxy -c, nginx -t) plu
 schema check, shellcheck and systemd-analyze, all from Debian's packages (installed by .ci/run).
 """
 import dataclasses
+import json
 import pathlib
 import subprocess
 
@@ -57,7 +58,7 @@ def test_cloud_configs_start_with_the_header_on_the_very_first_line():
 def test_files_are_written_verbatim_from_the_templates_and_the_app():
     files = files_of(web_config(FACTS, "web-01", "primary", None))
     app_dir = pathlib.Path(render.APP_DIR)
-    assert files["/opt/webinfra/app/webinfra_app.py"]["content"] == (app_dir / "webinfra_app.py").read_text()
+    assert files["/opt/webinfra/app/webinfra_app.py"]["content"] == render.shipped_python(app_dir / "webinfra_app.py")
     assert files["/opt/webinfra/app/schema.sql"]["content"] == (app_dir / "schema.sql").read_text()
     assert files["/usr/local/sbin/webinfra-db-setup"]["content"] == render.read_file("webinfra-db-setup.sh")
     assert files["/usr/local/sbin/webinfra-db-setup"]["permissions"] == "0755"
@@ -91,7 +92,7 @@ def test_templates_refuse_missing_values():
 def test_endpoint_override_reaches_the_hosts():
     facts = dataclasses.replace(FACTS, stack="lab", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
     env = files_of(web_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
-    assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env and "WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/lab/db/app-password\n" in env
+    assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env
     assert "WEBINFRA_AWS_AGENTS=no\n" in env  # the agents cannot talk to a stand-in
     dev_env = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "WEBINFRA_AWS_AGENTS=yes\n" in dev_env
@@ -207,13 +208,13 @@ def all_rendered_files() -> dict[str, str]:
     return {f"{kind}:{path}": f["content"] for kind, text in configs.items() for path, f in files_of(text).items()}
 
 
-SCRIPTS = sorted(key for key in all_rendered_files() if ":/usr/local/sbin/" in key)
+SCRIPTS = sorted(key for key, content in all_rendered_files().items() if ":/usr/local/sbin/" in key and content.startswith("#!/bin/"))
 
 
 def test_every_host_gets_its_bootstrap_and_helpers():
     assert {"primary:/usr/local/sbin/webinfra-bootstrap", "lb:/usr/local/sbin/webinfra-bootstrap",
             "lb:/usr/local/sbin/webinfra-acme", "lb:/usr/local/sbin/webinfra-install-certificate",
-            "replica:/usr/local/sbin/webinfra-fetch-secret", "lb:/usr/local/sbin/webinfra-install-firewall"} <= set(SCRIPTS)
+            "lb:/usr/local/sbin/webinfra-check-haproxy-certificate", "lb:/usr/local/sbin/webinfra-install-firewall"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("key", SCRIPTS)
@@ -329,6 +330,8 @@ def test_ssh_reaches_the_firewall_only_when_enabled():
 
 
 @pytest.mark.parametrize("key", ["primary:/etc/systemd/system/webinfra-app.service",
+                                 "primary:/etc/systemd/system/webinfra-config-sync.service",
+                                 "lb:/etc/systemd/system/webinfra-config-sync.timer",
                                  "lb:/etc/systemd/system/webinfra-certificate.service",
                                  "lb:/etc/systemd/system/webinfra-certificate.timer",
                                  "primary:/etc/systemd/system/webinfra-metrics.timer",
@@ -400,3 +403,92 @@ def test_replication_is_pointed_from_one_script_over_verified_tls():
         assert "CHANGE MASTER" not in files[f"replica:/usr/local/sbin/{caller}"], caller
     assert 'webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos' in files["replica:/usr/local/sbin/webinfra-db-setup"]
     assert 'webinfra-db-follow "$peer" current_pos' in files["primary:/usr/local/sbin/webinfra-db-fence"]
+
+
+# --- runtime configuration from SSM (webinfra-config-sync) -------------------------------------------------
+
+def manifest_of(cloud_config: str) -> dict[str, dict]:
+    from configsync.webinfra_config_sync import check_entry
+
+    content = files_of(cloud_config)[render.CONFIG_SYNC_MANIFEST]["content"]
+    return {e["name"]: check_entry(e) for e in json.loads(content)["entries"]}
+
+
+def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
+    lb = manifest_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
+    assert list(lb) == ["lb-certificate"]
+    entry = lb["lb-certificate"]
+    assert entry["parameter"] == FACTS.ssm_lb_certificate and entry["files"][0]["path"] == render.CERTIFICATE_PATH
+    assert entry["reload"] == [["systemctl", "reload", "haproxy"]], "a restart would drop connections"
+    assert entry["validate"][0][0] == "/usr/local/sbin/webinfra-check-haproxy-certificate" and not entry["once"]
+    assert entry["skip_if_exists"] == []
+    # with a domain, certbot's certificate, once there, is never replaced by the stack's self-signed one
+    acme = manifest_of(render.lb_cloud_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2))
+    assert acme["lb-certificate"]["skip_if_exists"] == [render.ACME_LINEAGE]
+
+    web = manifest_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
+    assert list(web) == ["db-app", "db-replication", "db-tls"]
+    assert web["db-app"]["once"] and web["db-replication"]["once"], "a running database would not know a changed password"
+    assert web["db-app"]["files"][0]["mode"] == "0600" and web["db-app"]["parameter"] == FACTS.ssm_db_app_password
+    tls = web["db-tls"]
+    assert tls["parameter"] == FACTS.ssm_db_tls("web-02") and tls["service"] == "mariadb"
+    assert [(f["path"], f["part"], f["mode"], f["owner"]) for f in tls["files"]] == [
+        (f"{render.DB_TLS_DIR}/server.pem", "certificates", "0644", "root:root"),
+        (f"{render.DB_TLS_DIR}/server-key.pem", "key", "0600", "mysql:mysql")]
+    assert ["openssl", "verify", "-CAfile", f"{render.DB_TLS_DIR}/ca.pem", "{files[0]}"] in tls["validate"]
+    assert tls["reload"] == [["mariadb", "--connect-timeout=10", "-e", "FLUSH SSL"]], "a restart would cut replication"
+    # every parameter a host reads is one its role may read (stack.py grants exactly these)
+    assert {e["parameter"] for e in web.values()} == {FACTS.ssm_db_app_password, FACTS.ssm_db_replication_password, FACTS.ssm_db_tls("web-02")}
+
+
+def test_a_wrong_sync_entry_fails_at_render_time():
+    with pytest.raises(ValueError, match="unknown format"):
+        render.config_sync_manifest([{**render.lb_certificate_sync(FACTS), "format": "pem"}])
+
+
+def test_the_password_check_accepts_a_generated_password_only(tmp_path):
+    (command,) = render.password_sync("db-app", "/p", "WEBINFRA_DB_PASSWORD")["validate"]
+    for value, accepted in (("Abc123" * 4, True), ("short", False), ("has space in it 123456", False), ("x" * 20 + "';--", False)):
+        candidate = tmp_path / "db-app.env"
+        candidate.write_text(f"WEBINFRA_DB_PASSWORD={value}\n")
+        result = run(*[str(candidate) if arg == "{files[0]}" else arg for arg in command])
+        assert (result.returncode == 0) == accepted, value
+
+
+def test_haproxy_checks_a_candidate_certificate_before_it_replaces_the_served_one(tmp_path, certificate):
+    require_tool("haproxy")
+    files = files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
+    script = tmp_path / "webinfra-check-haproxy-certificate"
+    script.write_text(files["/usr/local/sbin/webinfra-check-haproxy-certificate"]["content"])
+    script.chmod(0o755)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(files["/etc/webinfra/haproxy.cfg"]["content"])
+    assert run(str(script), str(config), render.CERTIFICATE_PATH, certificate).returncode == 0
+    broken = tmp_path / "broken.pem"
+    broken.write_text(pathlib.Path(certificate).read_text().split("-----BEGIN PRIVATE KEY-----")[0])  # no key
+    result = run(str(script), str(config), render.CERTIFICATE_PATH, str(broken))
+    assert result.returncode != 0, result.stdout + result.stderr
+
+
+def test_host_programs_ship_as_their_source_without_comments_and_run(tmp_path):
+    import ast
+
+    def code_only(text: str) -> str:
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                body[0].value.value = "doc"
+        return ast.dump(tree)
+
+    files = files_of(web_config(FACTS, "web-01", "primary", None))
+    for path, source in (("/usr/local/sbin/webinfra-config-sync", render.CONFIG_SYNC_PROGRAM),
+                         ("/opt/webinfra/app/webinfra_app.py", render.APP_DIR / "webinfra_app.py")):
+        shipped = files[path]["content"]
+        assert shipped.startswith("#!/usr/bin/python3\n") and code_only(shipped) == code_only(source.read_text()), path
+        assert len(shipped) < len(source.read_text())
+    program = tmp_path / "webinfra-config-sync"
+    program.write_text(files["/usr/local/sbin/webinfra-config-sync"]["content"])
+    result = run("/usr/bin/python3", str(program), "--help")
+    assert result.returncode == 0 and "runtime configuration from SSM" in result.stdout, result.stderr
