@@ -47,6 +47,13 @@ VRRP_PRIORITIES = {"lb-01": 150, "lb-02": 100}
 VRRP_MARKER_ADDRESS = f"169.254.{VRRP_ROUTER_ID}.1"  # held on lo by the active load balancer (AWS)
 CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
 ACME_PORT = 8888
+# AWS publishes its agents for Debian in its own regional buckets (Debian does not package them).
+# The host fills in {region} and {arch} (webinfra-install-aws-package). The lab serves stand-ins at
+# exactly these URLs (lab/aws_downloads.py), so it boots the same install path as EC2.
+AWS_AGENT_URLS = {
+    "amazon-ssm-agent": "https://s3.{region}.amazonaws.com/amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb",
+    "amazon-cloudwatch-agent": "https://amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com/debian/{arch}/latest/amazon-cloudwatch-agent.deb",
+}
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -88,11 +95,6 @@ class StackFacts:
     @property
     def acme(self) -> bool:
         return bool(self.domain and self.acme_email and self.acme_server)
-
-    @property
-    def aws_agents(self) -> bool:
-        """The SSM and CloudWatch agents only talk to the real AWS: not where the APIs are stood in."""
-        return self.aws_endpoint_url is None
 
     @property
     def ssm_lb_certificate(self) -> str:
@@ -209,7 +211,6 @@ def _env_file(facts: StackFacts, **values: str) -> dict:
         "WEBINFRA_STACK": facts.stack,
         "WEBINFRA_AWS_REGION": facts.region,
         "WEBINFRA_AWS_ENDPOINT_URL": facts.aws_endpoint_url or "",
-        "WEBINFRA_AWS_AGENTS": "yes" if facts.aws_agents else "no",
         **values,
     }
     return _file("/etc/webinfra/webinfra.env", render_template("webinfra.env.j2", env=env))
@@ -273,12 +274,15 @@ def _common_files(facts: StackFacts, hostname: str, role: str) -> list[dict]:
         _file("/usr/local/sbin/webinfra-metrics", read_file("webinfra-metrics.sh"), "0755"),
         _file("/etc/systemd/system/webinfra-metrics.service", read_file("webinfra-metrics.service")),
         _file("/etc/systemd/system/webinfra-metrics.timer", read_file("webinfra-metrics.timer")),
-        _file("/usr/local/sbin/webinfra-install-cloudwatch-agent", read_file("webinfra-install-cloudwatch-agent.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-agents", read_file("webinfra-install-agents.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-cloudwatch-agent",
+              render_template("webinfra-install-cloudwatch-agent.sh.j2", url=AWS_AGENT_URLS["amazon-cloudwatch-agent"]), "0755"),
         _file("/usr/local/sbin/webinfra-install-aws-package", read_file("webinfra-install-aws-package.sh"), "0755"),
         _file("/etc/webinfra/cloudwatch-agent.json", render_template("cloudwatch-agent.json.j2", processes=role_processes(role, lb_pair=facts.lb_pair))),
         _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
         _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),
-        _file("/usr/local/sbin/webinfra-install-ssm-agent", read_file("webinfra-install-ssm-agent.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-ssm-agent",
+              render_template("webinfra-install-ssm-agent.sh.j2", url=AWS_AGENT_URLS["amazon-ssm-agent"]), "0755"),
         _file("/usr/local/sbin/webinfra-fetch-secret", read_file("webinfra-fetch-secret.sh"), "0755"),
     ]
 

@@ -92,9 +92,26 @@ def test_endpoint_override_reaches_the_hosts():
     facts = dataclasses.replace(FACTS, stack="lab", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
     env = files_of(web_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env and "WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/lab/db/app-password\n" in env
-    assert "WEBINFRA_AWS_AGENTS=no\n" in env  # the agents cannot talk to a stand-in
-    dev_env = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
-    assert "WEBINFRA_AWS_AGENTS=yes\n" in dev_env
+
+
+def test_the_agents_install_the_same_way_with_or_without_an_endpoint_override():
+    """The lab boots the install path EC2 runs: no switch in the user-data skips the agents."""
+    lab = dataclasses.replace(FACTS, aws_endpoint_url="http://10.0.0.1:5000")
+    for name in ("webinfra-install-agents", "webinfra-install-ssm-agent", "webinfra-install-cloudwatch-agent", "webinfra-install-aws-package"):
+        path = f"/usr/local/sbin/{name}"
+        assert files_of(web_config(lab, "web-01", "primary", None))[path] == files_of(web_config(FACTS, "web-01", "primary", None))[path]
+    env = files_of(web_config(lab, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
+    assert "AGENTS" not in env
+    files = all_rendered_files()
+    for kind in ("primary", "lb-pair"):
+        assert "\nwebinfra-install-agents\n" in files[f"{kind}:/usr/local/sbin/webinfra-bootstrap"]
+        assert ("https://s3.{region}.amazonaws.com/amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb"
+                in files[f"{kind}:/usr/local/sbin/webinfra-install-ssm-agent"])
+        assert ("https://amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com/debian/{arch}/latest/amazon-cloudwatch-agent.deb"
+                in files[f"{kind}:/usr/local/sbin/webinfra-install-cloudwatch-agent"])
+    # apt-get waits (bounded) for dpkg's lock where a bare dpkg -i failed at once (tests/lab proves it on a host)
+    installer = files["primary:/usr/local/sbin/webinfra-install-aws-package"]
+    assert "apt-get install -y --no-install-recommends \\\n        -o DPkg::Lock::Timeout=" in installer and "\ndpkg -i" not in installer
 
 
 def test_user_data_is_stable_gzip():
