@@ -35,7 +35,7 @@ fi
 chmod 0644 "$package"
 if ! LC_ALL=C DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         -o DPkg::Lock::Timeout="$lock_timeout" "$package" 2>&1 | tee "$workdir/apt.log"; then
-    if grep -q "Could not get lock" "$workdir/apt.log"; then
+    if grep -qE "Could not get lock|Unable to acquire the dpkg" "$workdir/apt.log"; then
         say "NOT INSTALLED: the package lock was still held after ${lock_timeout}s (by the process named above)" >&2
     else
         say "NOT INSTALLED: apt-get failed (above)" >&2
