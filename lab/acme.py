@@ -33,13 +33,7 @@ def overrides() -> dict[str, str]:
 
 
 def _listener_certificate(directory: pathlib.Path) -> str:
-    ca_key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    ca = mock_tls.self_signed_cert({"privateKeyPem": ca_key, "subject": {"commonName": "webinfra lab ACME listener CA"},
-                                    "validityPeriodHours": 48, "isCaCertificate": True, "allowedUses": ["cert_signing"]})["certPem"]
-    key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    request = mock_tls.cert_request({"privateKeyPem": key, "subject": {"commonName": "pebble"}, "ipAddresses": [CLIENT_ADDRESS]})
-    cert = mock_tls.locally_signed_cert({**request, "caCertPem": ca, "caPrivateKeyPem": ca_key, "validityPeriodHours": 48,
-                                         "allowedUses": ["server_auth", "digital_signature"]})["certPem"]
+    ca, cert, key = mock_tls.lab_listener("webinfra lab ACME listener", ip_addresses=(CLIENT_ADDRESS,))
     (directory / "pebble-cert.pem").write_text(cert)
     (directory / "pebble-key.pem").write_text(key)
     (directory / "pebble-key.pem").chmod(0o600)

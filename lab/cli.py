@@ -26,6 +26,7 @@ import sys
 import time
 
 from lab import acme as lab_acme
+from lab import aws_downloads
 from lab import hosts as lab_hosts
 from lab import image as lab_image
 from lab import network
@@ -37,6 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 STATE_FILE = lab_hosts.STATE / "state.json"
 CERTIFICATE_FILE = lab_hosts.STATE / "lb-certificate.pem"  # the exported certificate, for clients
 LOGS = lab_hosts.STATE / "logs"
+DOWNLOADS = lab_hosts.STATE / "aws-downloads"  # the agent packages, the listener's certificate, the access log
 STACK_FILE = REPO / "Pulumi.lab.yaml"
 CLOUD_INIT_TIMEOUT = 900
 
@@ -167,7 +169,8 @@ def seed_ec2(plan: LabPlan) -> tuple[dict[str, str], str]:
 
 def topology(plan: LabPlan) -> tuple:
     """What the lab's network is built from: the same for every evaluation of the same settings."""
-    return (plan.vpc_cidr, plan.rules, plan.floating_address, plan.elastic_ip,
+    # rules in any order: the program registers them concurrently
+    return (plan.vpc_cidr, frozenset(plan.rules), plan.floating_address, plan.elastic_ip,
             tuple((h.name, h.role, h.db_role, h.private_ip, h.public_ip, h.security_groups, h.packages) for h in plan.hosts))
 
 
@@ -268,6 +271,10 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
     plan = dataclasses.replace(plan, elastic_ip_allocation=allocation)
     steps.run(f"SSM parameters in the AWS API stand-in ({len(plan.parameters)})", load_parameters, plan)
     save_state(plan)
+    arch = aws_downloads.native_arch()
+    downloads_ca = steps.run(f"AWS's agent buckets, stood in on https://{plan.api_address} "
+                             f"({', '.join(aws_downloads.server_names(plan.region, arch))})",
+                             aws_downloads.start, DOWNLOADS, network.CLOUD_NS, plan.api_address, plan.region, arch, REPO)
     acme_ca = None
     if acme:
         acme_ca = steps.run(f"ACME server (pebble) on the lab's internet at {lab_acme.DIRECTORY}", lab_acme.start, LOGS / "acme", plan.elastic_ip)
@@ -278,8 +285,10 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
     def boot_all():
         for host in plan.hosts:
             lab_hosts.prepare(host, images[tuple(sorted(host.packages))])
+            lab_hosts.trust_ca(host, downloads_ca, "webinfra-lab-aws-downloads")
+            lab_hosts.add_hosts_entry(host, aws_downloads.hosts_entry(plan.api_address, plan.region, arch))
             if acme_ca and host.role == "lb":
-                lab_hosts.trust_ca(host, acme_ca)
+                lab_hosts.trust_ca(host, acme_ca, "webinfra-lab-acme")
             lab_hosts.boot(host)
 
     began = time.monotonic()
@@ -377,6 +386,7 @@ def down(quiet: bool = False) -> dict[str, int]:
     for path in (STATE_FILE, CERTIFICATE_FILE, SMOKE_CA_FILE):
         path.unlink(missing_ok=True)
     shutil.rmtree(LOGS, ignore_errors=True)
+    shutil.rmtree(DOWNLOADS, ignore_errors=True)
     shutil.rmtree(pathlib.Path("/etc/netns") / network.CLIENT_NS, ignore_errors=True)
     for leftover in pathlib.Path("/run/systemd/nspawn/propagate").glob("*") if pathlib.Path("/run/systemd/nspawn/propagate").exists() else []:
         shutil.rmtree(leftover, ignore_errors=True)

@@ -51,10 +51,22 @@ def prepare(host: Host, lowers: list[pathlib.Path]) -> None:
     (aws / "credentials").chmod(0o600)
 
 
-def trust_ca(host: Host, ca_pem: str) -> None:
-    """Add a CA to the host's system trust store (the lab's ACME server, in place of Let's Encrypt's)."""
-    bundle = root_of(host.name) / "etc/ssl/certs/ca-certificates.crt"
+def trust_ca(host: Host, ca_pem: str, name: str) -> None:
+    """Add a CA to the host's system trust store: a lab stand-in's, in place of a public CA that EC2
+    hosts already trust. In the bundle, and where update-ca-certificates would keep it."""
+    root = root_of(host.name)
+    bundle = root / "etc/ssl/certs/ca-certificates.crt"
     bundle.write_text(bundle.read_text() + "\n" + ca_pem)
+    local = root / "usr/local/share/ca-certificates"
+    local.mkdir(parents=True, exist_ok=True)
+    (local / f"{name}.crt").write_text(ca_pem)
+
+
+def add_hosts_entry(host: Host, line: str) -> None:
+    """A name the host resolves without DNS. In cloud-init's template, since the user-data's
+    manage_etc_hosts renders /etc/hosts from it at every boot."""
+    template = root_of(host.name) / "etc/cloud/templates/hosts.debian.tmpl"
+    template.write_text(template.read_text() + line)
 
 
 def boot(host: Host) -> int:

@@ -108,6 +108,22 @@ def locally_signed_cert(inputs: dict) -> dict:
     return {"certPem": _build({**inputs, "dnsNames": dns, "ipAddresses": ips}, request.subject, request.public_key(), ca_cert.subject, ca_key)}
 
 
+def lab_listener(common_name: str, *, dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (),
+                 hours: int = 48) -> tuple[str, str, str]:
+    """For the lab's own TLS listeners (stand-ins for public services): a throwaway CA and a server
+    certificate it signed. Returns (ca_pem, cert_pem, key_pem); the hosts that call the listener
+    trust the CA."""
+    ca_key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    ca = self_signed_cert({"privateKeyPem": ca_key, "subject": {"commonName": f"{common_name} CA"},
+                           "validityPeriodHours": hours, "isCaCertificate": True, "allowedUses": ["cert_signing"]})["certPem"]
+    key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    request = cert_request({"privateKeyPem": key, "subject": {"commonName": common_name},
+                            "dnsNames": list(dns_names), "ipAddresses": list(ip_addresses)})
+    cert = locally_signed_cert({**request, "caCertPem": ca, "caPrivateKeyPem": ca_key, "validityPeriodHours": hours,
+                                "allowedUses": ["server_auth", "digital_signature"]})["certPem"]
+    return ca, cert, key
+
+
 COMPUTE = {
     "tls:index/privateKey:PrivateKey": private_key,
     "tls:index/selfSignedCert:SelfSignedCert": self_signed_cert,

@@ -13,6 +13,7 @@ import gzip
 import ipaddress
 import json
 import pathlib
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -53,6 +54,13 @@ CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
 ACME_LINEAGE = "/etc/letsencrypt/live/webinfra"  # certbot's --cert-name webinfra (webinfra-acme.sh.j2)
 CONFIG_SYNC_MANIFEST = "/etc/webinfra/config-sync.json"
 ACME_PORT = 8888
+# AWS publishes its agents for Debian in its own regional buckets (Debian does not package them).
+# The host fills in {region} and {arch} (webinfra-install-aws-package). The lab serves stand-ins at
+# exactly these URLs (lab/aws_downloads.py), so it boots the same install path as EC2.
+AWS_AGENT_URLS = {
+    "amazon-ssm-agent": "https://s3.{region}.amazonaws.com/amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb",
+    "amazon-cloudwatch-agent": "https://amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com/debian/{arch}/latest/amazon-cloudwatch-agent.deb",
+}
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -94,11 +102,6 @@ class StackFacts:
     @property
     def acme(self) -> bool:
         return bool(self.domain and self.acme_email and self.acme_server)
-
-    @property
-    def aws_agents(self) -> bool:
-        """The SSM and CloudWatch agents only talk to the real AWS: not where the APIs are stood in."""
-        return self.aws_endpoint_url is None
 
     @property
     def ssm_lb_certificate(self) -> str:
@@ -193,7 +196,21 @@ def _file(path: str, content: str, permissions: str = "0644", owner: str = "root
     return {"path": path, "content": content, "permissions": permissions, "owner": owner}
 
 
+_COMMENT_LINE = re.compile(r"^[ \t]*#(?!!).*\n?", re.M)
+
+
+def without_comment_lines(content: str) -> str:
+    """A config file or script as it goes into user-data: without its whole-line `#` comments (EC2's
+    16 KB limit; the templates in the repository keep them, and tests validate what is shipped). A `#!`
+    line stays, and so does every line with code on it. Python (already shipped without comments,
+    `shipped_python`) and files whose `#` is not a comment are passed through."""
+    if content.startswith("#!/usr/bin/python3") or not content or "-----BEGIN" in content:
+        return content
+    return _COMMENT_LINE.sub("", content)
+
+
 def _cloud_config(hostname: str, packages: Sequence[str], files: list[dict]) -> str:
+    files = [{**f, "content": without_comment_lines(f["content"])} for f in files]
     document = {
         "hostname": hostname,
         "preserve_hostname": False,
@@ -215,7 +232,6 @@ def _env_file(facts: StackFacts, **values: str) -> dict:
         "WEBINFRA_STACK": facts.stack,
         "WEBINFRA_AWS_REGION": facts.region,
         "WEBINFRA_AWS_ENDPOINT_URL": facts.aws_endpoint_url or "",
-        "WEBINFRA_AWS_AGENTS": "yes" if facts.aws_agents else "no",
         **values,
     }
     return _file("/etc/webinfra/webinfra.env", render_template("webinfra.env.j2", env=env))
@@ -359,12 +375,15 @@ def _common_files(facts: StackFacts, hostname: str, role: str, sync_entries: Seq
         _file("/usr/local/sbin/webinfra-metrics", read_file("webinfra-metrics.sh"), "0755"),
         _file("/etc/systemd/system/webinfra-metrics.service", read_file("webinfra-metrics.service")),
         _file("/etc/systemd/system/webinfra-metrics.timer", read_file("webinfra-metrics.timer")),
-        _file("/usr/local/sbin/webinfra-install-cloudwatch-agent", read_file("webinfra-install-cloudwatch-agent.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-agents", read_file("webinfra-install-agents.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-cloudwatch-agent",
+              render_template("webinfra-install-cloudwatch-agent.sh.j2", url=AWS_AGENT_URLS["amazon-cloudwatch-agent"]), "0755"),
         _file("/usr/local/sbin/webinfra-install-aws-package", read_file("webinfra-install-aws-package.sh"), "0755"),
         _file("/etc/webinfra/cloudwatch-agent.json", render_template("cloudwatch-agent.json.j2", processes=role_processes(role, lb_pair=facts.lb_pair))),
         _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
         _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),
-        _file("/usr/local/sbin/webinfra-install-ssm-agent", read_file("webinfra-install-ssm-agent.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-install-ssm-agent",
+              render_template("webinfra-install-ssm-agent.sh.j2", url=AWS_AGENT_URLS["amazon-ssm-agent"]), "0755"),
     ]
 
 

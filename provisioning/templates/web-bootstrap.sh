@@ -8,9 +8,8 @@ step() { echo "webinfra-bootstrap [$(date +%T)]: $*"; }
 step "host firewall (validated before it is installed)"
 webinfra-install-firewall
 
-step "Session Manager and CloudWatch agents"
-webinfra-install-ssm-agent
-webinfra-install-cloudwatch-agent
+step "Session Manager and CloudWatch agents (not fatal: see webinfra-install-agents)"
+webinfra-install-agents
 
 step "system user for the app"
 getent passwd webinfra >/dev/null || adduser --system --group --no-create-home --home /nonexistent webinfra

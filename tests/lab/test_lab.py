@@ -4,13 +4,15 @@ Tests run in file order: the disruptive ones (a host killed, the primary reboote
 Figures (failed requests, recovery gap, replication delay) are printed for the record and bounded
 loosely, not timed tightly: machines here are shared.
 """
+import contextlib
 import json
 import pathlib
 import subprocess
 import sys
 import time
 
-from lab.cli import aws_api, load_state
+from lab.aws_downloads import CTL_CALLS
+from lab.cli import DOWNLOADS, aws_api, load_state
 from lab.hosts import logged_at
 from lab.loadgen import disruption, longest_outage
 from tests.lab.conftest import REPO, client, guest, lab, load, sql, stream, wait_until
@@ -64,6 +66,107 @@ def test_cloud_init_done_without_errors_and_services_enabled(running_lab):
     for name in web_names(running_lab):
         mode = guest(name, "stat", "-c", "%a %U", "/etc/webinfra/secrets/db-app.env").stdout.strip()
         assert mode == "600 root", (name, mode)
+
+
+# AWS's download locations for the lab stack's region (us-east-1), written out as AWS documents them.
+AGENT_URLS = {
+    "amazon-ssm-agent": "https://s3.us-east-1.amazonaws.com/amazon-ssm-us-east-1/latest/debian_{arch}/amazon-ssm-agent.deb",
+    "amazon-cloudwatch-agent": "https://amazoncloudwatch-agent-us-east-1.s3.us-east-1.amazonaws.com/debian/{arch}/latest/amazon-cloudwatch-agent.deb",
+}
+
+
+def agent_installed(host: str, package: str) -> bool:
+    return guest(host, "dpkg-query", "-W", "-f", "${Status}", package).stdout == "install ok installed"
+
+
+def test_every_host_installed_the_agents_from_aws_download_paths(running_lab):
+    """The lab boots EC2's install path: the agents come from AWS's URLs (served by the lab's stand-in)."""
+    log = (DOWNLOADS / "access.log").read_text().splitlines()
+    for host in hosts(running_lab):
+        name = host["name"]
+        arch = guest(name, "dpkg", "--print-architecture").stdout.strip()
+        for package, url in AGENT_URLS.items():
+            assert agent_installed(name, package), (name, package)
+            assert f"{host['address']} GET {url.format(arch=arch)} 200" in log, (name, url, log)
+        assert guest(name, "systemctl", "is-enabled", "amazon-ssm-agent").stdout.strip() == "enabled", name
+        assert guest(name, "systemctl", "is-active", "amazon-ssm-agent").stdout.strip() == "active", name
+        calls = guest(name, "cat", CTL_CALLS).stdout.splitlines()
+        assert calls == ["-a fetch-config -m ec2 -s -c file:/etc/webinfra/cloudwatch-agent.json"], (name, calls)
+        assert guest(name, "test", "-e", "/var/lib/webinfra/agents-missing").returncode == 1, name
+    print(f"{len(log)} downloads from the stand-in of AWS's buckets, each 200")
+
+
+# dpkg's locks, taken as apt and unattended-upgrades take them (fcntl write locks on the whole file,
+# the frontend lock first), held for at most argv[1] seconds or until stdin closes.
+HOLD_PACKAGE_LOCK = """
+import fcntl, select, sys, time
+handles = [open(path, "a") for path in ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock")]
+for handle in handles:
+    fcntl.lockf(handle, fcntl.LOCK_EX)
+print("locked", time.time(), flush=True)
+select.select([sys.stdin], [], [], float(sys.argv[1]))
+print("releasing", time.time(), flush=True)
+for handle in handles:
+    fcntl.lockf(handle, fcntl.LOCK_UN)
+"""
+
+
+@contextlib.contextmanager
+def package_lock_held(host: str, at_most: float):
+    """Hold `host`'s dpkg lock from another process for `at_most` seconds (less if the block ends first);
+    yields a dict that gets the epoch times it was taken ("locked") and released ("releasing")."""
+    holder = subprocess.Popen([sys.executable, "-m", "lab.cli", "exec", host, "--", "python3", "-c", HOLD_PACKAGE_LOCK, str(at_most)],
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    times: dict = {"holder": holder}
+    try:
+        word, at = holder.stdout.readline().split()
+        assert word == "locked", word
+        times["locked"] = float(at)
+        yield times
+    finally:
+        out, _ = holder.communicate(timeout=at_most + 60)  # closes stdin: released now, if not already
+    word, at = out.split()
+    times["releasing"] = float(at)
+
+
+def test_agent_install_waits_for_the_package_lock_and_gives_up_loudly_after_its_bound(running_lab):
+    host, package = web_names(running_lab)[-1], "amazon-cloudwatch-agent"
+    # held for 8 s while the real installer runs: it waits, then installs
+    assert guest(host, "dpkg", "--purge", package).returncode == 0 and not agent_installed(host, package)
+    with package_lock_held(host, 8) as lock:
+        began = time.time()
+        result = guest(host, "webinfra-install-cloudwatch-agent", timeout=120)
+        ended = time.time()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and agent_installed(host, package), output
+    unpacked_at = int(guest(host, "stat", "-c", "%Z", "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl").stdout)
+    assert unpacked_at >= int(lock["releasing"]), (unpacked_at, lock)  # installed once the lock was free, not before
+    print(f"lock held {lock['releasing'] - lock['locked']:.1f} s; the installer started {began - lock['locked']:.1f} s after it "
+          f"was taken and finished {ended - lock['releasing']:.1f} s after it was released ({ended - began:.1f} s in all)")
+
+    # held past the bound (3 s here, 300 s at boot): a clear message and a failure; first boot's
+    # agents step goes on without the agent, loudly
+    assert guest(host, "dpkg", "--purge", package).returncode == 0
+    with package_lock_held(host, 90) as lock:
+        began = time.time()
+        timed_out = guest(host, "env", "WEBINFRA_PACKAGE_LOCK_TIMEOUT=3", "webinfra-install-cloudwatch-agent", timeout=120)
+        failed_after = time.time() - began
+        agents = guest(host, "env", "WEBINFRA_PACKAGE_LOCK_TIMEOUT=3", "webinfra-install-agents", timeout=120)
+        assert lock["holder"].poll() is None, "the lock was released before the installers ran"
+    output = timed_out.stdout + timed_out.stderr
+    assert timed_out.returncode != 0 and not agent_installed(host, package), output
+    assert f"{package}: NOT INSTALLED: the package lock was still held after 3s" in timed_out.stderr, output
+    assert "Could not get lock /var/lib/dpkg/lock-frontend. It is held by process" in output and "(python3)" in output, output
+    assert agents.returncode == 0, agents.stdout + agents.stderr
+    assert f"NOT INSTALLED: {package}; this host goes on without them" in agents.stderr, agents.stderr
+    assert guest(host, "cat", "/var/lib/webinfra/agents-missing").stdout == f"{package}\n"
+    print(f"with the lock held past a 3 s bound, the installer failed after {failed_after:.1f} s:\n"
+          + "\n".join(line for line in output.splitlines() if "lock" in line))
+
+    # released: the retry the message names installs it and clears the marker
+    again = guest(host, "webinfra-install-agents", timeout=120)
+    assert again.returncode == 0 and agent_installed(host, package), again.stdout + again.stderr
+    assert guest(host, "test", "-e", "/var/lib/webinfra/agents-missing").returncode == 1
 
 
 def lab_status() -> dict:

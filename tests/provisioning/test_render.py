@@ -43,6 +43,13 @@ def run(*command, input: str | None = None) -> subprocess.CompletedProcess:
 
 # --- pure rendering ---------------------------------------------------------------------------------
 
+def test_comment_lines_are_left_out_and_code_is_kept():
+    script = "#!/bin/bash\n# why\nset -e   # inline stays\n    # indented comment\necho '#not a comment'\n"
+    assert render.without_comment_lines(script) == "#!/bin/bash\nset -e   # inline stays\necho '#not a comment'\n"
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    assert render.without_comment_lines(pem) == pem
+
+
 def test_cloud_configs_start_with_the_header_on_the_very_first_line():
     for text in (
         web_config(FACTS, "web-01", "primary", None),
@@ -60,7 +67,11 @@ def test_files_are_written_verbatim_from_the_templates_and_the_app():
     app_dir = pathlib.Path(render.APP_DIR)
     assert files["/opt/webinfra/app/webinfra_app.py"]["content"] == render.shipped_python(app_dir / "webinfra_app.py")
     assert files["/opt/webinfra/app/schema.sql"]["content"] == (app_dir / "schema.sql").read_text()
-    assert files["/usr/local/sbin/webinfra-db-setup"]["content"] == render.read_file("webinfra-db-setup.sh")
+    # scripts and configs: the template's every line of code, its whole-line comments left out
+    template = render.read_file("webinfra-db-setup.sh")
+    shipped = files["/usr/local/sbin/webinfra-db-setup"]["content"]
+    assert shipped == "".join(line for line in template.splitlines(True) if line.startswith("#!") or not line.lstrip().startswith("#"))
+    assert shipped.startswith("#!/bin/bash\n") and "set -euo pipefail" in shipped and "\n#" not in shipped
     assert files["/usr/local/sbin/webinfra-db-setup"]["permissions"] == "0755"
     assert files["/etc/webinfra/db-users.sql"]["permissions"] == "0600"
 
@@ -93,9 +104,26 @@ def test_endpoint_override_reaches_the_hosts():
     facts = dataclasses.replace(FACTS, stack="lab", ssm_prefix="/webinfra/lab", aws_endpoint_url="http://10.0.0.1:5000")
     env = files_of(web_config(facts, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "WEBINFRA_AWS_ENDPOINT_URL=http://10.0.0.1:5000\n" in env
-    assert "WEBINFRA_AWS_AGENTS=no\n" in env  # the agents cannot talk to a stand-in
-    dev_env = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
-    assert "WEBINFRA_AWS_AGENTS=yes\n" in dev_env
+
+
+def test_the_agents_install_the_same_way_with_or_without_an_endpoint_override():
+    """The lab boots the install path EC2 runs: no switch in the user-data skips the agents."""
+    lab = dataclasses.replace(FACTS, aws_endpoint_url="http://10.0.0.1:5000")
+    for name in ("webinfra-install-agents", "webinfra-install-ssm-agent", "webinfra-install-cloudwatch-agent", "webinfra-install-aws-package"):
+        path = f"/usr/local/sbin/{name}"
+        assert files_of(web_config(lab, "web-01", "primary", None))[path] == files_of(web_config(FACTS, "web-01", "primary", None))[path]
+    env = files_of(web_config(lab, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
+    assert "AGENTS" not in env
+    files = all_rendered_files()
+    for kind in ("primary", "lb-pair"):
+        assert "\nwebinfra-install-agents\n" in files[f"{kind}:/usr/local/sbin/webinfra-bootstrap"]
+        assert ("https://s3.{region}.amazonaws.com/amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb"
+                in files[f"{kind}:/usr/local/sbin/webinfra-install-ssm-agent"])
+        assert ("https://amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com/debian/{arch}/latest/amazon-cloudwatch-agent.deb"
+                in files[f"{kind}:/usr/local/sbin/webinfra-install-cloudwatch-agent"])
+    # apt-get waits (bounded) for dpkg's lock where a bare dpkg -i failed at once (tests/lab proves it on a host)
+    installer = files["primary:/usr/local/sbin/webinfra-install-aws-package"]
+    assert "apt-get install -y --no-install-recommends \\\n        -o DPkg::Lock::Timeout=" in installer and "\ndpkg -i" not in installer
 
 
 def test_user_data_is_stable_gzip():
