@@ -44,7 +44,7 @@ def has_instance_store(instance_type: str) -> bool:
     """Families with instance-store (local NVMe) volumes: a `d` among the options (m5d, c6gd, m6id,
     x2gd) and the storage-optimized series (i3, im4gn, is4gen, d3)."""
     match = _FAMILY.match(instance_type.split(".", 1)[0])
-    return bool(match) and ("d" in match["options"] or match["series"] in ("i", "im", "is", "d"))
+    return match is not None and ("d" in match["options"] or match["series"] in ("i", "im", "is", "d"))
 
 
 class SettingsError(ValueError):
@@ -369,7 +369,7 @@ def _email(value: Any, key: str) -> str | None:
     if not local or not host or " " in text:
         raise SettingsError(f"{PROJECT}:{key} must be an e-mail address, got {text!r}")
     try:
-        host = _domain(host)  # the address's domain must itself be a DNS name
+        domain = _domain(host)  # the address's domain must itself be a DNS name
     except SettingsError:
         raise SettingsError(f"{PROJECT}:{key} must be an e-mail address, got {text!r}") from None
-    return f"{local}@{host}"
+    return f"{local}@{domain}"

@@ -21,6 +21,7 @@ import html
 import os
 import pathlib
 import socket
+from typing import Any
 
 import pymysql
 from flask import Flask, abort, jsonify, request
@@ -57,9 +58,9 @@ def role() -> str:
     return _runtime("db-role", "WEBINFRA_ROLE", "primary")
 
 
-def _connect(*, socket_path: str | None, host: str | None, port: int) -> pymysql.connections.Connection:
+def _connect(*, socket_path: str | None, host: str | None, port: int) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     # Over the network (writes to the primary), TLS verified against the stack's database CA.
-    tls = {} if socket_path else {"ssl_ca": _env("WEBINFRA_DB_TLS_CA"), "ssl_verify_cert": True, "ssl_verify_identity": True}
+    tls: dict[str, Any] = {} if socket_path else {"ssl_ca": _env("WEBINFRA_DB_TLS_CA"), "ssl_verify_cert": True, "ssl_verify_identity": True}
     return pymysql.connect(
         **tls,
         unix_socket=socket_path,
@@ -78,7 +79,7 @@ def _connect(*, socket_path: str | None, host: str | None, port: int) -> pymysql
     )
 
 
-def local_db() -> pymysql.connections.Connection:
+def local_db() -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     socket_path = os.environ.get("WEBINFRA_DB_LOCAL_SOCKET")
     return _connect(
         socket_path=socket_path or None,
@@ -87,14 +88,16 @@ def local_db() -> pymysql.connections.Connection:
     )
 
 
-def primary_db() -> pymysql.connections.Connection:
+def primary_db() -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     host = _runtime("db-primary", "WEBINFRA_DB_PRIMARY_HOST", "local")
     if host == "local":
         return local_db()
     return _connect(socket_path=None, host=host, port=int(_env("WEBINFRA_DB_PRIMARY_PORT", "3306")))
 
 
-def _row(row: dict) -> dict:
+def _row(row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:  # read back right after it was written, in the same transaction
+        raise LookupError("the message just stored was not found")
     return {"id": row["id"], "text": row["text"], "host": row["host"], "created_at": row["created_at"].isoformat() + "Z"}
 
 

@@ -13,6 +13,7 @@ moved the Elastic IP to lb-02, and moves it back to lb-01 when lb-02 goes.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -30,7 +31,7 @@ class LoadBalancerArgs:
     facts: StackFacts
     backends: list[Backend]
     profile: HostProfile
-    subnet_ids: list[pulumi.Input[str]]
+    subnet_ids: Sequence[pulumi.Input[str]]
     eip_allocation_id: pulumi.Input[str]
     public_ip: pulumi.Input[str]
     tags: dict[str, str]

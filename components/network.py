@@ -7,6 +7,7 @@ group is emptied (EC2.2).
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 from dataclasses import dataclass
@@ -104,8 +105,8 @@ class Network(pulumi.ComponentResource):
                 f"{name}-public-{index + 1}",
                 vpc_id=self.vpc.id,
                 cidr_block=cidr,
-                ipv6_cidr_block=self.vpc.ipv6_cidr_block.apply(lambda block, i=index: _ipv6_subnet(block, i)),
-                availability_zone=azs.apply(lambda zones, i=index: _zone(zones, i)),
+                ipv6_cidr_block=self.vpc.ipv6_cidr_block.apply(functools.partial(_ipv6_subnet, index=index)),
+                availability_zone=azs.apply(functools.partial(_zone, index=index)),
                 # Public addresses let hosts reach package mirrors without a NAT gateway (~$32/month);
                 # the security groups admit nothing from the internet except 80/443 on the LB.
                 map_public_ip_on_launch=True,

@@ -1,6 +1,7 @@
 """WebTier: N web servers placed round-robin across the subnets; web-01 is the database primary."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -17,7 +18,7 @@ class WebTierArgs:
     facts: StackFacts
     db_ca_certificate: pulumi.Input[str]
     profile: HostProfile
-    subnet_ids: list[pulumi.Input[str]]
+    subnet_ids: Sequence[pulumi.Input[str]]
     tags: dict[str, str]
 
 

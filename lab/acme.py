@@ -48,12 +48,15 @@ def start(directory: pathlib.Path, lb_public_ip: str) -> str:
                          "certificate": str(directory / "pebble-cert.pem"), "privateKey": str(directory / "pebble-key.pem"),
                          "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}
     (directory / "pebble.json").write_text(json.dumps(config))
-    log = open(directory / "pebble.log", "ab")
-    common = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": subprocess.STDOUT, "start_new_session": True}
-    subprocess.Popen(["ip", "netns", "exec", CLIENT_NS, "pebble-challtestsrv", "-defaultIPv4", lb_public_ip, "-defaultIPv6", "",
-                      "-dns01", DNS, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", "127.0.0.1:8055"], **common)
-    subprocess.Popen(["ip", "netns", "exec", CLIENT_NS, "env", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0",
-                      "pebble", "-config", str(directory / "pebble.json"), "-dnsserver", DNS], **common)
+    log = open(directory / "pebble.log", "ab")  # noqa: SIM115 - the servers below write to it after we return
+
+    def start(argv: list[str]) -> None:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    start(["ip", "netns", "exec", CLIENT_NS, "pebble-challtestsrv", "-defaultIPv4", lb_public_ip, "-defaultIPv6", "",
+           "-dns01", DNS, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", "127.0.0.1:8055"])
+    start(["ip", "netns", "exec", CLIENT_NS, "env", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0",
+           "pebble", "-config", str(directory / "pebble.json"), "-dnsserver", DNS])
     deadline = time.monotonic() + 30
     while in_ns(CLIENT_NS, "curl", "-fsk", "-o", "/dev/null", DIRECTORY, check=False).returncode != 0:
         if time.monotonic() > deadline:

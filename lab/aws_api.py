@@ -12,16 +12,26 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
 
 
-def ssm_client(endpoint: str, region: str):
+if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ssm import SSMClient
+
+
+def ssm_client(endpoint: str, region: str) -> SSMClient:
     return aws_client("ssm", endpoint, region)
 
 
-def aws_client(service: str, endpoint: str, region: str):
+@overload
+def aws_client(service: Literal["ssm"], endpoint: str, region: str) -> SSMClient: ...
+@overload
+def aws_client(service: Literal["ec2"], endpoint: str, region: str) -> EC2Client: ...
+def aws_client(service: Literal["ssm", "ec2"], endpoint: str, region: str) -> Any:
     return boto3.client(
         service,
         endpoint_url=endpoint,
@@ -113,9 +123,9 @@ def main(argv: list[str]) -> int:
         aws_client("ec2", argv[1], argv[2]).associate_address(AllocationId=argv[3], InstanceId=argv[4], AllowReassociation=True)
         return 0
     if len(argv) == 4 and argv[0] == "metrics":
-        client = boto3.client("cloudwatch", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab",
-                              aws_secret_access_key="lab")
-        print(json.dumps(latest_metrics(client, argv[3])))
+        cloudwatch = boto3.client("cloudwatch", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab",
+                                  aws_secret_access_key="lab")
+        print(json.dumps(latest_metrics(cloudwatch, argv[3])))
         return 0
     if len(argv) == 4 and argv[0] == "put-parameter":
         version = ssm_client(argv[1], argv[2]).put_parameter(Name=argv[3], Type="SecureString", Value=sys.stdin.read(), Overwrite=True)

@@ -23,6 +23,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def one_request(url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, str | None]:
+    if not url.hostname:
+        raise ValueError(f"{url.geturl()!r} names no host")
+    connection: http.client.HTTPConnection
     if url.scheme == "https":
         connection = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=timeout, context=context)
     else:
@@ -74,7 +77,8 @@ def run(url: str, requests: int, rate: float | None, duration: float, timeout: f
     for thread in threads:
         thread.join(duration + timeout + 5)
     records.sort(key=lambda r: r["t"])
-    statuses, servers = {}, {}
+    statuses: dict[str, int] = {}
+    servers: dict[str, int] = {}
     for record in records:
         statuses[str(record["status"])] = statuses.get(str(record["status"]), 0) + 1
         if record["server"]:

@@ -26,8 +26,8 @@ def unwrap(value: Any) -> Any:
 
 def private_key(inputs: dict) -> dict:
     if inputs.get("algorithm") == "ECDSA":
-        curve = {"P224": ec.SECP224R1, "P256": ec.SECP256R1, "P384": ec.SECP384R1, "P521": ec.SECP521R1}[inputs.get("ecdsaCurve", "P224")]
-        key = ec.generate_private_key(curve())
+        curves = {"P224": ec.SECP224R1(), "P256": ec.SECP256R1(), "P384": ec.SECP384R1(), "P521": ec.SECP521R1()}
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = ec.generate_private_key(curves[inputs.get("ecdsaCurve", "P224")])
     else:
         key = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()

@@ -92,6 +92,8 @@ def parse_wrk(output: str) -> dict:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     total = re.search(r"(\d+) requests in", output)
+    if not requests or not total:
+        raise ValueError(f"wrk printed no request count or rate:\n{output}")
     return {**latencies, "requests_per_second": float(requests.group(1)), "requests": int(total.group(1)),
             "non_2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0}
@@ -230,6 +232,8 @@ def writer(url: str, rate: float, seconds: float, cacert: str) -> dict:
     import urllib.parse
 
     target = urllib.parse.urlsplit(url)
+    if not target.hostname:
+        raise ValueError(f"{url!r} names no host")
     context = ssl.create_default_context(cafile=cacert)
     acknowledged = {}
     began = time.time()
@@ -411,8 +415,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--report-only", metavar="JSON", help="write the report from the results a run saved with --json; measure nothing")
     args = parser.parse_args(argv)
     if args.report_only:
-        results = json.loads(pathlib.Path(args.report_only).read_text())
-        (REPO / args.output).write_text(markdown(results, results.get("command", "sudo scripts/bench")))
+        saved = json.loads(pathlib.Path(args.report_only).read_text())
+        (REPO / args.output).write_text(markdown(saved, saved.get("command", "sudo scripts/bench")))
         return 0
     if os.geteuid() != 0:
         print("scripts/bench boots the lab: run it as root (sudo scripts/bench)", file=sys.stderr)

@@ -23,7 +23,10 @@ import dataclasses
 import re
 import sys
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
 
 ROLE_CNF = "/etc/mysql/mariadb.conf.d/61-webinfra-role.cnf"  # read_only after a promotion, kept across restarts
 STATE = "/etc/webinfra"
@@ -187,7 +190,7 @@ class SsmRunner:
         self.instances: dict[str, str] = {}
 
     def servers(self) -> list[Server]:
-        filters = [{"Name": "tag:Project", "Values": ["webinfra"]}, {"Name": "tag:Stack", "Values": [self.stack]},
+        filters: list[FilterTypeDef] = [{"Name": "tag:Project", "Values": ["webinfra"]}, {"Name": "tag:Stack", "Values": [self.stack]},
                    {"Name": "tag:Role", "Values": ["web"]}, {"Name": "instance-state-name", "Values": ["running", "stopped", "stopping"]}]
         found = []
         for reservation in self.ec2.describe_instances(Filters=filters)["Reservations"]:

@@ -63,8 +63,14 @@ class Target:
         return self.url.scheme == "https"
 
     @property
+    def host(self) -> str:
+        if not self.url.hostname:  # main() refuses such a URL first
+            raise ValueError(f"{self.url.geturl()!r} names no host")
+        return self.url.hostname
+
+    @property
     def host_header(self) -> str:
-        return self.server_name or self.url.hostname
+        return self.server_name or self.host
 
     def ssl_context(self) -> ssl.SSLContext:
         if self.context is None:
@@ -79,12 +85,13 @@ class Target:
     def request(self, method: str, path: str, body: dict | None = None, *, scheme: str | None = None) -> Response:
         scheme = scheme or self.url.scheme
         base = self.url.path.rstrip("/")
+        connection: http.client.HTTPConnection
         if scheme == "https":
-            connection = _SNIConnection(self.url.hostname, self.url.port or 443, timeout=self.request_timeout,
+            connection = _SNIConnection(self.host, self.url.port or 443, timeout=self.request_timeout,
                                         context=self.ssl_context(), server_name=self.server_name)
         else:
             port = self.url.port if self.url.scheme == "http" and self.url.port else self.http_port
-            connection = http.client.HTTPConnection(self.url.hostname, port, timeout=self.request_timeout)
+            connection = http.client.HTTPConnection(self.host, port, timeout=self.request_timeout)
         headers = {"Host": self.host_header, "User-Agent": USER_AGENT, "Connection": "close"}
         data = None
         if body is not None:
@@ -93,7 +100,7 @@ class Target:
         try:
             connection.request(method, base + path, body=data, headers=headers)
             # the peer's certificate, before getresponse() lets go of a `Connection: close` socket
-            certificate = connection.sock.getpeercert() if scheme == "https" else None
+            certificate = connection.sock.getpeercert() if isinstance(connection.sock, ssl.SSLSocket) else None
             answer = connection.getresponse()
             payload = answer.read()
             return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, payload, certificate)
@@ -104,15 +111,16 @@ class Target:
 class _SNIConnection(http.client.HTTPSConnection):
     """HTTPS to an address, verifying the certificate for `server_name` (the site's DNS name) when given."""
 
-    def __init__(self, host, port, *, timeout, context, server_name):
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, server_name: str | None):
         super().__init__(host, port, timeout=timeout, context=context)
         self._server_name = server_name
+        self._sni_context = context  # HTTPSConnection keeps it too, but as an undocumented attribute
 
-    def connect(self):
+    def connect(self) -> None:
         if not self._server_name:
             return super().connect()
         sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
+        self.sock = self._sni_context.wrap_socket(sock, server_hostname=self._server_name)
 
 
 # --- the checks ---------------------------------------------------------------------------------------------
@@ -181,6 +189,8 @@ def check_write(target: Target, backends: list[str], wait: float = 10.0) -> str:
 
 def check_https(target: Target, min_days: int) -> str:
     answer = _ask(target, "https", "GET", "/health")
+    if answer.certificate is None:  # not over https: the URL's scheme decides
+        raise CheckFailed("https", "no certificate: not an https URL")
     expires = datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(answer.certificate["notAfter"]), datetime.timezone.utc)
     days = (expires - datetime.datetime.now(datetime.timezone.utc)).days
     if days < min_days:

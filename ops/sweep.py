@@ -16,11 +16,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_ssm.type_defs import ParameterStringFilterTypeDef
 
 PROJECT = "webinfra"
 GLOBAL = "global"
@@ -29,7 +39,19 @@ GLOBAL = "global"
 ORDER = ["instance", "elastic-ip", "volume", "alarm", "dashboard", "sns-topic", "ssm-parameter",
          "security-group", "vpc", "instance-profile", "iam-role"]
 
-ClientFactory = Callable[[str, str], object]  # (service, region) -> boto3 client
+class ClientFactory(Protocol):
+    """(service, region) -> that service's boto3 client, typed per service."""
+
+    @overload
+    def __call__(self, service: Literal["ec2"], region: str) -> EC2Client: ...
+    @overload
+    def __call__(self, service: Literal["ssm"], region: str) -> SSMClient: ...
+    @overload
+    def __call__(self, service: Literal["cloudwatch"], region: str) -> CloudWatchClient: ...
+    @overload
+    def __call__(self, service: Literal["sns"], region: str) -> SNSClient: ...
+    @overload
+    def __call__(self, service: Literal["iam"], region: str) -> IAMClient: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +70,7 @@ class Failure:
     reason: str
 
 
-def _tags(pairs: Iterable[dict] | None) -> dict[str, str]:
+def _tags(pairs: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in pairs or []}
 
 
@@ -56,8 +78,8 @@ def _ours(tags: dict[str, str], stack: str | None) -> bool:
     return tags.get("Project") == PROJECT and (stack is None or tags.get("Stack") == stack)
 
 
-def _ec2_filters(stack: str | None) -> list[dict]:
-    filters = [{"Name": "tag:Project", "Values": [PROJECT]}]
+def _ec2_filters(stack: str | None) -> list[FilterTypeDef]:
+    filters: list[FilterTypeDef] = [{"Name": "tag:Project", "Values": [PROJECT]}]
     if stack:
         filters.append({"Name": "tag:Stack", "Values": [stack]})
     return filters
@@ -81,30 +103,30 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
     for address in ec2.describe_addresses(Filters=filters)["Addresses"]:
         note = f"associated with {address['InstanceId']}" if address.get("InstanceId") else "unassociated"
         add("elastic-ip", address["AllocationId"], _tags(address.get("Tags")), f"{address.get('PublicIp', '')} {note}")
-    for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
-        for volume in page["Volumes"]:
+    for volumes in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
+        for volume in volumes["Volumes"]:
             attached = ", ".join(a["InstanceId"] for a in volume.get("Attachments", []))
             add("volume", volume["VolumeId"], _tags(volume.get("Tags")), f"{volume['State']}" + (f" on {attached}" if attached else ""))
-    for page in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
-        for group in page["SecurityGroups"]:
+    for groups in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
+        for group in groups["SecurityGroups"]:
             if group["GroupName"] != "default":  # a VPC's default group goes with its VPC
                 add("security-group", group["GroupId"], _tags(group.get("Tags")), group["VpcId"])
     for vpc in ec2.describe_vpcs(Filters=filters)["Vpcs"]:
         add("vpc", vpc["VpcId"], _tags(vpc.get("Tags")), vpc.get("CidrBlock", ""))
 
     ssm = clients("ssm", region)
-    parameter_filters = [{"Key": "tag:Project", "Values": [PROJECT]}]
+    parameter_filters: list[ParameterStringFilterTypeDef] = [{"Key": "tag:Project", "Values": [PROJECT]}]
     if stack:
         parameter_filters.append({"Key": "tag:Stack", "Values": [stack]})
-    for page in ssm.get_paginator("describe_parameters").paginate(ParameterFilters=parameter_filters):
-        for parameter in page["Parameters"]:
+    for parameters in ssm.get_paginator("describe_parameters").paginate(ParameterFilters=parameter_filters):
+        for parameter in parameters["Parameters"]:
             tags = _tags(ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=parameter["Name"])["TagList"])
             if _ours(tags, stack):
                 found.append(Found("ssm-parameter", region, parameter["Name"], parameter["Name"], tags.get("Stack", "?"), parameter["Type"]))
 
     cloudwatch = clients("cloudwatch", region)
-    for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{PROJECT}-"):
-        for alarm in page["MetricAlarms"]:
+    for alarms in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{PROJECT}-"):
+        for alarm in alarms["MetricAlarms"]:
             tags = _tags(cloudwatch.list_tags_for_resource(ResourceARN=alarm["AlarmArn"])["Tags"])
             if _ours(tags, stack):
                 found.append(Found("alarm", region, alarm["AlarmName"], tags.get("Name", ""), tags.get("Stack", "?")))
@@ -114,8 +136,8 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
                 found.append(Found("dashboard", region, dashboard["DashboardName"], dashboard["DashboardName"], stack))
 
     sns = clients("sns", region)
-    for page in sns.get_paginator("list_topics").paginate():
-        for topic in page["Topics"]:
+    for topics in sns.get_paginator("list_topics").paginate():
+        for topic in topics["Topics"]:
             tags = _tags(sns.list_tags_for_resource(ResourceArn=topic["TopicArn"])["Tags"])
             if _ours(tags, stack):
                 found.append(Found("sns-topic", region, topic["TopicArn"], tags.get("Name", ""), tags.get("Stack", "?")))
@@ -124,14 +146,14 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
 
 def find_global(clients: ClientFactory, stack: str | None) -> list[Found]:
     iam = clients("iam", "us-east-1")
-    found = []
+    found: list[Found] = []
     for page in iam.get_paginator("list_roles").paginate():
         for role in page["Roles"]:
             tags = _tags(iam.get_role(RoleName=role["RoleName"])["Role"].get("Tags"))
             if _ours(tags, stack):
                 found.append(Found("iam-role", GLOBAL, role["RoleName"], tags.get("Name", ""), tags.get("Stack", "?")))
-    for page in iam.get_paginator("list_instance_profiles").paginate():
-        for profile in page["InstanceProfiles"]:
+    for profiles in iam.get_paginator("list_instance_profiles").paginate():
+        for profile in profiles["InstanceProfiles"]:
             tags = _tags(iam.get_instance_profile(InstanceProfileName=profile["InstanceProfileName"])["InstanceProfile"].get("Tags"))
             if _ours(tags, stack):
                 roles = ", ".join(r["RoleName"] for r in profile.get("Roles", []))
@@ -183,18 +205,18 @@ def _delete_one(clients: ClientFactory, item: Found, wait_seconds: float) -> Non
         iam = clients("iam", GLOBAL)
         for profile in iam.list_instance_profiles_for_role(RoleName=item.id)["InstanceProfiles"]:
             iam.remove_role_from_instance_profile(InstanceProfileName=profile["InstanceProfileName"], RoleName=item.id)
-        for policy in iam.list_role_policies(RoleName=item.id)["PolicyNames"]:
-            iam.delete_role_policy(RoleName=item.id, PolicyName=policy)
-        for policy in iam.list_attached_role_policies(RoleName=item.id)["AttachedPolicies"]:
-            iam.detach_role_policy(RoleName=item.id, PolicyArn=policy["PolicyArn"])
+        for policy_name in iam.list_role_policies(RoleName=item.id)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=item.id, PolicyName=policy_name)
+        for attached in iam.list_attached_role_policies(RoleName=item.id)["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=item.id, PolicyArn=attached["PolicyArn"])
         iam.delete_role(RoleName=item.id)
     else:
         raise ValueError(f"unknown kind {item.kind}")
 
 
-def _delete_vpc(ec2, vpc_id: str) -> None:
+def _delete_vpc(ec2: EC2Client, vpc_id: str) -> None:
     """A VPC of ours goes with what lives only inside it: its subnets, route tables and gateway."""
-    by_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    by_vpc: list[FilterTypeDef] = [{"Name": "vpc-id", "Values": [vpc_id]}]
     for subnet in ec2.describe_subnets(Filters=by_vpc)["Subnets"]:
         ec2.delete_subnet(SubnetId=subnet["SubnetId"])
     for table in ec2.describe_route_tables(Filters=by_vpc)["RouteTables"]:
@@ -255,8 +277,9 @@ def table(found: list[Found]) -> str:
 def client_factory(endpoint_url: str | None = None) -> ClientFactory:
     session = boto3.session.Session()
 
-    def make(service: str, region: str):
-        return session.client(service, region_name="us-east-1" if region == GLOBAL else region, endpoint_url=endpoint_url)
+    def make(service: Literal["ec2", "ssm", "cloudwatch", "sns", "iam"], region: str) -> Any:
+        return session.client(service, region_name="us-east-1" if region == GLOBAL else region,
+                              endpoint_url=endpoint_url)
 
     return make
 

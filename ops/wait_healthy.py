@@ -20,20 +20,32 @@ import argparse
 import datetime
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, overload
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-ClientFactory = Callable[[str], object]  # service -> boto3 client
+if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_ec2 import EC2Client
 
 
-def launch_time(ec2, instance_id: str) -> datetime.datetime:
+class ClientFactory(Protocol):
+    """service -> that service's boto3 client, typed per service."""
+
+    @overload
+    def __call__(self, service: Literal["ec2"]) -> EC2Client: ...
+    @overload
+    def __call__(self, service: Literal["cloudwatch"]) -> CloudWatchClient: ...
+
+
+def launch_time(ec2: EC2Client, instance_id: str) -> datetime.datetime:
     reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     return reservations[0]["Instances"][0]["LaunchTime"]
 
 
-def healthy_since(cloudwatch, *, stack: str, host: str, metric: str, since: datetime.datetime, at_least: float,
+def healthy_since(cloudwatch: CloudWatchClient, *, stack: str, host: str, metric: str, since: datetime.datetime, at_least: float,
                   now: datetime.datetime | None = None) -> float | None:
     """The best value `host` reported for `metric` since `since`, when it is at least `at_least`."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
@@ -95,7 +107,10 @@ def wait(clients: ClientFactory, *, stack: str, host: str, instance_id: str, met
 
 
 def client_factory(region: str) -> ClientFactory:
-    return lambda service: boto3.client(service, region_name=region)
+    def make(service: Literal["ec2", "cloudwatch"]) -> Any:
+        return boto3.client(service, region_name=region)
+
+    return make
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import gzip
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy
 
@@ -28,7 +29,7 @@ Report = Callable[[str, Any], None]
 
 # --- rules as data: every way a security-group rule can be declared -------------------------------------
 
-def _rules(resource_type: str, props: dict) -> Iterable[dict]:
+def _rules(resource_type: str, props: Mapping[str, Any]) -> Iterable[dict]:
     """Normalise rules to {direction, protocol, from, to, cidrs, description}."""
     if resource_type in (INGRESS_RULE, EGRESS_RULE):
         yield {
@@ -144,7 +145,7 @@ _SECRET_PATTERNS = [
 ]
 
 
-def user_data_text(props: dict) -> str:
+def user_data_text(props: Mapping[str, Any]) -> str:
     text = props.get("userData") or ""
     encoded = props.get("userDataBase64")
     if encoded:
@@ -174,10 +175,11 @@ def fixed_address_delete_before_replace(args: ResourceValidationArgs, report: Re
 
 def world_ports_only_on_the_load_balancer(args: StackValidationArgs, report: Report) -> None:
     """Ingress from the world is allowed only on security groups used by instances tagged Role=lb."""
-    groups_by_role: dict[str, set] = {}
+    groups_by_role: dict[str | None, set[str]] = {}
     for resource in args.resources:
         if resource.resource_type == INSTANCE:
-            role = (resource.props.get("tags") or {}).get("Role")
+            # (an untagged instance's role still counts, and sorts among the others in the report)
+            role = (resource.props.get("tags") or {}).get("Role") or "(no Role tag)"
             for group in resource.props.get("vpcSecurityGroupIds") or []:
                 groups_by_role.setdefault(group, set()).add(role)
     for resource in args.resources:
