@@ -99,7 +99,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     # Not Local Zones or Wavelength Zones (opt-in zones): a web server placed there would miss the
     # instance types, the pricing and the latency to its peers that the stack assumes.
     zones = aws.get_availability_zones_output(
-        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+        state="available", filters=[aws.GetAvailabilityZonesFilterArgsDict(name="opt-in-status", values=["opt-in-not-required"])]
     ).names
     network = Network(
         "net",

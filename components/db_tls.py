@@ -33,7 +33,7 @@ class DatabaseTls(pulumi.ComponentResource):
         ca = tls.SelfSignedCert(
             f"{name}-ca",
             private_key_pem=ca_key.private_key_pem,
-            subject={"common_name": f"webinfra {args.stack} database CA", "organization": "webinfra"},
+            subject=tls.SelfSignedCertSubjectArgsDict(common_name=f"webinfra {args.stack} database CA", organization="webinfra"),
             is_ca_certificate=True,
             validity_period_hours=10 * 365 * 24,
             allowed_uses=["cert_signing", "crl_signing"],
@@ -46,7 +46,7 @@ class DatabaseTls(pulumi.ComponentResource):
             request = tls.CertRequest(
                 f"{name}-{slot.hostname}-csr",
                 private_key_pem=key.private_key_pem,
-                subject={"common_name": slot.hostname, "organization": "webinfra"},
+                subject=tls.CertRequestSubjectArgsDict(common_name=slot.hostname, organization="webinfra"),
                 dns_names=[slot.hostname],
                 ip_addresses=[slot.private_ip],
                 opts=child,

@@ -22,10 +22,10 @@ def debian_12_ami(arch: str, opts: pulumi.InvokeOptions | None = None) -> pulumi
         owners=[DEBIAN_OWNER],
         most_recent=True,
         filters=[
-            {"name": "name", "values": [f"debian-12-{DEBIAN_ARCH_NAMES[arch]}-*"]},
-            {"name": "architecture", "values": [arch]},
-            {"name": "virtualization-type", "values": ["hvm"]},
-            {"name": "root-device-type", "values": ["ebs"]},
+            aws.ec2.GetAmiFilterArgsDict(name="name", values=[f"debian-12-{DEBIAN_ARCH_NAMES[arch]}-*"]),
+            aws.ec2.GetAmiFilterArgsDict(name="architecture", values=[arch]),
+            aws.ec2.GetAmiFilterArgsDict(name="virtualization-type", values=["hvm"]),
+            aws.ec2.GetAmiFilterArgsDict(name="root-device-type", values=["ebs"]),
         ],
         opts=opts,
     )
@@ -87,17 +87,18 @@ def hardened_instance(
         ipv6_address_count=ipv6_address_count,
         user_data_base64=user_data_base64,
         user_data_replace_on_change=replace_on_user_data_change,
-        metadata_options={
-            "http_endpoint": "enabled",
-            "http_tokens": "required",
-            "http_put_response_hop_limit": 1,
-        },
-        root_block_device={
-            "volume_type": "gp3",
-            "volume_size": profile.root_volume_gb,
-            "encrypted": True,
-            "delete_on_termination": True,
-        },
+        # Nested inputs through pulumi-aws's typed dicts: the type checker sees every key (mocks accept any).
+        metadata_options=aws.ec2.InstanceMetadataOptionsArgsDict(
+            http_endpoint="enabled",
+            http_tokens="required",
+            http_put_response_hop_limit=1,
+        ),
+        root_block_device=aws.ec2.InstanceRootBlockDeviceArgsDict(
+            volume_type="gp3",
+            volume_size=profile.root_volume_gb,
+            encrypted=True,
+            delete_on_termination=True,
+        ),
         monitoring=False,
         tags=tags,
         volume_tags=tags,

@@ -91,8 +91,8 @@ class Network(pulumi.ComponentResource):
             f"{name}-public-rt",
             vpc_id=self.vpc.id,
             routes=[
-                {"cidr_block": ANYWHERE_V4, "gateway_id": gateway.id},
-                {"ipv6_cidr_block": ANYWHERE_V6, "gateway_id": gateway.id},
+                aws.ec2.RouteTableRouteArgsDict(cidr_block=ANYWHERE_V4, gateway_id=gateway.id),
+                aws.ec2.RouteTableRouteArgsDict(ipv6_cidr_block=ANYWHERE_V6, gateway_id=gateway.id),
             ],
             tags=self._tags(f"{name}-public-rt"),
             opts=child,
