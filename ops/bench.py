@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from lab.loadgen import disruption, longest_outage, stream_from_client
 
@@ -61,7 +62,7 @@ def in_netns(netns: str, *command: str, timeout: float = 300) -> subprocess.Comp
     return sh("ip", "netns", "exec", netns, *command, timeout=timeout)
 
 
-def percentile(values: list[float], fraction: float) -> float:
+def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 

@@ -24,8 +24,8 @@ REPLACING = {"ami", "associatePublicIpAddress", "availabilityZone", "cpuCoreCoun
              "tenancy"}
 USER_DATA = {"userData", "userDataBase64"}
 
-BASES = {"one load balancer": {}, "load-balancer pair": {"lbCount": 2}}
-CHANGES = {
+BASES: dict[str, dict[str, object]] = {"one load balancer": {}, "load-balancer pair": {"lbCount": 2}}
+CHANGES: dict[str, dict[str, object]] = {
     "rateLimitPer10s": {"rateLimitPer10s": 300},
     "adminCidr": {"adminCidr": "203.0.113.7/32"},
     "domain": {"domain": "www.example.com", "acmeEmail": "ops@example.com"},

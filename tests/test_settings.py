@@ -143,7 +143,7 @@ def test_layout_gives_every_host_a_fixed_address_inside_its_subnet(vpc, azs, cou
     from settings import host_layout
 
     lbs, web = host_layout(vpc, azs, count, lb_count=2)
-    subnets = [ipaddress.ip_network(c) for c in subnet_cidrs(vpc, azs)]
+    subnets = [ipaddress.IPv4Network(c) for c in subnet_cidrs(vpc, azs)]
     slots = [*lbs, *web]
     assert [s.hostname for s in lbs] == ["lb-01", "lb-02"]
     assert [s.subnet_index for s in lbs] == [0, 1 % azs]  # a pair spans two availability zones
@@ -151,7 +151,7 @@ def test_layout_gives_every_host_a_fixed_address_inside_its_subnet(vpc, azs, cou
     assert len({s.private_ip for s in slots}) == len(slots), "addresses collide"
     for slot in slots:
         subnet = subnets[slot.subnet_index]
-        address = ipaddress.ip_address(slot.private_ip)
+        address = ipaddress.IPv4Address(slot.private_ip)
         # inside the subnet, clear of the 4 addresses AWS reserves at the start and the one at the end
         assert address in subnet and subnet[4] <= address < subnet[-1], slot
     assert [s.subnet_index for s in web] == [(n - 1) % azs for n in range(1, count + 1)]

@@ -71,11 +71,16 @@ def test_no_generated_password_in_any_user_data_or_export(program):
     ],
 )
 def test_invalid_settings_fail_before_any_resource_is_declared(config, message, monkeypatch):
-    declared = []
+    declared: list[str] = []
     import lab.mock_cloud as harness
 
     original = harness.RecordingMocks.new_resource
-    monkeypatch.setattr(harness.RecordingMocks, "new_resource", lambda self, args: declared.append(args.name) or original(self, args))
+
+    def recording(self, args):
+        declared.append(args.name)
+        return original(self, args)
+
+    monkeypatch.setattr(harness.RecordingMocks, "new_resource", recording)
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         run_program(config)
     assert declared == []

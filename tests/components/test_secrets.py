@@ -41,8 +41,8 @@ def test_each_role_reads_exactly_its_own_parameters_of_this_stack():
                 assert not [a for a in actions if a.startswith("ssm:GetParameter") or a.endswith("*")], statement
     roles = run.of_type("aws:iam/role:Role")
     assert {r.name for r in roles} == {"web-host-role", "lb-host-role"}
-    for role in roles:
-        assume = json.loads(role.inputs["assumeRolePolicy"])
+    for declared in roles:
+        assume = json.loads(declared.inputs["assumeRolePolicy"])
         assert assume["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
 
 

@@ -74,6 +74,7 @@ def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_
     site = subprocess.Popen(["ip", "netns", "exec", stack_address_namespace, sys.executable, "-m", "tests.ops.fake_site", address,
                              "--cert", str(pem), "--key", str(pem)], cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
     try:
+        assert site.stdout is not None  # stdout=PIPE
         assert site.stdout.readline().strip() == "serving"
         result = run_local_command(smoke.inputs, namespace=stack_address_namespace, timeout=120)
     finally:

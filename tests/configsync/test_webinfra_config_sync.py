@@ -4,6 +4,7 @@ the load balancers and a web server, with HAProxy and MariaDB."""
 import json
 import os
 import pathlib
+from typing import Any
 
 import boto3
 import pytest
@@ -212,7 +213,7 @@ def test_a_missing_parameter_fails_after_bounded_retries():
             Failing.calls += 1
             raise ConnectionError("no route to the endpoint")
 
-    waits = []
+    waits: list[float] = []
     with pytest.raises(ConnectionError):
         sync.fetch(Failing(), PARAMETER, retry_for=0.0, sleep=waits.append)
     assert Failing.calls == 1 and waits == []  # the timer's runs: once, the next run is minutes away
@@ -242,7 +243,7 @@ def test_a_wrong_manifest_entry_is_refused_whole(host, change, message):
 
 
 def test_a_password_is_written_once_as_an_environment_file(ssm, host):
-    entry = {"name": "db-app", "parameter": "/webinfra/test/db/app-password", "format": "text", "once": True,
+    entry: dict[str, Any] = {"name": "db-app", "parameter": "/webinfra/test/db/app-password", "format": "text", "once": True,
              "files": [{"path": str(host.root / "secrets/db-app.env"), "mode": "0600", "owner": "root:root", "prefix": "WEBINFRA_DB_PASSWORD="}],
              "validate": [["grep", "-Eqx", "WEBINFRA_DB_PASSWORD=[A-Za-z0-9]{16,128}", "{files[0]}"]]}
     manifest = host.manifest([entry])

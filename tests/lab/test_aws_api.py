@@ -1,13 +1,19 @@
 """The AWS API stand-in's loader, against moto: parameters arrive as SecureStrings."""
+from __future__ import annotations
+
 import io
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from lab import aws_api
+
+if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def test_ec2_is_seeded_as_pulumi_would_leave_it_and_the_takeovers_calls_move_the
     assert sorted(ids) == ["lb-01", "lb-02", "web-01"] and len(set(ids.values())) == 3
     assert aws_api.elastic_ip_holder(ec2, seeded["allocation_id"]) == ids["lb-01"]
     # what webinfra-lb-takeover asks: the stack's load-balancer address, by tags
-    filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in lb_tags.items()]
+    filters: list[FilterTypeDef] = [{"Name": f"tag:{key}", "Values": [value]} for key, value in lb_tags.items()]
     (found,) = ec2.describe_addresses(Filters=filters)["Addresses"]
     assert found["AllocationId"] == seeded["allocation_id"]
     assert ec2.describe_addresses(Filters=[*filters[:2], {"Name": "tag:Role", "Values": ["web"]}])["Addresses"] == []

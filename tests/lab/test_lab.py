@@ -119,6 +119,7 @@ def package_lock_held(host: str, at_most: float):
                               cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     times: dict = {"holder": holder}
     try:
+        assert holder.stdout is not None  # stdout=PIPE
         word, at = holder.stdout.readline().split()
         assert word == "locked", word
         times["locked"] = float(at)
@@ -710,7 +711,9 @@ def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(
         wait_until(f"{replica} caught up", lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={lonely['id']}") == "1", 30)
 
     # 2. The primary dies under a stream of writes; every write it acknowledged survives the promotion.
-    acknowledged, failed, stop = [], [], time.monotonic() + 60
+    acknowledged: list[int] = []
+    failed: list[str] = []
+    stop = time.monotonic() + 60
     killed_at = promoted_at = None
     while time.monotonic() < stop and len(acknowledged) < 60:
         result = client("curl", "-sS", "-m", "10", "--cacert", CA, "-X", "POST", "-H", "Content-Type: application/json",

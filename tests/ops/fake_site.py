@@ -31,6 +31,10 @@ class FakeSite:
         self.redirect = True
         self.next_id = 1
         self.lock = threading.Lock()
+        # where it serves, once serve() has bound it (the tests' fixture fills these in)
+        self.url = ""
+        self.http_port = 0
+        self.cacert = ""
 
     def handler(self, tls: bool):
         site = self

@@ -1,11 +1,18 @@
 """scripts/promote's decisions, with a scripted runner; its SSM runner against moto. The lab test
 (tests/lab/test_lab.py) runs the real thing on real MariaDB servers."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import boto3
 import pytest
 from moto import mock_aws
 
 from ops import promote
 from ops.promote import PromotionRefused, Server
+
+if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
+    from mypy_boto3_ec2.type_defs import TagTypeDef
 
 
 class FakeHosts:
@@ -78,7 +85,7 @@ def test_dry_run_changes_nothing():
     hosts = FakeHosts({"web-01": {"up": True, "role": "primary", "gtid": "0-1-5"},
                        "web-02": {"up": True, "role": "replica", "gtid": "0-1-5"},
                        "web-03": {"up": True, "role": "replica", "gtid": "0-1-5"}})
-    said = []
+    said: list[str] = []
     promote.run_promotion(hosts, servers(), dry_run=True, say=said.append)
     assert said[-1] == "dry run: would promote web-02"
     assert all(script.startswith("cat /etc/webinfra/db-role") for _, script in hosts.log)
@@ -92,7 +99,7 @@ def test_ssm_runner_finds_the_stacks_web_servers_by_tag_and_runs_through_run_com
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
     def launch(name, stack, role):
-        tags = [{"Key": "Project", "Value": "webinfra"}, {"Key": "Stack", "Value": stack}, {"Key": "Role", "Value": role},
+        tags: list[TagTypeDef] = [{"Key": "Project", "Value": "webinfra"}, {"Key": "Stack", "Value": stack}, {"Key": "Role", "Value": role},
                 {"Key": "Name", "Value": name}]
         ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
 

@@ -70,7 +70,7 @@ def test_a_write_that_does_not_replicate_is_named_with_the_backend(site):
     ("expiring", "https: the certificate expires in 89 days"),
 ])
 def test_https_problems_are_named(site, breakage, message):
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     if breakage == "untrusted":
         kwargs["cacert"] = None  # the system's CAs do not know the site's certificate
     elif breakage == "no hsts":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import subprocess
+from typing import Any
 
 import boto3
 import pytest
@@ -37,7 +38,8 @@ def report(clients, value: float, at: datetime.datetime, host: str = "lb-01", st
 
 
 def run(clients, instance_id, **kwargs) -> tuple[int, str, list[float]]:
-    out, slept = io.StringIO(), []
+    out = io.StringIO()
+    slept: list[float] = []
     code = wait_healthy.wait(clients, stack="dev", host="lb-01", instance_id=instance_id, out=out, sleep=slept.append,
                              clock=lambda: sum(slept), **{"timeout": 60, "interval": 15, **kwargs})
     return code, out.getvalue(), slept
@@ -103,8 +105,13 @@ class Refusing:
 
 
 def test_refused_credentials_fail_at_once_naming_the_rights_needed():
-    out, slept = io.StringIO(), []
-    code = wait_healthy.wait(lambda service: Refusing(), stack="dev", host="lb-01", instance_id="i-1", out=out,
+    out = io.StringIO()
+    slept: list[float] = []
+
+    def refusing(service: str) -> Any:  # stands in for either client
+        return Refusing()
+
+    code = wait_healthy.wait(refusing, stack="dev", host="lb-01", instance_id="i-1", out=out,
                              sleep=slept.append, clock=lambda: sum(slept), timeout=60, interval=15)
     assert code == 1 and slept == [], out.getvalue()
     assert "UnauthorizedOperation" in out.getvalue() and "ec2:DescribeInstances and cloudwatch:GetMetricStatistics" in out.getvalue()

@@ -17,9 +17,16 @@ def args(resource_type: str, props: dict, name: str = "thing") -> ResourceValida
     return ResourceValidationArgs(resource_type, props, f"urn:pulumi:dev::webinfra::{resource_type}::{name}", name, OPTIONS, None)
 
 
+def collecting(found: list[str]) -> rules.Report:
+    """A report callback that keeps each message."""
+    def report(message: str, urn: object = None) -> None:
+        found.append(message)
+    return report
+
+
 def violations(validate, resource_type: str, props: dict) -> list[str]:
-    found = []
-    validate(args(resource_type, props), lambda message, urn=None: found.append(message))
+    found: list[str] = []
+    validate(args(resource_type, props), collecting(found))
     return found
 
 
@@ -80,13 +87,13 @@ def test_a_fixed_address_instance_replaced_create_before_delete_is_refused():
     fixed = {**GOOD_INSTANCE, "privateIp": "10.0.0.11"}
     delete_first = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=True, aliases=[],
                                          custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
-    found = []
-    rules.fixed_address_delete_before_replace(args(rules.INSTANCE, fixed), lambda message, urn=None: found.append(message))
+    found: list[str] = []
+    rules.fixed_address_delete_before_replace(args(rules.INSTANCE, fixed), collecting(found))
     assert len(found) == 1 and "InvalidIPAddress.InUse" in found[0]
     found.clear()
     ok = ResourceValidationArgs(rules.INSTANCE, fixed, "urn:x", "thing", delete_first, None)
-    rules.fixed_address_delete_before_replace(ok, lambda message, urn=None: found.append(message))
-    rules.fixed_address_delete_before_replace(args(rules.INSTANCE, GOOD_INSTANCE), lambda message, urn=None: found.append(message))
+    rules.fixed_address_delete_before_replace(ok, collecting(found))
+    rules.fixed_address_delete_before_replace(args(rules.INSTANCE, GOOD_INSTANCE), collecting(found))
     assert found == []  # delete-before-replace, or an address EC2 chooses
 
 
@@ -104,15 +111,15 @@ def stack_args(run) -> StackValidationArgs:
 
 
 def test_public_ports_only_on_the_load_balancer(program):
-    found = []
-    rules.world_ports_only_on_the_load_balancer(stack_args(program), lambda message, urn=None: found.append(message))
+    found: list[str] = []
+    rules.world_ports_only_on_the_load_balancer(stack_args(program), collecting(found))
     assert found == []
     # move the LB's world-open rule onto the web servers' group: flagged
     tampered = [r for r in program.resources]
     web_rule = next(r for r in tampered if r.type == INGRESS and r.inputs.get("cidrIpv4") == "0.0.0.0/0")
     web_rule.inputs = {**web_rule.inputs, "securityGroupId": "net-web-sg-id"}
     try:
-        rules.world_ports_only_on_the_load_balancer(stack_args(program), lambda message, urn=None: found.append(message))
+        rules.world_ports_only_on_the_load_balancer(stack_args(program), collecting(found))
         assert found and "web" in found[0]
     finally:
         web_rule.inputs = {**web_rule.inputs, "securityGroupId": "net-lb-sg-id"}
@@ -124,11 +131,12 @@ def test_public_ports_only_on_the_load_balancer(program):
                          ids=["default", "20 servers", "ssh and acme", "load-balancer pair"])
 def test_every_declared_resource_passes_every_policy(config):
     run = run_program(config)
-    found = []
+    found: list[str] = []
     for policy in rules.POLICIES:
         if isinstance(policy, rules.ResourceValidationPolicy):
             for resource in run.resources:
-                policy.validate(declared_args(resource), lambda message, urn=None: found.append(message))
+                policy.validate(declared_args(resource), collecting(found))
         else:
-            policy.validate(stack_args(run), lambda message, urn=None: found.append(message))
+            assert isinstance(policy, rules.StackValidationPolicy)
+            policy.validate(stack_args(run), collecting(found))
     assert found == []

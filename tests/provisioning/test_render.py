@@ -7,6 +7,7 @@ import dataclasses
 import json
 import pathlib
 import subprocess
+from typing import Any
 
 import jinja2
 import pytest
@@ -28,7 +29,7 @@ def web_config(*args, **kwargs) -> str:
     return render.web_cloud_config(*args, db_ca=DB_CA, **kwargs)
 
 
-ACME = {"domain": "www.example.com", "acme_email": "ops@example.com", "acme_server": "https://acme.example.com/dir"}
+ACME: dict[str, Any] = {"domain": "www.example.com", "acme_email": "ops@example.com", "acme_server": "https://acme.example.com/dir"}
 BACKENDS_2 = [Backend("web-01", "10.0.0.11"), Backend("web-02", "10.0.1.12")]
 BACKENDS_20 = [Backend(f"web-{n:02d}", f"10.0.{n % 3}.{10 + n}") for n in range(1, 21)]
 
