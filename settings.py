@@ -12,8 +12,9 @@ from __future__ import annotations
 import ipaddress
 import pathlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import yaml
@@ -113,7 +114,7 @@ class Settings:
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], *, stack: str, region: str | None, aws_profile: str | None = None) -> "Settings":
+    def from_mapping(cls, values: Mapping[str, Any], *, stack: str, region: str | None, aws_profile: str | None = None) -> Settings:
         """Validate raw config values (strings or typed, as Pulumi gives them) over the defaults."""
         raw = {**project_defaults(), **{k: v for k, v in values.items() if v is not None}}
         unknown = sorted(set(values) - set(project_defaults()))
@@ -179,7 +180,7 @@ class Settings:
         )
 
     @classmethod
-    def from_pulumi_config(cls) -> "Settings":
+    def from_pulumi_config(cls) -> Settings:
         import pulumi  # imported here so the rest of this module stays usable without Pulumi
 
         config = pulumi.Config(PROJECT)
@@ -208,7 +209,7 @@ def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
     vpc = ipaddress.ip_network(vpc_cidr)
     bits_needed = max(0, (count - 1).bit_length())
     new_prefix = max(vpc.prefixlen + bits_needed, 24)
-    return [str(net) for net, _ in zip(vpc.subnets(new_prefix=new_prefix), range(count))]
+    return [str(net) for net, _ in zip(vpc.subnets(new_prefix=new_prefix), range(count), strict=False)]  # the first `count`
 
 
 @dataclass(frozen=True)

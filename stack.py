@@ -4,9 +4,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from components.db_tls import DatabaseTls, DatabaseTlsArgs
 from components.ec2 import HostProfile, debian_12_ami
 from components.host_role import SESSION_MANAGER_STATEMENT, HostRole, HostRoleArgs
-from components.db_tls import DatabaseTls, DatabaseTlsArgs
 from components.lb_certificate import LoadBalancerCertificate, LoadBalancerCertificateArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import MonitoredHost, Monitoring, MonitoringArgs

@@ -6,8 +6,8 @@ AWS-0131), an instance role (CKV2_AWS_41) and user-data that carries no secret (
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pulumi
 import pulumi_aws as aws

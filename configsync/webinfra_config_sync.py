@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 MANIFEST = "/etc/webinfra/config-sync.json"
 COMMAND_TIMEOUT = 60
@@ -129,7 +129,7 @@ def fetch(client, parameter: str, retry_for: float, sleep: Callable[[float], Non
     while True:
         try:
             return client.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
-        except Exception as error:  # noqa: BLE001 - any failure is retried, bounded by the deadline
+        except Exception as error:  # any failure is retried, bounded by the deadline
             if time.monotonic() >= deadline:
                 raise
             print(f"webinfra-config-sync: {parameter} not readable yet ({type(error).__name__}); retrying", file=sys.stderr, flush=True)
@@ -229,7 +229,7 @@ def sync_entry(entry: dict, client, retry_for: float = 0.0, service_running: Cal
             result = _run(_expand(command, candidates))
             if result.returncode != 0:
                 raise Refused(f"{command[0]} refused it: {(result.stdout + result.stderr).strip()[-300:]}")
-        for (destination, _), candidate in zip(wanted, candidates):
+        for (destination, _), candidate in zip(wanted, candidates, strict=True):  # one candidate per file
             os.replace(candidate, destination['path'])
         candidates.clear()
     finally:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import pathlib
-import ssl
 import subprocess
 import time
-import urllib.request
 
 from lab import mock_tls
 from lab.network import CLIENT_NS, in_ns

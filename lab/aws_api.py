@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import boto3
 from botocore.config import Config
 
-
 if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ssm import SSMClient
@@ -48,7 +47,7 @@ def wait_until_serving(client, seconds: float = 30.0) -> None:
         try:
             client.describe_parameters(MaxResults=1)
             return
-        except Exception:  # noqa: BLE001 - not up yet; bounded by the deadline
+        except Exception:  # not up yet; bounded by the deadline
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
@@ -95,7 +94,7 @@ def latest_metrics(client, namespace: str, minutes: int = 15) -> dict[str, float
     """The latest value of every metric the hosts published: {"MetricName/Host": value}."""
     import datetime
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     found = {}
     for metric in client.list_metrics(Namespace=namespace)["Metrics"]:
         points = client.get_metric_statistics(

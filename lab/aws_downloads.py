@@ -148,10 +148,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if body:
             self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+    def do_GET(self) -> None:  # http.server's names
         self._answer(body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(body=False)
 
     def log_request(self, code="-", size="-") -> None:
@@ -159,7 +159,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self._log_lock, open(self.access_log, "a") as log:
             log.write(line)
 
-    def log_message(self, format, *args) -> None:  # noqa: A002
+    def log_message(self, format, *args) -> None:
         pass  # errors are in the access log's status
 
 
@@ -189,7 +189,7 @@ def prepare(directory: pathlib.Path, region: str, arch: str) -> str:
 def start(directory: pathlib.Path, netns: str, address: str, region: str, arch: str, repo: pathlib.Path) -> str:
     """Prepare and start the server in the lab namespace `netns`; returns the CA the hosts must trust."""
     ca = prepare(directory, region, arch)
-    log = open(directory / "server.log", "ab")
+    log = open(directory / "server.log", "ab")  # noqa: SIM115 - the server started below writes to it after we return
     subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "lab.aws_downloads", "serve", address, str(PORT), str(directory)],
                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=repo)
     url = next(iter(downloads(region, arch)))

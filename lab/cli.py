@@ -26,10 +26,9 @@ import sys
 import time
 
 from lab import acme as lab_acme
-from lab import aws_downloads
+from lab import aws_downloads, network
 from lab import hosts as lab_hosts
 from lab import image as lab_image
-from lab import network
 from lab.declared import run_local_command
 from lab.mounts import unmount_below
 from lab.topology import CLIENT_ADDRESS, Host, LabPlan, Rule
@@ -131,7 +130,7 @@ def aws_api(plan: LabPlan, command: str, *args: str, input: str | None = None) -
 
 def start_aws_api(plan: LabPlan) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
-    log = open(LOGS / "aws-api.log", "ab")
+    log = open(LOGS / "aws-api.log", "ab")  # noqa: SIM115 - the server started below writes to it after we return
     subprocess.Popen(
         ["ip", "netns", "exec", network.CLOUD_NS, sys.executable, "-m", "moto.server", "-H", plan.api_address, "-p", "80"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from lab.mock_tls import unwrap
 

@@ -2,6 +2,7 @@
 systemd-nspawn booting it inside the host's network namespace (kept running by boot-host.sh)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -71,7 +72,7 @@ def add_hosts_entry(host: Host, line: str) -> None:
 
 def boot(host: Host) -> int:
     """Start the host (detached); returns the supervisor's pid."""
-    log = open(host_dir(host.name) / "console.log", "ab")
+    log = open(host_dir(host.name) / "console.log", "ab")  # noqa: SIM115 - the container writes to it after we return
     process = subprocess.Popen(
         [str(BOOT_HOST), host.name, str(root_of(host.name)), host.netns],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -149,10 +150,8 @@ def supervisors() -> list[int]:
 
 def kill_namespace_processes(netns: str) -> None:
     for pid in netns_pids(netns):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def unmount_and_delete() -> list[str]:

@@ -15,10 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from lab.mounts import unmount_below
-
 
 CACHE = pathlib.Path(os.environ.get("WEBINFRA_LAB_CACHE", "/var/cache/webinfra-lab"))
 MIRROR = os.environ.get("WEBINFRA_LAB_MIRROR", "http://deb.debian.org/debian")

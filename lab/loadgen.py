@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import pathlib
 import ssl
@@ -118,7 +119,7 @@ def longest_outage(records: list[dict], since: float) -> tuple[float, float]:
     """The outage as clients saw it: the longest time, ending after `since`, in which no request
     completed successfully. Returns (its length, when it began) in seconds into the run."""
     done = sorted(r["t"] + r["latency"] for r in records if r["status"] == 200)
-    return max(((b - a, a) for a, b in zip(done, done[1:]) if b >= since), default=(0.0, since))
+    return max(((b - a, a) for a, b in itertools.pairwise(done) if b >= since), default=(0.0, since))
 
 
 def main(argv: list[str]) -> int:

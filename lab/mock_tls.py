@@ -41,7 +41,7 @@ def _name(subject: dict | None) -> x509.Name:
 
 
 def _build(inputs: dict, subject: x509.Name, public_key, issuer: x509.Name, signer) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     uses = set(inputs.get("allowedUses") or [])
     builder = (
         x509.CertificateBuilder()

@@ -13,7 +13,16 @@ import ipaddress
 import pathlib
 import subprocess
 
-from lab.topology import CLIENT_ADDRESS, GATEWAY_INTERNET_ADDRESS, INTERNET_NETWORK, PUBLIC_NETWORK, Host, LabPlan, gateway_ruleset, security_groups_ruleset
+from lab.topology import (
+    CLIENT_ADDRESS,
+    GATEWAY_INTERNET_ADDRESS,
+    INTERNET_NETWORK,
+    PUBLIC_NETWORK,
+    Host,
+    LabPlan,
+    gateway_ruleset,
+    security_groups_ruleset,
+)
 
 PREFIX = "wi-"
 CLOUD_NS = "wi-cloud"

@@ -101,8 +101,8 @@ def parse_wrk(output: str) -> dict:
 
 
 def measure_proxy_overhead(status: dict, duration: int, connections: int) -> dict:
-    active = status["floating_address_holder"] or [h for h in status["hosts"] if h["role"] == "lb"][0]["name"]
-    web = [h for h in status["hosts"] if h["role"] == "web"][0]
+    active = status["floating_address_holder"] or next(h for h in status["hosts"] if h["role"] == "lb")["name"]
+    web = next(h for h in status["hosts"] if h["role"] == "web")
     netns = f"wi-{active}"
     runs = {}
     for label, url in (("through HAProxy", f"https://{status['floating_address'] or '127.0.0.1'}/health"),
@@ -254,7 +254,7 @@ def writer(url: str, rate: float, seconds: float, cacert: str) -> dict:
 
 
 def measure_replication_lag(status: dict, rate: float, seconds: float) -> dict:
-    replica = [h["name"] for h in status["hosts"] if h.get("db_role") == "replica"][0]
+    replica = next(h["name"] for h in status["hosts"] if h.get("db_role") == "replica")
     watcher = subprocess.Popen([sys.executable, "-m", "lab.cli", "exec", replica, "--", "python3", "-c", WATCHER, str(seconds + 5)],
                                cwd=REPO, stdout=subprocess.PIPE, text=True)
     time.sleep(1.5)
@@ -303,7 +303,7 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory / 1024 / 1024, 1), "kernel": platform.release(),
             "os": os_release.get("PRETTY_NAME", "").strip('"'), "python": platform.python_version(),
             "wrk": sh("wrk", "--version", check=False).stdout.split(" Copyright")[0].strip(),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def markdown(results: dict, command: str) -> str:

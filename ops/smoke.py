@@ -168,7 +168,7 @@ def check_rotation(target: Target, backends: list[str], rounds: int = 4) -> str:
 
 
 def check_write(target: Target, backends: list[str], wait: float = 10.0) -> str:
-    text = f"smoke test {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}"
+    text = f"smoke test {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}"
     answer = _ask(target, "write", "POST", "/api/messages", {"text": text})
     if answer.status != 201:
         raise CheckFailed("write", f"POST /api/messages answered {answer.status}: {answer.body[:200]!r}")
@@ -191,8 +191,8 @@ def check_https(target: Target, min_days: int) -> str:
     answer = _ask(target, "https", "GET", "/health")
     if answer.certificate is None:  # not over https: the URL's scheme decides
         raise CheckFailed("https", "no certificate: not an https URL")
-    expires = datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(answer.certificate["notAfter"]), datetime.timezone.utc)
-    days = (expires - datetime.datetime.now(datetime.timezone.utc)).days
+    expires = datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(answer.certificate["notAfter"]), datetime.UTC)
+    days = (expires - datetime.datetime.now(datetime.UTC)).days
     if days < min_days:
         raise CheckFailed("https", f"the certificate expires in {days} days ({expires:%Y-%m-%d}), under {min_days}")
     if "strict-transport-security" not in answer.headers:

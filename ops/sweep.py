@@ -271,7 +271,7 @@ def table(found: list[Found]) -> str:
         (f.region, f.kind, f.id, f.name, f.stack, f.note) for f in sorted(found, key=lambda f: (ORDER.index(f.kind), f.region, f.id))
     ]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def client_factory(endpoint_url: str | None = None) -> ClientFactory:

@@ -48,7 +48,7 @@ def launch_time(ec2: EC2Client, instance_id: str) -> datetime.datetime:
 def healthy_since(cloudwatch: CloudWatchClient, *, stack: str, host: str, metric: str, since: datetime.datetime, at_least: float,
                   now: datetime.datetime | None = None) -> float | None:
     """The best value `host` reported for `metric` since `since`, when it is at least `at_least`."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     points = cloudwatch.get_metric_statistics(
         Namespace=f"webinfra/{stack}", MetricName=metric, Dimensions=[{"Name": "Host", "Value": host}],
         StartTime=since, EndTime=now + datetime.timedelta(minutes=5), Period=60, Statistics=["Maximum"],
@@ -70,7 +70,7 @@ REFUSED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Au
 def wait(clients: ClientFactory, *, stack: str, host: str, instance_id: str, metric: str = "HealthyBackends",
          at_least: float = 1, within_minutes: float | None = None, timeout: float = 900, interval: float = 15,
          out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc)) -> int:
+         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)) -> int:
     deadline = clock() + timeout
     ec2, cloudwatch = clients("ec2"), clients("cloudwatch")
     attempt, last = 0, ""

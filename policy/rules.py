@@ -105,16 +105,18 @@ def no_world_on_sensitive_ports(args: ResourceValidationArgs, report: Report) ->
 
 def only_http_https_open_to_world(args: ResourceValidationArgs, report: Report) -> None:
     for rule in _rules(args.resource_type, args.props):
-        if rule["direction"] == "ingress" and _to_world(rule):
-            if _all_ports(rule) or not (rule["from"] == rule["to"] and rule["from"] in PUBLIC_PORTS):
-                report(f"{args.name}: only 80 and 443 may be open to the world, this opens {rule['from']}-{rule['to']}/{rule['protocol']}", None)
+        public_only = not _all_ports(rule) and rule["from"] == rule["to"] and rule["from"] in PUBLIC_PORTS
+        if rule["direction"] == "ingress" and _to_world(rule) and not public_only:
+            report(f"{args.name}: only 80 and 443 may be open to the world, "
+                   f"this opens {rule['from']}-{rule['to']}/{rule['protocol']}", None)
 
 
 def restricted_egress(args: ResourceValidationArgs, report: Report) -> None:
     for rule in _rules(args.resource_type, args.props):
-        if rule["direction"] == "egress" and _to_world(rule):
-            if _all_ports(rule) or not (rule["from"] == rule["to"] and rule["from"] in PUBLIC_PORTS):
-                report(f"{args.name}: egress to the world only on 80/443, this allows {rule['from']}-{rule['to']}/{rule['protocol']}", None)
+        public_only = not _all_ports(rule) and rule["from"] == rule["to"] and rule["from"] in PUBLIC_PORTS
+        if rule["direction"] == "egress" and _to_world(rule) and not public_only:
+            report(f"{args.name}: egress to the world only on 80/443, "
+                   f"this allows {rule['from']}-{rule['to']}/{rule['protocol']}", None)
 
 
 def default_security_group_closed(args: ResourceValidationArgs, report: Report) -> None:

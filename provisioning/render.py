@@ -14,8 +14,8 @@ import ipaddress
 import json
 import pathlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import jinja2
 import yaml
@@ -145,7 +145,7 @@ class HealthCheck:
     observe: bool = True
 
     @classmethod
-    def haproxy_defaults(cls) -> "HealthCheck":
+    def haproxy_defaults(cls) -> HealthCheck:
         """What `check` alone gives (inter 2s, fall 3, rise 2; the check timeout is inter): for comparison."""
         return cls(inter="2s", fastinter="2s", downinter="2s", timeout="2s", fall=3, rise=2, observe=False)
 

@@ -3,9 +3,9 @@ import base64
 
 import pytest
 
+from lab.mock_cloud import run_program
 from provisioning.render import USER_DATA_LIMIT_BYTES, decode_user_data
 from settings import SettingsError
-from lab.mock_cloud import run_program
 
 TAG_KEYS = {"Project", "Stack", "Role", "Name", "ManagedBy"}
 
@@ -36,7 +36,7 @@ def test_every_taggable_resource_is_tagged(program):
         if not resource.type.startswith("aws:") or not taggable(resource.type):
             continue
         tags = resource.inputs.get("tags") or {}
-        assert TAG_KEYS <= set(tags), f"{resource} lacks tags {TAG_KEYS - set(tags)}"
+        assert set(tags) >= TAG_KEYS, f"{resource} lacks tags {TAG_KEYS - set(tags)}"
         assert (tags["Project"], tags["Stack"], tags["ManagedBy"]) == ("webinfra", "dev", "pulumi"), resource
 
 

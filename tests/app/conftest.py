@@ -214,7 +214,7 @@ def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
     full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
     process = subprocess.Popen(
         [gunicorn, "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"],
-        env=full_env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"gunicorn-{port}.log", "w"),
+        env=full_env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"gunicorn-{port}.log", "w"),  # noqa: SIM115 - gunicorn's, for its lifetime
     )
     app = App(f"http://127.0.0.1:{port}", process)
     wait_for("the app", lambda: app.request("GET", "/health")[0] in (200, 503), seconds=30)

@@ -147,10 +147,10 @@ def test_network_connections_need_tls_and_replication_verifies_the_primary(datab
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(**plain)  # require_secure_transport: no plain TCP
     ca = str(databases.tls / "ca.pem")
-    with pymysql.connect(**{**plain, "ssl_disabled": False, "ssl_ca": ca, "ssl_verify_cert": True, "ssl_verify_identity": True}) as conn:
-        with conn.cursor() as cur:
-            cur.execute("SHOW STATUS LIKE 'Ssl_version'")
-            assert cur.fetchone()[1] in ("TLSv1.2", "TLSv1.3")
+    verified = {**plain, "ssl_disabled": False, "ssl_ca": ca, "ssl_verify_cert": True, "ssl_verify_identity": True}
+    with pymysql.connect(**verified) as conn, conn.cursor() as cur:
+        cur.execute("SHOW STATUS LIKE 'Ssl_version'")
+        assert cur.fetchone()[1] in ("TLSv1.2", "TLSv1.3")
     status = databases.replica.sql("SHOW SLAVE STATUS")[0]
     assert status["Master_SSL_Allowed"] == "Yes" and status["Master_SSL_Verify_Server_Cert"] == "Yes"
 

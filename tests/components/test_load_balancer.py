@@ -86,7 +86,7 @@ def test_lb_02_waits_for_lb_01_to_serve_so_a_pair_is_never_replaced_at_once(pair
     (gate,) = [c for c in pair.of_type("command:local:Command") if c.name == "lb-01-ready"]
     words = shlex.split(gate.inputs["create"])
     assert words[0] == "scripts/wait-healthy"
-    args = dict(zip(words[1::2], words[2::2]))
+    args = dict(zip(words[1::2], words[2::2], strict=False))
     assert args == {"--stack": "dev", "--region": "eu-west-1", "--host": "lb-01", "--instance-id": "lb-01-instance-id",
                     "--metric": "HealthyBackends", "--at-least": "1", "--within-minutes": "5", "--timeout": "900", "--interval": "15"}
     # re-run whenever lb-01 is replaced (a property dependency: the gate is replaced with lb-01), and

@@ -75,7 +75,7 @@ class Host:
         return {
             "name": "lb-certificate", "parameter": PARAMETER, "format": "pem-certificate-and-key",
             "files": [{"path": str(self.root / "certs/site.pem"), "mode": "0600", "owner": "root:root"}],
-            "validate": [["openssl", "x509", "-noout", "-in", "{files[0]}"], self.record("validated") + ["{files[0]}"]],
+            "validate": [["openssl", "x509", "-noout", "-in", "{files[0]}"], [*self.record("validated"), "{files[0]}"]],
             "reload": [self.record("reloaded")],
             **extra,
         }

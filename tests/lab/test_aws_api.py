@@ -1,9 +1,6 @@
 """The AWS API stand-in's loader, against moto: parameters arrive as SecureStrings."""
 from __future__ import annotations
 
-import io
-import json
-import sys
 from typing import TYPE_CHECKING
 
 import boto3

@@ -84,7 +84,7 @@ class FakeSite:
 def self_signed_certificate(directory):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webinfra smoke test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
             .not_valid_after(now + datetime.timedelta(days=90))
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--key", required=True)
     parser.add_argument("--backends", default="web-01,web-02")
     args = parser.parse_args()
-    https, _ = serve(FakeSite(args.backends.split(",")), args.address, 443, 80, args.cert, args.key)
+    serve(FakeSite(args.backends.split(",")), args.address, 443, 80, args.cert, args.key)
     print("serving", flush=True)
     threading.Event().wait()  # until the test stops this process
 

@@ -2,8 +2,8 @@
 server on loopback), percentiles, and the report naming the machine and the commands."""
 import json
 import threading
-from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from ops import bench
 from tests.conftest import require_tool

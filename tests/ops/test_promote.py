@@ -66,7 +66,7 @@ def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
         promote.run_promotion(hosts, servers(), say=lambda *_: None)
     assert not [s for _, s in hosts.log if "RESET SLAVE ALL" in s]
     assert ("web-01", "mariadb -N -B -e 'SET GLOBAL read_only = OFF' && echo primary > /etc/webinfra/db-role") in hosts.log
-    assert all(("web-0%d" % n, "mariadb -N -B -e 'START SLAVE'") in hosts.log for n in (2, 3))
+    assert all((f"web-0{n}", "mariadb -N -B -e 'START SLAVE'") in hosts.log for n in (2, 3))
     # --force accepts the loss, and fences the old primary as a replica of the new one
     chosen = promote.run_promotion(hosts, servers(), force=True, say=lambda *_: None)
     assert chosen.name == "web-02"

@@ -7,7 +7,6 @@ import io
 import subprocess
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
