@@ -114,7 +114,9 @@ class Settings:
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], *, stack: str, region: str | None, aws_profile: str | None = None) -> Settings:
+    def from_mapping(
+        cls, values: Mapping[str, Any], *, stack: str, region: str | None, aws_profile: str | None = None
+    ) -> Settings:
         """Validate raw config values (strings or typed, as Pulumi gives them) over the defaults."""
         raw = {**project_defaults(), **{k: v for k, v in values.items() if v is not None}}
         unknown = sorted(set(values) - set(project_defaults()))
@@ -150,7 +152,9 @@ class Settings:
         domain = _domain(raw["domain"])
         acme_email = _email(raw["acmeEmail"], "acmeEmail")
         if acme_email and not domain:
-            raise SettingsError(f"{PROJECT}:acmeEmail is set but {PROJECT}:domain is not: a certificate needs the site's DNS name")
+            raise SettingsError(
+                f"{PROJECT}:acmeEmail is set but {PROJECT}:domain is not: a certificate needs the site's DNS name"
+            )
         acme_server = _endpoint_url(raw["acmeServer"], "acmeServer")
         if acme_server is None:
             raise SettingsError(f"{PROJECT}:acmeServer must be an http(s) URL of an ACME directory")
@@ -186,7 +190,9 @@ class Settings:
         config = pulumi.Config(PROJECT)
         values = {key: config.get(key) for key in project_defaults()}
         aws = pulumi.Config("aws")
-        return cls.from_mapping(values, stack=pulumi.get_stack(), region=aws.get("region"), aws_profile=aws.get("profile"))
+        return cls.from_mapping(
+            values, stack=pulumi.get_stack(), region=aws.get("region"), aws_profile=aws.get("profile")
+        )
 
 
 def project_defaults() -> dict[str, Any]:
@@ -209,7 +215,9 @@ def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
     vpc = ipaddress.ip_network(vpc_cidr)
     bits_needed = max(0, (count - 1).bit_length())
     new_prefix = max(vpc.prefixlen + bits_needed, 24)
-    return [str(net) for net, _ in zip(vpc.subnets(new_prefix=new_prefix), range(count), strict=False)]  # the first `count`
+    return [
+        str(net) for net, _ in zip(vpc.subnets(new_prefix=new_prefix), range(count), strict=False)
+    ]  # the first `count`
 
 
 @dataclass(frozen=True)
@@ -221,7 +229,9 @@ class HostSlot:
     private_ip: str
 
 
-def host_layout(vpc_cidr: str, az_count: int, web_count: int, lb_count: int = 1) -> tuple[list[HostSlot], list[HostSlot]]:
+def host_layout(
+    vpc_cidr: str, az_count: int, web_count: int, lb_count: int = 1
+) -> tuple[list[HostSlot], list[HostSlot]]:
     """The load balancers and the web servers, with addresses fixed by the program.
 
     Fixed addresses (lb-NN at host .5 and web-NN at host 10+NN, each of subnet (NN-1) mod azCount)
@@ -282,7 +292,9 @@ def _instance_type(raw: Mapping[str, Any], key: str) -> str:
         # system-status-check alarm (its action: recover) could never act; and the stack keeps nothing
         # on local disks: the same family without `d` does the job.
         plain = family.replace("d", "", 1)
-        suggestion = f"; use {plain}.{size} instead" if plain != family and plain in X86_64_FAMILIES | ARM64_FAMILIES else ""
+        suggestion = (
+            f"; use {plain}.{size} instead" if plain != family and plain in X86_64_FAMILIES | ARM64_FAMILIES else ""
+        )
         raise SettingsError(
             f"{PROJECT}:{key} {value} has instance-store volumes: EC2 cannot recover such an instance onto new "
             f"hardware, so the stack's recovery alarm could never act for it, and the stack keeps all its data on "
@@ -295,7 +307,9 @@ def _vpc_cidr(value: Any) -> str:
     try:
         network = ipaddress.IPv4Network(str(value).strip(), strict=True)
     except ValueError as error:
-        raise SettingsError(f"{PROJECT}:vpcCidr must be an IPv4 network such as 10.0.0.0/16, got {value!r} ({error})") from None
+        raise SettingsError(
+            f"{PROJECT}:vpcCidr must be an IPv4 network such as 10.0.0.0/16, got {value!r} ({error})"
+        ) from None
     if not 16 <= network.prefixlen <= 24:
         raise SettingsError(f"{PROJECT}:vpcCidr must have a prefix from /16 to /24 (AWS VPC limits), got {network}")
     if not network.is_private:
@@ -310,7 +324,9 @@ def _admin_cidr(value: Any) -> str | None:
     try:
         network = ipaddress.IPv4Network(text, strict=False)
     except ValueError as error:
-        raise SettingsError(f"{PROJECT}:adminCidr must be an IPv4 network such as 203.0.113.7/32, got {text!r} ({error})") from None
+        raise SettingsError(
+            f"{PROJECT}:adminCidr must be an IPv4 network such as 203.0.113.7/32, got {text!r} ({error})"
+        ) from None
     if network.prefixlen < 8:
         raise SettingsError(
             f"{PROJECT}:adminCidr {network} opens SSH to too much of the internet (0.0.0.0/0 and prefixes "
@@ -324,18 +340,28 @@ def _lb_virtual_ip(value: Any, vpc_cidr: str, az_count: int, web_count: int, lb_
     if not text:
         return None
     if lb_count < 2:
-        raise SettingsError(f"{PROJECT}:lbVirtualIp is only used by a load-balancer pair: set {PROJECT}:lbCount to 2 or unset lbVirtualIp")
+        raise SettingsError(
+            f"{PROJECT}:lbVirtualIp is only used by a load-balancer pair: "
+            f"set {PROJECT}:lbCount to 2 or unset lbVirtualIp"
+        )
     vpc = ipaddress.IPv4Network(vpc_cidr)
     try:
         address = ipaddress.IPv4Address(text)
     except ValueError:
-        raise SettingsError(f"{PROJECT}:lbVirtualIp must be an IPv4 address inside vpcCidr {vpc}, got {text!r}") from None
+        raise SettingsError(
+            f"{PROJECT}:lbVirtualIp must be an IPv4 address inside vpcCidr {vpc}, got {text!r}"
+        ) from None
     lbs, web = host_layout(vpc_cidr, az_count, web_count, lb_count)
     taken = {slot.private_ip: slot.hostname for slot in lbs + web}
     if address not in vpc or int(address) - int(vpc.network_address) < 4 or address == vpc.broadcast_address:
-        raise SettingsError(f"{PROJECT}:lbVirtualIp must be a usable address inside vpcCidr {vpc} (not its first four or its last), got {address}")
+        raise SettingsError(
+            f"{PROJECT}:lbVirtualIp must be a usable address inside vpcCidr {vpc} "
+            f"(not its first four or its last), got {address}"
+        )
     if str(address) in taken:
-        raise SettingsError(f"{PROJECT}:lbVirtualIp {address} is {taken[str(address)]}'s address; choose a free one such as {vpc[4]}")
+        raise SettingsError(
+            f"{PROJECT}:lbVirtualIp {address} is {taken[str(address)]}'s address; choose a free one such as {vpc[4]}"
+        )
     return str(address)
 
 
@@ -357,7 +383,12 @@ def _domain(value: Any) -> str | None:
     if not text:
         return None
     labels = text.split(".")
-    if len(labels) < 2 or len(text) > 253 or not all(_DNS_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+    if (
+        len(labels) < 2
+        or len(text) > 253
+        or not all(_DNS_LABEL.match(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
         raise SettingsError(f"{PROJECT}:domain must be a DNS name such as www.example.com, got {text!r}")
     return text
 

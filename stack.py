@@ -99,7 +99,8 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     # Not Local Zones or Wavelength Zones (opt-in zones): a web server placed there would miss the
     # instance types, the pricing and the latency to its peers that the stack assumes.
     zones = aws.get_availability_zones_output(
-        state="available", filters=[aws.GetAvailabilityZonesFilterArgsDict(name="opt-in-status", values=["opt-in-not-required"])]
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgsDict(name="opt-in-status", values=["opt-in-not-required"])],
     ).names
     network = Network(
         "net",
@@ -115,7 +116,9 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     )
     certificate = LoadBalancerCertificate(
         "lb-tls",
-        LoadBalancerCertificateArgs(public_ip=network.lb_address.public_ip, domain=settings.domain, stack=settings.stack),
+        LoadBalancerCertificateArgs(
+            public_ip=network.lb_address.public_ip, domain=settings.domain, stack=settings.stack
+        ),
     )
     db_tls = DatabaseTls("db-tls", DatabaseTlsArgs(stack=settings.stack, servers=web_slots))
     secrets = StackSecrets(
@@ -215,7 +218,13 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             stack=settings.stack,
             region=settings.region,
             hosts=[
-                MonitoredHost(slot.hostname, "lb", None, lb.instance_ids[slot.hostname], role_processes("lb", lb_pair=settings.lb_pair))
+                MonitoredHost(
+                    slot.hostname,
+                    "lb",
+                    None,
+                    lb.instance_ids[slot.hostname],
+                    role_processes("lb", lb_pair=settings.lb_pair),
+                )
                 for slot in lb_slots
             ]
             + [MonitoredHost(server.hostname, "web", server.role, server.instance_id) for server in tier.servers],

@@ -58,9 +58,15 @@ def role() -> str:
     return _runtime("db-role", "WEBINFRA_ROLE", "primary")
 
 
-def _connect(*, socket_path: str | None, host: str | None, port: int) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
+def _connect(
+    *, socket_path: str | None, host: str | None, port: int
+) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     # Over the network (writes to the primary), TLS verified against the stack's database CA.
-    tls: dict[str, Any] = {} if socket_path else {"ssl_ca": _env("WEBINFRA_DB_TLS_CA"), "ssl_verify_cert": True, "ssl_verify_identity": True}
+    tls: dict[str, Any] = (
+        {}
+        if socket_path
+        else {"ssl_ca": _env("WEBINFRA_DB_TLS_CA"), "ssl_verify_cert": True, "ssl_verify_identity": True}
+    )
     return pymysql.connect(
         **tls,
         unix_socket=socket_path,
@@ -98,7 +104,12 @@ def primary_db() -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
 def _row(row: dict[str, Any] | None) -> dict[str, Any]:
     if row is None:  # read back right after it was written, in the same transaction
         raise LookupError("the message just stored was not found")
-    return {"id": row["id"], "text": row["text"], "host": row["host"], "created_at": row["created_at"].isoformat() + "Z"}
+    return {
+        "id": row["id"],
+        "text": row["text"],
+        "host": row["host"],
+        "created_at": row["created_at"].isoformat() + "Z",
+    }
 
 
 def latest_messages(limit: int) -> list[dict]:
@@ -136,7 +147,8 @@ def database_error(exc: pymysql.MySQLError):
 def index():
     messages = latest_messages(20)
     items = "\n".join(
-        f"<li>{html.escape(m['text'])} <small>({html.escape(m['host'])}, {m['created_at']})</small></li>" for m in messages
+        f"<li>{html.escape(m['text'])} <small>({html.escape(m['host'])}, {m['created_at']})</small></li>"
+        for m in messages
     )
     host, db_role = html.escape(socket.gethostname()), html.escape(role())
     page = f"""<!doctype html>

@@ -33,7 +33,9 @@ class DatabaseTls(pulumi.ComponentResource):
         ca = tls.SelfSignedCert(
             f"{name}-ca",
             private_key_pem=ca_key.private_key_pem,
-            subject=tls.SelfSignedCertSubjectArgsDict(common_name=f"webinfra {args.stack} database CA", organization="webinfra"),
+            subject=tls.SelfSignedCertSubjectArgsDict(
+                common_name=f"webinfra {args.stack} database CA", organization="webinfra"
+            ),
             is_ca_certificate=True,
             validity_period_hours=10 * 365 * 24,
             allowed_uses=["cert_signing", "crl_signing"],
@@ -61,5 +63,7 @@ class DatabaseTls(pulumi.ComponentResource):
                 allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
                 opts=child,
             )
-            self.server_pems[slot.hostname] = pulumi.Output.secret(pulumi.Output.concat(certificate.cert_pem, key.private_key_pem))
+            self.server_pems[slot.hostname] = pulumi.Output.secret(
+                pulumi.Output.concat(certificate.cert_pem, key.private_key_pem)
+            )
         self.register_outputs({"ca_certificate_pem": self.ca_certificate_pem})

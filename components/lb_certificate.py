@@ -31,7 +31,9 @@ class LoadBalancerCertificate(pulumi.ComponentResource):
         certificate = tls.SelfSignedCert(
             f"{name}-cert",
             private_key_pem=key.private_key_pem,
-            subject=tls.SelfSignedCertSubjectArgsDict(common_name=args.domain or f"webinfra {args.stack}", organization="webinfra"),
+            subject=tls.SelfSignedCertSubjectArgsDict(
+                common_name=args.domain or f"webinfra {args.stack}", organization="webinfra"
+            ),
             dns_names=[args.domain] if args.domain else [],
             ip_addresses=[args.public_ip],
             validity_period_hours=args.validity_days * 24,

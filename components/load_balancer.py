@@ -50,7 +50,10 @@ class LoadBalancer(pulumi.ComponentResource):
         if len(args.slots) not in (1, 2):
             raise ValueError("a load balancer is one instance or a pair")
         self.instance_ids = {}
-        user_data = {slot.hostname: encode_user_data(lb_cloud_config(args.facts, slot.hostname, args.backends)) for slot in args.slots}
+        user_data = {
+            slot.hostname: encode_user_data(lb_cloud_config(args.facts, slot.hostname, args.backends))
+            for slot in args.slots
+        }
         after: list[pulumi.Resource] = []
         for slot in args.slots:
             number = slot.hostname.rsplit("-", 1)[1]
@@ -99,9 +102,29 @@ class LoadBalancer(pulumi.ComponentResource):
         facts = args.facts
 
         def command_line(instance: str) -> str:
-            return shlex.join(["scripts/wait-healthy", "--stack", facts.stack, "--region", facts.region, "--host", hostname,
-                               "--instance-id", instance, "--metric", "HealthyBackends", "--at-least", "1",
-                               "--within-minutes", "5", "--timeout", str(args.ready_timeout_seconds), "--interval", "15"])
+            return shlex.join(
+                [
+                    "scripts/wait-healthy",
+                    "--stack",
+                    facts.stack,
+                    "--region",
+                    facts.region,
+                    "--host",
+                    hostname,
+                    "--instance-id",
+                    instance,
+                    "--metric",
+                    "HealthyBackends",
+                    "--at-least",
+                    "1",
+                    "--within-minutes",
+                    "5",
+                    "--timeout",
+                    str(args.ready_timeout_seconds),
+                    "--interval",
+                    "15",
+                ]
+            )
 
         return command.local.Command(
             name,

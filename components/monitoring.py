@@ -97,7 +97,9 @@ class Monitoring(pulumi.ComponentResource):
             tags={**args.tags, "Role": "monitoring", "Name": f"{name}-alerts-key"},
             opts=child,
         )
-        alias = "alias/webinfra-" + re.sub(r"[^A-Za-z0-9/_-]", "-", args.stack) + "-alerts"  # a stack name may hold dots
+        alias = (
+            "alias/webinfra-" + re.sub(r"[^A-Za-z0-9/_-]", "-", args.stack) + "-alerts"
+        )  # a stack name may hold dots
         aws.kms.Alias(f"{name}-alerts-key-alias", name=alias, target_key_id=key.key_id, opts=child)
         topic = aws.sns.Topic(
             f"{name}-alerts",
@@ -109,7 +111,9 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.topic_arn = topic.arn
         if args.alert_email:
-            aws.sns.TopicSubscription(f"{name}-alerts-email", topic=topic.arn, protocol="email", endpoint=args.alert_email, opts=child)
+            aws.sns.TopicSubscription(
+                f"{name}-alerts-email", topic=topic.arn, protocol="email", endpoint=args.alert_email, opts=child
+            )
 
         for host in args.hosts:
             self._instance_alarms(host)
@@ -124,20 +128,41 @@ class Monitoring(pulumi.ComponentResource):
             )
         primary = next(h for h in args.hosts if h.db_role == "primary")
         self._alarm(
-            "semi-sync-off", "SemiSyncOn", self.namespace, {"Host": primary.hostname}, "LessThanThreshold", 1,
-            f"{primary.hostname}: semi-synchronous replication fell back to asynchronous: a crash now could lose acknowledged writes",
-            statistic="Minimum", periods=2,
+            "semi-sync-off",
+            "SemiSyncOn",
+            self.namespace,
+            {"Host": primary.hostname},
+            "LessThanThreshold",
+            1,
+            f"{primary.hostname}: semi-synchronous replication fell back to asynchronous: "
+            "a crash now could lose acknowledged writes",
+            statistic="Minimum",
+            periods=2,
         )
         for host in args.hosts:
             if host.db_role == "replica":
                 self._alarm(
-                    f"{host.hostname}-replication-stopped", "ReplicationRunning", self.namespace, {"Host": host.hostname},
-                    "LessThanThreshold", 1, f"{host.hostname}: replication stopped", statistic="Minimum", periods=2, missing="breaching",
+                    f"{host.hostname}-replication-stopped",
+                    "ReplicationRunning",
+                    self.namespace,
+                    {"Host": host.hostname},
+                    "LessThanThreshold",
+                    1,
+                    f"{host.hostname}: replication stopped",
+                    statistic="Minimum",
+                    periods=2,
+                    missing="breaching",
                 )
                 self._alarm(
-                    f"{host.hostname}-replication-lag", "ReplicationLagSeconds", self.namespace, {"Host": host.hostname},
-                    "GreaterThanThreshold", args.max_replication_lag_seconds,
-                    f"{host.hostname}: replication more than {args.max_replication_lag_seconds} s behind", statistic="Maximum", periods=3,
+                    f"{host.hostname}-replication-lag",
+                    "ReplicationLagSeconds",
+                    self.namespace,
+                    {"Host": host.hostname},
+                    "GreaterThanThreshold",
+                    args.max_replication_lag_seconds,
+                    f"{host.hostname}: replication more than {args.max_replication_lag_seconds} s behind",
+                    statistic="Maximum",
+                    periods=3,
                 )
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
@@ -151,19 +176,77 @@ class Monitoring(pulumi.ComponentResource):
     def _instance_alarms(self, host: MonitoredHost) -> None:
         automate = f"arn:aws:automate:{self._args.region}:ec2"
         instance = {"InstanceId": host.instance_id}
-        self._alarm(f"{host.hostname}-system-check", "StatusCheckFailed_System", "AWS/EC2", instance, "GreaterThanOrEqualToThreshold", 1,
-                    f"{host.hostname}: system status check failed: recovering the instance", periods=2, extra_actions=[f"{automate}:recover"])
-        self._alarm(f"{host.hostname}-instance-check", "StatusCheckFailed_Instance", "AWS/EC2", instance, "GreaterThanOrEqualToThreshold", 1,
-                    f"{host.hostname}: instance status check failed: rebooting", periods=3, extra_actions=[f"{automate}:reboot"])
-        self._alarm(f"{host.hostname}-cpu-high", "CPUUtilization", "AWS/EC2", instance, "GreaterThanThreshold", self._args.cpu_percent,
-                    f"{host.hostname}: CPU above {self._args.cpu_percent} % for 15 minutes", statistic="Average", period=300, periods=3)
-        self._alarm(f"{host.hostname}-memory-high", "mem_used_percent", "CWAgent", instance, "GreaterThanThreshold",
-                    self._args.memory_percent, f"{host.hostname}: memory above {self._args.memory_percent} %", statistic="Average", period=300, periods=2)
-        self._alarm(f"{host.hostname}-disk-high", "disk_used_percent", "CWAgent", {**instance, "path": "/"}, "GreaterThanThreshold",
-                    self._args.disk_percent, f"{host.hostname}: root disk above {self._args.disk_percent} %", statistic="Maximum", period=300, periods=1)
+        self._alarm(
+            f"{host.hostname}-system-check",
+            "StatusCheckFailed_System",
+            "AWS/EC2",
+            instance,
+            "GreaterThanOrEqualToThreshold",
+            1,
+            f"{host.hostname}: system status check failed: recovering the instance",
+            periods=2,
+            extra_actions=[f"{automate}:recover"],
+        )
+        self._alarm(
+            f"{host.hostname}-instance-check",
+            "StatusCheckFailed_Instance",
+            "AWS/EC2",
+            instance,
+            "GreaterThanOrEqualToThreshold",
+            1,
+            f"{host.hostname}: instance status check failed: rebooting",
+            periods=3,
+            extra_actions=[f"{automate}:reboot"],
+        )
+        self._alarm(
+            f"{host.hostname}-cpu-high",
+            "CPUUtilization",
+            "AWS/EC2",
+            instance,
+            "GreaterThanThreshold",
+            self._args.cpu_percent,
+            f"{host.hostname}: CPU above {self._args.cpu_percent} % for 15 minutes",
+            statistic="Average",
+            period=300,
+            periods=3,
+        )
+        self._alarm(
+            f"{host.hostname}-memory-high",
+            "mem_used_percent",
+            "CWAgent",
+            instance,
+            "GreaterThanThreshold",
+            self._args.memory_percent,
+            f"{host.hostname}: memory above {self._args.memory_percent} %",
+            statistic="Average",
+            period=300,
+            periods=2,
+        )
+        self._alarm(
+            f"{host.hostname}-disk-high",
+            "disk_used_percent",
+            "CWAgent",
+            {**instance, "path": "/"},
+            "GreaterThanThreshold",
+            self._args.disk_percent,
+            f"{host.hostname}: root disk above {self._args.disk_percent} %",
+            statistic="Maximum",
+            period=300,
+            periods=1,
+        )
         for exe in host.watched_processes():
-            self._alarm(f"{host.hostname}-{exe}-down", "procstat_lookup_pid_count", "CWAgent", {**instance, "exe": exe}, "LessThanThreshold", 1,
-                        f"{host.hostname}: no {exe} process", statistic="Minimum", periods=2, missing="breaching")
+            self._alarm(
+                f"{host.hostname}-{exe}-down",
+                "procstat_lookup_pid_count",
+                "CWAgent",
+                {**instance, "exe": exe},
+                "LessThanThreshold",
+                1,
+                f"{host.hostname}: no {exe} process",
+                statistic="Minimum",
+                periods=2,
+                missing="breaching",
+            )
 
     def _alarm(self, key, metric, namespace, dimensions, comparison, threshold, description, *, statistic="Maximum",
                period=60, periods=1, missing="missing", extra_actions=()):
@@ -192,15 +275,39 @@ class Monitoring(pulumi.ComponentResource):
         by_host = dict(zip([h.hostname for h in args.hosts], instance_ids, strict=True))
 
         def widget(title, metrics, x, y):
-            return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
-                    "properties": {"title": title, "region": args.region, "stat": "Average", "period": 60, "metrics": metrics}}
+            return {
+                "type": "metric",
+                "x": x,
+                "y": y,
+                "width": 12,
+                "height": 6,
+                "properties": {
+                    "title": title,
+                    "region": args.region,
+                    "stat": "Average",
+                    "period": 60,
+                    "metrics": metrics,
+                },
+            }
 
         lbs = [h.hostname for h in args.hosts if h.role == "lb"]
         replicas = [h.hostname for h in args.hosts if h.db_role == "replica"]
         widgets = [
-            widget("CPU %", [["AWS/EC2", "CPUUtilization", "InstanceId", i, {"label": h}] for h, i in by_host.items()], 0, 0),
+            widget(
+                "CPU %",
+                [["AWS/EC2", "CPUUtilization", "InstanceId", i, {"label": h}] for h, i in by_host.items()],
+                0,
+                0,
+            ),
             widget("Web servers in rotation", [[self.namespace, "HealthyBackends", "Host", lb] for lb in lbs], 12, 0),
-            widget("Replication lag (s)", [[self.namespace, "ReplicationLagSeconds", "Host", h] for h in replicas], 0, 6),
-            widget("Memory %", [["CWAgent", "mem_used_percent", "InstanceId", i, {"label": h}] for h, i in by_host.items()], 12, 6),
+            widget(
+                "Replication lag (s)", [[self.namespace, "ReplicationLagSeconds", "Host", h] for h in replicas], 0, 6
+            ),
+            widget(
+                "Memory %",
+                [["CWAgent", "mem_used_percent", "InstanceId", i, {"label": h}] for h, i in by_host.items()],
+                12,
+                6,
+            ),
         ]
         return json.dumps({"widgets": widgets})

@@ -69,7 +69,9 @@ class Network(pulumi.ComponentResource):
         )
         self._public_subnets(child)
         self._security_groups(child)
-        self.lb_address = aws.ec2.Eip(f"{name}-lb-eip", domain="vpc", tags={**self._tags(f"{name}-lb-eip"), "Role": "lb"}, opts=child)
+        self.lb_address = aws.ec2.Eip(
+            f"{name}-lb-eip", domain="vpc", tags={**self._tags(f"{name}-lb-eip"), "Role": "lb"}, opts=child
+        )
 
         self.register_outputs(
             {
@@ -114,7 +116,9 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
             self.internet_access.append(
-                aws.ec2.RouteTableAssociation(f"{name}-public-{index + 1}-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child)
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-public-{index + 1}-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child
+                )
             )
             self.subnet_ids.append(subnet.id)
 
@@ -138,11 +142,41 @@ class Network(pulumi.ComponentResource):
 
         for port, label in ((80, "HTTP"), (443, "HTTPS")):
             for family, cidr in (("ipv4", ANYWHERE_V4), ("ipv6", ANYWHERE_V6)):
-                self._rule("ingress", f"lb-{label.lower()}-{family}", lb.id, port, f"{label} from anywhere ({family})", cidr=cidr)
-        self._rule("ingress", "web-http-from-lb", web.id, 80, "HTTP from the load balancer (traffic and health checks)", source=lb.id)
-        self._rule("ingress", "web-mysql-from-web", web.id, 3306, "MySQL replication and app writes between web servers", source=web.id)
-        self._rule("egress", "lb-http-to-web", lb.id, 80, "HTTP to the web servers (traffic and health checks)", source=web.id)
-        self._rule("egress", "web-mysql-to-web", web.id, 3306, "MySQL to the other web servers (replication, writes to the primary)", source=web.id)
+                self._rule(
+                    "ingress",
+                    f"lb-{label.lower()}-{family}",
+                    lb.id,
+                    port,
+                    f"{label} from anywhere ({family})",
+                    cidr=cidr,
+                )
+        self._rule(
+            "ingress",
+            "web-http-from-lb",
+            web.id,
+            80,
+            "HTTP from the load balancer (traffic and health checks)",
+            source=lb.id,
+        )
+        self._rule(
+            "ingress",
+            "web-mysql-from-web",
+            web.id,
+            3306,
+            "MySQL replication and app writes between web servers",
+            source=web.id,
+        )
+        self._rule(
+            "egress", "lb-http-to-web", lb.id, 80, "HTTP to the web servers (traffic and health checks)", source=web.id
+        )
+        self._rule(
+            "egress",
+            "web-mysql-to-web",
+            web.id,
+            3306,
+            "MySQL to the other web servers (replication, writes to the primary)",
+            source=web.id,
+        )
 
         for group_name, group in (("lb", lb), ("web", web)):
             for port, label in ((80, "HTTP"), (443, "HTTPS")):
@@ -156,16 +190,56 @@ class Network(pulumi.ComponentResource):
                         cidr=cidr,
                     )
             if args.ssh_cidr:
-                self._rule("ingress", f"{group_name}-ssh-from-admin", group.id, 22, "SSH from the admin network only", cidr=args.ssh_cidr)
+                self._rule(
+                    "ingress",
+                    f"{group_name}-ssh-from-admin",
+                    group.id,
+                    22,
+                    "SSH from the admin network only",
+                    cidr=args.ssh_cidr,
+                )
         if args.admin_cidr:
-            self._rule("ingress", "lb-stats-from-admin", lb.id, HAPROXY_STATS_PORT, "HAProxy stats and metrics from the admin network only", cidr=args.admin_cidr)
+            self._rule(
+                "ingress",
+                "lb-stats-from-admin",
+                lb.id,
+                HAPROXY_STATS_PORT,
+                "HAProxy stats and metrics from the admin network only",
+                cidr=args.admin_cidr,
+            )
         if args.lb_pair:
             # keepalived's unicast VRRP adverts, between the two load balancers only.
-            self._rule("ingress", "lb-vrrp-from-lb", lb.id, None, "VRRP (keepalived) from the other load balancer", source=lb.id, protocol=VRRP_PROTOCOL)
-            self._rule("egress", "lb-vrrp-to-lb", lb.id, None, "VRRP (keepalived) to the other load balancer", source=lb.id, protocol=VRRP_PROTOCOL)
+            self._rule(
+                "ingress",
+                "lb-vrrp-from-lb",
+                lb.id,
+                None,
+                "VRRP (keepalived) from the other load balancer",
+                source=lb.id,
+                protocol=VRRP_PROTOCOL,
+            )
+            self._rule(
+                "egress",
+                "lb-vrrp-to-lb",
+                lb.id,
+                None,
+                "VRRP (keepalived) to the other load balancer",
+                source=lb.id,
+                protocol=VRRP_PROTOCOL,
+            )
 
-    def _rule(self, direction: str, key: str, group_id, port: int | None, description: str, *, cidr: str | None = None, source=None,
-              protocol: str = "tcp"):
+    def _rule(
+        self,
+        direction: str,
+        key: str,
+        group_id,
+        port: int | None,
+        description: str,
+        *,
+        cidr: str | None = None,
+        source=None,
+        protocol: str = "tcp",
+    ):
         rule_class = aws.vpc.SecurityGroupIngressRule if direction == "ingress" else aws.vpc.SecurityGroupEgressRule
         rule_name = f"{self._name}-{key}"
         rule_class(
@@ -185,7 +259,9 @@ class Network(pulumi.ComponentResource):
 
 def _zone(zones: list[str], index: int) -> str:
     if index >= len(zones):
-        raise ValueError(f"webinfra:azCount asks for {index + 1} availability zones but the region offers {len(zones)}: {zones}")
+        raise ValueError(
+            f"webinfra:azCount asks for {index + 1} availability zones but the region offers {len(zones)}: {zones}"
+        )
     return zones[index]
 
 

@@ -30,7 +30,9 @@ class StackSecrets(pulumi.ComponentResource):
         entries: dict[str, tuple[str, pulumi.Input[str], str]] = {}
         for key, parameter_name in args.passwords.items():
             # Alphanumeric only: safe in SQL literals and env files without quoting (190 bits at 32).
-            password = random.RandomPassword(f"{name}-{key}-password", length=args.password_length, special=False, opts=child)
+            password = random.RandomPassword(
+                f"{name}-{key}-password", length=args.password_length, special=False, opts=child
+            )
             entries[key] = (parameter_name, password.result, f"webinfra {key} password (generated)")
         for key, (parameter_name, value) in args.values.items():
             entries[key] = (parameter_name, pulumi.Output.secret(value), f"webinfra {key}")

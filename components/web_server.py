@@ -31,7 +31,9 @@ class WebServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: WebServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:web_server:WebServer", name, None, opts)
         user_data = pulumi.Output.from_input(args.db_ca_certificate).apply(
-            lambda ca: encode_user_data(web_cloud_config(args.facts, args.hostname, args.role, args.primary_address, db_ca=ca))
+            lambda ca: encode_user_data(
+                web_cloud_config(args.facts, args.hostname, args.role, args.primary_address, db_ca=ca)
+            )
         )
 
         instance = hardened_instance(

@@ -57,8 +57,17 @@ class Refused(Exception):
 
 
 REQUIRED = object()
-ENTRY_KEYS = {"name": REQUIRED, "parameter": REQUIRED, "format": REQUIRED, "files": REQUIRED, "validate": [], "reload": [],
-              "service": None, "skip_if_exists": [], "once": False}
+ENTRY_KEYS = {
+    "name": REQUIRED,
+    "parameter": REQUIRED,
+    "format": REQUIRED,
+    "files": REQUIRED,
+    "validate": [],
+    "reload": [],
+    "service": None,
+    "skip_if_exists": [],
+    "once": False,
+}
 FILE_KEYS = {"path": REQUIRED, "part": "value", "mode": "0600", "owner": "root:root", "prefix": ""}
 
 
@@ -88,7 +97,9 @@ def check_entry(item: dict) -> dict:
         raise ValueError(f"entry {entry['name']!r}: no destination file")
     for f in entry['files']:
         if f['part'] not in FORMATS[entry['format']]:
-            raise ValueError(f"entry {entry['name']!r}: {f['path']} wants part {f['part']!r}, which {entry['format']} has not")
+            raise ValueError(
+                f"entry {entry['name']!r}: {f['path']} wants part {f['part']!r}, which {entry['format']} has not"
+            )
         if not os.path.isabs(f['path']) or not re.fullmatch(r"0[0-7]{3}", f['mode']) or f['owner'].count(":") != 1:
             raise ValueError(f"entry {entry['name']!r}: {f} needs an absolute path, an octal mode and user:group")
     return entry
@@ -132,7 +143,11 @@ def fetch(client, parameter: str, retry_for: float, sleep: Callable[[float], Non
         except Exception as error:  # any failure is retried, bounded by the deadline
             if time.monotonic() >= deadline:
                 raise
-            print(f"webinfra-config-sync: {parameter} not readable yet ({type(error).__name__}); retrying", file=sys.stderr, flush=True)
+            print(
+                f"webinfra-config-sync: {parameter} not readable yet ({type(error).__name__}); retrying",
+                file=sys.stderr,
+                flush=True,
+            )
             sleep(2)
 
 
@@ -141,7 +156,9 @@ def fetch(client, parameter: str, retry_for: float, sleep: Callable[[float], Non
 def _openssl(*args: str, stdin: str) -> str:
     result = subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     if result.returncode != 0:
-        raise Refused(f"openssl {args[0]} {' '.join(a for a in args[1:] if a.startswith('-'))}: {result.stderr.strip()[:200]}")
+        raise Refused(
+            f"openssl {args[0]} {' '.join(a for a in args[1:] if a.startswith('-'))}: {result.stderr.strip()[:200]}"
+        )
     return result.stdout
 
 
@@ -187,14 +204,18 @@ def _expand(command: Sequence[str], candidates: list[str]) -> list[str]:
 
 
 def _run(command: Sequence[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(list(command), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        list(command), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL
+    )
 
 
 def _service_running(service: str) -> bool:
     return subprocess.run(["systemctl", "is-active", "--quiet", service], timeout=COMMAND_TIMEOUT).returncode == 0
 
 
-def sync_entry(entry: dict, client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running) -> str:
+def sync_entry(
+    entry: dict, client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running
+) -> str:
     """One entry: "skipped", "unchanged" or "installed" (reloaded or not); raises Refused."""
     owner = next((p for p in entry['skip_if_exists'] if os.path.exists(p)), None)
     if owner:
@@ -237,17 +258,25 @@ def sync_entry(entry: dict, client, retry_for: float = 0.0, service_running: Cal
             os.unlink(leftover)
 
     if entry['service'] and not service_running(entry['service']):
-        log(entry, f"installed {digest(parts['value'])}; {entry['service']} is not running (it reads it when it starts)")
+        log(
+            entry, f"installed {digest(parts['value'])}; {entry['service']} is not running (it reads it when it starts)"
+        )
         return "installed"
     for command in entry['reload']:
         result = _run(command)
         if result.returncode != 0:
-            raise RuntimeError(f"installed, but {' '.join(command)} failed: {(result.stdout + result.stderr).strip()[-300:]}")
-    log(entry, f"installed {digest(parts['value'])} and reloaded" + (f" {entry['service']}" if entry['service'] else ""))
+            raise RuntimeError(
+                f"installed, but {' '.join(command)} failed: {(result.stdout + result.stderr).strip()[-300:]}"
+            )
+    log(
+        entry, f"installed {digest(parts['value'])} and reloaded" + (f" {entry['service']}" if entry["service"] else "")
+    )
     return "installed"
 
 
-def sync(entries: Sequence[dict], client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running) -> dict[str, str]:
+def sync(
+    entries: Sequence[dict], client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running
+) -> dict[str, str]:
     """Every entry, each on its own: one refused value does not hold back the others."""
     outcomes = {}
     for entry in entries:
@@ -262,7 +291,9 @@ def sync(entries: Sequence[dict], client, retry_for: float = 0.0, service_runnin
     return outcomes
 
 
-def main(argv: Sequence[str] | None = None, client=None, service_running: Callable[[str], bool] = _service_running) -> int:
+def main(
+    argv: Sequence[str] | None = None, client=None, service_running: Callable[[str], bool] = _service_running
+) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", default=MANIFEST)
     parser.add_argument("--retry-for", type=float, default=0.0, metavar="SECONDS",

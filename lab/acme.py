@@ -42,9 +42,18 @@ def start(directory: pathlib.Path, lb_public_ip: str) -> str:
     """Start pebble and its DNS in the client namespace; returns the CA the LB must trust."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = _listener_certificate(directory)
-    config = {"pebble": {"listenAddress": f"{CLIENT_ADDRESS}:443", "managementListenAddress": "127.0.0.1:15000",
-                         "certificate": str(directory / "pebble-cert.pem"), "privateKey": str(directory / "pebble-key.pem"),
-                         "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+    config = {
+        "pebble": {
+            "listenAddress": f"{CLIENT_ADDRESS}:443",
+            "managementListenAddress": "127.0.0.1:15000",
+            "certificate": str(directory / "pebble-cert.pem"),
+            "privateKey": str(directory / "pebble-key.pem"),
+            "httpPort": 80,
+            "tlsPort": 443,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
     (directory / "pebble.json").write_text(json.dumps(config))
     log = open(directory / "pebble.log", "ab")  # noqa: SIM115 - the servers below write to it after we return
 

@@ -78,7 +78,9 @@ def seed_ec2(ec2, instances: dict[str, dict[str, str]], elastic_ip_tags: dict[st
             TagSpecifications=[{"ResourceType": "instance", "Tags": _tag_list(tags)}],
         )
         ids[name] = reservation["Instances"][0]["InstanceId"]
-    address = ec2.allocate_address(Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": _tag_list(elastic_ip_tags)}])
+    address = ec2.allocate_address(
+        Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": _tag_list(elastic_ip_tags)}]
+    )
     if associate_with:  # a single load balancer: the program's association; a pair: keepalived's to make
         ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=ids[associate_with])
     return {"instances": ids, "allocation_id": address["AllocationId"]}
@@ -113,13 +115,24 @@ def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "seed-ec2":
         request = json.load(sys.stdin)
         wait_until_serving(ssm_client(argv[1], argv[2]))  # the server was just started
-        print(json.dumps(seed_ec2(aws_client("ec2", argv[1], argv[2]), request["instances"], request["elastic_ip_tags"], request["associate_with"])))
+        print(
+            json.dumps(
+                seed_ec2(
+                    aws_client("ec2", argv[1], argv[2]),
+                    request["instances"],
+                    request["elastic_ip_tags"],
+                    request["associate_with"],
+                )
+            )
+        )
         return 0
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
         return 0
     if len(argv) == 5 and argv[0] == "associate":  # as a stray `pulumi up` or a person would
-        aws_client("ec2", argv[1], argv[2]).associate_address(AllocationId=argv[3], InstanceId=argv[4], AllowReassociation=True)
+        aws_client("ec2", argv[1], argv[2]).associate_address(
+            AllocationId=argv[3], InstanceId=argv[4], AllowReassociation=True
+        )
         return 0
     if len(argv) == 4 and argv[0] == "metrics":
         cloudwatch = boto3.client("cloudwatch", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab",
@@ -127,11 +140,15 @@ def main(argv: list[str]) -> int:
         print(json.dumps(latest_metrics(cloudwatch, argv[3])))
         return 0
     if len(argv) == 4 and argv[0] == "put-parameter":
-        version = ssm_client(argv[1], argv[2]).put_parameter(Name=argv[3], Type="SecureString", Value=sys.stdin.read(), Overwrite=True)
+        version = ssm_client(argv[1], argv[2]).put_parameter(
+            Name=argv[3], Type="SecureString", Value=sys.stdin.read(), Overwrite=True
+        )
         print(f"{argv[3]}: version {version['Version']}")
         return 0
     if len(argv) == 4 and argv[0] == "get-parameter":
-        print(ssm_client(argv[1], argv[2]).get_parameter(Name=argv[3], WithDecryption=True)["Parameter"]["Value"], end="")
+        print(
+            ssm_client(argv[1], argv[2]).get_parameter(Name=argv[3], WithDecryption=True)["Parameter"]["Value"], end=""
+        )
         return 0
     if len(argv) != 3 or argv[0] != "load":
         print("usage: python -m lab.aws_api load ENDPOINT REGION  < parameters.json\n"

@@ -37,8 +37,15 @@ VERSION = "0.0.0~webinfra.lab"
 # What each stand-in package installs: path → (mode, content).
 PACKAGE_FILES: dict[str, dict[str, tuple[int, str]]] = {
     "amazon-ssm-agent": {
-        "/usr/bin/amazon-ssm-agent": (0o755, "#!/bin/sh\n# webinfra lab stand-in for AWS's Session Manager agent: stays up, talks to nothing.\nexec sleep infinity\n"),
-        "/lib/systemd/system/amazon-ssm-agent.service": (0o644, """\
+        "/usr/bin/amazon-ssm-agent": (
+            0o755,
+            "#!/bin/sh\n"
+            "# webinfra lab stand-in for AWS's Session Manager agent: stays up, talks to nothing.\n"
+            "exec sleep infinity\n",
+        ),
+        "/lib/systemd/system/amazon-ssm-agent.service": (
+            0o644,
+            """\
 [Unit]
 Description=amazon-ssm-agent (webinfra lab stand-in: talks to nothing)
 After=network-online.target
@@ -49,15 +56,19 @@ Restart=always
 
 [Install]
 WantedBy=multi-user.target
-"""),
+""",
+        ),
     },
     "amazon-cloudwatch-agent": {
-        "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl": (0o755, f"""\
+        "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl": (
+            0o755,
+            f"""\
 #!/bin/sh
 # webinfra lab stand-in for AWS's CloudWatch agent control script: records how it was called.
 mkdir -p "$(dirname {CTL_CALLS})"
 echo "$*" >> {CTL_CALLS}
-"""),
+""",
+        ),
     },
 }
 
@@ -69,7 +80,10 @@ def native_arch() -> str:
 
 def downloads(region: str, arch: str) -> dict[str, str]:
     """url → package, exactly where the hosts look (the program's URLs, filled in as the hosts do)."""
-    return {template.replace("{region}", region).replace("{arch}", arch): package for package, template in AWS_AGENT_URLS.items()}
+    return {
+        template.replace("{region}", region).replace("{arch}", arch): package
+        for package, template in AWS_AGENT_URLS.items()
+    }
 
 
 def server_names(region: str, arch: str) -> list[str]:
@@ -82,8 +96,11 @@ def hosts_entry(address: str, region: str, arch: str) -> str:
 
 
 def control(package: str, arch: str) -> str:
-    return (f"Package: {package}\nVersion: {VERSION}\nArchitecture: {arch}\nMaintainer: webinfra lab <lab@webinfra.test>\n"
-            f"Description: webinfra lab stand-in for AWS's {package}\n Installed from the lab's stand-in of AWS's bucket; talks to nothing.\n")
+    return (
+        f"Package: {package}\nVersion: {VERSION}\nArchitecture: {arch}\nMaintainer: webinfra lab <lab@webinfra.test>\n"
+        f"Description: webinfra lab stand-in for AWS's {package}\n"
+        " Installed from the lab's stand-in of AWS's bucket; talks to nothing.\n"
+    )
 
 
 def served_path(directory: pathlib.Path, url: str) -> pathlib.Path:
@@ -106,7 +123,9 @@ def build_package(package: str, arch: str, out: pathlib.Path, work: pathlib.Path
     for directory in [root, *(p for p in root.rglob("*") if p.is_dir())]:
         directory.chmod(0o755)  # dpkg-deb wants 0755 on DEBIAN; the rest as the real packages have it
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)], check=True, capture_output=True)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)], check=True, capture_output=True
+    )
 
 
 def build(directory: pathlib.Path, region: str, arch: str) -> dict[str, pathlib.Path]:
@@ -190,8 +209,26 @@ def start(directory: pathlib.Path, netns: str, address: str, region: str, arch: 
     """Prepare and start the server in the lab namespace `netns`; returns the CA the hosts must trust."""
     ca = prepare(directory, region, arch)
     log = open(directory / "server.log", "ab")  # noqa: SIM115 - the server started below writes to it after we return
-    subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "lab.aws_downloads", "serve", address, str(PORT), str(directory)],
-                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=repo)
+    subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            sys.executable,
+            "-m",
+            "lab.aws_downloads",
+            "serve",
+            address,
+            str(PORT),
+            str(directory),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=repo,
+    )
     url = next(iter(downloads(region, arch)))
     host = urllib.parse.urlsplit(url).hostname
     deadline = time.monotonic() + 20

@@ -88,14 +88,29 @@ def load_state() -> LabPlan:
         raise LabError("no lab is up (run: scripts/lab up)")
     state = json.loads(STATE_FILE.read_text())
     hosts = tuple(
-        Host(**{**h, "security_groups": tuple(h["security_groups"]), "packages": tuple(h["packages"]), "user_data_gzip": b""})
+        Host(
+            **{
+                **h,
+                "security_groups": tuple(h["security_groups"]),
+                "packages": tuple(h["packages"]),
+                "user_data_gzip": b"",
+            }
+        )
         for h in state["hosts"]
     )
     return LabPlan(
-        stack=state["stack"], region=state["region"], vpc_cidr=state["vpc_cidr"], hosts=hosts,
-        rules=tuple(Rule(**r) for r in state["rules"]), url=state["url"], aws_endpoint_url=state["aws_endpoint_url"],
-        elastic_ip=state["elastic_ip"], elastic_ip_allocation=state["elastic_ip_allocation"], floating_address=state["floating_address"],
-        local_commands=state.get("local_commands", {}), eip_associated_with=state.get("eip_associated_with", ""),
+        stack=state["stack"],
+        region=state["region"],
+        vpc_cidr=state["vpc_cidr"],
+        hosts=hosts,
+        rules=tuple(Rule(**r) for r in state["rules"]),
+        url=state["url"],
+        aws_endpoint_url=state["aws_endpoint_url"],
+        elastic_ip=state["elastic_ip"],
+        elastic_ip_allocation=state["elastic_ip_allocation"],
+        floating_address=state["floating_address"],
+        local_commands=state.get("local_commands", {}),
+        eip_associated_with=state.get("eip_associated_with", ""),
     )
 
 
@@ -116,24 +131,58 @@ def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | 
         config.update(lab_acme.overrides())
     config.update(overrides or {})
     run = run_program(config, stack="lab", region=region, instance_ids=instance_ids)
-    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
-                             floating_address=config.get("lbVirtualIp"))
+    return plan_from_program(
+        run,
+        stack="lab",
+        region=region,
+        vpc_cidr=config["vpcCidr"],
+        aws_endpoint_url=config["awsEndpointUrl"],
+        floating_address=config.get("lbVirtualIp"),
+    )
 
 
 # --- up ---------------------------------------------------------------------------------------------------
 
 def aws_api(plan: LabPlan, command: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     """lab/aws_api.py's COMMAND against the AWS API stand-in, from the cloud namespace where it listens."""
-    return network.in_ns(network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", command, plan.aws_endpoint_url, plan.region, *args,
-                         input=input, cwd=REPO, check=False, timeout=60)
+    return network.in_ns(
+        network.CLOUD_NS,
+        sys.executable,
+        "-m",
+        "lab.aws_api",
+        command,
+        plan.aws_endpoint_url,
+        plan.region,
+        *args,
+        input=input,
+        cwd=REPO,
+        check=False,
+        timeout=60,
+    )
 
 
 def start_aws_api(plan: LabPlan) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / "aws-api.log", "ab")  # noqa: SIM115 - the server started below writes to it after we return
     subprocess.Popen(
-        ["ip", "netns", "exec", network.CLOUD_NS, sys.executable, "-m", "moto.server", "-H", plan.api_address, "-p", "80"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+        [
+            "ip",
+            "netns",
+            "exec",
+            network.CLOUD_NS,
+            sys.executable,
+            "-m",
+            "moto.server",
+            "-H",
+            plan.api_address,
+            "-p",
+            "80",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=REPO,
     )
 
 
@@ -151,7 +200,9 @@ def seed_ec2(plan: LabPlan) -> tuple[dict[str, str], str]:
     evaluated again with them, and the hosts take their ids from it (their NoCloud meta-data), as from
     EC2's metadata service."""
     request = {
-        "instances": {h.name: {"Project": "webinfra", "Stack": plan.stack, "Role": h.role, "Name": h.name} for h in plan.hosts},
+        "instances": {
+            h.name: {"Project": "webinfra", "Stack": plan.stack, "Role": h.role, "Name": h.name} for h in plan.hosts
+        },
         "elastic_ip_tags": plan.elastic_ip_tags,
         "associate_with": plan.eip_associated_with,  # none for a pair: keepalived's active LB associates it
     }
@@ -161,16 +212,25 @@ def seed_ec2(plan: LabPlan) -> tuple[dict[str, str], str]:
     seeded = json.loads(result.stdout)
     ids = seeded["instances"]
     holder = request["associate_with"]
-    print(f"  {len(ids)} instances, Elastic IP {seeded['allocation_id']} "
-          + (f"on {holder} ({ids[holder]})" if holder else "not associated (the active load balancer will associate it)"))
+    print(
+        f"  {len(ids)} instances, Elastic IP {seeded['allocation_id']} "
+        + (f"on {holder} ({ids[holder]})" if holder else "not associated (the active load balancer will associate it)")
+    )
     return ids, seeded["allocation_id"]
 
 
 def topology(plan: LabPlan) -> tuple:
     """What the lab's network is built from: the same for every evaluation of the same settings."""
     # rules in any order: the program registers them concurrently
-    return (plan.vpc_cidr, frozenset(plan.rules), plan.floating_address, plan.elastic_ip,
-            tuple((h.name, h.role, h.db_role, h.private_ip, h.public_ip, h.security_groups, h.packages) for h in plan.hosts))
+    return (
+        plan.vpc_cidr,
+        frozenset(plan.rules),
+        plan.floating_address,
+        plan.elastic_ip,
+        tuple(
+            (h.name, h.role, h.db_role, h.private_ip, h.public_ip, h.security_groups, h.packages) for h in plan.hosts
+        ),
+    )
 
 
 def elastic_ip_holder(plan: LabPlan) -> str:
@@ -186,7 +246,9 @@ def floating_address_holder(plan: LabPlan) -> str:
     """The load balancer that holds the floating address now ("" when none does)."""
     for host in plan.load_balancers:
         if plan.floating_address and lab_hosts.is_running(host):
-            shown = lab_hosts.guest_command(host, ["ip", "-4", "-o", "addr", "show", "to", f"{plan.floating_address}/32"], timeout=20)
+            shown = lab_hosts.guest_command(
+                host, ["ip", "-4", "-o", "addr", "show", "to", f"{plan.floating_address}/32"], timeout=20
+            )
             if plan.floating_address in shown.stdout:
                 return host.name
     return ""
@@ -214,10 +276,16 @@ def wait_for_cloud_init(plan: LabPlan, began: float, timeout: float) -> dict[str
             if host.name in final:
                 continue
             state = cloud_init_state(host)
-            if state in ("done", "error", "degraded done", "disabled") or (state == "stopped" and time.monotonic() - began > 30):
+            if state in ("done", "error", "degraded done", "disabled") or (
+                state == "stopped" and time.monotonic() - began > 30
+            ):
                 final[host.name] = state
                 mark = "✓" if state == "done" else "✗"
-                print(f"  {mark} {host.name:<7} {host.role:<3} {host.db_role or '':<7} cloud-init {state} after {time.monotonic() - began:.1f}s", flush=True)
+                print(
+                    f"  {mark} {host.name:<7} {host.role:<3} {host.db_role or '':<7} "
+                    f"cloud-init {state} after {time.monotonic() - began:.1f}s",
+                    flush=True,
+                )
         time.sleep(1)
     for host in plan.hosts:
         final.setdefault(host.name, "timed out")
@@ -245,11 +313,23 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
     label = "".join([f", webCount={web_count}" if web_count else "", f", lbCount={lb_count}" if lb_count else "",
                      f", domain={lab_acme.DOMAIN} with ACME" if acme else ""]
                     + [f", {key}={value}" for key, value in (overrides or {}).items()])
-    plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{label})", evaluate_program, web_count, acme, lb_count, overrides)
+    plan = steps.run(
+        f"evaluate the Pulumi program under mocks (stack lab{label})",
+        evaluate_program,
+        web_count,
+        acme,
+        lb_count,
+        overrides,
+    )
     LOGS.mkdir(parents=True, exist_ok=True)
     package_sets = {h.packages for h in plan.hosts}
     cached = lab_image.is_built(package_sets)
-    images = steps.run(f"Debian 12 images ({'cached' if cached else 'first build, a few minutes'})", lab_image.build, package_sets, LOGS)
+    images = steps.run(
+        f"Debian 12 images ({'cached' if cached else 'first build, a few minutes'})",
+        lab_image.build,
+        package_sets,
+        LOGS,
+    )
     save_state(plan)  # from here on, `down` finds what to remove
 
     def make_network():
@@ -257,26 +337,49 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
         for host in plan.hosts:
             network.attach_host(plan, host)
 
-    steps.run(f"network: VPC {plan.vpc_cidr}, gateway, security groups, {len(plan.hosts)} host namespaces", make_network)
+    steps.run(
+        f"network: VPC {plan.vpc_cidr}, gateway, security groups, {len(plan.hosts)} host namespaces", make_network
+    )
     steps.run(f"AWS API stand-in on {plan.aws_endpoint_url}", start_aws_api, plan)
     ids, allocation = steps.run("EC2 in the AWS API stand-in: the instances and the Elastic IP", seed_ec2, plan)
     # As on AWS, what the program declares from an instance's id (a pair's readiness gate, the alarms)
     # names the instances EC2 made: evaluate it again with their ids. Everything the network was built
     # from must come out the same.
     first = plan
-    plan = steps.run("evaluate the program with the instance ids EC2 gave", evaluate_program, web_count, acme, lb_count, overrides, ids)
+    plan = steps.run(
+        "evaluate the program with the instance ids EC2 gave",
+        evaluate_program,
+        web_count,
+        acme,
+        lb_count,
+        overrides,
+        ids,
+    )
     if topology(plan) != topology(first):
         raise LabError("the program declared a different topology on its second evaluation")
     plan = dataclasses.replace(plan, elastic_ip_allocation=allocation)
     steps.run(f"SSM parameters in the AWS API stand-in ({len(plan.parameters)})", load_parameters, plan)
     save_state(plan)
     arch = aws_downloads.native_arch()
-    downloads_ca = steps.run(f"AWS's agent buckets, stood in on https://{plan.api_address} "
-                             f"({', '.join(aws_downloads.server_names(plan.region, arch))})",
-                             aws_downloads.start, DOWNLOADS, network.CLOUD_NS, plan.api_address, plan.region, arch, REPO)
+    downloads_ca = steps.run(
+        f"AWS's agent buckets, stood in on https://{plan.api_address} "
+        f"({', '.join(aws_downloads.server_names(plan.region, arch))})",
+        aws_downloads.start,
+        DOWNLOADS,
+        network.CLOUD_NS,
+        plan.api_address,
+        plan.region,
+        arch,
+        REPO,
+    )
     acme_ca = None
     if acme:
-        acme_ca = steps.run(f"ACME server (pebble) on the lab's internet at {lab_acme.DIRECTORY}", lab_acme.start, LOGS / "acme", plan.elastic_ip)
+        acme_ca = steps.run(
+            f"ACME server (pebble) on the lab's internet at {lab_acme.DIRECTORY}",
+            lab_acme.start,
+            LOGS / "acme",
+            plan.elastic_ip,
+        )
         etc = pathlib.Path("/etc/netns") / network.CLIENT_NS
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "hosts").write_text(f"127.0.0.1 localhost\n{plan.elastic_ip} {lab_acme.DOMAIN}\n")
@@ -304,7 +407,9 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
     steps.run("the program's smoke test from the lab's internet, as `pulumi up` runs it", smoke_test, plan, acme)
     total = time.monotonic() - steps.started
     print(f"\n✓ lab up in {total:.0f}s. The site: {plan.url}")
-    print(f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url}")
+    print(
+        f"  curl from the lab's internet:  sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url}"
+    )
     print("  hosts and addresses:           sudo scripts/lab status")
     print("  remove everything:             sudo scripts/lab down")
     return 0
@@ -327,7 +432,9 @@ def smoke_test(plan: LabPlan, acme: bool) -> subprocess.CompletedProcess | None:
         SMOKE_CA_FILE.write_text(lab_acme.root_certificate())
         extra["SSL_CERT_FILE"] = str(SMOKE_CA_FILE)
     print(f"  $ {plan.smoke_command['create'][:160]}…", flush=True)
-    result = run_local_command(plan.smoke_command, namespace=network.CLIENT_NS, extra_environment=extra, timeout=SMOKE_TIMEOUT)
+    result = run_local_command(
+        plan.smoke_command, namespace=network.CLIENT_NS, extra_environment=extra, timeout=SMOKE_TIMEOUT
+    )
     print("\n".join("  " + line for line in (result.stdout + result.stderr).splitlines()), flush=True)
     if result.returncode != 0:
         raise LabError("the hosts booted but the site does not pass the smoke test (above); "
@@ -350,11 +457,17 @@ def ready() -> int:
     if not gates:
         print("the program declares no readiness gate (one load balancer)")
         return 0
-    environment = {"AWS_ENDPOINT_URL": plan.aws_endpoint_url, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"}
+    environment = {
+        "AWS_ENDPOINT_URL": plan.aws_endpoint_url,
+        "AWS_ACCESS_KEY_ID": "lab",
+        "AWS_SECRET_ACCESS_KEY": "lab",
+    }
     status = 0
     for name, inputs in sorted(gates.items()):
         print(f"{name}: $ {inputs['create']}", flush=True)
-        result = run_local_command(inputs, namespace=network.CLOUD_NS, extra_environment=environment, timeout=SMOKE_TIMEOUT)
+        result = run_local_command(
+            inputs, namespace=network.CLOUD_NS, extra_environment=environment, timeout=SMOKE_TIMEOUT
+        )
         print(result.stdout + result.stderr, end="", flush=True)
         status = status or result.returncode
     return status
@@ -387,7 +500,11 @@ def down(quiet: bool = False) -> dict[str, int]:
     shutil.rmtree(LOGS, ignore_errors=True)
     shutil.rmtree(DOWNLOADS, ignore_errors=True)
     shutil.rmtree(pathlib.Path("/etc/netns") / network.CLIENT_NS, ignore_errors=True)
-    for leftover in pathlib.Path("/run/systemd/nspawn/propagate").glob("*") if pathlib.Path("/run/systemd/nspawn/propagate").exists() else []:
+    for leftover in (
+        pathlib.Path("/run/systemd/nspawn/propagate").glob("*")
+        if pathlib.Path("/run/systemd/nspawn/propagate").exists()
+        else []
+    ):
         shutil.rmtree(leftover, ignore_errors=True)
     if not quiet:
         print(f"lab down: stopped {counts['supervisors']} hosts ({counts['processes']} processes), "
@@ -406,17 +523,35 @@ def status(as_json: bool) -> int:
             "public_address": host.public_ip, "netns": host.netns, "running": lab_hosts.is_running(host),
             "cloud_init": cloud_init_state(host),
         })
-    report = {"url": plan.url, "ca_file": str(CERTIFICATE_FILE), "client_netns": network.CLIENT_NS, "client_address": CLIENT_ADDRESS,
-              "security_groups": network.security_groups_enabled(), "aws_endpoint_url": plan.aws_endpoint_url,
-              "elastic_ip": plan.elastic_ip, "elastic_ip_holder": elastic_ip_holder(plan),
-              "floating_address": plan.floating_address, "floating_address_holder": floating_address_holder(plan), "hosts": rows}
+    report = {
+        "url": plan.url,
+        "ca_file": str(CERTIFICATE_FILE),
+        "client_netns": network.CLIENT_NS,
+        "client_address": CLIENT_ADDRESS,
+        "security_groups": network.security_groups_enabled(),
+        "aws_endpoint_url": plan.aws_endpoint_url,
+        "elastic_ip": plan.elastic_ip,
+        "elastic_ip_holder": elastic_ip_holder(plan),
+        "floating_address": plan.floating_address,
+        "floating_address_holder": floating_address_holder(plan),
+        "hosts": rows,
+    }
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"url: {plan.url}   (from the lab's internet: sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url})")
+    print(
+        f"url: {plan.url}   "
+        f"(from the lab's internet: sudo scripts/lab client -- curl -si --cacert {CERTIFICATE_FILE} {plan.url})"
+    )
     print(f"security groups enforced: {'yes' if report['security_groups'] else 'NO (scripts/lab sg on)'}")
-    print(f"Elastic IP {plan.elastic_ip}: associated with {report['elastic_ip_holder'] or 'nothing'} (EC2 API)"
-          + (f"; floating address {plan.floating_address} on {report['floating_address_holder'] or 'no host'}" if plan.floating_address else ""))
+    print(
+        f"Elastic IP {plan.elastic_ip}: associated with {report['elastic_ip_holder'] or 'nothing'} (EC2 API)"
+        + (
+            f"; floating address {plan.floating_address} on {report['floating_address_holder'] or 'no host'}"
+            if plan.floating_address
+            else ""
+        )
+    )
     print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<9}cloud-init")
     for r in rows:
         print(f"{r['name']:<8}{r['role']:<6}{(r['db_role'] or '-'):<9}{r['address']:<14}{r['public_address']:<17}"
@@ -468,16 +603,27 @@ def security_groups(setting: str) -> int:
 # --- entry point -------------------------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/lab", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="scripts/lab",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="boot the lab stack")
     p_up.add_argument("--web-count", type=int, help="web servers (default: Pulumi.lab.yaml)")
     p_up.add_argument("--timeout", type=float, default=CLOUD_INIT_TIMEOUT, help="seconds to wait for cloud-init")
     p_up.add_argument("--lb-count", type=int, choices=(1, 2), help="load balancers (default: Pulumi.lab.yaml)")
-    p_up.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
-                      help="override a setting of Pulumi.lab.yaml (e.g. rateLimitPer10s=100000); validated like any other")
-    p_up.add_argument("--acme", action="store_true", help=f"set domain {lab_acme.DOMAIN}: certbot gets its certificate from pebble")
+    p_up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="override a setting of Pulumi.lab.yaml (e.g. rateLimitPer10s=100000); validated like any other",
+    )
+    p_up.add_argument(
+        "--acme", action="store_true", help=f"set domain {lab_acme.DOMAIN}: certbot gets its certificate from pebble"
+    )
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
     sub.add_parser("down", help="remove everything the lab made")

@@ -29,8 +29,9 @@ def local_command_environment(inputs: Mapping, base: Mapping[str, str] | None = 
     return {**(os.environ if base is None else base), **declared}
 
 
-def run_local_command(inputs: Mapping, *, namespace: str | None = None, extra_environment: Mapping[str, str] | None = None,
-                      timeout: float) -> subprocess.CompletedProcess:
+def run_local_command(
+    inputs: Mapping, *, namespace: str | None = None, extra_environment: Mapping[str, str] | None = None, timeout: float
+) -> subprocess.CompletedProcess:
     """A declared `command:local:Command`'s create step. `namespace`: run it from inside that network
     namespace (the lab's internet), as `pulumi up` runs it from the operator's machine.
     `extra_environment`: what the operator's machine has that this one lacks (a trust store)."""

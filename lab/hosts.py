@@ -37,8 +37,15 @@ def prepare(host: Host, lowers: list[pathlib.Path]) -> None:
     for part in ("upper", "work", "root"):
         (base / part).mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={':'.join(str(p) for p in lowers)},upperdir={base / 'upper'},workdir={base / 'work'}", str(base / "root")],
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={':'.join(str(p) for p in lowers)},upperdir={base / 'upper'},workdir={base / 'work'}",
+            str(base / "root"),
+        ],
         check=True,
     )
     root = base / "root"
@@ -118,7 +125,9 @@ def guest_command(host: Host, command: list[str], *, timeout: float | None = 60,
 def logged_at(host: Host, tag: str, text: str) -> float:
     """When (epoch seconds) `host` last logged `text` under syslog tag `tag`. The hosts share this
     machine's clock, so the time compares with the caller's time.time()."""
-    lines = guest_command(host, ["journalctl", "-t", tag, "-o", "short-unix", "--no-pager"], timeout=30).stdout.splitlines()
+    lines = guest_command(
+        host, ["journalctl", "-t", tag, "-o", "short-unix", "--no-pager"], timeout=30
+    ).stdout.splitlines()
     matching = [line for line in lines if text in line]
     if not matching:
         raise RuntimeError(f"{host.name} has not logged {text!r} under {tag}")

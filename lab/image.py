@@ -1,8 +1,9 @@
 """The lab's Debian 12 images: built once with debootstrap, cached, keyed by their package lists.
 
 A shared base (systemd, cloud-init) plus one layer per set of packages the hosts' user-data asks
-for, so hosts boot with no network and each role has exactly its own packages. apt inside it points at an empty local repository: the user-data's `package_update`
-and `packages` then succeed offline (the packages are already there) and stay exactly as on EC2.
+for, so hosts boot with no network and each role has exactly its own packages. apt inside it
+points at an empty local repository: the user-data's `package_update` and `packages` then succeed
+offline (the packages are already there) and stay exactly as on EC2.
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ network: {config: disabled}
 
 
 def base_key() -> str:
-    recipe = json.dumps({"packages": sorted(BOOT_PACKAGES), "suite": SUITE, "recipe": RECIPE_VERSION, "include": INCLUDE})
+    recipe = json.dumps(
+        {"packages": sorted(BOOT_PACKAGES), "suite": SUITE, "recipe": RECIPE_VERSION, "include": INCLUDE}
+    )
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
@@ -99,7 +102,9 @@ class Spinner:
         while not self._stop.wait(0.2):
             elapsed = time.monotonic() - self.started
             if sys.stdout.isatty():
-                sys.stdout.write(f"\r\033[K  {self.FRAMES[frame % len(self.FRAMES)]} {self.label} {elapsed:5.0f}s  {self._latest()}")
+                sys.stdout.write(
+                    f"\r\033[K  {self.FRAMES[frame % len(self.FRAMES)]} {self.label} {elapsed:5.0f}s  {self._latest()}"
+                )
                 sys.stdout.flush()
                 frame += 1
             elif elapsed - last_plain >= 15:
@@ -114,7 +119,9 @@ def _run_logged(command: list[str], log: pathlib.Path, **kwargs) -> None:
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, **kwargs)
     if result.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
-        raise RuntimeError(f"{' '.join(command[:3])} failed (exit {result.returncode}); end of {log}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"{' '.join(command[:3])} failed (exit {result.returncode}); end of {log}:\n" + "\n".join(tail)
+        )
 
 
 def _chroot(root: pathlib.Path, script: str, log: pathlib.Path) -> None:
@@ -145,9 +152,13 @@ def build(package_sets: Iterable[Sequence[str]], log_dir: pathlib.Path) -> dict[
         with Spinner("debootstrap (Debian 12 minbase)", log):
             _run_logged(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", SUITE, str(work), MIRROR], log)
         (work / "etc/apt/sources.list").write_text(
-            f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\ndeb {SECURITY_MIRROR} {SUITE}-security main\n"
+            f"deb {MIRROR} {SUITE} main\n"
+            f"deb {MIRROR} {SUITE}-updates main\n"
+            f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
         )
-        (work / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\n# no service starts while the image is built\nexit 101\n")
+        (work / "usr/sbin/policy-rc.d").write_text(
+            "#!/bin/sh\n# no service starts while the image is built\nexit 101\n"
+        )
         (work / "usr/sbin/policy-rc.d").chmod(0o755)
         script = f"""
 apt-get update -qq
@@ -169,8 +180,18 @@ update-locale LANG=en_US.UTF-8
             work = CACHE / f".build-layer-{os.getpid()}"
             for part in ("upper", "work", "root"):
                 (work / part).mkdir(parents=True)
-            subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                            f"lowerdir={base},upperdir={work / 'upper'},workdir={work / 'work'}", str(work / "root")], check=True)
+            subprocess.run(
+                [
+                    "mount",
+                    "-t",
+                    "overlay",
+                    "overlay",
+                    "-o",
+                    f"lowerdir={base},upperdir={work / 'upper'},workdir={work / 'work'}",
+                    str(work / "root"),
+                ],
+                check=True,
+            )
             try:
                 script = f"apt-get update -qq\napt-get install -y -qq {' '.join(packages)}\napt-get clean\n"
                 with Spinner(f"layer: {' '.join(packages)}", log):

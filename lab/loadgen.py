@@ -23,7 +23,9 @@ import urllib.parse
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def one_request(url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, str | None]:
+def one_request(
+    url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None
+) -> tuple[int, str | None]:
     if not url.hostname:
         raise ValueError(f"{url.geturl()!r} names no host")
     connection: http.client.HTTPConnection
@@ -88,7 +90,9 @@ def run(url: str, requests: int, rate: float | None, duration: float, timeout: f
             "elapsed": round(time.monotonic() - started, 3), "records": records}
 
 
-def stream_from_client(url: str, rate: int, duration: int, *, timeout: float, cacert: str, concurrency: int = 8) -> subprocess.Popen:
+def stream_from_client(
+    url: str, rate: int, duration: int, *, timeout: float, cacert: str, concurrency: int = 8
+) -> subprocess.Popen:
     """A bounded stream of GETs from the lab's internet, in the background: `.communicate()` gives its report."""
     from lab.network import CLIENT_NS  # here, not at the top: this module also runs alone inside the namespace
 
@@ -134,7 +138,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 100_000 or args.duration > 600 or not 1 <= args.concurrency <= 64:
         parser.error("at most 100000 requests, 600 seconds and 64 concurrent requests")
-    json.dump(run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency, args.cacert), sys.stdout)
+    json.dump(
+        run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency, args.cacert), sys.stdout
+    )
     return 0
 
 

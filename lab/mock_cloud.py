@@ -83,8 +83,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/instance:Instance":
             kind, number = args.inputs["tags"]["Name"].rsplit("-", 1)
             resource_id = self.instance_ids.get(args.inputs["tags"]["Name"], resource_id)
-            assert ipaddress.ip_address(args.inputs["privateIp"]) in ipaddress.ip_network(self.subnet_cidrs[args.inputs["subnetId"]]), \
-                f"{args.name}: its private address is outside its subnet"
+            assert ipaddress.ip_address(args.inputs["privateIp"]) in ipaddress.ip_network(
+                self.subnet_cidrs[args.inputs["subnetId"]]
+            ), f"{args.name}: its private address is outside its subnet"
             # the address AWS gives at launch in a public subnet (the LB's Elastic IP replaces it)
             outputs["publicIp"] = f"{PUBLIC_PREFIX}{(100 if kind == 'web' else 50) + int(number)}"
             outputs["arn"] = f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:instance/{resource_id}"

@@ -27,17 +27,27 @@ def unwrap(value: Any) -> Any:
 def private_key(inputs: dict) -> dict:
     if inputs.get("algorithm") == "ECDSA":
         curves = {"P224": ec.SECP224R1(), "P256": ec.SECP256R1(), "P384": ec.SECP384R1(), "P521": ec.SECP521R1()}
-        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = ec.generate_private_key(curves[inputs.get("ecdsaCurve", "P224")])
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = ec.generate_private_key(
+            curves[inputs.get("ecdsaCurve", "P224")]
+        )
     else:
         key = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return {"privateKeyPem": pem, "publicKeyPem": public}
 
 
 def _name(subject: dict | None) -> x509.Name:
     fields = {"commonName": NameOID.COMMON_NAME, "organization": NameOID.ORGANIZATION_NAME}
-    return x509.Name([x509.NameAttribute(oid, (subject or {})[key]) for key, oid in fields.items() if (subject or {}).get(key)])
+    return x509.Name(
+        [x509.NameAttribute(oid, (subject or {})[key]) for key, oid in fields.items() if (subject or {}).get(key)]
+    )
 
 
 def _build(inputs: dict, subject: x509.Name, public_key, issuer: x509.Name, signer) -> str:
@@ -56,13 +66,26 @@ def _build(inputs: dict, subject: x509.Name, public_key, issuer: x509.Name, sign
     builder = builder.add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
     builder = builder.add_extension(
         x509.KeyUsage(
-            digital_signature="digital_signature" in uses, content_commitment=False,
-            key_encipherment="key_encipherment" in uses, data_encipherment=False, key_agreement=False,
-            key_cert_sign="cert_signing" in uses, crl_sign="crl_signing" in uses, encipher_only=False, decipher_only=False,
+            digital_signature="digital_signature" in uses,
+            content_commitment=False,
+            key_encipherment="key_encipherment" in uses,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign="cert_signing" in uses,
+            crl_sign="crl_signing" in uses,
+            encipher_only=False,
+            decipher_only=False,
         ),
         critical=True,
     )
-    extended = [oid for use, oid in (("server_auth", ExtendedKeyUsageOID.SERVER_AUTH), ("client_auth", ExtendedKeyUsageOID.CLIENT_AUTH)) if use in uses]
+    extended = [
+        oid
+        for use, oid in (
+            ("server_auth", ExtendedKeyUsageOID.SERVER_AUTH),
+            ("client_auth", ExtendedKeyUsageOID.CLIENT_AUTH),
+        )
+        if use in uses
+    ]
     if extended:
         builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
     names = [x509.DNSName(n) for n in inputs.get("dnsNames") or []] + [
@@ -105,7 +128,15 @@ def locally_signed_cert(inputs: dict) -> dict:
         ips = [str(a) for a in sans.get_values_for_type(x509.IPAddress)]
     except x509.ExtensionNotFound:
         dns, ips = [], []
-    return {"certPem": _build({**inputs, "dnsNames": dns, "ipAddresses": ips}, request.subject, request.public_key(), ca_cert.subject, ca_key)}
+    return {
+        "certPem": _build(
+            {**inputs, "dnsNames": dns, "ipAddresses": ips},
+            request.subject,
+            request.public_key(),
+            ca_cert.subject,
+            ca_key,
+        )
+    }
 
 
 def lab_listener(common_name: str, *, dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (),
@@ -114,8 +145,15 @@ def lab_listener(common_name: str, *, dns_names: tuple[str, ...] = (), ip_addres
     certificate it signed. Returns (ca_pem, cert_pem, key_pem); the hosts that call the listener
     trust the CA."""
     ca_key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    ca = self_signed_cert({"privateKeyPem": ca_key, "subject": {"commonName": f"{common_name} CA"},
-                           "validityPeriodHours": hours, "isCaCertificate": True, "allowedUses": ["cert_signing"]})["certPem"]
+    ca = self_signed_cert(
+        {
+            "privateKeyPem": ca_key,
+            "subject": {"commonName": f"{common_name} CA"},
+            "validityPeriodHours": hours,
+            "isCaCertificate": True,
+            "allowedUses": ["cert_signing"],
+        }
+    )["certPem"]
     key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
     request = cert_request({"privateKeyPem": key, "subject": {"commonName": common_name},
                             "dnsNames": list(dns_names), "ipAddresses": list(ip_addresses)})

@@ -167,7 +167,8 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
             )
         )
     parameters = {
-        p.inputs["name"]: (p.inputs["type"], unwrap(p.inputs["value"])) for p in run.of_type("aws:ssm/parameter:Parameter")
+        p.inputs["name"]: (p.inputs["type"], unwrap(p.inputs["value"]))
+        for p in run.of_type("aws:ssm/parameter:Parameter")
     }
     order = {"lb": 0, "web": 1}
     return LabPlan(
@@ -184,8 +185,10 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
         elastic_ip_tags=dict(eip.inputs["tags"]),
         floating_address=floating_address or "",
         eip_associated_with=associated_with,
-        local_commands={c.name: {key: c.inputs[key] for key in ("create", "environment", "dir", "interpreter") if key in c.inputs}
-                        for c in run.of_type("command:local:Command")},
+        local_commands={
+            c.name: {key: c.inputs[key] for key in ("create", "environment", "dir", "interpreter") if key in c.inputs}
+            for c in run.of_type("command:local:Command")
+        },
     )
 
 
@@ -230,7 +233,9 @@ def security_groups_ruleset(plan: LabPlan, table: str = "webinfra_sg") -> str:
             for rule in plan.rules:
                 if rule.direction == direction and rule.group in host.security_groups:
                     lines.append(_rule_line(rule, peer_field, verdict))
-            lines.append(f"        counter drop comment \"{direction} of {host.name}: no security group rule allows this\"")
+            lines.append(
+                f'        counter drop comment "{direction} of {host.name}: no security group rule allows this"'
+            )
             lines.append("    }")
     for hook, checks in (("forward", ("egress", "ingress")), ("input", ("egress",))):
         lines += [
@@ -242,11 +247,16 @@ def security_groups_ruleset(plan: LabPlan, table: str = "webinfra_sg") -> str:
         for direction in checks:
             field_name = "saddr" if direction == "egress" else "daddr"
             for host in plan.hosts:
-                lines.append(f"        ip {field_name} {host.private_ip} jump {direction}_{host.name.replace('-', '_')}")
+                lines.append(
+                    f"        ip {field_name} {host.private_ip} jump {direction}_{host.name.replace('-', '_')}"
+                )
             if plan.floating_address and direction == "ingress":
                 # the floating address belongs to the active load balancer: the pair shares its groups
                 lb = plan.load_balancers[0]
-                lines.append(f"        ip daddr {plan.floating_address} jump ingress_{lb.name.replace('-', '_')} comment \"the floating address\"")
+                lines.append(
+                    f'        ip daddr {plan.floating_address} jump ingress_{lb.name.replace("-", "_")} '
+                    'comment "the floating address"'
+                )
         lines.append("    }")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -262,7 +272,10 @@ def gateway_ruleset(plan: LabPlan, *, bridge: str, internet_link: str, table: st
     for host in plan.hosts:
         lines.append(f"        iifname \"{internet_link}\" ip daddr {host.public_ip} dnat to {host.private_ip}")
     if plan.floating_address:
-        lines.append(f"        iifname \"{internet_link}\" ip daddr {plan.elastic_ip} dnat to {plan.floating_address} comment \"the Elastic IP\"")
+        lines.append(
+            f'        iifname "{internet_link}" ip daddr {plan.elastic_ip} dnat to {plan.floating_address} '
+            'comment "the Elastic IP"'
+        )
     lines += ["    }", "    chain postrouting {", "        type nat hook postrouting priority srcnat; policy accept;"]
     for host in plan.hosts:
         lines.append(f"        oifname \"{internet_link}\" ip saddr {host.private_ip} snat to {host.public_ip}")
@@ -270,10 +283,13 @@ def gateway_ruleset(plan: LabPlan, *, bridge: str, internet_link: str, table: st
         "    }",
         "    chain forward {",
         "        type filter hook forward priority 0; policy drop;",
-        f"        iifname \"{bridge}\" oifname \"{bridge}\" accept comment \"within the VPC (security groups apply on the bridge)\"",
+        f'        iifname "{bridge}" oifname "{bridge}" accept '
+        'comment "within the VPC (security groups apply on the bridge)"',
         "        ct state established,related accept",
-        f"        iifname \"{internet_link}\" oifname \"{bridge}\" ct status dnat accept comment \"internet to public addresses only\"",
-        f"        iifname \"{bridge}\" oifname \"{internet_link}\" ip saddr {plan.vpc_cidr} ip daddr {INTERNET_NETWORK} accept",
+        f'        iifname "{internet_link}" oifname "{bridge}" ct status dnat accept '
+        'comment "internet to public addresses only"',
+        f'        iifname "{bridge}" oifname "{internet_link}" '
+        f"ip saddr {plan.vpc_cidr} ip daddr {INTERNET_NETWORK} accept",
         "        counter drop",
         "    }",
         "}",

@@ -43,7 +43,9 @@ CA = "/var/lib/webinfra-lab/lb-certificate.pem"
 BENCH_SETTINGS = ["rateLimitPer10s=100000"]  # the load below is one client address
 
 
-def sh(*command: str, timeout: float = 600, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+def sh(
+    *command: str, timeout: float = 600, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=input, cwd=REPO)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
@@ -77,7 +79,9 @@ def measure_lab_up() -> dict:
     began = time.monotonic()
     up = lab("up", *[item for setting in BENCH_SETTINGS for item in ("--set", setting)], timeout=1500)
     seconds = time.monotonic() - began
-    hosts = {m.group(1): float(m.group(2)) for m in re.finditer(r"✓ (\S+)\s.*cloud-init done after ([\d.]+)s", up.stdout)}
+    hosts = {
+        m.group(1): float(m.group(2)) for m in re.finditer(r"✓ (\S+)\s.*cloud-init done after ([\d.]+)s", up.stdout)
+    }
     return {"seconds": round(seconds, 1), "cloud_init_done": hosts}
 
 
@@ -88,7 +92,9 @@ WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 
 def parse_wrk(output: str) -> dict:
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    latencies = {f"p{m.group(1)}_ms": round(float(m.group(2)) * scale[m.group(3)], 2) for m in WRK_LATENCY.finditer(output)}
+    latencies = {
+        f"p{m.group(1)}_ms": round(float(m.group(2)) * scale[m.group(3)], 2) for m in WRK_LATENCY.finditer(output)
+    }
     requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
@@ -108,7 +114,10 @@ def measure_proxy_overhead(status: dict, duration: int, connections: int) -> dic
     for label, url in (("through HAProxy", f"https://{status['floating_address'] or '127.0.0.1'}/health"),
                        (f"straight to {web['name']}", f"http://{web['address']}/health")):
         command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-H", "Host: webinfra-bench", url]
-        runs[label] = {**parse_wrk(in_netns(netns, *command, timeout=duration + 60).stdout), "command": shlex.join(["ip", "netns", "exec", netns, *command])}
+        runs[label] = {
+            **parse_wrk(in_netns(netns, *command, timeout=duration + 60).stdout),
+            "command": shlex.join(["ip", "netns", "exec", netns, *command]),
+        }
         log(f"  {label}: {runs[label]}")
     through, direct = runs["through HAProxy"], runs[f"straight to {web['name']}"]
     return {
@@ -136,15 +145,23 @@ def set_health_checks(status: dict, kind: str) -> None:
     check = HealthCheck() if kind == "project" else HealthCheck.haproxy_defaults()
     for lb in lb_names(status):
         config = haproxy_config(lb, backends, rate_limit_per_10s=100000, check=check)
-        guest(lb, "sh", "-c", "cat > /etc/haproxy/haproxy.cfg.bench && haproxy -c -q -f /etc/haproxy/haproxy.cfg.bench && "
-              "mv /etc/haproxy/haproxy.cfg.bench /etc/haproxy/haproxy.cfg && systemctl reload haproxy", input=config)
+        guest(
+            lb,
+            "sh",
+            "-c",
+            "cat > /etc/haproxy/haproxy.cfg.bench && haproxy -c -q -f /etc/haproxy/haproxy.cfg.bench && "
+            "mv /etc/haproxy/haproxy.cfg.bench /etc/haproxy/haproxy.cfg && systemctl reload haproxy",
+            input=config,
+        )
     time.sleep(3)
 
 
 def wait_in_rotation(url: str, name: str, seconds: float = 180) -> float:
     began = time.monotonic()
     while time.monotonic() - began < seconds:
-        report = json.loads(in_netns("wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", "10", "--cacert", CA).stdout)
+        report = json.loads(
+            in_netns("wi-client", sys.executable, "-m", "lab.loadgen", url, "--requests", "10", "--cacert", CA).stdout
+        )
         if name in report["servers"]:
             return time.monotonic() - began
         time.sleep(1)
@@ -165,9 +182,15 @@ def measure_kill(status: dict, kind: str, rate: int, duration: int) -> dict:
     effect = disruption(report["records"], killed_at)
     lab("start", victim)
     wait_in_rotation(url, victim)
-    result = {"settings": kind, "requests": report["sent"], "failed": len(effect["failed"]), "disturbed": len(effect["disturbed"]),
-              "slowest_s": round(effect["slowest"], 2), "window_s": round(effect["window"], 2),
-              "load": f"{rate} req/s, 8 concurrent, {duration} s, kill at 5 s"}
+    result = {
+        "settings": kind,
+        "requests": report["sent"],
+        "failed": len(effect["failed"]),
+        "disturbed": len(effect["disturbed"]),
+        "slowest_s": round(effect["slowest"], 2),
+        "window_s": round(effect["window"], 2),
+        "load": f"{rate} req/s, 8 concurrent, {duration} s, kill at 5 s",
+    }
     log(f"  kill with {kind} health checks: {result}")
     return result
 
@@ -191,11 +214,16 @@ def measure_lb_failover(rate: int, duration: int) -> dict:
     standby_host = load_state().host(standby)
     after = json.loads(lab("status", "--json").stdout)
     result = {
-        "killed": active, "standby": standby, "requests": report["sent"],
+        "killed": active,
+        "standby": standby,
+        "requests": report["sent"],
         "failed": sum(1 for r in report["records"] if r["status"] != 200),
         "master_after_s": round(logged_at(standby_host, "webinfra-lb-state", "now MASTER") - kill_wall, 2),
-        "elastic_ip_moved_after_s": round(logged_at(standby_host, "webinfra-lb-takeover", "now points at") - kill_wall, 2),
-        "elastic_ip_holder": after["elastic_ip_holder"], "longest_outage_s": round(outage, 2),
+        "elastic_ip_moved_after_s": round(
+            logged_at(standby_host, "webinfra-lb-takeover", "now points at") - kill_wall, 2
+        ),
+        "elastic_ip_holder": after["elastic_ip_holder"],
+        "longest_outage_s": round(outage, 2),
         "outage_began_s": round(outage_from - killed_at, 2),
         "load": f"{rate} req/s, 8 concurrent, 3 s client timeout, {duration} s, kill at 5 s",
     }
@@ -255,11 +283,25 @@ def writer(url: str, rate: float, seconds: float, cacert: str) -> dict:
 
 def measure_replication_lag(status: dict, rate: float, seconds: float) -> dict:
     replica = next(h["name"] for h in status["hosts"] if h.get("db_role") == "replica")
-    watcher = subprocess.Popen([sys.executable, "-m", "lab.cli", "exec", replica, "--", "python3", "-c", WATCHER, str(seconds + 5)],
-                               cwd=REPO, stdout=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "lab.cli", "exec", replica, "--", "python3", "-c", WATCHER, str(seconds + 5)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)
-    written = in_netns("wi-client", sys.executable, "-m", "ops.bench", "writer", status["url"], str(rate), str(seconds), CA,
-                       timeout=seconds + 120)
+    written = in_netns(
+        "wi-client",
+        sys.executable,
+        "-m",
+        "ops.bench",
+        "writer",
+        status["url"],
+        str(rate),
+        str(seconds),
+        CA,
+        timeout=seconds + 120,
+    )
     acknowledged = {int(k): v for k, v in json.loads(written.stdout).items()}
     seen = {int(k): v for k, v in json.loads(watcher.communicate(timeout=seconds + 120)[0]).items()}
     lags = [(seen[i] - acknowledged[i]) * 1000 for i in acknowledged if i in seen]
@@ -298,12 +340,24 @@ def measure_evaluation(counts: list[int], repeats: int) -> list[dict]:
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    memory = next(int(line.split()[1]) for line in pathlib.Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
-    os_release = dict(line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().splitlines() if "=" in line)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory / 1024 / 1024, 1), "kernel": platform.release(),
-            "os": os_release.get("PRETTY_NAME", "").strip('"'), "python": platform.python_version(),
-            "wrk": sh("wrk", "--version", check=False).stdout.split(" Copyright")[0].strip(),
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    memory = next(
+        int(line.split()[1])
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    os_release = dict(
+        line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().splitlines() if "=" in line
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": os_release.get("PRETTY_NAME", "").strip('"'),
+        "python": platform.python_version(),
+        "wrk": sh("wrk", "--version", check=False).stdout.split(" Copyright")[0].strip(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def markdown(results: dict, command: str) -> str:
@@ -311,11 +365,13 @@ def markdown(results: dict, command: str) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `{command}` on {m['date']}. Regenerate with the same command (root; it boots and removes its own lab).",
+        f"Measured by `{command}` on {m['date']}. "
+        "Regenerate with the same command (root; it boots and removes its own lab).",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}, Python {m['python']}, "
-        f"{m['wrk']}. Shared and noisy: every host of the lab, the load generators and the AWS stand-in run on these "
-        f"{m['cores']} cores, so absolute figures are far below what EC2 instances give; compare ratios within this run.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}, "
+        f"Python {m['python']}, {m['wrk']}. Shared and noisy: every host of the lab, the load generators and the "
+        f"AWS stand-in run on these {m['cores']} cores, so absolute figures are far below what EC2 instances give; "
+        "compare ratios within this run.",
         "",
         "## 1. Through HAProxy vs straight to one web server",
         "",
@@ -325,8 +381,10 @@ def markdown(results: dict, command: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for label, run in proxy["runs"].items():
-        lines.append(f"| {label} | {run['p50_ms']} ms | {run['p99_ms']} ms | {run['requests_per_second']:.0f} | {run['requests']} | "
-                     f"{run['non_2xx']} | {run['socket_errors']} |")
+        lines.append(
+            f"| {label} | {run['p50_ms']} ms | {run['p99_ms']} ms | {run['requests_per_second']:.0f} | "
+            f"{run['requests']} | {run['non_2xx']} | {run['socket_errors']} |"
+        )
     ratio = proxy["ratio"]
     lines += [
         "",
@@ -349,36 +407,48 @@ def markdown(results: dict, command: str) -> str:
     labels = {"project": "the project's (inter 500ms, fastinter 250ms, timeout 500ms, fall 2, observe layer4)",
               "haproxy-defaults": "HAProxy's defaults (inter 2s, fall 3, rise 2)"}
     for run in results["kill"]:
-        lines.append(f"| {labels[run['settings']]} | {run['requests']} | {run['failed']} | {run['disturbed']} | {run['slowest_s']} s | {run['window_s']} s |")
+        lines.append(
+            f"| {labels[run['settings']]} | {run['requests']} | {run['failed']} | {run['disturbed']} | "
+            f"{run['slowest_s']} s | {run['window_s']} s |"
+        )
     lag = results["replication"]
     lines += [
         "",
-        "Both keep HAProxy's retries and redispatch (`retry-on conn-failure empty-response response-timeout`), which is why "
-        "requests are held up rather than failed; the window shows how long the dead server stays in the rotation.",
+        "Both keep HAProxy's retries and redispatch (`retry-on conn-failure empty-response response-timeout`), "
+        "which is why requests are held up rather than failed; the window shows how long the dead server stays in "
+        "the rotation.",
         "",
         "## 3. Replication lag under a steady write load",
         "",
-        f"{lag['load']}; the lag of each write is from its acknowledgement at the client to the moment a watcher on "
-        f"{lag['replica']} (polling every 5 ms) sees the row. Semi-synchronous replication acknowledges a write once the "
-        "replica has *received* it, so the lag is mostly the replica applying it; negative values are possible.",
+        f"{lag['load']}; the lag of each write is from its acknowledgement at the client to the moment a watcher "
+        f"on {lag['replica']} (polling every 5 ms) sees the row. Semi-synchronous replication acknowledges a write "
+        "once the replica has *received* it, so the lag is mostly the replica applying it; negative values are "
+        "possible.",
         "",
         "| writes acknowledged | seen on the replica | p50 | p99 | max |",
         "|---|---|---|---|---|",
-        f"| {lag['writes_acknowledged']} | {lag['seen_on_replica']} | {lag['p50_ms']} ms | {lag['p99_ms']} ms | {lag['max_ms']} ms |",
+        f"| {lag['writes_acknowledged']} | {lag['seen_on_replica']} | {lag['p50_ms']} ms | {lag['p99_ms']} ms | "
+        f"{lag['max_ms']} ms |",
         "",
         "## 4. `scripts/lab up` to healthy",
         "",
-        f"With the images cached: **{up['seconds']} s** from the command to cloud-init `done` on every host and the smoke test "
-        "passed (`scripts/lab up --set rateLimitPer10s=100000`). cloud-init finished, after boot began: "
-        + ", ".join(f"{name} {seconds} s" for name, seconds in up["cloud_init_done"].items()) + ".",
+        f"With the images cached: **{up['seconds']} s** from the command to cloud-init `done` on every host and "
+        "the smoke test passed (`scripts/lab up --set rateLimitPer10s=100000`). cloud-init finished, after boot "
+        "began: "
+        + ", ".join(f"{name} {seconds} s" for name, seconds in up["cloud_init_done"].items())
+        + ".",
         "",
         "## 5. Program evaluation under Pulumi mocks",
         "",
-        "The whole program (`lab/mock_cloud.run_program`, as the tests run it), `azCount` 3, in a fresh interpreter each time:",
+        "The whole program (`lab/mock_cloud.run_program`, as the tests run it), `azCount` 3, "
+        "in a fresh interpreter each time:",
         "",
         "| webCount | resources | median | fastest | runs |",
         "|---|---|---|---|---|",
-        *[f"| {r['web_count']} | {r['resources']} | {r['median_s']} s | {r['min_s']} s | {r['repeats']} |" for r in results["evaluation"]],
+        *[
+            f"| {r['web_count']} | {r['resources']} | {r['median_s']} s | {r['min_s']} s | {r['repeats']} |"
+            for r in results["evaluation"]
+        ],
         "",
         *(_lb_failover_section(results["lb_failover"]) if "lb_failover" in results else []),
     ]
@@ -392,7 +462,8 @@ def _lb_failover_section(run: dict) -> list[str]:
         f"The lab stack's load-balancer pair (keepalived, `advert_int 1`); load: {run['load']} through the Elastic IP. "
         f"{run['killed']} was active and was killed (`scripts/lab kill`).",
         "",
-        "| requests | failed | standby MASTER after | Elastic IP moved (EC2 API) after | longest time without a successful response |",
+        "| requests | failed | standby MASTER after | Elastic IP moved (EC2 API) after "
+        "| longest time without a successful response |",
         "|---|---|---|---|---|",
         f"| {run['requests']} | {run['failed']} | {run['master_after_s']} s | {run['elastic_ip_moved_after_s']} s | "
         f"{run['longest_outage_s']} s (from {run['outage_began_s']:+} s) |",
@@ -408,12 +479,24 @@ def main(argv: list[str]) -> int:
         url, rate, seconds, cacert = argv[1], float(argv[2]), float(argv[3]), argv[4]
         print(json.dumps(writer(url, rate, seconds, cacert)))
         return 0
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--output", default="docs/BENCHMARKS.md", help="the report to write (default docs/BENCHMARKS.md)")
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument(
+        "--output", default="docs/BENCHMARKS.md", help="the report to write (default docs/BENCHMARKS.md)"
+    )
     parser.add_argument("--json", help="also write the raw results here")
-    parser.add_argument("--quick", action="store_true", help="shorter loads (a check that the benchmark runs, not figures)")
-    parser.add_argument("--report-only", metavar="JSON", help="write the report from the results a run saved with --json; measure nothing")
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter loads (a check that the benchmark runs, not figures)"
+    )
+    parser.add_argument(
+        "--report-only",
+        metavar="JSON",
+        help="write the report from the results a run saved with --json; measure nothing",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         saved = json.loads(pathlib.Path(args.report_only).read_text())
@@ -433,7 +516,9 @@ def main(argv: list[str]) -> int:
         log("▸ 3. replication lag under steady writes")
         results["replication"] = measure_replication_lag(status, rate=20, seconds=lag_seconds)
         log("▸ 2. a web server killed under load, two health-check settings")
-        results["kill"] = [measure_kill(status, kind, rate=20, duration=kill_seconds) for kind in ("project", "haproxy-defaults")]
+        results["kill"] = [
+            measure_kill(status, kind, rate=20, duration=kill_seconds) for kind in ("project", "haproxy-defaults")
+        ]
         set_health_checks(status, "project")
         if status["floating_address"]:
             log("▸ 6. the active load balancer killed under load")

@@ -75,7 +75,9 @@ class Promotion:
 
     def survey(self) -> None:
         for server in self.servers:
-            status, output = self.runner.run(server.name, f"cat {STATE}/db-role && {sql('SELECT @@gtid_current_pos')}", 20)
+            status, output = self.runner.run(
+                server.name, f"cat {STATE}/db-role && {sql('SELECT @@gtid_current_pos')}", 20
+            )
             server.reachable = status == 0
             if server.reachable:
                 lines = output.strip().splitlines()
@@ -96,7 +98,11 @@ class Promotion:
             self._run(replica, sql("STOP SLAVE IO_THREAD"))
             self._drain(replica)
         candidate = max(replicas, key=lambda s: s.sequence)
-        self.say("applied: " + ", ".join(f"{s.name} {s.gtid or 'nothing'}" for s in replicas) + f"; most advanced: {candidate.name}")
+        self.say(
+            "applied: "
+            + ", ".join(f"{s.name} {s.gtid or 'nothing'}" for s in replicas)
+            + f"; most advanced: {candidate.name}"
+        )
         if old and old.sequence > candidate.sequence:
             message = (f"the old primary {old.name} has transactions up to {old.gtid} that no replica has "
                        f"(most advanced: {candidate.name} at {candidate.gtid}); promoting would lose them")
@@ -140,13 +146,18 @@ class Promotion:
             self._run(server, f"webinfra-db-follow {candidate.address} {gtid_mode}")
 
 
-def run_promotion(runner: Runner, servers: list[Server], force: bool = False, dry_run: bool = False, say=print) -> Server:
+def run_promotion(
+    runner: Runner, servers: list[Server], force: bool = False, dry_run: bool = False, say=print
+) -> Server:
     started = time.monotonic()
     promotion = Promotion(runner, servers, say)
     promotion.survey()
     if dry_run:
         replicas = [s for s in servers if s.reachable and s.role == "replica"]
-        say("dry run: would promote " + (max(replicas, key=lambda s: s.sequence).name if replicas else "nothing (no replica answers)"))
+        say(
+            "dry run: would promote "
+            + (max(replicas, key=lambda s: s.sequence).name if replicas else "nothing (no replica answers)")
+        )
         return servers[0]
     candidate, old = promotion.plan(force)
     promotion.promote(candidate, old)
@@ -190,8 +201,12 @@ class SsmRunner:
         self.instances: dict[str, str] = {}
 
     def servers(self) -> list[Server]:
-        filters: list[FilterTypeDef] = [{"Name": "tag:Project", "Values": ["webinfra"]}, {"Name": "tag:Stack", "Values": [self.stack]},
-                   {"Name": "tag:Role", "Values": ["web"]}, {"Name": "instance-state-name", "Values": ["running", "stopped", "stopping"]}]
+        filters: list[FilterTypeDef] = [
+            {"Name": "tag:Project", "Values": ["webinfra"]},
+            {"Name": "tag:Stack", "Values": [self.stack]},
+            {"Name": "tag:Role", "Values": ["web"]},
+            {"Name": "instance-state-name", "Values": ["running", "stopped", "stopping"]},
+        ]
         found = []
         for reservation in self.ec2.describe_instances(Filters=filters)["Reservations"]:
             for instance in reservation["Instances"]:
@@ -223,8 +238,12 @@ class SsmRunner:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/promote", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="scripts/promote",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--lab", action="store_true", help="the local lab (scripts/lab up)")
     where.add_argument("--stack", help="the Pulumi stack's name, on AWS (SSM Run Command)")

@@ -184,7 +184,10 @@ def check_write(target: Target, backends: list[str], wait: float = 10.0) -> str:
             return f"message {message_id} acknowledged and read back from {', '.join(sorted(confirmed))}"
         time.sleep(0.1)
     missing = sorted(expected - confirmed) if expected else ["every backend"]
-    raise CheckFailed("write", f"message {message_id} was acknowledged but not read back from {', '.join(missing)} within {wait:.0f} s")
+    raise CheckFailed(
+        "write",
+        f"message {message_id} was acknowledged but not read back from {', '.join(missing)} within {wait:.0f} s",
+    )
 
 
 def check_https(target: Target, min_days: int) -> str:
@@ -236,22 +239,36 @@ def smoke(target: Target, backends: list[str], *, timeout: float, interval: floa
             continue
         for check, detail in results:
             print(f"  ✓ {check:<8} {detail}", file=out)
-        print(f"✓ {target.url.geturl()} serves ({time.monotonic() - began:.1f} s, {attempt} attempt{'s' if attempt > 1 else ''})",
-              file=out, flush=True)
+        print(
+            f"✓ {target.url.geturl()} serves "
+            f"({time.monotonic() - began:.1f} s, {attempt} attempt{'s' if attempt > 1 else ''})",
+            file=out,
+            flush=True,
+        )
         return 0
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/smoke", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="scripts/smoke",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("url", help="the site, e.g. https://203.0.113.7/ (the stack's `url` output)")
     parser.add_argument("--cacert", help="trust this CA or certificate (PEM): the stack's lb_certificate_pem output")
-    parser.add_argument("--cacert-pem-env", metavar="VARIABLE", help="trust the PEM held in this environment variable (as --cacert)")
-    parser.add_argument("--server-name", help="the site's DNS name, when URL holds its address (SNI, certificate, Host)")
+    parser.add_argument(
+        "--cacert-pem-env", metavar="VARIABLE", help="trust the PEM held in this environment variable (as --cacert)"
+    )
+    parser.add_argument(
+        "--server-name", help="the site's DNS name, when URL holds its address (SNI, certificate, Host)"
+    )
     parser.add_argument("--backends", default="", help="comma-separated hostnames that must all be in the rotation")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to keep retrying (default 600)")
     parser.add_argument("--interval", type=float, default=10, help="seconds between attempts (default 10)")
-    parser.add_argument("--http-port", type=int, default=80, help="where http:// answers, for the redirect check (default 80)")
+    parser.add_argument(
+        "--http-port", type=int, default=80, help="where http:// answers, for the redirect check (default 80)"
+    )
     parser.add_argument("--min-cert-days", type=int, default=14, help="fail when the certificate expires sooner")
     args = parser.parse_args(argv)
     url = urllib.parse.urlsplit(args.url)
@@ -265,9 +282,15 @@ def main(argv: list[str]) -> int:
         cacert_pem = os.environ.get(args.cacert_pem_env, "")
         if "-----BEGIN CERTIFICATE-----" not in cacert_pem:
             parser.error(f"--cacert-pem-env: ${args.cacert_pem_env} holds no PEM certificate")
-    target = Target(url, cacert=args.cacert, cacert_pem=cacert_pem, server_name=args.server_name, http_port=args.http_port)
-    print(f"smoke test of {args.url}" + (f" (backends: {', '.join(backends)})" if backends else "") + f", at most {args.timeout:.0f} s",
-          flush=True)
+    target = Target(
+        url, cacert=args.cacert, cacert_pem=cacert_pem, server_name=args.server_name, http_port=args.http_port
+    )
+    print(
+        f"smoke test of {args.url}"
+        + (f" (backends: {', '.join(backends)})" if backends else "")
+        + f", at most {args.timeout:.0f} s",
+        flush=True,
+    )
     return smoke(target, backends, timeout=args.timeout, interval=args.interval, min_cert_days=args.min_cert_days)
 
 

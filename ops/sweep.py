@@ -96,7 +96,9 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
         found.append(Found(kind, region, id_, tags.get("Name", ""), tags.get("Stack", "?"), note))
 
     alive = ["pending", "running", "stopping", "stopped", "shutting-down"]
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=[*filters, {"Name": "instance-state-name", "Values": alive}]):
+    for page in ec2.get_paginator("describe_instances").paginate(
+        Filters=[*filters, {"Name": "instance-state-name", "Values": alive}]
+    ):
         for reservation in page["Reservations"]:
             for instance in reservation["Instances"]:
                 add("instance", instance["InstanceId"], _tags(instance.get("Tags")), instance["State"]["Name"])
@@ -106,7 +108,12 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
     for volumes in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
         for volume in volumes["Volumes"]:
             attached = ", ".join(a["InstanceId"] for a in volume.get("Attachments", []))
-            add("volume", volume["VolumeId"], _tags(volume.get("Tags")), f"{volume['State']}" + (f" on {attached}" if attached else ""))
+            add(
+                "volume",
+                volume["VolumeId"],
+                _tags(volume.get("Tags")),
+                f"{volume['State']}" + (f" on {attached}" if attached else ""),
+            )
     for groups in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
         for group in groups["SecurityGroups"]:
             if group["GroupName"] != "default":  # a VPC's default group goes with its VPC
@@ -122,7 +129,16 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
         for parameter in parameters["Parameters"]:
             tags = _tags(ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=parameter["Name"])["TagList"])
             if _ours(tags, stack):
-                found.append(Found("ssm-parameter", region, parameter["Name"], parameter["Name"], tags.get("Stack", "?"), parameter["Type"]))
+                found.append(
+                    Found(
+                        "ssm-parameter",
+                        region,
+                        parameter["Name"],
+                        parameter["Name"],
+                        tags.get("Stack", "?"),
+                        parameter["Type"],
+                    )
+                )
 
     cloudwatch = clients("cloudwatch", region)
     for alarms in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{PROJECT}-"):
@@ -140,7 +156,9 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
         for topic in topics["Topics"]:
             tags = _tags(sns.list_tags_for_resource(ResourceArn=topic["TopicArn"])["Tags"])
             if _ours(tags, stack):
-                found.append(Found("sns-topic", region, topic["TopicArn"], tags.get("Name", ""), tags.get("Stack", "?")))
+                found.append(
+                    Found("sns-topic", region, topic["TopicArn"], tags.get("Name", ""), tags.get("Stack", "?"))
+                )
     return found
 
 
@@ -154,7 +172,8 @@ def find_global(clients: ClientFactory, stack: str | None) -> list[Found]:
                 found.append(Found("iam-role", GLOBAL, role["RoleName"], tags.get("Name", ""), tags.get("Stack", "?")))
     for profiles in iam.get_paginator("list_instance_profiles").paginate():
         for profile in profiles["InstanceProfiles"]:
-            tags = _tags(iam.get_instance_profile(InstanceProfileName=profile["InstanceProfileName"])["InstanceProfile"].get("Tags"))
+            described = iam.get_instance_profile(InstanceProfileName=profile["InstanceProfileName"])
+            tags = _tags(described["InstanceProfile"].get("Tags"))
             if _ours(tags, stack):
                 roles = ", ".join(r["RoleName"] for r in profile.get("Roles", []))
                 found.append(Found("instance-profile", GLOBAL, profile["InstanceProfileName"], tags.get("Name", ""),
@@ -173,8 +192,9 @@ def _delete_one(clients: ClientFactory, item: Found, wait_seconds: float) -> Non
     if item.kind == "instance":
         ec2 = clients("ec2", item.region)
         ec2.terminate_instances(InstanceIds=[item.id])
-        ec2.get_waiter("instance_terminated").wait(InstanceIds=[item.id],
-                                                   WaiterConfig={"Delay": 5, "MaxAttempts": max(1, int(wait_seconds // 5))})
+        ec2.get_waiter("instance_terminated").wait(
+            InstanceIds=[item.id], WaiterConfig={"Delay": 5, "MaxAttempts": max(1, int(wait_seconds // 5))}
+        )
     elif item.kind == "elastic-ip":
         ec2 = clients("ec2", item.region)
         (address,) = ec2.describe_addresses(AllocationIds=[item.id])["Addresses"]
@@ -224,7 +244,8 @@ def _delete_vpc(ec2: EC2Client, vpc_id: str) -> None:
             for association in table.get("Associations", []):
                 ec2.disassociate_route_table(AssociationId=association["RouteTableAssociationId"])
             ec2.delete_route_table(RouteTableId=table["RouteTableId"])
-    for gateway in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])["InternetGateways"]:
+    attached: list[FilterTypeDef] = [{"Name": "attachment.vpc-id", "Values": [vpc_id]}]
+    for gateway in ec2.describe_internet_gateways(Filters=attached)["InternetGateways"]:
         ec2.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=vpc_id)
         ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
     ec2.delete_vpc(VpcId=vpc_id)
@@ -268,10 +289,13 @@ def delete(clients: ClientFactory, found: list[Found], *, wait_seconds: float = 
 
 def table(found: list[Found]) -> str:
     rows = [("REGION", "KIND", "ID", "NAME", "STACK", "NOTE")] + [
-        (f.region, f.kind, f.id, f.name, f.stack, f.note) for f in sorted(found, key=lambda f: (ORDER.index(f.kind), f.region, f.id))
+        (f.region, f.kind, f.id, f.name, f.stack, f.note)
+        for f in sorted(found, key=lambda f: (ORDER.index(f.kind), f.region, f.id))
     ]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def client_factory(endpoint_url: str | None = None) -> ClientFactory:
@@ -285,14 +309,20 @@ def client_factory(endpoint_url: str | None = None) -> ClientFactory:
 
 
 def main(argv: list[str], clients: ClientFactory | None = None, out=sys.stdout) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/sweep", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="scripts/sweep",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("--stack", help="only this stack's resources (default: every webinfra stack)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--region", action="append", help="a region to search (repeatable; default: the configured one)")
     where.add_argument("--all-regions", action="store_true", help="every region the account has enabled")
     parser.add_argument("--delete", action="store_true", help="delete what was found (default: only list it)")
-    parser.add_argument("--wait", type=float, default=600, help="seconds to wait for instances to terminate (default 600)")
+    parser.add_argument(
+        "--wait", type=float, default=600, help="seconds to wait for instances to terminate (default 600)"
+    )
     parser.add_argument("--endpoint-url", help="an AWS API stand-in (the lab's moto server)")
     args = parser.parse_args(argv)
     clients = clients or client_factory(args.endpoint_url)

@@ -45,8 +45,16 @@ def launch_time(ec2: EC2Client, instance_id: str) -> datetime.datetime:
     return reservations[0]["Instances"][0]["LaunchTime"]
 
 
-def healthy_since(cloudwatch: CloudWatchClient, *, stack: str, host: str, metric: str, since: datetime.datetime, at_least: float,
-                  now: datetime.datetime | None = None) -> float | None:
+def healthy_since(
+    cloudwatch: CloudWatchClient,
+    *,
+    stack: str,
+    host: str,
+    metric: str,
+    since: datetime.datetime,
+    at_least: float,
+    now: datetime.datetime | None = None,
+) -> float | None:
     """The best value `host` reported for `metric` since `since`, when it is at least `at_least`."""
     now = now or datetime.datetime.now(datetime.UTC)
     points = cloudwatch.get_metric_statistics(
@@ -63,14 +71,35 @@ def healthy_since(cloudwatch: CloudWatchClient, *, stack: str, host: str, metric
 
 
 # Errors that no amount of waiting mends: the credentials or their rights.
-REFUSED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure", "UnrecognizedClientException",
-           "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch"}
+REFUSED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "AuthFailure",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "SignatureDoesNotMatch",
+}
 
 
-def wait(clients: ClientFactory, *, stack: str, host: str, instance_id: str, metric: str = "HealthyBackends",
-         at_least: float = 1, within_minutes: float | None = None, timeout: float = 900, interval: float = 15,
-         out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)) -> int:
+def wait(
+    clients: ClientFactory,
+    *,
+    stack: str,
+    host: str,
+    instance_id: str,
+    metric: str = "HealthyBackends",
+    at_least: float = 1,
+    within_minutes: float | None = None,
+    timeout: float = 900,
+    interval: float = 15,
+    out: TextIO = sys.stdout,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+) -> int:
     deadline = clock() + timeout
     ec2, cloudwatch = clients("ec2"), clients("cloudwatch")
     attempt, last = 0, ""
@@ -80,21 +109,34 @@ def wait(clients: ClientFactory, *, stack: str, host: str, instance_id: str, met
             launched = launch_time(ec2, instance_id)
             since, what = launched, f"since its launch at {launched:%H:%M:%S}Z"
             if within_minutes is not None and now() - datetime.timedelta(minutes=within_minutes) > launched:
-                since, what = now() - datetime.timedelta(minutes=within_minutes), f"in the last {within_minutes:g} minutes"
-            value = healthy_since(cloudwatch, stack=stack, host=host, metric=metric, since=since, at_least=at_least, now=now())
+                since, what = (
+                    now() - datetime.timedelta(minutes=within_minutes),
+                    f"in the last {within_minutes:g} minutes",
+                )
+            value = healthy_since(
+                cloudwatch, stack=stack, host=host, metric=metric, since=since, at_least=at_least, now=now()
+            )
             if value is not None:
                 print(f"✓ {host} ({instance_id}) healthy: {metric} {value:g} {what}", file=out, flush=True)
                 return 0
             last = f"no {metric} ≥ {at_least:g} from {host} {what} yet"
         except NoCredentialsError as error:
-            print(f"✗ {host}: {error} (the gate uses the credentials `pulumi up` runs with: AWS_PROFILE, environment, ...)",
-                  file=out, flush=True)
+            print(
+                f"✗ {host}: {error} "
+                "(the gate uses the credentials `pulumi up` runs with: AWS_PROFILE, environment, ...)",
+                file=out,
+                flush=True,
+            )
             return 1
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code in REFUSED:
-                print(f"✗ {host}: AWS refused the gate's credentials or rights ({code}): it needs ec2:DescribeInstances and "
-                      f"cloudwatch:GetMetricStatistics. {error}", file=out, flush=True)
+                print(
+                    f"✗ {host}: AWS refused the gate's credentials or rights ({code}): "
+                    f"it needs ec2:DescribeInstances and cloudwatch:GetMetricStatistics. {error}",
+                    file=out,
+                    flush=True,
+                )
                 return 1
             last = f"asking AWS failed: {error}"
         except (BotoCoreError, IndexError, KeyError) as error:
@@ -127,8 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.interval <= 0:
         parser.error("--timeout and --interval must be positive")
-    return wait(client_factory(args.region), stack=args.stack, host=args.host, instance_id=args.instance_id, metric=args.metric,
-                at_least=args.at_least, within_minutes=args.within_minutes, timeout=args.timeout, interval=args.interval)
+    return wait(
+        client_factory(args.region),
+        stack=args.stack,
+        host=args.host,
+        instance_id=args.instance_id,
+        metric=args.metric,
+        at_least=args.at_least,
+        within_minutes=args.within_minutes,
+        timeout=args.timeout,
+        interval=args.interval,
+    )
 
 
 if __name__ == "__main__":

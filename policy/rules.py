@@ -63,11 +63,17 @@ def _rules(resource_type: str, props: Mapping[str, Any]) -> Iterable[dict]:
 
 
 def _all_ports(rule: dict) -> bool:
-    return rule["protocol"] in ("-1", "all") or rule["from"] in (None, -1) or (rule["from"] == 0 and rule["to"] in (0, 65535))
+    return (
+        rule["protocol"] in ("-1", "all")
+        or rule["from"] in (None, -1)
+        or (rule["from"] == 0 and rule["to"] in (0, 65535))
+    )
 
 
 def _covers(rule: dict, port: int) -> bool:
-    return _all_ports(rule) or (rule["from"] is not None and rule["from"] <= port <= (rule["to"] if rule["to"] is not None else rule["from"]))
+    return _all_ports(rule) or (
+        rule["from"] is not None and rule["from"] <= port <= (rule["to"] if rule["to"] is not None else rule["from"])
+    )
 
 
 def _to_world(rule: dict) -> bool:
@@ -80,7 +86,11 @@ def imdsv2_required(args: ResourceValidationArgs, report: Report) -> None:
     if args.resource_type == INSTANCE:
         tokens = (args.props.get("metadataOptions") or {}).get("httpTokens")
         if tokens != "required":
-            report(f"instance {args.name}: IMDSv2 must be required (metadataOptions.httpTokens = required), got {tokens!r}", None)
+            report(
+                f"instance {args.name}: IMDSv2 must be required (metadataOptions.httpTokens = required), "
+                f"got {tokens!r}",
+                None,
+            )
 
 
 def encrypted_volumes(args: ResourceValidationArgs, report: Report) -> None:
@@ -142,7 +152,10 @@ _SECRET_PATTERNS = [
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
     (re.compile(r"(?i)aws_secret_access_key\s*[=:]"), "an AWS secret key"),
     # KEY=value or key: value where the key names a secret and the value is not a path or a name
-    (re.compile(r"(?im)^\s*[\w.-]*(password|passwd|secret|token)[\w.-]*\s*[=:]\s*['\"]?(?![/$@{])[^\s'\"]{8,}"), "a password or token"),
+    (
+        re.compile(r"(?im)^\s*[\w.-]*(password|passwd|secret|token)[\w.-]*\s*[=:]\s*['\"]?(?![/$@{])[^\s'\"]{8,}"),
+        "a password or token",
+    ),
     (re.compile(r"(?i)identified\s+by\s+'[^'\s,)]{4,}'"), "a password in SQL"),
 ]
 
@@ -163,7 +176,10 @@ def no_secrets_in_user_data(args: ResourceValidationArgs, report: Report) -> Non
     for pattern, what in _SECRET_PATTERNS:
         match = pattern.search(text)
         if match:
-            report(f"instance {args.name}: user-data contains {what} ({match.group(0)[:24]}…); pass secrets through SSM", None)
+            report(
+                f"instance {args.name}: user-data contains {what} ({match.group(0)[:24]}…); pass secrets through SSM",
+                None,
+            )
 
 
 def fixed_address_delete_before_replace(args: ResourceValidationArgs, report: Report) -> None:
@@ -171,8 +187,12 @@ def fixed_address_delete_before_replace(args: ResourceValidationArgs, report: Re
     holds it: Pulumi's default replacement (create, then delete) fails with InvalidIPAddress.InUse."""
     fixed = args.props.get("privateIp") or args.props.get("secondaryPrivateIps") or args.props.get("ipv6Addresses")
     if args.resource_type == INSTANCE and fixed and not (args.opts and args.opts.delete_before_replace):
-        report(f"instance {args.name} has a fixed private address ({fixed}) but is replaced create-before-delete: "
-               "set ResourceOptions(delete_before_replace=True), or its next replacement fails with InvalidIPAddress.InUse", None)
+        report(
+            f"instance {args.name} has a fixed private address ({fixed}) but is replaced create-before-delete: "
+            "set ResourceOptions(delete_before_replace=True), "
+            "or its next replacement fails with InvalidIPAddress.InUse",
+            None,
+        )
 
 
 def world_ports_only_on_the_load_balancer(args: StackValidationArgs, report: Report) -> None:
@@ -189,7 +209,10 @@ def world_ports_only_on_the_load_balancer(args: StackValidationArgs, report: Rep
             rule = next(iter(_rules(resource.resource_type, resource.props)))
             roles = groups_by_role.get(resource.props.get("securityGroupId"), set())
             if _to_world(rule) and roles and roles != {"lb"}:
-                report(f"{resource.name}: opens {rule['from']} to the world on a group of {sorted(roles)} instances", resource.urn)
+                report(
+                    f"{resource.name}: opens {rule['from']} to the world on a group of {sorted(roles)} instances",
+                    resource.urn,
+                )
 
 
 def _resource_policy(name: str, description: str, validate) -> ResourceValidationPolicy:
@@ -197,18 +220,35 @@ def _resource_policy(name: str, description: str, validate) -> ResourceValidatio
 
 
 POLICIES = [
-    _resource_policy("imdsv2-required", "IMDSv2 required on every instance (CKV_AWS_79, AWS-0028, FSBP EC2.8)", imdsv2_required),
+    _resource_policy(
+        "imdsv2-required", "IMDSv2 required on every instance (CKV_AWS_79, AWS-0028, FSBP EC2.8)", imdsv2_required
+    ),
     _resource_policy("encrypted-volumes", "Root and EBS volumes encrypted (CKV_AWS_8, AWS-0131)", encrypted_volumes),
-    _resource_policy("no-world-ssh-mysql", "No 0.0.0.0/0 or ::/0 on 22 or 3306 (CKV_AWS_24, AWS-0107, FSBP EC2.13, EC2.19)", no_world_on_sensitive_ports),
-    _resource_policy("only-http-https-public", "Only 80/443 open to the world (FSBP EC2.18)", only_http_https_open_to_world),
+    _resource_policy(
+        "no-world-ssh-mysql",
+        "No 0.0.0.0/0 or ::/0 on 22 or 3306 (CKV_AWS_24, AWS-0107, FSBP EC2.13, EC2.19)",
+        no_world_on_sensitive_ports,
+    ),
+    _resource_policy(
+        "only-http-https-public", "Only 80/443 open to the world (FSBP EC2.18)", only_http_https_open_to_world
+    ),
     _resource_policy("restricted-egress", "Egress to the world only on 80/443 (CKV_AWS_382)", restricted_egress),
-    _resource_policy("default-sg-closed", "The VPC's default security group has no rules (FSBP EC2.2)", default_security_group_closed),
-    _resource_policy("rule-descriptions", "Every security group and rule has a description (CKV_AWS_23)", rules_have_descriptions),
-    _resource_policy("no-secrets-in-user-data", "No secrets in user-data (CKV_AWS_46, AWS-0029)", no_secrets_in_user_data),
+    _resource_policy(
+        "default-sg-closed", "The VPC's default security group has no rules (FSBP EC2.2)", default_security_group_closed
+    ),
+    _resource_policy(
+        "rule-descriptions", "Every security group and rule has a description (CKV_AWS_23)", rules_have_descriptions
+    ),
+    _resource_policy(
+        "no-secrets-in-user-data", "No secrets in user-data (CKV_AWS_46, AWS-0029)", no_secrets_in_user_data
+    ),
     _resource_policy("instance-role-attached", "Every instance has an IAM role (CKV2_AWS_41)", instance_role_attached),
-    _resource_policy("fixed-address-delete-before-replace",
-                     "An instance with a fixed private address is replaced delete-before-replace (WEBINFRA-R1: EC2 "
-                     "InvalidIPAddress.InUse otherwise)", fixed_address_delete_before_replace),
+    _resource_policy(
+        "fixed-address-delete-before-replace",
+        "An instance with a fixed private address is replaced delete-before-replace (WEBINFRA-R1: EC2 "
+        "InvalidIPAddress.InUse otherwise)",
+        fixed_address_delete_before_replace,
+    ),
     StackValidationPolicy(
         name="public-ports-on-lb-only",
         description="Ingress from the world only on the load balancer's security group (FSBP EC2.18)",

@@ -245,16 +245,33 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
         # The load balancer has an IPv6 address, leased by DHCPv6: the server's reply to a request sent
         # to a multicast group is no reply conntrack recognises, so it needs a rule, or the lease
         # cannot renew and the address goes.
-        rules.append(FirewallRule("ip6 saddr fe80::/10 udp sport 547 udp dport 546", "DHCPv6 replies from the VPC's router"))
+        rules.append(
+            FirewallRule("ip6 saddr fe80::/10 udp sport 547 udp dport 546", "DHCPv6 replies from the VPC's router")
+        )
         if facts.lb_pair:
-            rules.append(FirewallRule(f"ip saddr {lb_peer(facts, hostname)} ip protocol vrrp", "VRRP from the other load balancer"))
+            rules.append(
+                FirewallRule(
+                    f"ip saddr {lb_peer(facts, hostname)} ip protocol vrrp", "VRRP from the other load balancer"
+                )
+            )
         if facts.admin_cidr:
-            rules.append(FirewallRule(f"ip saddr {facts.admin_cidr} tcp dport {HAPROXY_STATS_PORT}", "HAProxy stats and metrics from the admin network"))
+            rules.append(
+                FirewallRule(
+                    f"ip saddr {facts.admin_cidr} tcp dport {HAPROXY_STATS_PORT}",
+                    "HAProxy stats and metrics from the admin network",
+                )
+            )
     else:
         if not facts.lb_addresses or not facts.web_addresses:
             raise ValueError("a web server's firewall needs the load balancer's and the web servers' addresses")
-        rules.append(FirewallRule(f"ip saddr {{ {', '.join(facts.lb_addresses)} }} tcp dport 80", "HTTP from the load balancer"))
-        rules.append(FirewallRule(f"ip saddr {{ {', '.join(facts.web_addresses)} }} tcp dport 3306", "MySQL from the web servers"))
+        rules.append(
+            FirewallRule(f"ip saddr {{ {', '.join(facts.lb_addresses)} }} tcp dport 80", "HTTP from the load balancer")
+        )
+        rules.append(
+            FirewallRule(
+                f"ip saddr {{ {', '.join(facts.web_addresses)} }} tcp dport 3306", "MySQL from the web servers"
+            )
+        )
     if facts.ssh_cidr:
         rules.append(FirewallRule(f"ip saddr {facts.ssh_cidr} tcp dport 22", "SSH from the admin network"))
     return render_template("host-firewall.nft.j2", hostname=hostname, role=role, rules=rules)
@@ -303,7 +320,9 @@ def shipped_python(path: pathlib.Path) -> str:
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and isinstance(body[0], ast.Expr) \
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
             body[0].value.value = body[0].value.value.strip().splitlines()[0]
-    return f"#!/usr/bin/python3\n# {path.parent.name}/{path.name}, comments and docstrings left out\n{ast.unparse(tree)}\n"
+    return (
+        f"#!/usr/bin/python3\n# {path.parent.name}/{path.name}, comments and docstrings left out\n{ast.unparse(tree)}\n"
+    )
 
 
 def config_sync_manifest(entries: Sequence[dict]) -> str:
@@ -327,7 +346,14 @@ def lb_certificate_sync(facts: StackFacts) -> dict:
         "parameter": facts.ssm_lb_certificate,
         "format": "pem-certificate-and-key",
         "files": [{"path": CERTIFICATE_PATH, "part": "value", "mode": "0600", "owner": "root:root"}],
-        "validate": [["/usr/local/sbin/webinfra-check-haproxy-certificate", "/etc/webinfra/haproxy.cfg", CERTIFICATE_PATH, "{files[0]}"]],
+        "validate": [
+            [
+                "/usr/local/sbin/webinfra-check-haproxy-certificate",
+                "/etc/webinfra/haproxy.cfg",
+                CERTIFICATE_PATH,
+                "{files[0]}",
+            ]
+        ],
         "service": "haproxy",
         "reload": [["systemctl", "reload", "haproxy"]],
         "skip_if_exists": [ACME_LINEAGE] if facts.acme else [],
@@ -359,7 +385,9 @@ def password_sync(name: str, parameter: str, env_key: str) -> dict:
         "name": name,
         "parameter": parameter,
         "format": "text",
-        "files": [{"path": f"/etc/webinfra/secrets/{name}.env", "mode": "0600", "owner": "root:root", "prefix": f"{env_key}="}],
+        "files": [
+            {"path": f"/etc/webinfra/secrets/{name}.env", "mode": "0600", "owner": "root:root", "prefix": f"{env_key}="}
+        ],
         # Generated passwords are alphanumeric; anything else means a wrong or tampered value.
         "validate": [["grep", "-Eqx", f"{env_key}=[A-Za-z0-9]{{16,128}}", "{files[0]}"]],
         "once": True,
@@ -376,14 +404,23 @@ def _common_files(facts: StackFacts, hostname: str, role: str, sync_entries: Seq
         _file("/etc/systemd/system/webinfra-metrics.service", read_file("webinfra-metrics.service")),
         _file("/etc/systemd/system/webinfra-metrics.timer", read_file("webinfra-metrics.timer")),
         _file("/usr/local/sbin/webinfra-install-agents", read_file("webinfra-install-agents.sh"), "0755"),
-        _file("/usr/local/sbin/webinfra-install-cloudwatch-agent",
-              render_template("webinfra-install-cloudwatch-agent.sh.j2", url=AWS_AGENT_URLS["amazon-cloudwatch-agent"]), "0755"),
+        _file(
+            "/usr/local/sbin/webinfra-install-cloudwatch-agent",
+            render_template("webinfra-install-cloudwatch-agent.sh.j2", url=AWS_AGENT_URLS["amazon-cloudwatch-agent"]),
+            "0755",
+        ),
         _file("/usr/local/sbin/webinfra-install-aws-package", read_file("webinfra-install-aws-package.sh"), "0755"),
-        _file("/etc/webinfra/cloudwatch-agent.json", render_template("cloudwatch-agent.json.j2", processes=role_processes(role, lb_pair=facts.lb_pair))),
+        _file(
+            "/etc/webinfra/cloudwatch-agent.json",
+            render_template("cloudwatch-agent.json.j2", processes=role_processes(role, lb_pair=facts.lb_pair)),
+        ),
         _file("/etc/webinfra/nftables.conf", host_firewall(facts, hostname, role), "0600"),
         _file("/usr/local/sbin/webinfra-install-firewall", read_file("webinfra-install-firewall.sh"), "0755"),
-        _file("/usr/local/sbin/webinfra-install-ssm-agent",
-              render_template("webinfra-install-ssm-agent.sh.j2", url=AWS_AGENT_URLS["amazon-ssm-agent"]), "0755"),
+        _file(
+            "/usr/local/sbin/webinfra-install-ssm-agent",
+            render_template("webinfra-install-ssm-agent.sh.j2", url=AWS_AGENT_URLS["amazon-ssm-agent"]),
+            "0755",
+        ),
     ]
 
 
@@ -411,11 +448,16 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
     files = [
         _env_file(facts, **env),
-        *_common_files(facts, hostname, "web", [
-            password_sync("db-app", facts.ssm_db_app_password, "WEBINFRA_DB_PASSWORD"),
-            password_sync("db-replication", facts.ssm_db_replication_password, "WEBINFRA_DB_REPLICATION_PASSWORD"),
-            db_tls_sync(facts, hostname),
-        ]),
+        *_common_files(
+            facts,
+            hostname,
+            "web",
+            [
+                password_sync("db-app", facts.ssm_db_app_password, "WEBINFRA_DB_PASSWORD"),
+                password_sync("db-replication", facts.ssm_db_replication_password, "WEBINFRA_DB_REPLICATION_PASSWORD"),
+                db_tls_sync(facts, hostname),
+            ],
+        ),
         _file(
             "/etc/mysql/mariadb.conf.d/60-webinfra.cnf",
             render_template(
@@ -445,7 +487,9 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         _file("/etc/systemd/system/webinfra-app.service", read_file("webinfra-app.service")),
         _file(
             "/etc/webinfra/nginx-site.conf",
-            render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr, client_max_body_size="16k"),
+            render_template(
+                "nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr, client_max_body_size="16k"
+            ),
         ),
         _file("/usr/local/sbin/webinfra-db-setup", read_file("webinfra-db-setup.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-db-follow", read_file("webinfra-db-follow.sh"), "0755"),
@@ -505,11 +549,31 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
     files = [
         _env_file(facts, **env),
         *_common_files(facts, hostname, "lb", [lb_certificate_sync(facts)]),
-        _file("/usr/local/sbin/webinfra-check-haproxy-certificate", read_file("webinfra-check-haproxy-certificate.sh"), "0755"),
-        _file("/etc/webinfra/haproxy.cfg", haproxy_config(hostname, backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme, admin_cidr=facts.admin_cidr)),
+        _file(
+            "/usr/local/sbin/webinfra-check-haproxy-certificate",
+            read_file("webinfra-check-haproxy-certificate.sh"),
+            "0755",
+        ),
+        _file(
+            "/etc/webinfra/haproxy.cfg",
+            haproxy_config(
+                hostname,
+                backends,
+                rate_limit_per_10s=facts.rate_limit_per_10s,
+                acme=facts.acme,
+                admin_cidr=facts.admin_cidr,
+            ),
+        ),
         _file(
             "/usr/local/sbin/webinfra-bootstrap",
-            render_template("lb-bootstrap.sh.j2", stats_port=HAPROXY_STATS_PORT, acme=facts.acme, domain=facts.domain, lb_pair=facts.lb_pair, **paths),
+            render_template(
+                "lb-bootstrap.sh.j2",
+                stats_port=HAPROXY_STATS_PORT,
+                acme=facts.acme,
+                domain=facts.domain,
+                lb_pair=facts.lb_pair,
+                **paths,
+            ),
             "0755",
         ),
     ]
@@ -525,7 +589,11 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
         acme = {"domain": facts.domain, "acme_email": facts.acme_email, "acme_server": facts.acme_server, **paths}
         files += [
             _file("/usr/local/sbin/webinfra-acme", render_template("webinfra-acme.sh.j2", **acme), "0755"),
-            _file("/usr/local/sbin/webinfra-install-certificate", render_template("webinfra-install-certificate.sh.j2", **acme), "0755"),
+            _file(
+                "/usr/local/sbin/webinfra-install-certificate",
+                render_template("webinfra-install-certificate.sh.j2", **acme),
+                "0755",
+            ),
             _file("/etc/systemd/system/webinfra-certificate.service", read_file("webinfra-certificate.service")),
             _file("/etc/systemd/system/webinfra-certificate.timer", read_file("webinfra-certificate.timer")),
         ]

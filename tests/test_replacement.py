@@ -18,10 +18,28 @@ INSTANCE = "aws:ec2/instance:Instance"
 # Inputs of aws:ec2/instance:Instance whose change replaces the instance: ForceNew in the Terraform AWS
 # provider's aws_instance schema (internal/service/ec2/ec2_instance.go), which pulumi-aws wraps; and
 # the user-data when userDataReplaceOnChange is set.
-REPLACING = {"ami", "associatePublicIpAddress", "availabilityZone", "cpuCoreCount", "cpuThreadsPerCore", "cpuOptions",
-             "ebsOptimized", "ephemeralBlockDevices", "hibernation", "hostId", "ipv6AddressCount", "ipv6Addresses", "keyName",
-             "launchTemplate", "placementGroup", "placementPartitionNumber", "privateDnsNameOptions", "privateIp", "subnetId",
-             "tenancy"}
+REPLACING = {
+    "ami",
+    "associatePublicIpAddress",
+    "availabilityZone",
+    "cpuCoreCount",
+    "cpuThreadsPerCore",
+    "cpuOptions",
+    "ebsOptimized",
+    "ephemeralBlockDevices",
+    "hibernation",
+    "hostId",
+    "ipv6AddressCount",
+    "ipv6Addresses",
+    "keyName",
+    "launchTemplate",
+    "placementGroup",
+    "placementPartitionNumber",
+    "privateDnsNameOptions",
+    "privateIp",
+    "subnetId",
+    "tenancy",
+}
 USER_DATA = {"userData", "userDataBase64"}
 
 BASES: dict[str, dict[str, object]] = {"one load balancer": {}, "load-balancer pair": {"lbCount": 2}}
@@ -47,12 +65,20 @@ def comparable(key: str, value):
 def replacing_changes(before, after) -> set[str]:
     ignored = set(after.options.get("ignore_changes") or [])
     keys = REPLACING | (USER_DATA if after.inputs.get("userDataReplaceOnChange") else set())
-    return {key for key in keys - ignored if comparable(key, before.inputs.get(key)) != comparable(key, after.inputs.get(key))}
+    return {
+        key
+        for key in keys - ignored
+        if comparable(key, before.inputs.get(key)) != comparable(key, after.inputs.get(key))
+    }
 
 
 def replaced_instances(base: ProgramRun, changed: ProgramRun) -> dict[str, set[str]]:
     before = {i.name: i for i in base.of_type(INSTANCE)}
-    return {i.name: keys for i in changed.of_type(INSTANCE) if i.name in before and (keys := replacing_changes(before[i.name], i))}
+    return {
+        i.name: keys
+        for i in changed.of_type(INSTANCE)
+        if i.name in before and (keys := replacing_changes(before[i.name], i))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +95,14 @@ def test_every_instance_a_change_replaces_is_deleted_before_its_replacement(base
         assert replaced == {}, "a bigger root volume is changed in place"
         return
     lbs = {name for name in replaced if name.startswith("lb-")}
-    assert lbs == ({"lb-01-instance", "lb-02-instance"} if base == "load-balancer pair" else {"lb-01-instance"}), replaced
+    assert lbs == ({"lb-01-instance", "lb-02-instance"} if base == "load-balancer pair" else {"lb-01-instance"}), (
+        replaced
+    )
     for name, keys in replaced.items():
         options = changed.named(name).options
-        assert options["delete_before_replace"] is True, f"{name} is replaced ({sorted(keys)} changed) create-before-delete"
+        assert options["delete_before_replace"] is True, (
+            f"{name} is replaced ({sorted(keys)} changed) create-before-delete"
+        )
     if base == "load-balancer pair":
         # both replaced by one `pulumi up`: lb-02 only after lb-01's replacement serves again
         gates = [d._name for d in changed.named("lb-02-instance").options["depends_on"]]

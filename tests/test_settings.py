@@ -25,7 +25,13 @@ def test_defaults_are_those_declared_in_pulumi_yaml():
 
 def test_values_arrive_as_strings_as_pulumi_config_gives_them():
     s = settings(webCount="7", azCount="3", adminCidr="203.0.113.7/32", sshKeyName="ops", rateLimitPer10s="50")
-    assert (s.web_count, s.az_count, s.admin_cidr, s.ssh_key_name, s.ssh_enabled) == (7, 3, "203.0.113.7/32", "ops", True)
+    assert (s.web_count, s.az_count, s.admin_cidr, s.ssh_key_name, s.ssh_enabled) == (
+        7,
+        3,
+        "203.0.113.7/32",
+        "ops",
+        True,
+    )
     assert s.rate_limit_per_10s == 50
 
 
@@ -70,7 +76,10 @@ def test_acme_needs_a_domain_and_an_address():
         ({"lbCount": 3}, "webinfra:lbCount must be from 1 to 2, got 3"),
         ({"lbCount": 2, "azCount": 1}, "webinfra:lbCount 2 needs webinfra:azCount of at least 2"),
         ({"lbVirtualIp": "10.0.0.4"}, "webinfra:lbVirtualIp is only used by a load-balancer pair"),
-        ({"lbCount": 2, "lbVirtualIp": "10.1.0.4"}, "webinfra:lbVirtualIp must be a usable address inside vpcCidr 10.0.0.0/16"),
+        (
+            {"lbCount": 2, "lbVirtualIp": "10.1.0.4"},
+            "webinfra:lbVirtualIp must be a usable address inside vpcCidr 10.0.0.0/16",
+        ),
         ({"lbCount": 2, "lbVirtualIp": "10.0.0.2"}, "webinfra:lbVirtualIp must be a usable address"),
         ({"lbCount": 2, "lbVirtualIp": "10.0.1.5"}, "webinfra:lbVirtualIp 10.0.1.5 is lb-02's address"),
         ({"lbCount": 2, "lbVirtualIp": "ten"}, "webinfra:lbVirtualIp must be an IPv4 address"),
@@ -94,7 +103,10 @@ def test_unknown_instance_families_list_what_is_accepted():
     assert "t3" in str(error.value) and "t4g" in str(error.value)
 
 
-@pytest.mark.parametrize("instance_type, arch", [("t3.micro", "x86_64"), ("t4g.small", "arm64"), ("m7g.large", "arm64"), ("c7i.xlarge", "x86_64")])
+@pytest.mark.parametrize(
+    "instance_type, arch",
+    [("t3.micro", "x86_64"), ("t4g.small", "arm64"), ("m7g.large", "arm64"), ("c7i.xlarge", "x86_64")],
+)
 def test_architecture_follows_the_instance_family(instance_type, arch):
     assert architecture_of(instance_type) == arch
     assert settings(instanceType=instance_type).web_arch == arch
@@ -130,9 +142,24 @@ def test_subnets_split_the_vpc_without_overlap(vpc, count, expected):
 
 def test_project_defaults_cover_every_setting_the_class_reads():
     assert set(project_defaults()) == {
-        "webCount", "instanceType", "lbInstanceType", "vpcCidr", "azCount", "adminCidr", "sshKeyName",
-        "rootVolumeGb", "maxReplicationLagSeconds", "awsEndpointUrl", "domain", "acmeEmail", "acmeServer", "rateLimitPer10s", "alertEmail",
-        "lbCount", "lbVirtualIp", "smokeTest",
+        "webCount",
+        "instanceType",
+        "lbInstanceType",
+        "vpcCidr",
+        "azCount",
+        "adminCidr",
+        "sshKeyName",
+        "rootVolumeGb",
+        "maxReplicationLagSeconds",
+        "awsEndpointUrl",
+        "domain",
+        "acmeEmail",
+        "acmeServer",
+        "rateLimitPer10s",
+        "alertEmail",
+        "lbCount",
+        "lbVirtualIp",
+        "smokeTest",
     }
 
 

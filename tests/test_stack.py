@@ -98,14 +98,18 @@ def test_more_zones_than_the_region_has_fails_naming_the_setting():
 
 def test_the_taggable_check_reads_the_sdk():
     assert taggable("aws:ec2/instance:Instance") and taggable("aws:sns/topic:Topic")
-    assert not taggable("aws:ec2/routeTableAssociation:RouteTableAssociation") and not taggable("aws:iam/rolePolicy:RolePolicy")
+    assert not taggable("aws:ec2/routeTableAssociation:RouteTableAssociation") and not taggable(
+        "aws:iam/rolePolicy:RolePolicy"
+    )
 
 
 def test_the_largest_load_balancer_user_data_fits_too():
     """A pair's LB with ACME and 20 backends carries the most LB files."""
     from lab.mock_cloud import run_program
 
-    run = run_program({"webCount": 20, "azCount": 3, "lbCount": 2, "domain": "www.example.com", "acmeEmail": "ops@example.com"})
+    run = run_program(
+        {"webCount": 20, "azCount": 3, "lbCount": 2, "domain": "www.example.com", "acmeEmail": "ops@example.com"}
+    )
     lbs = [i for i in run.of_type("aws:ec2/instance:Instance") if i.inputs["tags"]["Role"] == "lb"]
     assert len(lbs) == 2
     for instance in lbs:

@@ -18,7 +18,8 @@ MISSPELLED = 'http_token="required"'
 
 
 def mypy(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    # From the repository, with its pyproject.toml: imports (components, settings, pulumi_aws) resolve as in scripts/test.
+    # From the repository, with its pyproject.toml: imports (components, settings, pulumi_aws) resolve
+    # as in scripts/test.
     return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"), str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
 

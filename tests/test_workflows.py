@@ -41,7 +41,9 @@ def test_pull_requests_run_the_tests_and_the_lab_and_preview_only_with_credentia
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert "pull_request" in triggers
     tests = workflow["jobs"]["tests"]
-    assert any(step.get("run", "").startswith("sudo scripts/test") for step in tests["steps"])  # the README's test command, lab included
+    assert any(
+        step.get("run", "").startswith("sudo scripts/test") for step in tests["steps"]
+    )  # the README's test command, lab included
     preview = workflow["jobs"]["preview"]
     check = preview["steps"][0]
     assert "::notice title=pulumi preview skipped::" in check["run"]

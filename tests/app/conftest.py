@@ -70,7 +70,9 @@ class MariaDB:
         return str(self.directory / "mysqld.sock")
 
     def root(self) -> pymysql.connections.Connection:
-        return pymysql.connect(unix_socket=self.socket, user="root", autocommit=True, cursorclass=pymysql.cursors.DictCursor)
+        return pymysql.connect(
+            unix_socket=self.socket, user="root", autocommit=True, cursorclass=pymysql.cursors.DictCursor
+        )
 
     def sql(self, statement: str, args=None):
         with self.root() as conn, conn.cursor() as cur:
@@ -79,7 +81,9 @@ class MariaDB:
 
     def client(self, stdin: str) -> None:
         """Feed SQL to the real `mariadb` client as root, as the hosts' boot scripts do."""
-        subprocess.run(["mariadb", f"--socket={self.socket}", "-u", "root"], input=stdin, text=True, check=True, timeout=60)
+        subprocess.run(
+            ["mariadb", f"--socket={self.socket}", "-u", "root"], input=stdin, text=True, check=True, timeout=60
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -92,12 +96,28 @@ def make_tls(base: pathlib.Path) -> pathlib.Path:
     from lab import mock_tls
 
     ca_key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    ca = mock_tls.self_signed_cert({"privateKeyPem": ca_key, "subject": {"commonName": "test database CA"},
-                                    "isCaCertificate": True, "validityPeriodHours": 24, "allowedUses": ["cert_signing"]})["certPem"]
+    ca = mock_tls.self_signed_cert(
+        {
+            "privateKeyPem": ca_key,
+            "subject": {"commonName": "test database CA"},
+            "isCaCertificate": True,
+            "validityPeriodHours": 24,
+            "allowedUses": ["cert_signing"],
+        }
+    )["certPem"]
     key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    request = mock_tls.cert_request({"privateKeyPem": key, "subject": {"commonName": "web"}, "ipAddresses": ["127.0.0.1"]})
-    cert = mock_tls.locally_signed_cert({**request, "caCertPem": ca, "caPrivateKeyPem": ca_key, "validityPeriodHours": 24,
-                                         "allowedUses": ["server_auth", "client_auth", "digital_signature"]})["certPem"]
+    request = mock_tls.cert_request(
+        {"privateKeyPem": key, "subject": {"commonName": "web"}, "ipAddresses": ["127.0.0.1"]}
+    )
+    cert = mock_tls.locally_signed_cert(
+        {
+            **request,
+            "caCertPem": ca,
+            "caPrivateKeyPem": ca_key,
+            "validityPeriodHours": 24,
+            "allowedUses": ["server_auth", "client_auth", "digital_signature"],
+        }
+    )["certPem"]
     tls = base / "tls"
     tls.mkdir()
     for name, pem in (("ca.pem", ca), ("server.pem", cert), ("server-key.pem", key)):
@@ -111,12 +131,22 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
     directory.mkdir()
     as_root = ["--user=root"] if os.geteuid() == 0 else []
     subprocess.run(
-        ["mariadb-install-db", f"--datadir={directory / 'data'}", "--auth-root-authentication-method=socket",
-         f"--auth-root-socket-user={os.environ.get('USER', 'root') if os.geteuid() else 'root'}", "--skip-test-db", *as_root],
-        check=True, capture_output=True, timeout=120,
+        [
+            "mariadb-install-db",
+            f"--datadir={directory / 'data'}",
+            "--auth-root-authentication-method=socket",
+            f"--auth-root-socket-user={os.environ.get('USER', 'root') if os.geteuid() else 'root'}",
+            "--skip-test-db",
+            *as_root,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     stack_cnf = yaml.safe_load(
-        render.web_cloud_config(FACTS, hostname, role, "127.0.0.1" if role == "replica" else None, db_ca=(tls / "ca.pem").read_text())
+        render.web_cloud_config(
+            FACTS, hostname, role, "127.0.0.1" if role == "replica" else None, db_ca=(tls / "ca.pem").read_text()
+        )
     )
     stack_cnf = next(f["content"] for f in stack_cnf["write_files"] if f["path"].endswith("60-webinfra.cnf"))
     port = free_port()
@@ -171,12 +201,17 @@ def databases(tmp_path_factory):
         # The primary's boot, as webinfra-db-setup does it: clean binlog, schema, users (stdin).
         primary.client("RESET MASTER;")
         primary.client((render.APP_DIR / "schema.sql").read_text())
-        primary.client(f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql)
+        primary.client(
+            f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql
+        )
         # ...and twice, since boots re-run it (idempotent)
-        primary.client(f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql)
+        primary.client(
+            f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql
+        )
         replica.client(
             f"""STOP SLAVE; RESET SLAVE ALL; RESET MASTER; SET GLOBAL gtid_slave_pos = '';
-            CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, MASTER_USER='{render.DB_REPLICATION_USER}',
+            CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port},
+            MASTER_USER='{render.DB_REPLICATION_USER}',
             MASTER_PASSWORD='{replication_password}', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos,
             MASTER_SSL=1, MASTER_SSL_CA='{tls / "ca.pem"}', MASTER_SSL_VERIFY_SERVER_CERT=1;
             START SLAVE;"""

@@ -58,7 +58,9 @@ def test_a_write_through_a_replica_lands_on_the_primary_and_replicates(apps, dat
     status, stored = apps["replica"].json("POST", "/api/messages", {"text": "hello from the replica's app"})
     assert status == 201, stored
     assert stored["text"] == "hello from the replica's app" and stored["id"] > 0 and stored["created_at"].endswith("Z")
-    assert databases.primary.sql("SELECT text FROM webinfra.messages WHERE id=%s", (stored["id"],)) == [{"text": stored["text"]}]
+    assert databases.primary.sql("SELECT text FROM webinfra.messages WHERE id=%s", (stored["id"],)) == [
+        {"text": stored["text"]}
+    ]
     assert wait_until(lambda: databases.replica.sql("SELECT id FROM webinfra.messages WHERE id=%s", (stored["id"],)))
     status, listing = apps["replica"].json("GET", "/api/messages")
     assert status == 200 and listing["messages"][0]["id"] == stored["id"]
@@ -89,7 +91,9 @@ def test_index_page_shows_host_role_and_escaped_messages(apps, databases):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
 
 
-@pytest.mark.parametrize("method, path, body, headers, expected", BAD_REQUESTS, ids=[f"{r[0]} {r[1]} {r[4]}" for r in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    "method, path, body, headers, expected", BAD_REQUESTS, ids=[f"{r[0]} {r[1]} {r[4]}" for r in BAD_REQUESTS]
+)
 def test_bad_requests_get_a_json_4xx_and_store_nothing(apps, databases, method, path, body, headers, expected):
     before = count(databases.primary)
     for app in apps.values():
@@ -100,16 +104,32 @@ def test_bad_requests_get_a_json_4xx_and_store_nothing(apps, databases, method, 
 
 
 def test_replica_refuses_direct_writes(databases):
-    conn = pymysql.connect(unix_socket=databases.replica.socket, user=render.DB_APP_USER, password=databases.app_password, database="webinfra")
+    conn = pymysql.connect(
+        unix_socket=databases.replica.socket,
+        user=render.DB_APP_USER,
+        password=databases.app_password,
+        database="webinfra",
+    )
     with conn, conn.cursor() as cur, pytest.raises(pymysql.err.OperationalError) as error:
         cur.execute("INSERT INTO messages (text, host) VALUES ('sneaky', 'test')")
     assert error.value.args[0] == 1290  # ER_OPTION_PREVENTS_STATEMENT: --read-only
 
 
 def test_app_user_has_only_the_privileges_it_needs(databases):
-    conn = pymysql.connect(unix_socket=databases.primary.socket, user=render.DB_APP_USER, password=databases.app_password, database="webinfra")
+    conn = pymysql.connect(
+        unix_socket=databases.primary.socket,
+        user=render.DB_APP_USER,
+        password=databases.app_password,
+        database="webinfra",
+    )
     with conn, conn.cursor() as cur:
-        for statement in ("DELETE FROM messages", "DROP TABLE messages", "UPDATE messages SET text='x'", "CREATE TABLE t (i INT)", "SELECT * FROM mysql.user"):
+        for statement in (
+            "DELETE FROM messages",
+            "DROP TABLE messages",
+            "UPDATE messages SET text='x'",
+            "CREATE TABLE t (i INT)",
+            "SELECT * FROM mysql.user",
+        ):
             with pytest.raises(pymysql.err.OperationalError):
                 cur.execute(statement)
     users = databases.primary.sql("SELECT User, Host FROM mysql.user WHERE User='root'")
@@ -142,8 +162,14 @@ def test_database_unreachable_means_503_and_no_write(start_extra_app, databases)
 
 
 def test_network_connections_need_tls_and_replication_verifies_the_primary(databases):
-    plain = dict(host="127.0.0.1", port=databases.primary.port, user=render.DB_APP_USER, password=databases.app_password,
-                 database="webinfra", ssl_disabled=True)
+    plain = dict(
+        host="127.0.0.1",
+        port=databases.primary.port,
+        user=render.DB_APP_USER,
+        password=databases.app_password,
+        database="webinfra",
+        ssl_disabled=True,
+    )
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(**plain)  # require_secure_transport: no plain TCP
     ca = str(databases.tls / "ca.pem")

@@ -27,7 +27,11 @@ def test_images_are_official_debian_12_for_the_architecture():
 
     run = run_program({"instanceType": "t4g.small", "lbInstanceType": "t3.micro"})
     by_name = {i.inputs["tags"]["Name"]: i.inputs["ami"] for i in instances(run)}
-    assert by_name == {"web-01": "ami-debian-12-arm64-latest", "web-02": "ami-debian-12-arm64-latest", "lb-01": "ami-debian-12-amd64-latest"}
+    assert by_name == {
+        "web-01": "ami-debian-12-arm64-latest",
+        "web-02": "ami-debian-12-arm64-latest",
+        "lb-01": "ami-debian-12-amd64-latest",
+    }
 
 
 def test_image_updates_never_replace_servers_and_the_primary_keeps_its_data(program):
@@ -35,7 +39,9 @@ def test_image_updates_never_replace_servers_and_the_primary_keeps_its_data(prog
         ignored = instance.options["ignore_changes"]
         assert "ami" in ignored, instance
         if instance.inputs["tags"].get("DbRole") == "primary":
-            assert {"userData", "userDataBase64", "keyName"} <= set(ignored) and instance.inputs["userDataReplaceOnChange"] is False
+            assert {"userData", "userDataBase64", "keyName"} <= set(ignored) and instance.inputs[
+                "userDataReplaceOnChange"
+            ] is False
         else:
             assert instance.inputs["userDataReplaceOnChange"] is True, instance
 

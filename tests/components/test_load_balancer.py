@@ -38,7 +38,9 @@ def test_self_signed_certificate_names_the_lb_address_and_its_key_stays_secret(p
     assert "PRIVATE KEY" in private_key and private_key not in repr(program.exports)
     for instance in program.of_type("aws:ec2/instance:Instance"):
         assert private_key.splitlines()[1] not in decode_user_data(instance.inputs["userDataBase64"])
-    (parameter,) = [p for p in program.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")]
+    (parameter,) = [
+        p for p in program.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")
+    ]
     assert parameter.inputs["type"] == "SecureString"
 
 
@@ -53,7 +55,11 @@ def test_lb_is_in_the_lb_group_with_ipv6(program):
 # --- a load-balancer pair (lbCount 2) -------------------------------------------------------------------
 
 def lb_instances(run):
-    return {i.inputs["tags"]["Name"]: i for i in run.of_type("aws:ec2/instance:Instance") if i.inputs["tags"]["Role"] == "lb"}
+    return {
+        i.inputs["tags"]["Name"]: i
+        for i in run.of_type("aws:ec2/instance:Instance")
+        if i.inputs["tags"]["Role"] == "lb"
+    }
 
 
 def test_a_pair_runs_in_two_subnets_each_naming_the_other_as_its_vrrp_peer(pair):
@@ -64,8 +70,14 @@ def test_a_pair_runs_in_two_subnets_each_naming_the_other_as_its_vrrp_peer(pair)
     for name, peer in (("lb-01", "lb-02"), ("lb-02", "lb-01")):
         document = yaml.safe_load(decode_user_data(lbs[name].inputs["userDataBase64"]))
         keepalived = next(f["content"] for f in document["write_files"] if f["path"] == "/etc/webinfra/keepalived.conf")
-        assert f"unicast_src_ip {addresses[name]}" in keepalived and f"unicast_peer {{\n        {addresses[peer]}\n" in keepalived
-        assert 'notify_master "/usr/local/sbin/webinfra-lb-takeover"' in keepalived and "keepalived" in document["packages"]
+        assert (
+            f"unicast_src_ip {addresses[name]}" in keepalived
+            and f"unicast_peer {{\n        {addresses[peer]}\n" in keepalived
+        )
+        assert (
+            'notify_master "/usr/local/sbin/webinfra-lb-takeover"' in keepalived
+            and "keepalived" in document["packages"]
+        )
         # on AWS the Elastic IP moves: keepalived holds only a host-local marker, nothing on the network
         assert "169.254.51.1/32 dev lo" in keepalived and "dev $LB_INTERFACE" not in keepalived
 
@@ -87,8 +99,17 @@ def test_lb_02_waits_for_lb_01_to_serve_so_a_pair_is_never_replaced_at_once(pair
     words = shlex.split(gate.inputs["create"])
     assert words[0] == "scripts/wait-healthy"
     args = dict(zip(words[1::2], words[2::2], strict=False))
-    assert args == {"--stack": "dev", "--region": "eu-west-1", "--host": "lb-01", "--instance-id": "lb-01-instance-id",
-                    "--metric": "HealthyBackends", "--at-least": "1", "--within-minutes": "5", "--timeout": "900", "--interval": "15"}
+    assert args == {
+        "--stack": "dev",
+        "--region": "eu-west-1",
+        "--host": "lb-01",
+        "--instance-id": "lb-01-instance-id",
+        "--metric": "HealthyBackends",
+        "--at-least": "1",
+        "--within-minutes": "5",
+        "--timeout": "900",
+        "--interval": "15",
+    }
     # re-run whenever lb-01 is replaced (a property dependency: the gate is replaced with lb-01), and
     # whenever lb-02 is about to be (its user-data, address or key pair changed) ...
     lb_02 = pair.named("lb-02-instance").inputs
@@ -113,8 +134,9 @@ def test_vrrp_is_allowed_between_the_load_balancers_only(pair):
     from tests.components.test_network import EGRESS, INGRESS
 
     vrrp = [r for r in pair.of_type(INGRESS) + pair.of_type(EGRESS) if r.inputs["ipProtocol"] == "112"]
-    assert sorted((r.type == INGRESS, r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId")) for r in vrrp) == [
-        (False, "net-lb-sg-id", "net-lb-sg-id"), (True, "net-lb-sg-id", "net-lb-sg-id")]
+    assert sorted(
+        (r.type == INGRESS, r.inputs["securityGroupId"], r.inputs.get("referencedSecurityGroupId")) for r in vrrp
+    ) == [(False, "net-lb-sg-id", "net-lb-sg-id"), (True, "net-lb-sg-id", "net-lb-sg-id")]
     assert all("fromPort" not in r.inputs and "cidrIpv4" not in r.inputs for r in vrrp)
 
 
@@ -130,21 +152,40 @@ def test_the_lb_role_may_move_only_the_stacks_elastic_ip_onto_the_stacks_load_ba
     import json
 
     (policy,) = [p for p in pair.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "lb-host-policy"]
-    ec2 = [s for s in json.loads(policy.inputs["policy"])["Statement"] if any(a.startswith("ec2:") for a in s["Action"])]
+    ec2 = [
+        s for s in json.loads(policy.inputs["policy"])["Statement"] if any(a.startswith("ec2:") for a in s["Action"])
+    ]
     actions = sorted({a for s in ec2 for a in s["Action"]})
     assert actions == ["ec2:AssociateAddress", "ec2:DescribeAddresses"]
     associate = [s for s in ec2 if s["Action"] == ["ec2:AssociateAddress"]]
     resources = sorted(r for s in associate for r in s["Resource"])
-    assert resources == ["arn:aws:ec2:eu-west-1:123456789012:elastic-ip/net-lb-eip-id", "arn:aws:ec2:eu-west-1:123456789012:instance/*"]
+    assert resources == [
+        "arn:aws:ec2:eu-west-1:123456789012:elastic-ip/net-lb-eip-id",
+        "arn:aws:ec2:eu-west-1:123456789012:instance/*",
+    ]
     (onto,) = [s for s in associate if s["Resource"] == ["arn:aws:ec2:eu-west-1:123456789012:instance/*"]]
-    assert onto["Condition"] == {"StringEquals": {"aws:ResourceTag/Project": "webinfra", "aws:ResourceTag/Stack": "dev", "aws:ResourceTag/Role": "lb"}}
+    assert onto["Condition"] == {
+        "StringEquals": {
+            "aws:ResourceTag/Project": "webinfra",
+            "aws:ResourceTag/Stack": "dev",
+            "aws:ResourceTag/Role": "lb",
+        }
+    }
     (describe,) = [s for s in ec2 if s["Action"] == ["ec2:DescribeAddresses"]]
     assert describe["Resource"] == "*" and "Condition" not in describe  # read-only; has no resource-level permissions
     # the instances carry the tags the condition names, and so does the address the script looks up
     for lb in lb_instances(pair).values():
-        assert {k: lb.inputs["tags"][k] for k in ("Project", "Stack", "Role")} == {"Project": "webinfra", "Stack": "dev", "Role": "lb"}
+        assert {k: lb.inputs["tags"][k] for k in ("Project", "Stack", "Role")} == {
+            "Project": "webinfra",
+            "Stack": "dev",
+            "Role": "lb",
+        }
     (eip,) = pair.of_type("aws:ec2/eip:Eip")
-    assert {k: eip.inputs["tags"][k] for k in ("Project", "Stack", "Role")} == {"Project": "webinfra", "Stack": "dev", "Role": "lb"}
+    assert {k: eip.inputs["tags"][k] for k in ("Project", "Stack", "Role")} == {
+        "Project": "webinfra",
+        "Stack": "dev",
+        "Role": "lb",
+    }
     (web_policy,) = [p for p in pair.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "web-host-policy"]
     assert "ec2:" not in web_policy.inputs["policy"]
 

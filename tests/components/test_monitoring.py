@@ -19,10 +19,19 @@ def test_every_instance_has_status_check_recovery_and_resource_alarms(program):
     for instance in program.of_type("aws:ec2/instance:Instance"):
         host, instance_id = instance.inputs["tags"]["Name"], f"{instance.name}-id"
         system = found[f"webinfra-dev-{host}-system-check"]
-        assert system["metricName"] == "StatusCheckFailed_System" and system["dimensions"] == {"InstanceId": instance_id}
+        assert system["metricName"] == "StatusCheckFailed_System" and system["dimensions"] == {
+            "InstanceId": instance_id
+        }
         assert system["alarmActions"] == ["arn:aws:automate:eu-west-1:ec2:recover", topic]
-        assert found[f"webinfra-dev-{host}-instance-check"]["alarmActions"] == ["arn:aws:automate:eu-west-1:ec2:reboot", topic]
-        for key, metric in (("cpu-high", "CPUUtilization"), ("memory-high", "mem_used_percent"), ("disk-high", "disk_used_percent")):
+        assert found[f"webinfra-dev-{host}-instance-check"]["alarmActions"] == [
+            "arn:aws:automate:eu-west-1:ec2:reboot",
+            topic,
+        ]
+        for key, metric in (
+            ("cpu-high", "CPUUtilization"),
+            ("memory-high", "mem_used_percent"),
+            ("disk-high", "disk_used_percent"),
+        ):
             alarm = found[f"webinfra-dev-{host}-{key}"]
             assert alarm["metricName"] == metric and alarm["alarmActions"] == [topic], alarm
         processes = ["haproxy"] if host.startswith("lb") else ["nginx", "gunicorn", "mariadbd"]
@@ -36,7 +45,11 @@ def test_stack_alarms_watch_backends_and_replication(program):
     found = alarms(program)
     count = len(program.exports["web_private_ips"])
     backends = found["webinfra-dev-lb-backends"]
-    assert (backends["namespace"], backends["metricName"], backends["threshold"]) == ("webinfra/dev", "HealthyBackends", count)
+    assert (backends["namespace"], backends["metricName"], backends["threshold"]) == (
+        "webinfra/dev",
+        "HealthyBackends",
+        count,
+    )
     assert backends["comparisonOperator"] == "LessThanThreshold" and backends["treatMissingData"] == "breaching"
     for number in range(2, count + 1):
         host = f"web-{number:02d}"
@@ -64,20 +77,30 @@ def test_dashboard_shows_every_instance(program):
 @pytest.mark.parametrize("role", ["web-host", "lb-host"])
 def test_metric_publishing_is_limited_to_the_stacks_namespaces(program, role):
     (policy,) = [p for p in program.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"{role}-policy"]
-    (statement,) = [s for s in json.loads(policy.inputs["policy"])["Statement"] if "cloudwatch:PutMetricData" in s["Action"]]
+    (statement,) = [
+        s for s in json.loads(policy.inputs["policy"])["Statement"] if "cloudwatch:PutMetricData" in s["Action"]
+    ]
     assert statement["Action"] == ["cloudwatch:PutMetricData"]
     assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": ["CWAgent", "webinfra/dev"]}}
 
 
 def test_stats_port_is_open_to_the_admin_network_only_when_set():
     run = run_program({"adminCidr": "203.0.113.0/28"})
-    rules = [r for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.inputs["fromPort"] == 8404]
+    rules = [
+        r
+        for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs["fromPort"] == 8404
+    ]
     assert [(r.inputs["securityGroupId"], r.inputs["cidrIpv4"]) for r in rules] == [("net-lb-sg-id", "203.0.113.0/28")]
 
 
 def test_semi_sync_falling_back_to_asynchronous_alarms(program):
     alarm = alarms(program)["webinfra-dev-semi-sync-off"]
-    assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == ("webinfra/dev", "SemiSyncOn", {"Host": "web-01"})
+    assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == (
+        "webinfra/dev",
+        "SemiSyncOn",
+        {"Host": "web-01"},
+    )
     assert alarm["comparisonOperator"] == "LessThanThreshold" and alarm["threshold"] == 1
 
 

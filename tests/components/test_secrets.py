@@ -4,7 +4,11 @@ import json
 from components.host_role import SESSION_MANAGER_STATEMENT
 from lab.mock_cloud import ACCOUNT_ID, run_program
 
-PARAMETERS = ["/webinfra/{stack}/db/app-password", "/webinfra/{stack}/db/replication-password", "/webinfra/{stack}/tls/lb-certificate"]
+PARAMETERS = [
+    "/webinfra/{stack}/db/app-password",
+    "/webinfra/{stack}/db/replication-password",
+    "/webinfra/{stack}/tls/lb-certificate",
+]
 
 
 def test_secrets_are_secure_strings_under_the_stack_prefix(program):
@@ -12,7 +16,9 @@ def test_secrets_are_secure_strings_under_the_stack_prefix(program):
     assert len(passwords) == 2 and all(p.inputs["length"] >= 32 and p.inputs["special"] is False for p in passwords)
     parameters = program.of_type("aws:ssm/parameter:Parameter")
     web = [f"/webinfra/dev/tls/web-{n:02d}" for n in range(1, len(program.exports["web_private_ips"]) + 1)]
-    assert sorted(p.inputs["name"] for p in parameters) == sorted([name.format(stack="dev") for name in PARAMETERS] + web)
+    assert sorted(p.inputs["name"] for p in parameters) == sorted(
+        [name.format(stack="dev") for name in PARAMETERS] + web
+    )
     assert all(p.inputs["type"] == "SecureString" for p in parameters)
 
 
@@ -50,7 +56,9 @@ def test_session_manager_is_allowed_on_every_role(program):
     for role in ("web-host", "lb-host"):
         assert SESSION_MANAGER_STATEMENT in statements_of(program, role)
     actions = SESSION_MANAGER_STATEMENT["Action"]
-    assert {"ssmmessages:CreateControlChannel", "ssmmessages:OpenDataChannel", "ssm:UpdateInstanceInformation"} <= set(actions)
+    assert {"ssmmessages:CreateControlChannel", "ssmmessages:OpenDataChannel", "ssm:UpdateInstanceInformation"} <= set(
+        actions
+    )
     assert not {"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"} & set(actions)
 
 
@@ -73,4 +81,6 @@ def test_database_tls_certificates_name_each_server_and_chain_to_the_stack_ca(pr
         user_data = decode_user_data(instance.inputs["userDataBase64"])
         assert key not in user_data, f"{host}'s database key is in its user-data"
         files = {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
-        assert files["/etc/mysql/webinfra-tls/ca.pem"] == program.named("db-tls-ca").outputs["certPem"]  # the public CA is
+        assert (
+            files["/etc/mysql/webinfra-tls/ca.pem"] == program.named("db-tls-ca").outputs["certPem"]
+        )  # the public CA is

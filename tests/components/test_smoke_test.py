@@ -22,7 +22,9 @@ def test_up_ends_with_the_smoke_test_of_the_url_naming_every_web_server(program)
     (smoke,) = smoke_commands(program)
     words = shlex.split(smoke.inputs["create"])
     assert words[:2] == ["scripts/smoke", program.exports["url"]]
-    assert words[words.index("--backends") + 1] == ",".join(f"web-{n:02d}" for n in range(1, len(program.exports["web_private_ips"]) + 1))
+    assert words[words.index("--backends") + 1] == ",".join(
+        f"web-{n:02d}" for n in range(1, len(program.exports["web_private_ips"]) + 1)
+    )
     assert int(words[words.index("--timeout") + 1]) == 900 and "--server-name" not in words
     # the exported certificate reaches it through the environment, not the command line
     assert words[words.index("--cacert-pem-env") + 1] == CERTIFICATE_VARIABLE
@@ -30,7 +32,9 @@ def test_up_ends_with_the_smoke_test_of_the_url_naming_every_web_server(program)
     # after every instance exists (its component depends on the web tier and the LB), and again after a
     # replacement or a re-minted certificate
     instances = program.of_type("aws:ec2/instance:Instance")
-    assert sorted(smoke.inputs["triggers"]) == sorted([*(f"{i.name}-id" for i in instances), program.exports["lb_certificate_pem"]])
+    assert sorted(smoke.inputs["triggers"]) == sorted(
+        [*(f"{i.name}-id" for i in instances), program.exports["lb_certificate_pem"]]
+    )
     assert program.named("smoke-test-run").options["parent"] == "smoke-test"
 
 
@@ -67,12 +71,31 @@ def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_
     run = run_program({})
     (smoke,) = smoke_commands(run)
     address = run.exports["lb_public_ip"]
-    (parameter,) = [p for p in run.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")]
+    (parameter,) = [
+        p for p in run.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")
+    ]
     pem = tmp_path / "haproxy.pem"  # what the load balancer serves: the exported certificate with its key, from SSM
     pem.write_text(unwrap(parameter.inputs["value"]))
     subprocess.run(["ip", "-n", stack_address_namespace, "addr", "add", f"{address}/32", "dev", "lo"], check=True)
-    site = subprocess.Popen(["ip", "netns", "exec", stack_address_namespace, sys.executable, "-m", "tests.ops.fake_site", address,
-                             "--cert", str(pem), "--key", str(pem)], cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
+    site = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            stack_address_namespace,
+            sys.executable,
+            "-m",
+            "tests.ops.fake_site",
+            address,
+            "--cert",
+            str(pem),
+            "--key",
+            str(pem),
+        ],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert site.stdout is not None  # stdout=PIPE
         assert site.stdout.readline().strip() == "serving"
@@ -80,6 +103,8 @@ def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_
     finally:
         site.kill()
         site.wait(timeout=10)
-    assert result.returncode == 0, f"{smoke.inputs['create']!r} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    assert result.returncode == 0, (
+        f"{smoke.inputs['create']!r} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    )
     for check in ("health", "rotation", "write", "https"):
         assert f"✓ {check}" in result.stdout, result.stdout

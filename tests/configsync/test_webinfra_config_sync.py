@@ -22,8 +22,15 @@ def key_pem() -> str:
 
 def certificate_and_key(hours: int = 24, name: str = "198.51.100.10") -> str:
     key = key_pem()
-    cert = self_signed_cert({"privateKeyPem": key, "subject": {"commonName": name}, "ipAddresses": [name],
-                             "validityPeriodHours": hours, "allowedUses": ["server_auth", "digital_signature"]})["certPem"]
+    cert = self_signed_cert(
+        {
+            "privateKeyPem": key,
+            "subject": {"commonName": name},
+            "ipAddresses": [name],
+            "validityPeriodHours": hours,
+            "allowedUses": ["server_auth", "digital_signature"],
+        }
+    )["certPem"]
     return cert + key
 
 
@@ -36,9 +43,18 @@ def ca() -> tuple[str, str]:
 
 def signed_by(ca_cert: str, ca_key: str, address: str = "10.0.0.11") -> str:
     key = key_pem()
-    request = cert_request({"privateKeyPem": key, "subject": {"commonName": address}, "ipAddresses": [address]})["certRequestPem"]
-    cert = locally_signed_cert({"certRequestPem": request, "caCertPem": ca_cert, "caPrivateKeyPem": ca_key, "validityPeriodHours": 24,
-                                "allowedUses": ["server_auth", "client_auth", "digital_signature", "key_encipherment"]})["certPem"]
+    request = cert_request({"privateKeyPem": key, "subject": {"commonName": address}, "ipAddresses": [address]})[
+        "certRequestPem"
+    ]
+    cert = locally_signed_cert(
+        {
+            "certRequestPem": request,
+            "caCertPem": ca_cert,
+            "caPrivateKeyPem": ca_key,
+            "validityPeriodHours": 24,
+            "allowedUses": ["server_auth", "client_auth", "digital_signature", "key_encipherment"],
+        }
+    )["certPem"]
     return cert + key
 
 
@@ -177,8 +193,12 @@ def test_a_database_bundle_is_split_verified_against_the_ca_and_flushed(ssm, hos
     assert run(manifest, ssm, running=False) == 0  # first boot: MariaDB reads the files when it starts
     assert host.commands() == []
     assert (tls / "server.pem").read_text().count("BEGIN CERTIFICATE") == 1
-    assert "PRIVATE KEY" not in (tls / "server.pem").read_text() and "PRIVATE KEY" in (tls / "server-key.pem").read_text()
-    assert (tls / "server-key.pem").stat().st_mode & 0o777 == 0o600 and (tls / "server.pem").stat().st_mode & 0o777 == 0o644
+    assert (
+        "PRIVATE KEY" not in (tls / "server.pem").read_text() and "PRIVATE KEY" in (tls / "server-key.pem").read_text()
+    )
+    assert (tls / "server-key.pem").stat().st_mode & 0o777 == 0o600 and (
+        tls / "server.pem"
+    ).stat().st_mode & 0o777 == 0o644
 
     put(ssm, signed_by(ca_cert, ca_key), "/webinfra/test/tls/web-01")
     assert run(manifest, ssm) == 0
@@ -243,9 +263,21 @@ def test_a_wrong_manifest_entry_is_refused_whole(host, change, message):
 
 
 def test_a_password_is_written_once_as_an_environment_file(ssm, host):
-    entry: dict[str, Any] = {"name": "db-app", "parameter": "/webinfra/test/db/app-password", "format": "text", "once": True,
-             "files": [{"path": str(host.root / "secrets/db-app.env"), "mode": "0600", "owner": "root:root", "prefix": "WEBINFRA_DB_PASSWORD="}],
-             "validate": [["grep", "-Eqx", "WEBINFRA_DB_PASSWORD=[A-Za-z0-9]{16,128}", "{files[0]}"]]}
+    entry: dict[str, Any] = {
+        "name": "db-app",
+        "parameter": "/webinfra/test/db/app-password",
+        "format": "text",
+        "once": True,
+        "files": [
+            {
+                "path": str(host.root / "secrets/db-app.env"),
+                "mode": "0600",
+                "owner": "root:root",
+                "prefix": "WEBINFRA_DB_PASSWORD=",
+            }
+        ],
+        "validate": [["grep", "-Eqx", "WEBINFRA_DB_PASSWORD=[A-Za-z0-9]{16,128}", "{files[0]}"]],
+    }
     manifest = host.manifest([entry])
     put(ssm, "Abcdefgh12345678", entry["parameter"])
     assert run(manifest, ssm) == 0
@@ -265,8 +297,17 @@ def test_a_password_is_written_once_as_an_environment_file(ssm, host):
 def served_certificate(port: int) -> str:
     import subprocess
 
-    result = subprocess.run(["sh", "-c", f"openssl s_client -starttls mysql -connect 127.0.0.1:{port} </dev/null 2>/dev/null"
-                             " | openssl x509 -noout -fingerprint -sha256"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"openssl s_client -starttls mysql -connect 127.0.0.1:{port} </dev/null 2>/dev/null"
+            " | openssl x509 -noout -fingerprint -sha256",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return result.stdout.strip()
 
 
@@ -300,7 +341,9 @@ def test_mariadb_serves_a_new_certificate_after_the_rendered_entry_without_a_res
         put(ssm, bundle, entry["parameter"])
         assert sync.main(["--manifest", str(manifest)], client=ssm, service_running=lambda s: True) == 0
         after = served_certificate(server.port)
-        expected = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=bundle, capture_output=True, text=True).stdout.strip()
+        expected = subprocess.run(
+            ["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=bundle, capture_output=True, text=True
+        ).stdout.strip()
         assert after == expected != before
         assert server.process.poll() is None, "MariaDB was restarted"
     finally:

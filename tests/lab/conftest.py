@@ -21,7 +21,9 @@ LAB_TIMEOUT = 1200  # a first image build included
 
 
 def lab(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "lab.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "lab.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         pytest.fail(f"scripts/lab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
@@ -38,7 +40,9 @@ def sql(host: str, statement: str) -> str:
 
 
 def client(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", "wi-client", *command], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["ip", "netns", "exec", "wi-client", *command], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def load(url: str, requests: int, *, rate: float | None = None, duration: float = 60, timeout: float = 5,

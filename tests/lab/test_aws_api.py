@@ -15,7 +15,11 @@ if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime depe
 
 @pytest.fixture
 def fake_credentials(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
 
 
@@ -30,7 +34,10 @@ def test_parameters_are_stored_as_secure_strings(fake_credentials):
     assert raw != "s3cretvalue1234567"
     # loading again (a second `lab up`) overwrites rather than failing
     aws_api.load_parameters(client, {"/webinfra/lab/db/app-password": ("SecureString", "another1234567890")})
-    assert client.get_parameter(Name="/webinfra/lab/db/app-password", WithDecryption=True)["Parameter"]["Value"] == "another1234567890"
+    assert (
+        client.get_parameter(Name="/webinfra/lab/db/app-password", WithDecryption=True)["Parameter"]["Value"]
+        == "another1234567890"
+    )
 
 
 def test_main_refuses_bad_usage(capsys):
@@ -42,8 +49,17 @@ def test_main_refuses_bad_usage(capsys):
 def test_latest_metrics_reads_what_hosts_publish(fake_credentials):
     client = boto3.client("cloudwatch", region_name="us-east-1")
     for value in (1, 2):
-        client.put_metric_data(Namespace="webinfra/lab", MetricData=[
-            {"MetricName": "HealthyBackends", "Dimensions": [{"Name": "Host", "Value": "lb-01"}], "Value": value, "Unit": "Count"}])
+        client.put_metric_data(
+            Namespace="webinfra/lab",
+            MetricData=[
+                {
+                    "MetricName": "HealthyBackends",
+                    "Dimensions": [{"Name": "Host", "Value": "lb-01"}],
+                    "Value": value,
+                    "Unit": "Count",
+                }
+            ],
+        )
     assert aws_api.latest_metrics(client, "webinfra/lab") == {"HealthyBackends/lb-01": 2}
     assert aws_api.latest_metrics(client, "webinfra/other") == {}
 
@@ -54,7 +70,11 @@ def test_ec2_is_seeded_as_pulumi_would_leave_it_and_the_takeovers_calls_move_the
     lb_tags = {"Project": "webinfra", "Stack": "lab", "Role": "lb"}
     seeded = aws_api.seed_ec2(
         ec2,
-        {"lb-01": {**lb_tags, "Name": "lb-01"}, "lb-02": {**lb_tags, "Name": "lb-02"}, "web-01": {"Project": "webinfra", "Stack": "lab", "Role": "web", "Name": "web-01"}},
+        {
+            "lb-01": {**lb_tags, "Name": "lb-01"},
+            "lb-02": {**lb_tags, "Name": "lb-02"},
+            "web-01": {"Project": "webinfra", "Stack": "lab", "Role": "web", "Name": "web-01"},
+        },
         {**lb_tags, "Name": "net-lb-eip"},
         associate_with="lb-01",
     )

@@ -15,7 +15,10 @@ CLOUDWATCH_URL = "https://amazoncloudwatch-agent-us-east-1.s3.us-east-1.amazonaw
 
 
 def test_the_stand_in_serves_at_the_urls_the_hosts_use():
-    assert aws_downloads.downloads(REGION, ARCH) == {SSM_URL: "amazon-ssm-agent", CLOUDWATCH_URL: "amazon-cloudwatch-agent"}
+    assert aws_downloads.downloads(REGION, ARCH) == {
+        SSM_URL: "amazon-ssm-agent",
+        CLOUDWATCH_URL: "amazon-cloudwatch-agent",
+    }
 
 
 def test_the_bucket_names_resolve_to_the_stand_in_only():
@@ -42,7 +45,9 @@ def test_the_packages_are_debian_packages_with_the_agents_files(bucket):
     ssm = aws_downloads.served_path(directory, SSM_URL)
     cloudwatch = aws_downloads.served_path(directory, CLOUDWATCH_URL)
     for deb, package in ((ssm, "amazon-ssm-agent"), (cloudwatch, "amazon-cloudwatch-agent")):
-        fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Architecture"], capture_output=True, text=True, check=True).stdout
+        fields = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Package", "Architecture"], capture_output=True, text=True, check=True
+        ).stdout
         assert fields == f"Package: {package}\nArchitecture: {ARCH}\n"
     contents = subprocess.run(["dpkg-deb", "-c", str(ssm)], capture_output=True, text=True, check=True).stdout
     assert "-rwxr-xr-x root/root" in contents and "./usr/bin/amazon-ssm-agent" in contents
@@ -71,4 +76,8 @@ def test_https_at_exactly_the_download_paths_and_every_request_logged(bucket):
     assert fetch(directory, port, wrong_host).stdout.startswith("404")
     assert fetch(directory, port, SSM_URL.replace("latest", "../latest")).stdout.startswith("404")
     log = (directory / "access.log").read_text().splitlines()
-    assert log[:3] == [f"127.0.0.1 GET {SSM_URL} 200", f"127.0.0.1 GET {CLOUDWATCH_URL} 200", f"127.0.0.1 GET {wrong_host} 404"]
+    assert log[:3] == [
+        f"127.0.0.1 GET {SSM_URL} 200",
+        f"127.0.0.1 GET {CLOUDWATCH_URL} 200",
+        f"127.0.0.1 GET {wrong_host} 404",
+    ]

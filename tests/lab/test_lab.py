@@ -60,8 +60,14 @@ def test_cloud_init_done_without_errors_and_services_enabled(running_lab):
         assert result["v1"]["errors"] == [], (host["name"], result)
         pair = host["role"] == "lb" and running_lab["floating_address"]
         for service in SERVICES[host["role"]] + (["keepalived"] if pair else []):
-            assert guest(host["name"], "systemctl", "is-enabled", service).stdout.strip() == "enabled", (host["name"], service)
-            assert guest(host["name"], "systemctl", "is-active", service).stdout.strip() == "active", (host["name"], service)
+            assert guest(host["name"], "systemctl", "is-enabled", service).stdout.strip() == "enabled", (
+                host["name"],
+                service,
+            )
+            assert guest(host["name"], "systemctl", "is-active", service).stdout.strip() == "active", (
+                host["name"],
+                service,
+            )
     # the hosts' secrets arrived through the SSM stand-in, root-only
     for name in web_names(running_lab):
         mode = guest(name, "stat", "-c", "%a %U", "/etc/webinfra/secrets/db-app.env").stdout.strip()
@@ -115,8 +121,13 @@ for handle in handles:
 def package_lock_held(host: str, at_most: float):
     """Hold `host`'s dpkg lock from another process for `at_most` seconds (less if the block ends first);
     yields a dict that gets the epoch times it was taken ("locked") and released ("releasing")."""
-    holder = subprocess.Popen([sys.executable, "-m", "lab.cli", "exec", host, "--", "python3", "-c", HOLD_PACKAGE_LOCK, str(at_most)],
-                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "lab.cli", "exec", host, "--", "python3", "-c", HOLD_PACKAGE_LOCK, str(at_most)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     times: dict = {"holder": holder}
     try:
         assert holder.stdout is not None  # stdout=PIPE
@@ -140,24 +151,33 @@ def test_agent_install_waits_for_the_package_lock_and_gives_up_loudly_after_its_
         ended = time.time()
     output = result.stdout + result.stderr
     assert result.returncode == 0 and agent_installed(host, package), output
-    unpacked_at = int(guest(host, "stat", "-c", "%Z", "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl").stdout)
+    unpacked_at = int(
+        guest(host, "stat", "-c", "%Z", "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl").stdout
+    )
     assert unpacked_at >= int(lock["releasing"]), (unpacked_at, lock)  # installed once the lock was free, not before
-    print(f"lock held {lock['releasing'] - lock['locked']:.1f} s; the installer started {began - lock['locked']:.1f} s after it "
-          f"was taken and finished {ended - lock['releasing']:.1f} s after it was released ({ended - began:.1f} s in all)")
+    print(
+        f"lock held {lock['releasing'] - lock['locked']:.1f} s; "
+        f"the installer started {began - lock['locked']:.1f} s after it was taken "
+        f"and finished {ended - lock['releasing']:.1f} s after it was released ({ended - began:.1f} s in all)"
+    )
 
     # held past the bound (3 s here, 300 s at boot): a clear message and a failure; first boot's
     # agents step goes on without the agent, loudly
     assert guest(host, "dpkg", "--purge", package).returncode == 0
     with package_lock_held(host, 90) as lock:
         began = time.time()
-        timed_out = guest(host, "env", "WEBINFRA_PACKAGE_LOCK_TIMEOUT=3", "webinfra-install-cloudwatch-agent", timeout=120)
+        timed_out = guest(
+            host, "env", "WEBINFRA_PACKAGE_LOCK_TIMEOUT=3", "webinfra-install-cloudwatch-agent", timeout=120
+        )
         failed_after = time.time() - began
         agents = guest(host, "env", "WEBINFRA_PACKAGE_LOCK_TIMEOUT=3", "webinfra-install-agents", timeout=120)
         assert lock["holder"].poll() is None, "the lock was released before the installers ran"
     output = timed_out.stdout + timed_out.stderr
     assert timed_out.returncode != 0 and not agent_installed(host, package), output
     assert f"{package}: NOT INSTALLED: the package lock was still held after 3s" in timed_out.stderr, output
-    assert "Could not get lock /var/lib/dpkg/lock-frontend. It is held by process" in output and "(python3)" in output, output
+    assert (
+        "Could not get lock /var/lib/dpkg/lock-frontend. It is held by process" in output and "(python3)" in output
+    ), output
     assert agents.returncode == 0, agents.stdout + agents.stderr
     assert f"NOT INSTALLED: {package}; this host goes on without them" in agents.stderr, agents.stderr
     assert guest(host, "cat", "/var/lib/webinfra/agents-missing").stdout == f"{package}\n"
@@ -176,16 +196,28 @@ def lab_status() -> dict:
 
 def test_one_load_balancer_of_the_pair_is_active_and_holds_the_elastic_ip(running_lab):
     assert running_lab["floating_address"], "the lab stack runs a load-balancer pair (Pulumi.lab.yaml: lbCount 2)"
-    status = wait_until("one active load balancer, holding the Elastic IP in the EC2 API",
-                        lambda: (s := lab_status())["floating_address_holder"] and s["elastic_ip_holder"] == s["floating_address_holder"] and s, 30)
+    status = wait_until(
+        "one active load balancer, holding the Elastic IP in the EC2 API",
+        lambda: (
+            (s := lab_status())["floating_address_holder"]
+            and s["elastic_ip_holder"] == s["floating_address_holder"]
+            and s
+        ),
+        30,
+    )
     active = status["floating_address_holder"]
     (standby,) = [h["name"] for h in hosts(status, "lb") if h["name"] != active]
     assert guest(active, "cat", "/run/webinfra/lb-state").stdout.strip() == "MASTER"
     assert guest(standby, "cat", "/run/webinfra/lb-state").stdout.strip() == "BACKUP"
     # VRRP adverts pass the security groups and both host firewalls: the standby hears the active one
     # (were they dropped, it would take over too and both would claim the address).
-    assert guest(standby, "ip", "-4", "-o", "addr", "show", "to", f"{status['floating_address']}/32").stdout.strip() == ""
-    print(f"active load balancer {active} (floating address {status['floating_address']}, Elastic IP {status['elastic_ip']}); standby {standby}")
+    assert (
+        guest(standby, "ip", "-4", "-o", "addr", "show", "to", f"{status['floating_address']}/32").stdout.strip() == ""
+    )
+    print(
+        f"active load balancer {active} "
+        f"(floating address {status['floating_address']}, Elastic IP {status['elastic_ip']}); standby {standby}"
+    )
 
 
 def test_the_active_load_balancer_takes_back_an_elastic_ip_moved_away_from_it(running_lab):
@@ -200,7 +232,9 @@ def test_the_active_load_balancer_takes_back_an_elastic_ip_moved_away_from_it(ru
     assert moved.returncode == 0, moved.stderr
     assert lab_status()["elastic_ip_holder"] == standby.name
     began = time.monotonic()
-    wait_until(f"the Elastic IP back on the active {active}", lambda: lab_status()["elastic_ip_holder"] == active, 90, 2)
+    wait_until(
+        f"the Elastic IP back on the active {active}", lambda: lab_status()["elastic_ip_holder"] == active, 90, 2
+    )
     taken_back = time.monotonic() - began
     log = guest(active, "journalctl", "-t", "webinfra-lb-takeover", "--no-pager", "-o", "cat").stdout
     assert f"(was: {standby.instance_id};" in log, log
@@ -212,7 +246,9 @@ def test_the_pairs_declared_readiness_gate_passes_on_the_lab(running_lab):
     # exactly the command lb-02's replacement waits for (scripts/wait-healthy, as declared), against the
     # AWS API stand-in where the load balancers publish their health
     result = lab("ready", timeout=1100)
-    assert "lb-01-ready: $ scripts/wait-healthy --stack lab --region us-east-1 --host lb-01" in result.stdout, result.stdout
+    assert "lb-01-ready: $ scripts/wait-healthy --stack lab --region us-east-1 --host lb-01" in result.stdout, (
+        result.stdout
+    )
     assert "✓ lb-01 (" in result.stdout and "HealthyBackends 2" in result.stdout, result.stdout
     print(result.stdout)
 
@@ -220,8 +256,19 @@ def test_the_pairs_declared_readiness_gate_passes_on_the_lab(running_lab):
 def smoke(url: str, backends: list[str], timeout: int = 0) -> subprocess.CompletedProcess:
     """scripts/smoke from the lab's internet with the exported certificate and a short timeout, for checks that
     must fail fast (the declared command, run by `lab smoke`, waits up to 900 s)."""
-    return client(str(REPO / "scripts/smoke"), url, "--cacert", CA, "--backends", ",".join(backends), "--timeout", str(timeout),
-                  "--interval", "1", timeout=timeout + 120)
+    return client(
+        str(REPO / "scripts/smoke"),
+        url,
+        "--cacert",
+        CA,
+        "--backends",
+        ",".join(backends),
+        "--timeout",
+        str(timeout),
+        "--interval",
+        "1",
+        timeout=timeout + 120,
+    )
 
 
 def test_the_programs_declared_smoke_test_passes_every_check_on_the_lab(running_lab):
@@ -256,7 +303,12 @@ def test_a_write_reaches_every_database_within_2_seconds(running_lab):
     began = time.monotonic()
     delays = {}
     for name in web_names(running_lab):
-        wait_until(f"message on {name}", lambda: sql(name, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1", 2.0, 0.05)  # noqa: B023 - called at once, in this iteration
+        wait_until(
+            f"message on {name}",
+            lambda: sql(name, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1",  # noqa: B023 (called at once)
+            2.0,
+            0.05,
+        )
         delays[name] = round(time.monotonic() - began, 2)
     print(f"message {stored['id']} visible on every server; seen after {delays} s")
 
@@ -276,10 +328,20 @@ def test_database_traffic_is_tls_and_replicas_verify_the_primary(running_lab):
     assert "Master_SSL_Allowed: Yes" in status and "Master_SSL_Verify_Server_Cert: Yes" in status, status
     assert "Slave_IO_Running: Yes" in status
     credentials = ". /etc/webinfra/secrets/db-app.env; export MYSQL_PWD=$WEBINFRA_DB_PASSWORD; "
-    plain = guest(replica["name"], "bash", "-c", credentials + f"mariadb -h {primary['address']} -u webinfra_app --skip-ssl -e 'SELECT 1'")
+    plain = guest(
+        replica["name"],
+        "bash",
+        "-c",
+        credentials + f"mariadb -h {primary['address']} -u webinfra_app --skip-ssl -e 'SELECT 1'",
+    )
     assert plain.returncode != 0, "a plain-text connection to the primary was accepted"
-    verified = guest(replica["name"], "bash", "-c", credentials + f"mariadb -h {primary['address']} -u webinfra_app "
-                     "--ssl-ca=/etc/mysql/webinfra-tls/ca.pem --ssl-verify-server-cert -N -e \"SHOW STATUS LIKE 'Ssl_version'\"")
+    verified = guest(
+        replica["name"],
+        "bash",
+        "-c",
+        credentials + f"mariadb -h {primary['address']} -u webinfra_app "
+        "--ssl-ca=/etc/mysql/webinfra-tls/ca.pem --ssl-verify-server-cert -N -e \"SHOW STATUS LIKE 'Ssl_version'\"",
+    )
     assert verified.returncode == 0 and "TLSv1." in verified.stdout, verified.stderr
 
 
@@ -332,11 +394,30 @@ def test_https_with_the_exported_certificate_and_http_redirects(running_lab):
     assert "strict-transport-security: max-age=63072000" in headers and "server:" not in headers, headers
     untrusted = client("curl", "-sS", "-o", "/dev/null", url)
     assert untrusted.returncode != 0, "a client that does not trust the certificate must refuse it"
-    plain = client("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", url.replace("https://", "http://") + "api/messages")
+    plain = client(
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        url.replace("https://", "http://") + "api/messages",
+    )
     assert plain.stdout == f"301 {url}api/messages", plain.stdout
     old = client("curl", "-sS", "-o", "/dev/null", "--tls-max", "1.1", "--cacert", running_lab["ca_file"], url)
     assert old.returncode != 0, "TLS 1.1 accepted"
-    h2 = client("curl", "-sS", "-o", "/dev/null", "-w", "%{http_version}", "--http2", "--cacert", running_lab["ca_file"], url + "health")
+    h2 = client(
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        "--http2",
+        "--cacert",
+        running_lab["ca_file"],
+        url + "health",
+    )
     assert h2.stdout == "2"
 
 
@@ -345,13 +426,23 @@ def test_testssl_finds_no_weak_protocol_or_cipher(running_lab, tmp_path):
     result = client("testssl", "--quiet", "--color", "0", "--warnings", "off", "-p", "-s", "-f", "-h",
                     "--jsonfile", str(report), running_lab["url"], timeout=300)
     findings = {f["id"]: f for f in json.loads(report.read_text())}
-    summary = {key: findings[key]["finding"] for key in ("SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3", "HSTS_time")}
-    print(f"testssl.sh: {summary}; findings by severity: "
-          f"{ {s: sum(1 for f in findings.values() if f['severity'] == s) for s in ('OK', 'INFO', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL')} }")
+    summary = {
+        key: findings[key]["finding"] for key in ("SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3", "HSTS_time")
+    }
+    severities = ("OK", "INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+    by_severity = {s: sum(1 for f in findings.values() if f["severity"] == s) for s in severities}
+    print(f"testssl.sh: {summary}; findings by severity: {by_severity}")
     for protocol in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
         assert findings[protocol]["finding"] == "not offered", findings[protocol]
     assert findings["TLS1_2"]["finding"] == "offered" and findings["TLS1_3"]["finding"].startswith("offered")
-    for weak in ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"):
+    for weak in (
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",
+    ):
         assert findings[weak]["finding"] == "not offered", findings[weak]
     assert findings["HSTS_time"]["severity"] == "OK"
     bad = [f for f in findings.values() if f["severity"] in ("LOW", "MEDIUM", "HIGH", "CRITICAL")]
@@ -389,8 +480,25 @@ print(round(time.monotonic() - start, 1), answer.split(b"\\r\\n")[0].decode())
 
 def parameter(running_lab, command: str, name: str, value: str | None = None) -> str:
     """get-parameter / put-parameter in the AWS API stand-in (the value on standard input, never argv)."""
-    result = subprocess.run(["ip", "netns", "exec", "wi-cloud", sys.executable, "-m", "lab.aws_api", command,
-                             running_lab["aws_endpoint_url"], "us-east-1", name], input=value, cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            "wi-cloud",
+            sys.executable,
+            "-m",
+            "lab.aws_api",
+            command,
+            running_lab["aws_endpoint_url"],
+            "us-east-1",
+            name,
+        ],
+        input=value,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -407,27 +515,50 @@ def reminted(exported_pem: str) -> str:
     old = x509.load_pem_x509_certificate(exported_pem.encode())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
-    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(old.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
+    )
     for extension in old.extensions:
-        if extension.oid not in (x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER, x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER):
+        if extension.oid not in (
+            x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+            x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ):
             builder = builder.add_extension(extension.value, extension.critical)
     builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     # A client trusting both certificates (same name, no authority key id on the exported one) finds
     # the new one's issuer among them by this.
-    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+    )
     cert = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
-    return cert + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return (
+        cert
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+    )
 
 
 def served_fingerprint(address: str) -> str:
     """The certificate a load balancer serves now, seen from the lab's internet."""
-    result = client("sh", "-c", f"openssl s_client -connect {address}:443 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256")
+    result = client(
+        "sh",
+        "-c",
+        f"openssl s_client -connect {address}:443 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+    )
     return result.stdout.strip()
 
 
 def fingerprint(pem: str) -> str:
-    result = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=pem, capture_output=True, text=True)
+    result = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=pem, capture_output=True, text=True
+    )
     return result.stdout.strip()
 
 
@@ -445,7 +576,10 @@ def test_a_reminted_certificate_is_served_by_every_load_balancer_without_a_faile
     # Clients trust the exported certificate and the new one: during the rotation either is served.
     both = tmp_path / "both.pem"
     both.write_text(exported + new.split("-----BEGIN PRIVATE KEY-----")[0])
-    masters = {lb["name"]: guest(lb["name"], "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip() for lb in lbs}
+    masters = {
+        lb["name"]: guest(lb["name"], "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip()
+        for lb in lbs
+    }
 
     def rotate(value: str) -> float:
         """The parameter changed in the AWS API, then the sync unit started on every load balancer,
@@ -471,13 +605,19 @@ def test_a_reminted_certificate_is_served_by_every_load_balancer_without_a_faile
             requests.kill()
         back = rotate(original)  # the later tests (and scripts/smoke) trust the exported certificate
     failed = [r for r in report["records"] if r["status"] != 200]
-    print(f"certificate rotation under {rate} req/s: {report['sent']} requests, {len(failed)} failed; "
-          f"parameter changed + sync unit started on {len(lbs)} load balancers -> new certificate served by all after {seconds:.2f} s; "
-          f"rotated back in {back:.2f} s")
+    print(
+        f"certificate rotation under {rate} req/s: {report['sent']} requests, {len(failed)} failed; "
+        f"parameter changed + sync unit started on {len(lbs)} load balancers -> "
+        f"new certificate served by all after {seconds:.2f} s; "
+        f"rotated back in {back:.2f} s"
+    )
     assert failed == [] and report["sent"] >= rate * (duration - 5), (report["statuses"], failed[:5])
     for lb in lbs:
         # a graceful reload: the same HAProxy master, and the journal says what happened (no value in it)
-        assert guest(lb["name"], "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip() == masters[lb["name"]]
+        assert (
+            guest(lb["name"], "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip()
+            == masters[lb["name"]]
+        )
         journal = guest(lb["name"], "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat").stdout
         assert journal.count("lb-certificate: installed") >= 2 and "PRIVATE KEY" not in journal, journal
         # nothing changed since: the next run reloads nothing
@@ -496,23 +636,39 @@ def test_a_database_certificate_the_replicas_would_refuse_is_not_installed(runni
     primary, replica = web_names(running_lab)[:2]
     name = sync_manifest(primary)["db-tls"]["parameter"]
     original = parameter(running_lab, "get-parameter", name)
-    served = lambda: guest(replica, "sh", "-c", f"openssl s_client -starttls mysql -connect {hosts(running_lab, 'web')[0]['address']}:3306 "  # noqa: E731
-                           "</dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256").stdout.strip()
+    served = lambda: guest(  # noqa: E731
+        replica,
+        "sh",
+        "-c",
+        f"openssl s_client -starttls mysql -connect {hosts(running_lab, 'web')[0]['address']}:3306 "
+        "</dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+    ).stdout.strip()
     before = served()
     assert before == fingerprint(original)
     # a certificate for the same address, signed by a CA that is not the stack's
     ca_key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    ca_cert = self_signed_cert({"privateKeyPem": ca_key, "subject": {"commonName": "not the stack's CA"}, "isCaCertificate": True,
-                                "validityPeriodHours": 24, "allowedUses": ["cert_signing"]})["certPem"]
+    ca_cert = self_signed_cert(
+        {
+            "privateKeyPem": ca_key,
+            "subject": {"commonName": "not the stack's CA"},
+            "isCaCertificate": True,
+            "validityPeriodHours": 24,
+            "allowedUses": ["cert_signing"],
+        }
+    )["certPem"]
     key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
     address = hosts(running_lab, "web")[0]["address"]
-    request = cert_request({"privateKeyPem": key, "subject": {"commonName": address}, "ipAddresses": [address]})["certRequestPem"]
+    request = cert_request({"privateKeyPem": key, "subject": {"commonName": address}, "ipAddresses": [address]})[
+        "certRequestPem"
+    ]
     stranger = locally_signed_cert({"certRequestPem": request, "caCertPem": ca_cert, "caPrivateKeyPem": ca_key,
                                     "validityPeriodHours": 24, "allowedUses": ["server_auth"]})["certPem"] + key
     parameter(running_lab, "put-parameter", name, stranger)
     try:
         refused = guest(primary, "systemctl", "start", "webinfra-config-sync.service", timeout=120)
-        journal = guest(primary, "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat", "-n", "20").stdout
+        journal = guest(
+            primary, "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat", "-n", "20"
+        ).stdout
     finally:
         parameter(running_lab, "put-parameter", name, original)
     assert refused.returncode != 0 and "db-tls: REFUSED, the installed one stays" in journal, journal
@@ -521,14 +677,34 @@ def test_a_database_certificate_the_replicas_would_refuse_is_not_installed(runni
     # replication over TLS still works: a new connection from the replica verifies the primary
     sql(replica, "STOP SLAVE; START SLAVE")
     stored = post_message(running_lab["url"], "after the refused certificate")
-    wait_until(f"the write on {replica}", lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1", 30)
+    wait_until(
+        f"the write on {replica}",
+        lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1",
+        30,
+    )
 
 
 # monitoring ----------------------------------------------------------------------------------------------
 
 def metrics_in_the_aws_stand_in(running_lab) -> dict:
-    result = subprocess.run(["ip", "netns", "exec", "wi-cloud", sys.executable, "-m", "lab.aws_api", "metrics",
-                             running_lab["aws_endpoint_url"], "us-east-1", "webinfra/lab"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            "wi-cloud",
+            sys.executable,
+            "-m",
+            "lab.aws_api",
+            "metrics",
+            running_lab["aws_endpoint_url"],
+            "us-east-1",
+            "webinfra/lab",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -551,7 +727,12 @@ def test_hosts_publish_health_metrics_every_minute(running_lab):
 def haproxy_server_state(server: str) -> str:
     metrics = guest("lb-01", "curl", "-fsS", "http://127.0.0.1:8404/metrics").stdout
     for line in metrics.splitlines():
-        if line.startswith("haproxy_server_status{") and f'server="{server}"' in line and 'proxy="web"' in line and line.endswith(" 1"):
+        if (
+            line.startswith("haproxy_server_status{")
+            and f'server="{server}"' in line
+            and 'proxy="web"' in line
+            and line.endswith(" 1")
+        ):
             return line.split('state="', 1)[1].split('"', 1)[0]
     return "unknown"
 
@@ -589,7 +770,11 @@ def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_u
     rejoined = time.monotonic() - began
     wait_until("HAProxy's metrics show it up again", lambda: haproxy_server_state(victim) == "UP", 30, 1)
     ids = ",".join(map(str, written))
-    wait_until(f"{victim} caught up", lambda: sql(victim, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == "5", 30)
+    wait_until(
+        f"{victim} caught up",
+        lambda: sql(victim, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == "5",
+        30,
+    )
     print(f"{victim} rebooted and back in rotation after {rejoined:.1f} s, with the 5 writes made while it was down")
 
 
@@ -613,10 +798,16 @@ def test_the_primary_reboots_and_everything_returns_by_itself(running_lab):
     assert guest(primary, "test", "-e", "/run/before-reboot").returncode == 1, "the host did not reboot"
     for service in SERVICES["web"]:
         assert guest(primary, "systemctl", "is-active", service).stdout.strip() == "active", service
-    stored = wait_until("a write through the LB after the reboot", lambda: _try_post(url, "after the primary's reboot"), 60, 2)
+    stored = wait_until(
+        "a write through the LB after the reboot", lambda: _try_post(url, "after the primary's reboot"), 60, 2
+    )
     for replica in replicas:
-        wait_until(f"replication to {replica} resumed",
-                   lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1", 60, 1)  # noqa: B023 - called at once, in this iteration
+        wait_until(
+            f"replication to {replica} resumed",
+            lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1",  # noqa: B023 (called at once)
+            60,
+            1,
+        )
         status = guest(replica, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
         assert "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status, status
 
@@ -656,7 +847,12 @@ def test_the_active_load_balancer_killed_under_load_hands_over_the_elastic_ip(ru
 
     # The old active one returns as the standby (nopreempt): no second interruption.
     lab("start", active)
-    wait_until(f"{active} back as the standby", lambda: guest(active, "cat", "/run/webinfra/lb-state").stdout.strip() == "BACKUP", 120, 1)
+    wait_until(
+        f"{active} back as the standby",
+        lambda: guest(active, "cat", "/run/webinfra/lb-state").stdout.strip() == "BACKUP",
+        120,
+        1,
+    )
     again = lab_status()
     assert (again["floating_address_holder"], again["elastic_ip_holder"]) == (standby, standby), again
     check = load(url, 40, cacert=CA)
@@ -685,13 +881,17 @@ def test_a_burst_over_the_rate_limit_gets_429_and_the_service_stays_up(running_l
     assert other.stdout == "200", other.stdout + other.stderr
     # and the limited client is served again once its rate has decayed (HAProxy weighs in the
     # previous 10 s period, and denied requests count too: a client that keeps hammering stays out)
-    wait_until("the limited client served again", lambda: load(url + "health", 5, cacert=CA)["statuses"] == {"200": 5}, 40, 3)
+    wait_until(
+        "the limited client served again", lambda: load(url + "health", 5, cacert=CA)["statuses"] == {"200": 5}, 40, 3
+    )
 
 
 # database failover (its own lab, with three web servers) -------------------------------------------------
 
 def promote(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ops.promote", "--lab", *args], cwd=REPO, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "ops.promote", "--lab", *args], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(running_lab):
@@ -704,11 +904,17 @@ def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(
         sql(replica, "STOP SLAVE")
     lonely = post_message(url, "only on the primary")  # semi-sync times out (3 s), then asynchronous
     refused = promote()
-    assert refused.returncode == 3 and "no replica has" in refused.stderr and "--force" in refused.stderr, refused.stdout + refused.stderr
+    assert refused.returncode == 3 and "no replica has" in refused.stderr and "--force" in refused.stderr, (
+        refused.stdout + refused.stderr
+    )
     assert guest("web-01", "cat", "/etc/webinfra/db-role").stdout.strip() == "primary"
     for replica in ("web-02", "web-03"):
         sql(replica, "START SLAVE")
-        wait_until(f"{replica} caught up", lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={lonely['id']}") == "1", 30)  # noqa: B023 - called at once, in this iteration
+        wait_until(
+            f"{replica} caught up",
+            lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={lonely['id']}") == "1",  # noqa: B023 (called at once)
+            30,
+        )
 
     # 2. The primary dies under a stream of writes; every write it acknowledged survives the promotion.
     acknowledged: list[int] = []
@@ -716,8 +922,23 @@ def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(
     stop = time.monotonic() + 60
     killed_at = promoted_at = None
     while time.monotonic() < stop and len(acknowledged) < 60:
-        result = client("curl", "-sS", "-m", "10", "--cacert", CA, "-X", "POST", "-H", "Content-Type: application/json",
-                        "-d", json.dumps({"text": f"write {len(acknowledged) + len(failed)}"}), "-w", "\n%{http_code}", url + "api/messages")
+        result = client(
+            "curl",
+            "-sS",
+            "-m",
+            "10",
+            "--cacert",
+            CA,
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            json.dumps({"text": f"write {len(acknowledged) + len(failed)}"}),
+            "-w",
+            "\n%{http_code}",
+            url + "api/messages",
+        )
         body, _, code = result.stdout.rpartition("\n")
         (acknowledged.append(json.loads(body)["id"]) if code == "201" else failed.append(code))
         if len(acknowledged) == 20 and killed_at is None:
@@ -729,12 +950,17 @@ def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(
             assert promotion.returncode == 0, promotion.stdout + promotion.stderr
             print(promotion.stdout.strip().splitlines()[-1] + f" (scripts/promote took {promoted_at - began:.1f} s)")
     new_primary = json.loads(lab("status", "--json").stdout)
-    primary = next(h for h in ("web-02", "web-03") if guest(h, "cat", "/etc/webinfra/db-role").stdout.strip() == "primary")
+    primary = next(
+        h for h in ("web-02", "web-03") if guest(h, "cat", "/etc/webinfra/db-role").stdout.strip() == "primary"
+    )
     ids = ",".join(map(str, acknowledged))
     present = int(sql(primary, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})"))
-    print(f"failover: {len(acknowledged)} writes acknowledged ({len(acknowledged) - 20} after the promotion), "
-          f"{len(failed)} refused while no primary answered {failed}; {present} of {len(acknowledged)} present on {primary}; "
-          f"lost: {len(acknowledged) - present}")
+    print(
+        f"failover: {len(acknowledged)} writes acknowledged ({len(acknowledged) - 20} after the promotion), "
+        f"{len(failed)} refused while no primary answered {failed}; "
+        f"{present} of {len(acknowledged)} present on {primary}; "
+        f"lost: {len(acknowledged) - present}"
+    )
     assert new_primary and present == len(acknowledged) and len(acknowledged) >= 40
     other = ({"web-02", "web-03"} - {primary}).pop()
     status = guest(other, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
@@ -742,8 +968,18 @@ def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(
 
     # 3. The old primary comes back and rejoins as a replica of the new one (no split brain).
     lab("start", "web-01")
-    wait_until("web-01 back as a replica", lambda: guest("web-01", "cat", "/etc/webinfra/db-role").stdout.strip() == "replica", 120, 2)
-    wait_until("web-01 caught up", lambda: sql("web-01", f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == str(len(acknowledged)), 60, 2)
+    wait_until(
+        "web-01 back as a replica",
+        lambda: guest("web-01", "cat", "/etc/webinfra/db-role").stdout.strip() == "replica",
+        120,
+        2,
+    )
+    wait_until(
+        "web-01 caught up",
+        lambda: sql("web-01", f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == str(len(acknowledged)),
+        60,
+        2,
+    )
 
 
 # ACME ------------------------------------------------------------------------------------------------------
@@ -767,12 +1003,25 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
         (standby,) = [h["name"] for h in hosts(lab_status(), "lb") if h["name"] != active]
         assert guest(active, "test", "-d", "/etc/letsencrypt/live/webinfra").returncode == 0
         assert guest(standby, "test", "-d", "/etc/letsencrypt/live/webinfra").returncode != 0
-        serial = lambda: client("sh", "-c", "openssl s_client -connect www.webinfra.test:443 -servername www.webinfra.test "  # noqa: E731
-                                "</dev/null 2>/dev/null | openssl x509 -noout -serial").stdout.strip()
+        serial = lambda: client(  # noqa: E731
+            "sh",
+            "-c",
+            "openssl s_client -connect www.webinfra.test:443 -servername www.webinfra.test "
+            "</dev/null 2>/dev/null | openssl x509 -noout -serial",
+        ).stdout.strip()
         first = serial()
         requests = stream(site + "health", 20, 20, timeout=5, cacert=str(ca), concurrency=4)
         time.sleep(3)
-        renewal = guest(active, "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", "--cert-name", "webinfra", timeout=120)
+        renewal = guest(
+            active,
+            "certbot",
+            "renew",
+            "--force-renewal",
+            "--no-random-sleep-on-renew",
+            "--cert-name",
+            "webinfra",
+            timeout=120,
+        )
         assert renewal.returncode == 0, renewal.stdout + renewal.stderr
         report = json.loads(requests.communicate(timeout=90)[0])
         second = serial()
@@ -783,7 +1032,9 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
         # The runtime-configuration sync never puts the stack's self-signed certificate back over it.
         synced = guest(active, "systemctl", "start", "webinfra-config-sync.service", timeout=120)
         journal = guest(active, "journalctl", "-u", "webinfra-config-sync", "--no-pager", "-o", "cat").stdout
-        assert synced.returncode == 0 and "lb-certificate: skipped: /etc/letsencrypt/live/webinfra exists" in journal, journal
+        assert synced.returncode == 0 and "lb-certificate: skipped: /etc/letsencrypt/live/webinfra exists" in journal, (
+            journal
+        )
         assert serial() == second
     finally:
         ca.unlink(missing_ok=True)
@@ -799,8 +1050,18 @@ def test_down_removes_everything_even_after_a_crash(running_lab, tmp_path):
     stray = HOSTS / "stray"
     for part in ("upper", "work", "root"):
         (stray / part).mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={tmp_path},upperdir={stray / 'upper'},workdir={stray / 'work'}", str(stray / "root")], check=True)
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={tmp_path},upperdir={stray / 'upper'},workdir={stray / 'work'}",
+            str(stray / "root"),
+        ],
+        check=True,
+    )
     lab("down")
     again = lab("down")  # idempotent
     assert "deleted 0 namespaces" in again.stdout, again.stdout

@@ -18,8 +18,14 @@ def plan():
     config, region = stack_config(STACK_FILE)
     config["webCount"] = 3
     run = run_program(config, stack="lab", region=region)
-    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
-                             floating_address=config.get("lbVirtualIp"))
+    return plan_from_program(
+        run,
+        stack="lab",
+        region=region,
+        vpc_cidr=config["vpcCidr"],
+        aws_endpoint_url=config["awsEndpointUrl"],
+        floating_address=config.get("lbVirtualIp"),
+    )
 
 
 def test_the_lab_stack_points_hosts_at_the_lab_api_stand_in():
@@ -29,7 +35,11 @@ def test_the_lab_stack_points_hosts_at_the_lab_api_stand_in():
 
 def test_plan_has_every_instance_with_its_exact_user_data(plan):
     assert [(h.name, h.role, h.db_role) for h in plan.hosts] == [
-        ("lb-01", "lb", None), ("lb-02", "lb", None), ("web-01", "web", "primary"), ("web-02", "web", "replica"), ("web-03", "web", "replica"),
+        ("lb-01", "lb", None),
+        ("lb-02", "lb", None),
+        ("web-01", "web", "primary"),
+        ("web-02", "web", "replica"),
+        ("web-03", "web", "replica"),
     ]
     for host in plan.hosts:
         text = gzip.decompress(host.user_data_gzip).decode()
@@ -45,9 +55,14 @@ def test_plan_has_every_instance_with_its_exact_user_data(plan):
 
 
 def test_parameters_are_the_declared_secrets_unwrapped(plan):
-    assert sorted(plan.parameters) == ["/webinfra/lab/db/app-password", "/webinfra/lab/db/replication-password",
-                                       "/webinfra/lab/tls/lb-certificate", "/webinfra/lab/tls/web-01", "/webinfra/lab/tls/web-02",
-                                       "/webinfra/lab/tls/web-03"]
+    assert sorted(plan.parameters) == [
+        "/webinfra/lab/db/app-password",
+        "/webinfra/lab/db/replication-password",
+        "/webinfra/lab/tls/lb-certificate",
+        "/webinfra/lab/tls/web-01",
+        "/webinfra/lab/tls/web-02",
+        "/webinfra/lab/tls/web-03",
+    ]
     for name, (kind, value) in plan.parameters.items():
         assert kind == "SecureString" and isinstance(value, str)
         if "password" in name:
@@ -98,10 +113,17 @@ def test_rulesets_are_valid_nftables(plan, tmp_path):
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
         for text in (security_groups_ruleset(plan), gateway_ruleset(plan, bridge="vpc0", internet_link="v-inet")):
-            result = subprocess.run(["ip", "netns", "exec", namespace, nft, "-c", "-f", "-"], input=text, capture_output=True, text=True)
+            result = subprocess.run(
+                ["ip", "netns", "exec", namespace, nft, "-c", "-f", "-"], input=text, capture_output=True, text=True
+            )
             assert result.returncode == 0, result.stderr
         broken = security_groups_ruleset(plan).replace("tcp dport 80 accept", "tcp dport eighty accept", 1)
-        assert subprocess.run(["ip", "netns", "exec", namespace, nft, "-c", "-f", "-"], input=broken, capture_output=True, text=True).returncode != 0
+        assert (
+            subprocess.run(
+                ["ip", "netns", "exec", namespace, nft, "-c", "-f", "-"], input=broken, capture_output=True, text=True
+            ).returncode
+            != 0
+        )
     finally:
         subprocess.run(["ip", "netns", "delete", namespace], check=False)
 
@@ -110,7 +132,9 @@ def test_plan_carries_the_declared_smoke_command_unchanged():
     config, region = stack_config(STACK_FILE)
     run = run_program(config, stack="lab", region=region)
     declared = run.named("smoke-test-run")
-    plan = plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"])
+    plan = plan_from_program(
+        run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"]
+    )
     assert plan.smoke_command["create"] == declared.inputs["create"]
     assert plan.smoke_command["environment"] == declared.inputs["environment"]
     (gate,) = [c for c in run.of_type("command:local:Command") if c.name != "smoke-test-run"]
@@ -121,15 +145,31 @@ def test_a_second_evaluation_with_ec2s_instance_ids_names_them_and_keeps_the_top
     from lab.cli import topology
 
     config, region = stack_config(STACK_FILE)
-    first = plan_from_program(run_program(config, stack="lab", region=region), stack="lab", region=region,
-                              vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"], floating_address=config.get("lbVirtualIp"))
+    first = plan_from_program(
+        run_program(config, stack="lab", region=region),
+        stack="lab",
+        region=region,
+        vpc_cidr=config["vpcCidr"],
+        aws_endpoint_url=config["awsEndpointUrl"],
+        floating_address=config.get("lbVirtualIp"),
+    )
     ids = {h.name: f"i-0{n:016x}" for n, h in enumerate(first.hosts, start=1)}
     run = run_program(config, stack="lab", region=region, instance_ids=ids)
-    second = plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"], aws_endpoint_url=config["awsEndpointUrl"],
-                               floating_address=config.get("lbVirtualIp"))
+    second = plan_from_program(
+        run,
+        stack="lab",
+        region=region,
+        vpc_cidr=config["vpcCidr"],
+        aws_endpoint_url=config["awsEndpointUrl"],
+        floating_address=config.get("lbVirtualIp"),
+    )
     assert topology(second) == topology(first)
     assert {h.name: h.instance_id for h in second.hosts} == ids
     # what the program declares from an instance's id names the instance EC2 made
     assert f"--instance-id {ids['lb-01']} " in second.local_commands["lb-01-ready"]["create"]
-    alarm = next(a for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if a.inputs["name"] == "webinfra-lab-web-01-cpu-high")
+    alarm = next(
+        a
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if a.inputs["name"] == "webinfra-lab-web-01-cpu-high"
+    )
     assert alarm.inputs["dimensions"] == {"InstanceId": ids["web-01"]}

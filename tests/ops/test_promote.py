@@ -65,7 +65,10 @@ def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
     with pytest.raises(PromotionRefused, match="web-01 has transactions up to 0-1-31 that no replica has"):
         promote.run_promotion(hosts, servers(), say=lambda *_: None)
     assert not [s for _, s in hosts.log if "RESET SLAVE ALL" in s]
-    assert ("web-01", "mariadb -N -B -e 'SET GLOBAL read_only = OFF' && echo primary > /etc/webinfra/db-role") in hosts.log
+    assert (
+        "web-01",
+        "mariadb -N -B -e 'SET GLOBAL read_only = OFF' && echo primary > /etc/webinfra/db-role",
+    ) in hosts.log
     assert all((f"web-0{n}", "mariadb -N -B -e 'START SLAVE'") in hosts.log for n in (2, 3))
     # --force accepts the loss, and fences the old primary as a replica of the new one
     chosen = promote.run_promotion(hosts, servers(), force=True, say=lambda *_: None)
@@ -99,9 +102,15 @@ def test_ssm_runner_finds_the_stacks_web_servers_by_tag_and_runs_through_run_com
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
     def launch(name, stack, role):
-        tags: list[TagTypeDef] = [{"Key": "Project", "Value": "webinfra"}, {"Key": "Stack", "Value": stack}, {"Key": "Role", "Value": role},
-                {"Key": "Name", "Value": name}]
-        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        tags: list[TagTypeDef] = [
+            {"Key": "Project", "Value": "webinfra"},
+            {"Key": "Stack", "Value": stack},
+            {"Key": "Role", "Value": role},
+            {"Key": "Name", "Value": name},
+        ]
+        ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}]
+        )
 
     launch("web-02", "dev", "web")
     launch("web-01", "dev", "web")

@@ -32,7 +32,9 @@ def site(tmp_path):
 
 
 def run_smoke(site, *, backends=("web-01", "web-02"), timeout=0.0, cacert="site", **kwargs) -> tuple[int, str]:
-    target = smoke.Target(urllib.parse.urlsplit(site.url), cacert=site.cacert if cacert == "site" else cacert, http_port=site.http_port)
+    target = smoke.Target(
+        urllib.parse.urlsplit(site.url), cacert=site.cacert if cacert == "site" else cacert, http_port=site.http_port
+    )
     out = io.StringIO()
     code = smoke.smoke(target, list(backends), timeout=timeout, interval=0.2, out=out, **kwargs)
     return code, out.getvalue()
@@ -41,8 +43,12 @@ def run_smoke(site, *, backends=("web-01", "web-02"), timeout=0.0, cacert="site"
 def test_a_serving_site_passes_every_check(site):
     code, out = run_smoke(site)
     assert code == 0, out
-    for line in ("✓ health", "✓ rotation answered by web-01 ×1, web-02 ×1", "✓ write    message 1 acknowledged and read back from web-01, web-02",
-                 "✓ https    certificate verified (issuer 'webinfra smoke test', 89 days left), HSTS, http:// → 301"):
+    for line in (
+        "✓ health",
+        "✓ rotation answered by web-01 ×1, web-02 ×1",
+        "✓ write    message 1 acknowledged and read back from web-01, web-02",
+        "✓ https    certificate verified (issuer 'webinfra smoke test', 89 days left), HSTS, http:// → 301",
+    ):
         assert line in out, out
 
 
@@ -95,9 +101,13 @@ def test_the_command_line_exits_non_zero_naming_the_check_and_refuses_bad_argume
     command = [str(REPO / "scripts/smoke"), site.url, "--cacert", site.cacert, "--http-port", str(site.http_port),
                "--backends", "web-01,web-09", "--timeout", "0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "rotation: web-09 not in the rotation" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1 and "rotation: web-09 not in the rotation" in result.stdout, (
+        result.stdout + result.stderr
+    )
     command[command.index("web-01,web-09")] = "web-01,web-02"
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "serves" in result.stdout, result.stdout + result.stderr
-    bad = subprocess.run([sys.executable, str(REPO / "ops/smoke.py"), "ftp://example.org/"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "ops/smoke.py"), "ftp://example.org/"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "URL must be http(s)" in bad.stderr

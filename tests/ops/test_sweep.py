@@ -15,12 +15,21 @@ from moto import mock_aws
 from ops import sweep
 
 REGION = "eu-west-1"
-ASSUME = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+ASSUME = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+)
 
 
 @pytest.fixture
 def aws(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
         yield sweep.client_factory()
@@ -40,19 +49,37 @@ def leave_behind(stack="dev", project="webinfra", region=REGION, prefix=""):
     ec2 = boto3.client("ec2", region_name=region)
     t = {"stack": stack, "project": project}
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16", TagSpecifications=spec("vpc", name="net-vpc", **t))["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24", TagSpecifications=spec("subnet", **t))["Subnet"]["SubnetId"]
-    gateway = ec2.create_internet_gateway(TagSpecifications=spec("internet-gateway", **t))["InternetGateway"]["InternetGatewayId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24", TagSpecifications=spec("subnet", **t))["Subnet"][
+        "SubnetId"
+    ]
+    gateway = ec2.create_internet_gateway(TagSpecifications=spec("internet-gateway", **t))["InternetGateway"][
+        "InternetGatewayId"
+    ]
     ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
     table = ec2.create_route_table(VpcId=vpc, TagSpecifications=spec("route-table", **t))["RouteTable"]["RouteTableId"]
     ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
-    lb_sg = ec2.create_security_group(GroupName=f"{prefix}lb", Description="lb", VpcId=vpc, TagSpecifications=spec("security-group", **t))["GroupId"]
-    web_sg = ec2.create_security_group(GroupName=f"{prefix}web", Description="web", VpcId=vpc, TagSpecifications=spec("security-group", **t))["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=web_sg, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-                                                                          "UserIdGroupPairs": [{"GroupId": lb_sg}]}])
-    ec2.authorize_security_group_egress(GroupId=lb_sg, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-                                                                        "UserIdGroupPairs": [{"GroupId": web_sg}]}])
-    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[lb_sg],
-                                 TagSpecifications=spec("instance", name="lb-01", **t))["Instances"][0]["InstanceId"]
+    lb_sg = ec2.create_security_group(
+        GroupName=f"{prefix}lb", Description="lb", VpcId=vpc, TagSpecifications=spec("security-group", **t)
+    )["GroupId"]
+    web_sg = ec2.create_security_group(
+        GroupName=f"{prefix}web", Description="web", VpcId=vpc, TagSpecifications=spec("security-group", **t)
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=web_sg,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": lb_sg}]}],
+    )
+    ec2.authorize_security_group_egress(
+        GroupId=lb_sg,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": web_sg}]}],
+    )
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        SecurityGroupIds=[lb_sg],
+        TagSpecifications=spec("instance", name="lb-01", **t),
+    )["Instances"][0]["InstanceId"]
     address = ec2.allocate_address(Domain="vpc", TagSpecifications=spec("elastic-ip", **t))["AllocationId"]
     ec2.associate_address(AllocationId=address, InstanceId=instance)
     volume = ec2.create_volume(AvailabilityZone=f"{region}a", Size=8, TagSpecifications=spec("volume", **t))["VolumeId"]
@@ -60,20 +87,47 @@ def leave_behind(stack="dev", project="webinfra", region=REGION, prefix=""):
     ssm = boto3.client("ssm", region_name=region)
     ssm.put_parameter(Name=f"/{project}/{stack}/db/app-password", Value="s3cret", Type="SecureString", Tags=tags(**t))
     cloudwatch = boto3.client("cloudwatch", region_name=region)
-    cloudwatch.put_metric_alarm(AlarmName=f"webinfra-{stack}-cpu", MetricName="CPUUtilization", Namespace="AWS/EC2", Statistic="Average",
-                                Period=60, EvaluationPeriods=1, Threshold=80, ComparisonOperator="GreaterThanThreshold", Tags=tags(**t))
+    cloudwatch.put_metric_alarm(
+        AlarmName=f"webinfra-{stack}-cpu",
+        MetricName="CPUUtilization",
+        Namespace="AWS/EC2",
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=80,
+        ComparisonOperator="GreaterThanThreshold",
+        Tags=tags(**t),
+    )
     cloudwatch.put_dashboard(DashboardName=f"{project}-{stack}", DashboardBody=json.dumps({"widgets": []}))
-    topic = boto3.client("sns", region_name=region).create_topic(Name=f"{prefix}alerts-{stack}", Tags=tags(**t))["TopicArn"]
+    topic = boto3.client("sns", region_name=region).create_topic(Name=f"{prefix}alerts-{stack}", Tags=tags(**t))[
+        "TopicArn"
+    ]
     iam = boto3.client("iam", region_name="us-east-1")
     role = f"{prefix}{stack}-lb-host-role"
     iam.create_role(RoleName=role, AssumeRolePolicyDocument=ASSUME, Tags=tags(**t))
-    iam.put_role_policy(RoleName=role, PolicyName="inline", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"}]}))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="inline",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"}]}
+        ),
+    )
     profile = f"{prefix}{stack}-lb-host-profile"
     iam.create_instance_profile(InstanceProfileName=profile, Tags=tags(**t))
     iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
-    return {"vpc": vpc, "security-group": {lb_sg, web_sg}, "instance": instance, "elastic-ip": address, "volume": volume,
-            "ssm-parameter": f"/{project}/{stack}/db/app-password", "alarm": f"webinfra-{stack}-cpu", "sns-topic": topic,
-            "iam-role": role, "instance-profile": profile, "dashboard": f"{project}-{stack}"}
+    return {
+        "vpc": vpc,
+        "security-group": {lb_sg, web_sg},
+        "instance": instance,
+        "elastic-ip": address,
+        "volume": volume,
+        "ssm-parameter": f"/{project}/{stack}/db/app-password",
+        "alarm": f"webinfra-{stack}-cpu",
+        "sns-topic": topic,
+        "iam-role": role,
+        "instance-profile": profile,
+        "dashboard": f"{project}-{stack}",
+    }
 
 
 def not_ours(region=REGION):
@@ -82,7 +136,9 @@ def not_ours(region=REGION):
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     group = ec2.create_security_group(GroupName="webinfra-lookalike", Description="untagged", VpcId=vpc)["GroupId"]
     boto3.client("ssm", region_name=region).put_parameter(Name="/webinfra/dev/untagged", Value="keep", Type="String")
-    boto3.client("iam", region_name="us-east-1").create_role(RoleName="dev-lb-host-role-untagged", AssumeRolePolicyDocument=ASSUME)
+    boto3.client("iam", region_name="us-east-1").create_role(
+        RoleName="dev-lb-host-role-untagged", AssumeRolePolicyDocument=ASSUME
+    )
     return {"vpc": vpc, "security-group": group}
 
 
@@ -91,15 +147,24 @@ def inventory(region=REGION) -> dict[str, set]:
     return {
         "vpcs": {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]},
         "groups": {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]},
-        "instances": {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
-                      if i["State"]["Name"] != "terminated"},
+        "instances": {
+            i["InstanceId"]
+            for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        },
         "addresses": {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]},
         "volumes": {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]},
         "parameters": {p["Name"] for p in boto3.client("ssm", region_name=region).describe_parameters()["Parameters"]},
-        "alarms": {a["AlarmName"] for a in boto3.client("cloudwatch", region_name=region).describe_alarms()["MetricAlarms"]},
+        "alarms": {
+            a["AlarmName"] for a in boto3.client("cloudwatch", region_name=region).describe_alarms()["MetricAlarms"]
+        },
         "topics": {t["TopicArn"] for t in boto3.client("sns", region_name=region).list_topics()["Topics"]},
         "roles": {r["RoleName"] for r in boto3.client("iam", region_name="us-east-1").list_roles()["Roles"]},
-        "profiles": {p["InstanceProfileName"] for p in boto3.client("iam", region_name="us-east-1").list_instance_profiles()["InstanceProfiles"]},
+        "profiles": {
+            p["InstanceProfileName"]
+            for p in boto3.client("iam", region_name="us-east-1").list_instance_profiles()["InstanceProfiles"]
+        },
     }
 
 
@@ -117,7 +182,9 @@ def test_finds_every_kind_the_stack_leaves_and_a_dry_run_changes_nothing(aws):
     assert code == 0 and "nothing deleted (dry run)" in out, out
     assert inventory() == before
     found = {(f.kind, f.id) for f in sweep.find(aws, [REGION], "dev")}
-    expected = {(kind, value) for kind, value in ours.items() if kind != "security-group"} | {("security-group", g) for g in ours["security-group"]}
+    expected = {(kind, value) for kind, value in ours.items() if kind != "security-group"} | {
+        ("security-group", g) for g in ours["security-group"]
+    }
     assert found == expected
     for kind in sweep.ORDER:
         assert f" {kind} " in out, f"{kind} missing from the table:\n{out}"
@@ -140,10 +207,18 @@ def test_delete_removes_the_stacks_leftovers_in_order_and_nothing_else(aws):
     # never touched: untagged lookalikes and the other stack
     assert others["vpc"] in after["vpcs"] and others["security-group"] in after["groups"]
     assert "/webinfra/dev/untagged" in after["parameters"] and "dev-lb-host-role-untagged" in after["roles"]
-    assert prod["vpc"] in after["vpcs"] and prod["instance"] in after["instances"] and prod["iam-role"] in after["roles"]
+    assert (
+        prod["vpc"] in after["vpcs"] and prod["instance"] in after["instances"] and prod["iam-role"] in after["roles"]
+    )
     # dependency order: instances first, the VPC after its groups, IAM last
     deleted = [line.split()[1] for line in out.splitlines() if line.startswith("  deleted ")]
-    assert deleted.index("instance") < deleted.index("elastic-ip") < deleted.index("security-group") < deleted.index("vpc") < deleted.index("iam-role")
+    assert (
+        deleted.index("instance")
+        < deleted.index("elastic-ip")
+        < deleted.index("security-group")
+        < deleted.index("vpc")
+        < deleted.index("iam-role")
+    )
     assert sweep.find(aws, [REGION], "dev") == []
 
 
@@ -165,13 +240,18 @@ def test_what_cannot_be_deleted_is_reported_with_the_reason_and_the_rest_still_g
 
     def refuse_the_topic(clients, item, wait):
         if item.kind == "sns-topic":
-            raise ClientError({"Error": {"Code": "AuthorizationError", "Message": "not allowed to delete this topic"}}, "DeleteTopic")
+            raise ClientError(
+                {"Error": {"Code": "AuthorizationError", "Message": "not allowed to delete this topic"}}, "DeleteTopic"
+            )
         return real(clients, item, wait)
 
     monkeypatch.setattr(sweep, "_delete_one", refuse_the_topic)
     code, out = run(["--stack", "dev", "--region", REGION, "--delete", "--wait", "30"], aws)
     assert code == 1
-    assert f"sns-topic {ours['sns-topic']} ({REGION}): AuthorizationError: not allowed to delete this topic" in out.split("not deleted:")[1]
+    assert (
+        f"sns-topic {ours['sns-topic']} ({REGION}): AuthorizationError: not allowed to delete this topic"
+        in out.split("not deleted:")[1]
+    )
     remaining = sweep.find(aws, [REGION], "dev")
     assert [(f.kind, f.id) for f in remaining] == [("sns-topic", ours["sns-topic"])]
 
@@ -182,6 +262,10 @@ def test_nothing_left_says_so(aws):
 
 
 def test_the_command_refuses_conflicting_options():
-    result = subprocess.run([sys.executable, "-m", "ops.sweep", "--region", "x", "--all-regions"], capture_output=True, text=True,
-                            cwd=sweep.__file__.rsplit("/ops/", 1)[0])
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.sweep", "--region", "x", "--all-regions"],
+        capture_output=True,
+        text=True,
+        cwd=sweep.__file__.rsplit("/ops/", 1)[0],
+    )
     assert result.returncode == 2 and "not allowed with argument" in result.stderr

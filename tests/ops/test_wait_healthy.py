@@ -18,7 +18,11 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def aws(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
         yield wait_healthy.client_factory(REGION)
@@ -32,8 +36,17 @@ def launch(clients) -> tuple[str, datetime.datetime]:
 
 
 def report(clients, value: float, at: datetime.datetime, host: str = "lb-01", stack: str = "dev") -> None:
-    clients("cloudwatch").put_metric_data(Namespace=f"webinfra/{stack}", MetricData=[
-        {"MetricName": "HealthyBackends", "Dimensions": [{"Name": "Host", "Value": host}], "Value": value, "Timestamp": at}])
+    clients("cloudwatch").put_metric_data(
+        Namespace=f"webinfra/{stack}",
+        MetricData=[
+            {
+                "MetricName": "HealthyBackends",
+                "Dimensions": [{"Name": "Host", "Value": host}],
+                "Value": value,
+                "Timestamp": at,
+            }
+        ],
+    )
 
 
 def run(clients, instance_id, **kwargs) -> tuple[int, str, list[float]]:
@@ -60,7 +73,9 @@ def test_what_the_replaced_instance_said_does_not_count(aws):
     code, out, slept = run(aws, instance_id)
     assert code == 1, out
     assert slept == [15, 15, 15, 15] and out.count("… waiting") == 4  # bounded: 60 s, at 15 s intervals
-    assert "✗ lb-01" in out and "not healthy within 60 s: no HealthyBackends ≥ 1 from lb-01 since its launch" in out, out
+    assert "✗ lb-01" in out and "not healthy within 60 s: no HealthyBackends ≥ 1 from lb-01 since its launch" in out, (
+        out
+    )
 
 
 def test_serving_without_any_backend_is_not_healthy(aws):
@@ -76,8 +91,24 @@ def test_an_unknown_instance_is_reported_not_raised(aws):
 
 
 def test_the_command_line_refuses_bad_arguments():
-    result = subprocess.run([str(REPO / "scripts/wait-healthy"), "--stack", "dev", "--region", REGION, "--host", "lb-01",
-                             "--instance-id", "i-1", "--timeout", "0"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            str(REPO / "scripts/wait-healthy"),
+            "--stack",
+            "dev",
+            "--region",
+            REGION,
+            "--host",
+            "lb-01",
+            "--instance-id",
+            "i-1",
+            "--timeout",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "--timeout and --interval must be positive" in result.stderr
 
 
@@ -113,4 +144,7 @@ def test_refused_credentials_fail_at_once_naming_the_rights_needed():
     code = wait_healthy.wait(refusing, stack="dev", host="lb-01", instance_id="i-1", out=out,
                              sleep=slept.append, clock=lambda: sum(slept), timeout=60, interval=15)
     assert code == 1 and slept == [], out.getvalue()
-    assert "UnauthorizedOperation" in out.getvalue() and "ec2:DescribeInstances and cloudwatch:GetMetricStatistics" in out.getvalue()
+    assert (
+        "UnauthorizedOperation" in out.getvalue()
+        and "ec2:DescribeInstances and cloudwatch:GetMetricStatistics" in out.getvalue()
+    )

@@ -20,7 +20,9 @@ OPTIONS = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_
 
 
 def args(resource_type: str, props: dict, name: str = "thing") -> ResourceValidationArgs:
-    return ResourceValidationArgs(resource_type, props, f"urn:pulumi:dev::webinfra::{resource_type}::{name}", name, OPTIONS, None)
+    return ResourceValidationArgs(
+        resource_type, props, f"urn:pulumi:dev::webinfra::{resource_type}::{name}", name, OPTIONS, None
+    )
 
 
 def collecting(found: list[str]) -> rules.Report:
@@ -44,24 +46,67 @@ GOOD_INSTANCE = {
     "metadataOptions": {"httpTokens": "required"},
     "rootBlockDevice": {"encrypted": True},
     "iamInstanceProfile": "web-profile",
-    "userDataBase64": gz("#cloud-config\nwrite_files:\n- content: WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/dev/db/app-password\n"),
+    "userDataBase64": gz(
+        "#cloud-config\nwrite_files:\n- content: WEBINFRA_SSM_DB_APP_PASSWORD=/webinfra/dev/db/app-password\n"
+    ),
 }
 INGRESS, EGRESS = rules.INGRESS_RULE, rules.EGRESS_RULE
 
 
 def rule(port, cidr="0.0.0.0/0", protocol="tcp", description="why", to=None):
-    return {"ipProtocol": protocol, "fromPort": port, "toPort": port if to is None else to, "cidrIpv4": cidr, "description": description}
+    return {
+        "ipProtocol": protocol,
+        "fromPort": port,
+        "toPort": port if to is None else to,
+        "cidrIpv4": cidr,
+        "description": description,
+    }
 
 
 CASES = [
     # (validator, type, good props, bad props)
-    (rules.imdsv2_required, rules.INSTANCE, GOOD_INSTANCE, {**GOOD_INSTANCE, "metadataOptions": {"httpTokens": "optional"}}),
-    (rules.encrypted_volumes, rules.INSTANCE, GOOD_INSTANCE, {**GOOD_INSTANCE, "rootBlockDevice": {"encrypted": False}}),
-    (rules.instance_role_attached, rules.INSTANCE, GOOD_INSTANCE, {k: v for k, v in GOOD_INSTANCE.items() if k != "iamInstanceProfile"}),
-    (rules.no_secrets_in_user_data, rules.INSTANCE, GOOD_INSTANCE, {**GOOD_INSTANCE, "userDataBase64": gz("DB_PASSWORD=hunter2hunter2\n")}),
-    (rules.no_secrets_in_user_data, rules.INSTANCE, GOOD_INSTANCE, {**GOOD_INSTANCE, "userData": "-----BEGIN EC PRIVATE KEY-----\n"}),
-    (rules.no_secrets_in_user_data, rules.INSTANCE, GOOD_INSTANCE, {**GOOD_INSTANCE, "userData": "key AKIAABCDEFGHIJKLMNOP"}),
-    (rules.no_secrets_in_user_data, rules.INSTANCE, GOOD_INSTANCE, {**GOOD_INSTANCE, "userData": "CREATE USER a IDENTIFIED BY 'hunter22'"}),
+    (
+        rules.imdsv2_required,
+        rules.INSTANCE,
+        GOOD_INSTANCE,
+        {**GOOD_INSTANCE, "metadataOptions": {"httpTokens": "optional"}},
+    ),
+    (
+        rules.encrypted_volumes,
+        rules.INSTANCE,
+        GOOD_INSTANCE,
+        {**GOOD_INSTANCE, "rootBlockDevice": {"encrypted": False}},
+    ),
+    (
+        rules.instance_role_attached,
+        rules.INSTANCE,
+        GOOD_INSTANCE,
+        {k: v for k, v in GOOD_INSTANCE.items() if k != "iamInstanceProfile"},
+    ),
+    (
+        rules.no_secrets_in_user_data,
+        rules.INSTANCE,
+        GOOD_INSTANCE,
+        {**GOOD_INSTANCE, "userDataBase64": gz("DB_PASSWORD=hunter2hunter2\n")},
+    ),
+    (
+        rules.no_secrets_in_user_data,
+        rules.INSTANCE,
+        GOOD_INSTANCE,
+        {**GOOD_INSTANCE, "userData": "-----BEGIN EC PRIVATE KEY-----\n"},
+    ),
+    (
+        rules.no_secrets_in_user_data,
+        rules.INSTANCE,
+        GOOD_INSTANCE,
+        {**GOOD_INSTANCE, "userData": "key AKIAABCDEFGHIJKLMNOP"},
+    ),
+    (
+        rules.no_secrets_in_user_data,
+        rules.INSTANCE,
+        GOOD_INSTANCE,
+        {**GOOD_INSTANCE, "userData": "CREATE USER a IDENTIFIED BY 'hunter22'"},
+    ),
     (rules.no_world_on_sensitive_ports, INGRESS, rule(80), rule(22)),
     (rules.no_world_on_sensitive_ports, INGRESS, rule(3306, cidr="10.0.0.0/16"), rule(3306)),
     (rules.no_world_on_sensitive_ports, INGRESS, rule(443), rule(0, protocol="-1", to=0)),
@@ -71,14 +116,24 @@ CASES = [
     (rules.restricted_egress, EGRESS, rule(3306, cidr="10.0.0.0/16"), rule(25)),
     (rules.rules_have_descriptions, INGRESS, rule(80), rule(80, description="")),
     (rules.rules_have_descriptions, rules.SECURITY_GROUP, {"description": "web"}, {"description": ""}),
-    (rules.default_security_group_closed, rules.DEFAULT_SECURITY_GROUP, {"ingress": [], "egress": []},
-     {"egress": [{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}]}),
-    (rules.no_world_on_sensitive_ports, rules.SECURITY_GROUP, {"ingress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}]},
-     {"ingress": [{"protocol": "tcp", "fromPort": 20, "toPort": 25, "ipv6CidrBlocks": ["::/0"]}]}),
+    (
+        rules.default_security_group_closed,
+        rules.DEFAULT_SECURITY_GROUP,
+        {"ingress": [], "egress": []},
+        {"egress": [{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}]},
+    ),
+    (
+        rules.no_world_on_sensitive_ports,
+        rules.SECURITY_GROUP,
+        {"ingress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}]},
+        {"ingress": [{"protocol": "tcp", "fromPort": 20, "toPort": 25, "ipv6CidrBlocks": ["::/0"]}]},
+    ),
 ]
 
 
-@pytest.mark.parametrize("validate, resource_type, good, bad", CASES, ids=[f"{c[0].__name__}-{n}" for n, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "validate, resource_type, good, bad", CASES, ids=[f"{c[0].__name__}-{n}" for n, c in enumerate(CASES)]
+)
 def test_each_validator_passes_good_and_flags_bad(validate, resource_type, good, bad):
     assert violations(validate, resource_type, good) == []
     assert len(violations(validate, resource_type, bad)) >= 1
@@ -112,7 +167,9 @@ def declared_args(resource) -> ResourceValidationArgs:
 
 
 def stack_args(run) -> StackValidationArgs:
-    resources = [PolicyResource(r.type, r.inputs, f"urn:{r.name}", r.name, OPTIONS, None, None, [], {}) for r in run.resources]
+    resources = [
+        PolicyResource(r.type, r.inputs, f"urn:{r.name}", r.name, OPTIONS, None, None, [], {}) for r in run.resources
+    ]
     return StackValidationArgs(resources)
 
 
@@ -131,10 +188,21 @@ def test_public_ports_only_on_the_load_balancer(program):
         web_rule.inputs = {**web_rule.inputs, "securityGroupId": "net-lb-sg-id"}
 
 
-@pytest.mark.parametrize("config", [{}, {"webCount": 20, "azCount": 3},
-                                    {"adminCidr": "203.0.113.7/32", "sshKeyName": "ops", "domain": "www.example.com", "acmeEmail": "ops@example.com"},
-                                    {"lbCount": 2}],
-                         ids=["default", "20 servers", "ssh and acme", "load-balancer pair"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"webCount": 20, "azCount": 3},
+        {
+            "adminCidr": "203.0.113.7/32",
+            "sshKeyName": "ops",
+            "domain": "www.example.com",
+            "acmeEmail": "ops@example.com",
+        },
+        {"lbCount": 2},
+    ],
+    ids=["default", "20 servers", "ssh and acme", "load-balancer pair"],
+)
 def test_every_declared_resource_passes_every_policy(config):
     run = run_program(config)
     found: list[str] = []

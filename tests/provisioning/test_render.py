@@ -71,7 +71,9 @@ def test_files_are_written_verbatim_from_the_templates_and_the_app():
     # scripts and configs: the template's every line of code, its whole-line comments left out
     template = render.read_file("webinfra-db-setup.sh")
     shipped = files["/usr/local/sbin/webinfra-db-setup"]["content"]
-    assert shipped == "".join(line for line in template.splitlines(True) if line.startswith("#!") or not line.lstrip().startswith("#"))
+    assert shipped == "".join(
+        line for line in template.splitlines(True) if line.startswith("#!") or not line.lstrip().startswith("#")
+    )
     assert shipped.startswith("#!/bin/bash\n") and "set -euo pipefail" in shipped and "\n#" not in shipped
     assert files["/usr/local/sbin/webinfra-db-setup"]["permissions"] == "0755"
     assert files["/etc/webinfra/db-users.sql"]["permissions"] == "0600"
@@ -80,10 +82,20 @@ def test_files_are_written_verbatim_from_the_templates_and_the_app():
 def test_server_ids_are_unique_and_replicas_are_read_only():
     configs = {n: files_of(web_config(FACTS, f"web-{n:02d}", "replica", "10.0.0.11")) for n in range(2, 21)}
     ids = {n: c["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"] for n, c in configs.items()}
-    assert all(f"server_id                = {n}\n" in text and "read_only                = ON" in text for n, text in ids.items())
-    primary = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
+    assert all(
+        f"server_id                = {n}\n" in text and "read_only                = ON" in text
+        for n, text in ids.items()
+    )
+    primary = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"][
+        "content"
+    ]
     assert "server_id                = 1\n" in primary and "read_only" not in primary
-    for setting in ("gtid_strict_mode         = ON", "binlog_format            = ROW", "relay_log_recovery       = ON", "log_bin"):
+    for setting in (
+        "gtid_strict_mode         = ON",
+        "binlog_format            = ROW",
+        "relay_log_recovery       = ON",
+        "log_bin",
+    ):
         assert setting in primary
 
 
@@ -110,9 +122,17 @@ def test_endpoint_override_reaches_the_hosts():
 def test_the_agents_install_the_same_way_with_or_without_an_endpoint_override():
     """The lab boots the install path EC2 runs: no switch in the user-data skips the agents."""
     lab = dataclasses.replace(FACTS, aws_endpoint_url="http://10.0.0.1:5000")
-    for name in ("webinfra-install-agents", "webinfra-install-ssm-agent", "webinfra-install-cloudwatch-agent", "webinfra-install-aws-package"):
+    for name in (
+        "webinfra-install-agents",
+        "webinfra-install-ssm-agent",
+        "webinfra-install-cloudwatch-agent",
+        "webinfra-install-aws-package",
+    ):
         path = f"/usr/local/sbin/{name}"
-        assert files_of(web_config(lab, "web-01", "primary", None))[path] == files_of(web_config(FACTS, "web-01", "primary", None))[path]
+        assert (
+            files_of(web_config(lab, "web-01", "primary", None))[path]
+            == files_of(web_config(FACTS, "web-01", "primary", None))[path]
+        )
     env = files_of(web_config(lab, "web-01", "primary", None))["/etc/webinfra/webinfra.env"]["content"]
     assert "AGENTS" not in env
     files = all_rendered_files()
@@ -124,7 +144,10 @@ def test_the_agents_install_the_same_way_with_or_without_an_endpoint_override():
                 in files[f"{kind}:/usr/local/sbin/webinfra-install-cloudwatch-agent"])
     # apt-get waits (bounded) for dpkg's lock where a bare dpkg -i failed at once (tests/lab proves it on a host)
     installer = files["primary:/usr/local/sbin/webinfra-install-aws-package"]
-    assert "apt-get install -y --no-install-recommends \\\n        -o DPkg::Lock::Timeout=" in installer and "\ndpkg -i" not in installer
+    assert (
+        "apt-get install -y --no-install-recommends \\\n        -o DPkg::Lock::Timeout=" in installer
+        and "\ndpkg -i" not in installer
+    )
 
 
 def test_user_data_is_stable_gzip():
@@ -157,7 +180,9 @@ def test_haproxys_default_check_settings_render_for_comparison(tmp_path, certifi
     # a host gone quiet: up to 2 s to the first check, then 3 checks that each time out after 2 s, 2 s apart
     assert defaults.detect_seconds == 12.0 and HealthCheck().detect_seconds == 1.75
     config = render.haproxy_config("lb-01", BACKENDS_2, check=defaults, certificate_path=certificate)
-    assert "default-server check inter 2s fastinter 2s downinter 2s fall 3 rise 2\n" in config and "observe" not in config
+    assert (
+        "default-server check inter 2s fastinter 2s downinter 2s fall 3 rise 2\n" in config and "observe" not in config
+    )
     path = tmp_path / "haproxy.cfg"
     path.write_text(config)
     result = run(require_tool("haproxy"), "-c", "-f", str(path))
@@ -206,7 +231,9 @@ def test_nginx_accepts_the_site_inside_debians_nginx_conf(tmp_path):
     (tmp_path / "site.conf").write_text(site)
     debian_conf = pathlib.Path("/etc/nginx/nginx.conf").read_text()
     assert "include /etc/nginx/sites-enabled/*;" in debian_conf
-    (tmp_path / "nginx.conf").write_text(debian_conf.replace("include /etc/nginx/sites-enabled/*;", f"include {tmp_path}/site.conf;"))
+    (tmp_path / "nginx.conf").write_text(
+        debian_conf.replace("include /etc/nginx/sites-enabled/*;", f"include {tmp_path}/site.conf;")
+    )
     result = run(nginx, "-t", "-c", str(tmp_path / "nginx.conf"))
     assert result.returncode == 0 and "syntax is ok" in result.stderr, result.stderr
     (tmp_path / "site.conf").write_text(site.replace("server_tokens off;", "server_tokens maybe;"))
@@ -220,7 +247,9 @@ def test_cloud_init_accepts_every_rendered_cloud_config(tmp_path, programs):
         path = tmp_path / f"{instance.inputs['tags']['Name']}.yaml"
         path.write_text(render.decode_user_data(instance.inputs["userDataBase64"]))
         result = run(cloud_init, "schema", "--config-file", str(path))
-        assert result.returncode == 0 and "Valid cloud-config" in result.stdout, f"{instance}: {result.stdout}{result.stderr}"
+        assert result.returncode == 0 and "Valid cloud-config" in result.stdout, (
+            f"{instance}: {result.stdout}{result.stderr}"
+        )
     path = tmp_path / "broken.yaml"
     path.write_text("#cloud-config\nwrite_files: [{path: 7, permissions: [1]}]\nruncmd: 3\n")
     assert run(cloud_init, "schema", "--config-file", str(path)).returncode != 0
@@ -237,13 +266,20 @@ def all_rendered_files() -> dict[str, str]:
     return {f"{kind}:{path}": f["content"] for kind, text in configs.items() for path, f in files_of(text).items()}
 
 
-SCRIPTS = sorted(key for key, content in all_rendered_files().items() if ":/usr/local/sbin/" in key and content.startswith("#!/bin/"))
+SCRIPTS = sorted(
+    key for key, content in all_rendered_files().items() if ":/usr/local/sbin/" in key and content.startswith("#!/bin/")
+)
 
 
 def test_every_host_gets_its_bootstrap_and_helpers():
-    assert {"primary:/usr/local/sbin/webinfra-bootstrap", "lb:/usr/local/sbin/webinfra-bootstrap",
-            "lb:/usr/local/sbin/webinfra-acme", "lb:/usr/local/sbin/webinfra-install-certificate",
-            "lb:/usr/local/sbin/webinfra-check-haproxy-certificate", "lb:/usr/local/sbin/webinfra-install-firewall"} <= set(SCRIPTS)
+    assert {
+        "primary:/usr/local/sbin/webinfra-bootstrap",
+        "lb:/usr/local/sbin/webinfra-bootstrap",
+        "lb:/usr/local/sbin/webinfra-acme",
+        "lb:/usr/local/sbin/webinfra-install-certificate",
+        "lb:/usr/local/sbin/webinfra-check-haproxy-certificate",
+        "lb:/usr/local/sbin/webinfra-install-firewall",
+    } <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("key", SCRIPTS)
@@ -284,7 +320,12 @@ def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
     for namespace in (host, peer):
         run("ip", "netns", "add", namespace)
     try:
-        assert run("ip", "link", "add", "fw-h", "netns", host, "type", "veth", "peer", "name", "fw-p", "netns", peer).returncode == 0
+        assert (
+            run(
+                "ip", "link", "add", "fw-h", "netns", host, "type", "veth", "peer", "name", "fw-p", "netns", peer
+            ).returncode
+            == 0
+        )
         for namespace, link, address in ((host, "fw-h", "fe80::1"), (peer, "fw-p", "fe80::2")):
             run("ip", "-n", namespace, "link", "set", link, "up")
             assert run("ip", "-n", namespace, "addr", "add", f"{address}/64", "dev", link, "nodad").returncode == 0
@@ -294,9 +335,13 @@ def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
                   f"s.bind(('::', {port})); s.settimeout(3); print(s.recvfrom(100)[0].decode())")
         listener = subprocess.Popen(["ip", "netns", "exec", host, "python3", "-c", listen], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
-        send = ("import socket, time; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
-                f"s.bind(('fe80::2', {source_port}, 0, socket.if_nametoindex('fw-p'))); time.sleep(0.5); "
-                "[s.sendto(b'reply', ('fe80::1', " + str(port) + ", 0, socket.if_nametoindex('fw-p'))) or time.sleep(0.2) for _ in range(5)]")
+        send = (
+            "import socket, time; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+            f"s.bind(('fe80::2', {source_port}, 0, socket.if_nametoindex('fw-p'))); time.sleep(0.5); "
+            "[s.sendto(b'reply', ('fe80::1', "
+            + str(port)
+            + ", 0, socket.if_nametoindex('fw-p'))) or time.sleep(0.2) for _ in range(5)]"
+        )
         sent = run("ip", "netns", "exec", peer, "python3", "-c", send)
         assert sent.returncode == 0, sent.stderr
         out, _ = listener.communicate(timeout=10)
@@ -347,8 +392,13 @@ def test_keepalived_is_for_pairs_only():
         render.keepalived_config(FACTS, "lb-01")
     assert "/etc/webinfra/keepalived.conf" not in files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
     pair = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
-    assert {"/etc/webinfra/keepalived.conf", "/usr/local/sbin/webinfra-lb-takeover", "/usr/local/sbin/webinfra-lb-state",
-            "/etc/systemd/system/webinfra-lb-eip.timer", "/etc/systemd/system/webinfra-lb-eip.service"} <= set(pair)
+    assert {
+        "/etc/webinfra/keepalived.conf",
+        "/usr/local/sbin/webinfra-lb-takeover",
+        "/usr/local/sbin/webinfra-lb-state",
+        "/etc/systemd/system/webinfra-lb-eip.timer",
+        "/etc/systemd/system/webinfra-lb-eip.service",
+    } <= set(pair)
     assert "systemctl enable --now webinfra-lb-eip.timer" in pair["/usr/local/sbin/webinfra-bootstrap"]["content"]
     assert "WEBINFRA_LB_PAIR=yes" in pair["/etc/webinfra/webinfra.env"]["content"]
 
@@ -425,12 +475,20 @@ def test_env_file_is_safe_to_source_and_to_read_by_systemd(kind, tmp_path):
 def test_replication_is_pointed_from_one_script_over_verified_tls():
     files = all_rendered_files()
     follow = files["replica:/usr/local/sbin/webinfra-db-follow"]
-    for setting in ("MASTER_SSL = 1", "MASTER_SSL_CA = '$WEBINFRA_DB_TLS_CA'", "MASTER_SSL_VERIFY_SERVER_CERT = 1",
-                    "MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD'", "MASTER_USE_GTID = $gtid_mode", "read_only = ON"):
+    for setting in (
+        "MASTER_SSL = 1",
+        "MASTER_SSL_CA = '$WEBINFRA_DB_TLS_CA'",
+        "MASTER_SSL_VERIFY_SERVER_CERT = 1",
+        "MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD'",
+        "MASTER_USE_GTID = $gtid_mode",
+        "read_only = ON",
+    ):
         assert setting in follow, setting
     for caller in ("webinfra-db-setup", "webinfra-db-fence"):
         assert "CHANGE MASTER" not in files[f"replica:/usr/local/sbin/{caller}"], caller
-    assert 'webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos' in files["replica:/usr/local/sbin/webinfra-db-setup"]
+    assert (
+        'webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos' in files["replica:/usr/local/sbin/webinfra-db-setup"]
+    )
     assert 'webinfra-db-follow "$peer" current_pos' in files["primary:/usr/local/sbin/webinfra-db-fence"]
 
 
@@ -457,7 +515,9 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
 
     web = manifest_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
     assert list(web) == ["db-app", "db-replication", "db-tls"]
-    assert web["db-app"]["once"] and web["db-replication"]["once"], "a running database would not know a changed password"
+    assert web["db-app"]["once"] and web["db-replication"]["once"], (
+        "a running database would not know a changed password"
+    )
     assert web["db-app"]["files"][0]["mode"] == "0600" and web["db-app"]["parameter"] == FACTS.ssm_db_app_password
     tls = web["db-tls"]
     assert tls["parameter"] == FACTS.ssm_db_tls("web-02") and tls["service"] == "mariadb"
@@ -467,7 +527,11 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     assert ["openssl", "verify", "-CAfile", f"{render.DB_TLS_DIR}/ca.pem", "{files[0]}"] in tls["validate"]
     assert tls["reload"] == [["mariadb", "--connect-timeout=10", "-e", "FLUSH SSL"]], "a restart would cut replication"
     # every parameter a host reads is one its role may read (stack.py grants exactly these)
-    assert {e["parameter"] for e in web.values()} == {FACTS.ssm_db_app_password, FACTS.ssm_db_replication_password, FACTS.ssm_db_tls("web-02")}
+    assert {e["parameter"] for e in web.values()} == {
+        FACTS.ssm_db_app_password,
+        FACTS.ssm_db_replication_password,
+        FACTS.ssm_db_tls("web-02"),
+    }
 
 
 def test_a_wrong_sync_entry_fails_at_render_time():
@@ -477,7 +541,12 @@ def test_a_wrong_sync_entry_fails_at_render_time():
 
 def test_the_password_check_accepts_a_generated_password_only(tmp_path):
     (command,) = render.password_sync("db-app", "/p", "WEBINFRA_DB_PASSWORD")["validate"]
-    for value, accepted in (("Abc123" * 4, True), ("short", False), ("has space in it 123456", False), ("x" * 20 + "';--", False)):
+    for value, accepted in (
+        ("Abc123" * 4, True),
+        ("short", False),
+        ("has space in it 123456", False),
+        ("x" * 20 + "';--", False),
+    ):
         candidate = tmp_path / "db-app.env"
         candidate.write_text(f"WEBINFRA_DB_PASSWORD={value}\n")
         result = run(*[str(candidate) if arg == "{files[0]}" else arg for arg in command])
@@ -506,8 +575,13 @@ def test_host_programs_ship_as_their_source_without_comments_and_run(tmp_path):
         tree = ast.parse(text)
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and isinstance(body[0], ast.Expr) \
-                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            if (
+                isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 body[0].value.value = "doc"
         return ast.dump(tree)
 
