@@ -7,6 +7,7 @@ are local. Everything listens on 127.0.0.1 or unix sockets under pytest's tmp di
 """
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import pathlib
@@ -58,6 +59,11 @@ def wait_for(what: str, check, seconds: float = 30.0, interval: float = 0.2):
     raise TimeoutError(f"{what} not ready after {seconds} s (last error: {last})")
 
 
+# The server's administrator over its local socket: root, or (the fast tier without root) the user running
+# the tests, whom mariadb-install-db makes a second all-privileged socket account.
+ADMIN = "root" if os.geteuid() == 0 else getpass.getuser()
+
+
 @dataclass
 class MariaDB:
     name: str
@@ -71,7 +77,7 @@ class MariaDB:
 
     def root(self) -> pymysql.connections.Connection:
         return pymysql.connect(
-            unix_socket=self.socket, user="root", autocommit=True, cursorclass=pymysql.cursors.DictCursor
+            unix_socket=self.socket, user=ADMIN, autocommit=True, cursorclass=pymysql.cursors.DictCursor
         )
 
     def sql(self, statement: str, args=None):
@@ -82,7 +88,7 @@ class MariaDB:
     def client(self, stdin: str) -> None:
         """Feed SQL to the real `mariadb` client as root, as the hosts' boot scripts do."""
         subprocess.run(
-            ["mariadb", f"--socket={self.socket}", "-u", "root"], input=stdin, text=True, check=True, timeout=60
+            ["mariadb", f"--socket={self.socket}", "-u", ADMIN], input=stdin, text=True, check=True, timeout=60
         )
 
     def stop(self) -> None:
@@ -135,7 +141,7 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
             "mariadb-install-db",
             f"--datadir={directory / 'data'}",
             "--auth-root-authentication-method=socket",
-            f"--auth-root-socket-user={os.environ.get('USER', 'root') if os.geteuid() else 'root'}",
+            f"--auth-root-socket-user={ADMIN}",
             "--skip-test-db",
             *as_root,
         ],

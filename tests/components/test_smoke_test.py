@@ -67,6 +67,7 @@ def stack_address_namespace():
     subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
+@pytest.mark.lab  # needs root: a network namespace
 def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_address_namespace, tmp_path):
     run = run_program({})
     (smoke,) = smoke_commands(run)

@@ -11,11 +11,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from lab.aws_downloads import CTL_CALLS
 from lab.cli import DOWNLOADS, aws_api, load_state
 from lab.hosts import logged_at
 from lab.loadgen import disruption, longest_outage
 from tests.lab.conftest import REPO, client, guest, lab, load, sql, stream, wait_until
+
+pytestmark = pytest.mark.lab  # boots the local lab: root, systemd-nspawn
 
 SERVICES = {"lb": ["haproxy"], "web": ["mariadb", "webinfra-app", "nginx"]}
 

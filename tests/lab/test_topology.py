@@ -105,6 +105,7 @@ def test_gateway_forwards_only_within_the_lab(plan):
     assert "policy drop" in ruleset and "ip daddr 203.0.113.0/24 accept" in ruleset
 
 
+@pytest.mark.lab  # needs root: nft -c in a network namespace
 def test_rulesets_are_valid_nftables(plan, tmp_path):
     nft = require_tool("nft")
     if os.geteuid() != 0:

@@ -225,6 +225,7 @@ def test_haproxy_accepts_the_rendered_config(tmp_path, backends, acme, certifica
     assert run(haproxy, "-c", "-f", str(path)).returncode != 0
 
 
+@pytest.mark.lab  # needs root: nginx -t with Debian's nginx.conf (user www-data)
 def test_nginx_accepts_the_site_inside_debians_nginx_conf(tmp_path):
     nginx = require_tool("nginx")
     site = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/webinfra/nginx-site.conf"]["content"]
@@ -291,6 +292,7 @@ def test_shell_scripts_pass_shellcheck(tmp_path, key):
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.lab  # needs root: nft -c in a network namespace
 @pytest.mark.parametrize("kind", ["primary", "replica", "lb"])
 def test_host_firewalls_are_valid_nftables_that_drop_by_default(tmp_path, kind):
     nft = require_tool("nft")
@@ -351,6 +353,7 @@ def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
             run("ip", "netns", "delete", namespace)
 
 
+@pytest.mark.lab  # needs root: network namespaces and nftables
 def test_the_load_balancer_takes_dhcpv6_replies_so_its_ipv6_lease_renews():
     ruleset = render.host_firewall(FACTS, "lb-01", "lb")
     assert udp_reaches(ruleset, source_port=547, port=546), "a DHCPv6 reply from the router is dropped"
@@ -368,6 +371,7 @@ def test_load_balancers_of_a_pair_take_vrrp_from_each_other_only():
     assert "vrrp" not in render.host_firewall(PAIR, "web-01", "web")
 
 
+@pytest.mark.lab  # needs root: keepalived checks its scripts as root
 @pytest.mark.parametrize("hostname, virtual_address", [("lb-01", None), ("lb-02", "10.0.0.4")])
 def test_keepalived_accepts_the_rendered_config(tmp_path, hostname, virtual_address):
     keepalived = require_tool("keepalived")
