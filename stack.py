@@ -6,7 +6,14 @@ import pulumi_aws as aws
 
 from components.db_tls import DatabaseTls, DatabaseTlsArgs
 from components.ec2 import HostProfile, debian_12_ami
-from components.host_role import SESSION_MANAGER_STATEMENT, HostRole, HostRoleArgs
+from components.host_role import (
+    SESSION_MANAGER_STATEMENT,
+    HostRole,
+    HostRoleArgs,
+    move_elastic_ip,
+    put_metrics,
+    read_parameters,
+)
 from components.lb_certificate import LoadBalancerCertificate, LoadBalancerCertificateArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import MonitoredHost, Monitoring, MonitoringArgs
@@ -37,58 +44,6 @@ def stack_facts(settings: Settings) -> StackFacts:
         acme_server=settings.acme_server if settings.acme_enabled else None,
         rate_limit_per_10s=settings.rate_limit_per_10s,
     )
-
-
-def _read_parameters(sid: str, arns) -> dict:
-    return {"Sid": sid, "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": list(arns)}
-
-
-def _put_metrics(stack: str) -> dict:
-    """Metrics into the CloudWatch agent's namespace and the stack's own, nowhere else."""
-    return {
-        "Sid": "PublishHealthMetrics",
-        "Effect": "Allow",
-        "Action": ["cloudwatch:PutMetricData"],
-        "Resource": "*",  # PutMetricData has no resource type; the namespace condition scopes it
-        "Condition": {"StringEquals": {"cloudwatch:namespace": ["CWAgent", f"webinfra/{stack}"]}},
-    }
-
-
-def _move_elastic_ip(settings: Settings, allocation_id: pulumi.Output[str]) -> list[dict]:
-    """What keepalived's takeover script needs, and no more: find the stack's Elastic IP, and
-    associate exactly that address with one of this stack's load balancers."""
-    identity = aws.get_caller_identity_output()
-    partition = aws.get_partition_output().partition
-    arn = lambda kind, resource: pulumi.Output.concat(  # noqa: E731
-        "arn:", partition, ":ec2:", settings.region, ":", identity.account_id, f":{kind}/", resource
-    )
-    return [
-        {
-            "Sid": "FindTheStacksElasticIp",
-            "Effect": "Allow",
-            "Action": ["ec2:DescribeAddresses"],
-            "Resource": "*",  # DescribeAddresses has no resource-level permissions
-        },
-        {
-            "Sid": "MoveTheStacksElasticIpToItself",
-            "Effect": "Allow",
-            "Action": ["ec2:AssociateAddress"],
-            "Resource": [arn("elastic-ip", allocation_id)],
-        },
-        {
-            "Sid": "OntoTheStacksLoadBalancersOnly",
-            "Effect": "Allow",
-            "Action": ["ec2:AssociateAddress"],
-            "Resource": [arn("instance", "*")],
-            "Condition": {
-                "StringEquals": {
-                    "aws:ResourceTag/Project": settings.project,
-                    "aws:ResourceTag/Stack": settings.stack,
-                    "aws:ResourceTag/Role": "lb",
-                }
-            },
-        },
-    ]
 
 
 def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
@@ -141,12 +96,12 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             description=f"webinfra {settings.stack} web servers: database passwords, Session Manager",
             tags={**tags, "Role": "web"},
             statements=[
-                _read_parameters(
+                read_parameters(
                     "ReadOwnDatabaseSecrets",
                     [arns["db-app"], arns["db-replication"], *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots)],
                 ),
                 SESSION_MANAGER_STATEMENT,
-                _put_metrics(settings.stack),
+                put_metrics(settings.stack),
             ],
         ),
     )
@@ -157,10 +112,19 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             + (", moving its Elastic IP" if settings.lb_pair else ""),
             tags={**tags, "Role": "lb"},
             statements=[
-                _read_parameters("ReadOwnCertificate", [arns["lb-certificate"]]),
+                read_parameters("ReadOwnCertificate", [arns["lb-certificate"]]),
                 SESSION_MANAGER_STATEMENT,
-                _put_metrics(settings.stack),
-                *(_move_elastic_ip(settings, network.lb_address.allocation_id) if settings.lb_pair else []),
+                put_metrics(settings.stack),
+                *(
+                    move_elastic_ip(
+                        network.lb_address.allocation_id,
+                        region=settings.region,
+                        project=settings.project,
+                        stack=settings.stack,
+                    )
+                    if settings.lb_pair
+                    else []
+                ),
             ],
         ),
     )

@@ -1,7 +1,9 @@
-"""HostRole: the IAM role and instance profile of one kind of host, with only the access it needs."""
+"""HostRole: the IAM role and instance profile of one kind of host, with only the access it needs;
+and the builders of the policy statements the stack grants its roles."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pulumi
@@ -48,6 +50,59 @@ SESSION_MANAGER_STATEMENT = {
     ],
     "Resource": "*",
 }
+
+
+def read_parameters(sid: str, arns: Iterable[pulumi.Input[str]]) -> dict:
+    """Read exactly these SSM parameters (`ssm:GetParameter` on their ARNs), nothing else."""
+    return {"Sid": sid, "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": list(arns)}
+
+
+def put_metrics(stack: str) -> dict:
+    """Metrics into the CloudWatch agent's namespace and the stack's own, nowhere else."""
+    return {
+        "Sid": "PublishHealthMetrics",
+        "Effect": "Allow",
+        "Action": ["cloudwatch:PutMetricData"],
+        "Resource": "*",  # PutMetricData has no resource type; the namespace condition scopes it
+        "Condition": {"StringEquals": {"cloudwatch:namespace": ["CWAgent", f"webinfra/{stack}"]}},
+    }
+
+
+def move_elastic_ip(allocation_id: pulumi.Input[str], *, region: str, project: str, stack: str) -> list[dict]:
+    """What keepalived's takeover script needs, and no more: find the stack's Elastic IP, and
+    associate exactly that address with one of this stack's load balancers."""
+    identity = aws.get_caller_identity_output()
+    partition = aws.get_partition_output().partition
+    arn = lambda kind, resource: pulumi.Output.concat(  # noqa: E731
+        "arn:", partition, ":ec2:", region, ":", identity.account_id, f":{kind}/", resource
+    )
+    return [
+        {
+            "Sid": "FindTheStacksElasticIp",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeAddresses"],
+            "Resource": "*",  # DescribeAddresses has no resource-level permissions
+        },
+        {
+            "Sid": "MoveTheStacksElasticIpToItself",
+            "Effect": "Allow",
+            "Action": ["ec2:AssociateAddress"],
+            "Resource": [arn("elastic-ip", allocation_id)],
+        },
+        {
+            "Sid": "OntoTheStacksLoadBalancersOnly",
+            "Effect": "Allow",
+            "Action": ["ec2:AssociateAddress"],
+            "Resource": [arn("instance", "*")],
+            "Condition": {
+                "StringEquals": {
+                    "aws:ResourceTag/Project": project,
+                    "aws:ResourceTag/Stack": stack,
+                    "aws:ResourceTag/Role": "lb",
+                }
+            },
+        },
+    ]
 
 
 @dataclass
