@@ -14,6 +14,7 @@ import pathlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlparse
 
@@ -220,13 +221,33 @@ def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
     ]  # the first `count`
 
 
+class HostKind(StrEnum):
+    """What a host is: a load balancer or a web server (its hostname's prefix, its `Role` tag)."""
+
+    LB = "lb"
+    WEB = "web"
+
+
+class DbRole(StrEnum):
+    """What a web server's database is: the primary (web-01) or a replica of it."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
 @dataclass(frozen=True)
 class HostSlot:
-    """Where one instance lives: its hostname, subnet (by index) and fixed private address."""
+    """Where one instance lives: its kind and number (its hostname), subnet (by index) and fixed
+    private address."""
 
-    hostname: str
+    kind: HostKind
+    number: int  # from 1: lb-01, web-01
     subnet_index: int
     private_ip: str
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.kind}-{self.number:02d}"
 
 
 def host_layout(
@@ -241,12 +262,12 @@ def host_layout(
     """
     subnets = [ipaddress.ip_network(cidr) for cidr in subnet_cidrs(vpc_cidr, az_count)]
 
-    def slot(kind: str, number: int, host: int) -> HostSlot:
+    def slot(kind: HostKind, number: int, host: int) -> HostSlot:
         index = (number - 1) % az_count
-        return HostSlot(f"{kind}-{number:02d}", index, str(subnets[index][host]))
+        return HostSlot(kind, number, index, str(subnets[index][host]))
 
-    lbs = [slot("lb", number, 5) for number in range(1, lb_count + 1)]
-    web = [slot("web", number, 10 + number) for number in range(1, web_count + 1)]
+    lbs = [slot(HostKind.LB, number, 5) for number in range(1, lb_count + 1)]
+    web = [slot(HostKind.WEB, number, 10 + number) for number in range(1, web_count + 1)]
     return lbs, web
 
 

@@ -22,7 +22,7 @@ from components.secrets import StackSecrets, StackSecretsArgs
 from components.smoke_test import SmokeTest, SmokeTestArgs
 from components.web_tier import WebTier, WebTierArgs
 from provisioning.render import Backend, StackFacts, role_processes
-from settings import Settings, subnet_cidrs
+from settings import HostKind, Settings, subnet_cidrs
 
 
 def stack_facts(settings: Settings) -> StackFacts:
@@ -183,15 +183,20 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             region=settings.region,
             hosts=[
                 MonitoredHost(
-                    slot.hostname,
-                    "lb",
-                    None,
-                    lb.instance_ids[slot.hostname],
-                    role_processes("lb", lb_pair=settings.lb_pair),
+                    hostname=slot.hostname,
+                    kind=slot.kind,
+                    db_role=None,
+                    instance_id=lb.instance_ids[slot.hostname],
+                    processes=role_processes(slot.kind, lb_pair=settings.lb_pair),
                 )
                 for slot in lb_slots
             ]
-            + [MonitoredHost(server.hostname, "web", server.role, server.instance_id) for server in tier.servers],
+            + [
+                MonitoredHost(
+                    hostname=server.hostname, kind=HostKind.WEB, db_role=server.role, instance_id=server.instance_id
+                )
+                for server in tier.servers
+            ],
             web_count=settings.web_count,
             max_replication_lag_seconds=settings.max_replication_lag_seconds,
             tags=tags,

@@ -56,7 +56,7 @@ class LoadBalancer(pulumi.ComponentResource):
         }
         after: list[pulumi.Resource] = []
         for slot in args.slots:
-            number = slot.hostname.rsplit("-", 1)[1]
+            number = f"{slot.number:02d}"
             instance = hardened_instance(
                 f"{name}-{number}-instance",
                 args.profile,
@@ -69,7 +69,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 ipv6_address_count=1,
                 parent=self,
                 # lb-01 was `lb-instance` while a stack had only one load balancer: same resource.
-                aliases=[pulumi.Alias(name=f"{name}-instance")] if number == "01" else None,
+                aliases=[pulumi.Alias(name=f"{name}-instance")] if slot.number == 1 else None,
                 after=after,
             )
             self.instance_ids[slot.hostname] = instance.id

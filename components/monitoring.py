@@ -16,18 +16,19 @@ import pulumi
 import pulumi_aws as aws
 
 from provisioning.render import role_processes
+from settings import DbRole, HostKind
 
 
 @dataclass
 class MonitoredHost:
     hostname: str
-    role: str  # lb | web
-    db_role: str | None
+    kind: HostKind
+    db_role: DbRole | None  # a web server's; None for a load balancer
     instance_id: pulumi.Input[str]
-    processes: list[str] | None = None  # that must run on it; None: its role's (render.role_processes)
+    processes: list[str] | None = None  # that must run on it; None: its kind's (render.role_processes)
 
     def watched_processes(self) -> list[str]:
-        return self.processes if self.processes is not None else role_processes(self.role)
+        return self.processes if self.processes is not None else role_processes(self.kind)
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Monitoring(pulumi.ComponentResource):
 
         for host in args.hosts:
             self._instance_alarms(host)
-        lbs = [h for h in args.hosts if h.role == "lb"]
+        lbs = [h for h in args.hosts if h.kind == HostKind.LB]
         for lb in lbs:
             # Each load balancer of a pair checks the backends itself: the standby must be ready too.
             self._alarm(
@@ -126,7 +127,7 @@ class Monitoring(pulumi.ComponentResource):
                 f"{lb.hostname}: fewer than all {args.web_count} web servers in HAProxy's rotation",
                 statistic="Minimum", periods=2, missing="breaching",
             )
-        primary = next(h for h in args.hosts if h.db_role == "primary")
+        primary = next(h for h in args.hosts if h.db_role == DbRole.PRIMARY)
         self._alarm(
             "semi-sync-off",
             "SemiSyncOn",
@@ -140,7 +141,7 @@ class Monitoring(pulumi.ComponentResource):
             periods=2,
         )
         for host in args.hosts:
-            if host.db_role == "replica":
+            if host.db_role == DbRole.REPLICA:
                 self._alarm(
                     f"{host.hostname}-replication-stopped",
                     "ReplicationRunning",
@@ -290,8 +291,8 @@ class Monitoring(pulumi.ComponentResource):
                 },
             }
 
-        lbs = [h.hostname for h in args.hosts if h.role == "lb"]
-        replicas = [h.hostname for h in args.hosts if h.db_role == "replica"]
+        lbs = [h.hostname for h in args.hosts if h.kind == HostKind.LB]
+        replicas = [h.hostname for h in args.hosts if h.db_role == DbRole.REPLICA]
         widgets = [
             widget(
                 "CPU %",

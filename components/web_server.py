@@ -7,12 +7,13 @@ import pulumi
 
 from components.ec2 import HostProfile, hardened_instance
 from provisioning.render import StackFacts, encode_user_data, web_cloud_config
+from settings import DbRole
 
 
 @dataclass
 class WebServerArgs:
     hostname: str
-    role: str  # "primary" or "replica"
+    role: DbRole
     facts: StackFacts
     db_ca_certificate: pulumi.Input[str]  # public: travels in user-data
     profile: HostProfile
@@ -24,7 +25,7 @@ class WebServerArgs:
 
 class WebServer(pulumi.ComponentResource):
     hostname: str
-    role: str
+    role: DbRole
     private_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
 
@@ -45,7 +46,7 @@ class WebServer(pulumi.ComponentResource):
             tags={**args.tags, "Role": "web", "DbRole": args.role, "Name": args.hostname},
             # The primary holds the data: a template change must not replace it. Replicas are
             # rebuilt from the primary's binary log, so they follow template changes.
-            replace_on_user_data_change=args.role != "primary",
+            replace_on_user_data_change=args.role != DbRole.PRIMARY,
             parent=self,
         )
         self.hostname, self.role = args.hostname, args.role

@@ -9,7 +9,7 @@ import pulumi
 from components.ec2 import HostProfile
 from components.web_server import WebServer, WebServerArgs
 from provisioning.render import StackFacts
-from settings import HostSlot
+from settings import DbRole, HostSlot
 
 
 @dataclass
@@ -35,10 +35,10 @@ class WebTier(pulumi.ComponentResource):
         primary = args.slots[0]
         self.servers = [
             WebServer(
-                f"{name}-{slot.hostname.rsplit('-', 1)[1]}",
+                f"{name}-{slot.number:02d}",
                 WebServerArgs(
                     hostname=slot.hostname,
-                    role="primary" if slot is primary else "replica",
+                    role=DbRole.PRIMARY if slot is primary else DbRole.REPLICA,
                     facts=args.facts,
                     db_ca_certificate=args.db_ca_certificate,
                     profile=args.profile,
