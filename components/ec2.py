@@ -56,15 +56,13 @@ def hardened_instance(
     user_data_base64: pulumi.Input[str],
     tags: dict[str, str],
     replace_on_user_data_change: bool,
-    parent: pulumi.Resource,
     ipv6_address_count: int | None = None,
-    aliases: list[pulumi.Alias] | None = None,
-    after: Sequence[pulumi.Resource] = (),
+    opts: pulumi.ResourceOptions,
 ) -> aws.ec2.Instance:
     """`replace_on_user_data_change`: replace the instance when its user-data changes (cloud-init
     runs once, so an in-place change would silently never apply). False keeps an instance, and its
-    data, across template changes. `after`: what else this instance must wait for (besides the
-    profile's `boot_after`).
+    data, across template changes. `opts`: the caller's options (parent, aliases, what else to wait
+    for), merged over this function's own (the profile's `boot_after` first in `depends_on`).
 
     Every instance has a fixed private address, so a replacement deletes the old instance before it
     creates the new one: Pulumi's default (create first) would ask EC2 for an address the old instance
@@ -102,11 +100,10 @@ def hardened_instance(
         monitoring=False,
         tags=tags,
         volume_tags=tags,
-        opts=pulumi.ResourceOptions(
-            parent=parent,
-            ignore_changes=ignored,
-            aliases=aliases,
-            delete_before_replace=True,
-            depends_on=[*profile.boot_after, *after],
+        opts=pulumi.ResourceOptions.merge(
+            pulumi.ResourceOptions(
+                ignore_changes=ignored, delete_before_replace=True, depends_on=list(profile.boot_after)
+            ),
+            opts,
         ),
     )

@@ -67,10 +67,12 @@ class LoadBalancer(pulumi.ComponentResource):
                 # Stateless: a new configuration means a new instance; the Elastic IP follows it.
                 replace_on_user_data_change=True,
                 ipv6_address_count=1,
-                parent=self,
-                # lb-01 was `lb-instance` while a stack had only one load balancer: same resource.
-                aliases=[pulumi.Alias(name=f"{name}-instance")] if slot.number == 1 else None,
-                after=after,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    # lb-01 was `lb-instance` while a stack had only one load balancer: same resource.
+                    aliases=[pulumi.Alias(name=f"{name}-instance")] if slot.number == 1 else None,
+                    depends_on=after,
+                ),
             )
             self.instance_ids[slot.hostname] = instance.id
             if len(args.slots) == 2 and not after:

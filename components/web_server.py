@@ -47,7 +47,7 @@ class WebServer(pulumi.ComponentResource):
             # The primary holds the data: a template change must not replace it. Replicas are
             # rebuilt from the primary's binary log, so they follow template changes.
             replace_on_user_data_change=args.role != DbRole.PRIMARY,
-            parent=self,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.hostname, self.role = args.hostname, args.role
         self.private_ip = instance.private_ip
