@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -29,6 +30,28 @@ class MonitoredHost:
 
     def watched_processes(self) -> list[str]:
         return self.processes if self.processes is not None else role_processes(self.kind)
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One CloudWatch alarm: `metric` in `namespace` for `dimensions`, compared (`comparison`, a
+    CloudWatch ComparisonOperator) with `threshold` over `periods` periods of `period` seconds.
+    `missing`: how missing data counts (CloudWatch's TreatMissingData: a host that stops reporting a
+    metric it must report is `breaching`). `extra_actions`: besides notifying the topic (recover,
+    reboot)."""
+
+    key: str  # the alarm's name within the stack: webinfra-<stack>-<key>
+    metric: str
+    namespace: str
+    dimensions: Mapping[str, pulumi.Input[str]]
+    comparison: str
+    threshold: float
+    description: str
+    statistic: str = "Maximum"
+    period: int = 60
+    periods: int = 1
+    missing: str = "missing"
+    extra_actions: tuple[str, ...] = ()
 
 
 @dataclass
@@ -122,48 +145,63 @@ class Monitoring(pulumi.ComponentResource):
         for lb in lbs:
             # Each load balancer of a pair checks the backends itself: the standby must be ready too.
             self._alarm(
-                "lb-backends" if len(lbs) == 1 else f"{lb.hostname}-backends", "HealthyBackends", self.namespace,
-                {"Host": lb.hostname}, "LessThanThreshold", args.web_count,
-                f"{lb.hostname}: fewer than all {args.web_count} web servers in HAProxy's rotation",
-                statistic="Minimum", periods=2, missing="breaching",
-            )
-        primary = next(h for h in args.hosts if h.db_role == DbRole.PRIMARY)
-        self._alarm(
-            "semi-sync-off",
-            "SemiSyncOn",
-            self.namespace,
-            {"Host": primary.hostname},
-            "LessThanThreshold",
-            1,
-            f"{primary.hostname}: semi-synchronous replication fell back to asynchronous: "
-            "a crash now could lose acknowledged writes",
-            statistic="Minimum",
-            periods=2,
-        )
-        for host in args.hosts:
-            if host.db_role == DbRole.REPLICA:
-                self._alarm(
-                    f"{host.hostname}-replication-stopped",
-                    "ReplicationRunning",
-                    self.namespace,
-                    {"Host": host.hostname},
-                    "LessThanThreshold",
-                    1,
-                    f"{host.hostname}: replication stopped",
+                AlarmSpec(
+                    key="lb-backends" if len(lbs) == 1 else f"{lb.hostname}-backends",
+                    metric="HealthyBackends",
+                    namespace=self.namespace,
+                    dimensions={"Host": lb.hostname},
+                    comparison="LessThanThreshold",
+                    threshold=args.web_count,
+                    description=f"{lb.hostname}: fewer than all {args.web_count} web servers in HAProxy's rotation",
                     statistic="Minimum",
                     periods=2,
                     missing="breaching",
                 )
+            )
+        primary = next(h for h in args.hosts if h.db_role == DbRole.PRIMARY)
+        self._alarm(
+            AlarmSpec(
+                key="semi-sync-off",
+                metric="SemiSyncOn",
+                namespace=self.namespace,
+                dimensions={"Host": primary.hostname},
+                comparison="LessThanThreshold",
+                threshold=1,
+                description=f"{primary.hostname}: semi-synchronous replication fell back to asynchronous: "
+                "a crash now could lose acknowledged writes",
+                statistic="Minimum",
+                periods=2,
+            )
+        )
+        for host in args.hosts:
+            if host.db_role == DbRole.REPLICA:
                 self._alarm(
-                    f"{host.hostname}-replication-lag",
-                    "ReplicationLagSeconds",
-                    self.namespace,
-                    {"Host": host.hostname},
-                    "GreaterThanThreshold",
-                    args.max_replication_lag_seconds,
-                    f"{host.hostname}: replication more than {args.max_replication_lag_seconds} s behind",
-                    statistic="Maximum",
-                    periods=3,
+                    AlarmSpec(
+                        key=f"{host.hostname}-replication-stopped",
+                        metric="ReplicationRunning",
+                        namespace=self.namespace,
+                        dimensions={"Host": host.hostname},
+                        comparison="LessThanThreshold",
+                        threshold=1,
+                        description=f"{host.hostname}: replication stopped",
+                        statistic="Minimum",
+                        periods=2,
+                        missing="breaching",
+                    )
+                )
+                self._alarm(
+                    AlarmSpec(
+                        key=f"{host.hostname}-replication-lag",
+                        metric="ReplicationLagSeconds",
+                        namespace=self.namespace,
+                        dimensions={"Host": host.hostname},
+                        comparison="GreaterThanThreshold",
+                        threshold=args.max_replication_lag_seconds,
+                        description=f"{host.hostname}: replication more than "
+                        f"{args.max_replication_lag_seconds} s behind",
+                        statistic="Maximum",
+                        periods=3,
+                    )
                 )
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
@@ -178,94 +216,106 @@ class Monitoring(pulumi.ComponentResource):
         automate = f"arn:aws:automate:{self._args.region}:ec2"
         instance = {"InstanceId": host.instance_id}
         self._alarm(
-            f"{host.hostname}-system-check",
-            "StatusCheckFailed_System",
-            "AWS/EC2",
-            instance,
-            "GreaterThanOrEqualToThreshold",
-            1,
-            f"{host.hostname}: system status check failed: recovering the instance",
-            periods=2,
-            extra_actions=[f"{automate}:recover"],
+            AlarmSpec(
+                key=f"{host.hostname}-system-check",
+                metric="StatusCheckFailed_System",
+                namespace="AWS/EC2",
+                dimensions=instance,
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=1,
+                description=f"{host.hostname}: system status check failed: recovering the instance",
+                periods=2,
+                extra_actions=(f"{automate}:recover",),
+            )
         )
         self._alarm(
-            f"{host.hostname}-instance-check",
-            "StatusCheckFailed_Instance",
-            "AWS/EC2",
-            instance,
-            "GreaterThanOrEqualToThreshold",
-            1,
-            f"{host.hostname}: instance status check failed: rebooting",
-            periods=3,
-            extra_actions=[f"{automate}:reboot"],
+            AlarmSpec(
+                key=f"{host.hostname}-instance-check",
+                metric="StatusCheckFailed_Instance",
+                namespace="AWS/EC2",
+                dimensions=instance,
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=1,
+                description=f"{host.hostname}: instance status check failed: rebooting",
+                periods=3,
+                extra_actions=(f"{automate}:reboot",),
+            )
         )
         self._alarm(
-            f"{host.hostname}-cpu-high",
-            "CPUUtilization",
-            "AWS/EC2",
-            instance,
-            "GreaterThanThreshold",
-            self._args.cpu_percent,
-            f"{host.hostname}: CPU above {self._args.cpu_percent} % for 15 minutes",
-            statistic="Average",
-            period=300,
-            periods=3,
+            AlarmSpec(
+                key=f"{host.hostname}-cpu-high",
+                metric="CPUUtilization",
+                namespace="AWS/EC2",
+                dimensions=instance,
+                comparison="GreaterThanThreshold",
+                threshold=self._args.cpu_percent,
+                description=f"{host.hostname}: CPU above {self._args.cpu_percent} % for 15 minutes",
+                statistic="Average",
+                period=300,
+                periods=3,
+            )
         )
         self._alarm(
-            f"{host.hostname}-memory-high",
-            "mem_used_percent",
-            "CWAgent",
-            instance,
-            "GreaterThanThreshold",
-            self._args.memory_percent,
-            f"{host.hostname}: memory above {self._args.memory_percent} %",
-            statistic="Average",
-            period=300,
-            periods=2,
+            AlarmSpec(
+                key=f"{host.hostname}-memory-high",
+                metric="mem_used_percent",
+                namespace="CWAgent",
+                dimensions=instance,
+                comparison="GreaterThanThreshold",
+                threshold=self._args.memory_percent,
+                description=f"{host.hostname}: memory above {self._args.memory_percent} %",
+                statistic="Average",
+                period=300,
+                periods=2,
+            )
         )
         self._alarm(
-            f"{host.hostname}-disk-high",
-            "disk_used_percent",
-            "CWAgent",
-            {**instance, "path": "/"},
-            "GreaterThanThreshold",
-            self._args.disk_percent,
-            f"{host.hostname}: root disk above {self._args.disk_percent} %",
-            statistic="Maximum",
-            period=300,
-            periods=1,
+            AlarmSpec(
+                key=f"{host.hostname}-disk-high",
+                metric="disk_used_percent",
+                namespace="CWAgent",
+                dimensions={**instance, "path": "/"},
+                comparison="GreaterThanThreshold",
+                threshold=self._args.disk_percent,
+                description=f"{host.hostname}: root disk above {self._args.disk_percent} %",
+                statistic="Maximum",
+                period=300,
+                periods=1,
+            )
         )
         for exe in host.watched_processes():
             self._alarm(
-                f"{host.hostname}-{exe}-down",
-                "procstat_lookup_pid_count",
-                "CWAgent",
-                {**instance, "exe": exe},
-                "LessThanThreshold",
-                1,
-                f"{host.hostname}: no {exe} process",
-                statistic="Minimum",
-                periods=2,
-                missing="breaching",
+                AlarmSpec(
+                    key=f"{host.hostname}-{exe}-down",
+                    metric="procstat_lookup_pid_count",
+                    namespace="CWAgent",
+                    dimensions={**instance, "exe": exe},
+                    comparison="LessThanThreshold",
+                    threshold=1,
+                    description=f"{host.hostname}: no {exe} process",
+                    statistic="Minimum",
+                    periods=2,
+                    missing="breaching",
+                )
             )
 
-    def _alarm(self, key, metric, namespace, dimensions, comparison, threshold, description, *, statistic="Maximum",
-               period=60, periods=1, missing="missing", extra_actions=()):
-        name = f"{self._name}-{key}"
+    def _alarm(self, spec: AlarmSpec) -> None:
+        """One alarm named webinfra-<stack>-<key>, notifying the topic when it fires and when it clears."""
+        name = f"{self._name}-{spec.key}"
         aws.cloudwatch.MetricAlarm(
             name,
-            name=f"webinfra-{self._args.stack}-{key}",
-            alarm_description=description,
-            namespace=namespace,
-            metric_name=metric,
-            dimensions=dimensions,
-            statistic=statistic,
-            period=period,
-            evaluation_periods=periods,
-            comparison_operator=comparison,
-            threshold=threshold,
-            treat_missing_data=missing,
-            alarm_actions=[*extra_actions, self.topic_arn],
+            name=f"webinfra-{self._args.stack}-{spec.key}",
+            alarm_description=spec.description,
+            namespace=spec.namespace,
+            metric_name=spec.metric,
+            dimensions=spec.dimensions,
+            statistic=spec.statistic,
+            period=spec.period,
+            evaluation_periods=spec.periods,
+            comparison_operator=spec.comparison,
+            threshold=spec.threshold,
+            treat_missing_data=spec.missing,
+            alarm_actions=[*spec.extra_actions, self.topic_arn],
             ok_actions=[self.topic_arn],
             tags={**self._args.tags, "Role": "monitoring", "Name": name},
             opts=pulumi.ResourceOptions(parent=self),
