@@ -22,7 +22,7 @@ from components.secrets import StackSecrets, StackSecretsArgs
 from components.smoke_test import SmokeTest, SmokeTestArgs
 from components.web_tier import WebTier, WebTierArgs
 from provisioning.render import Backend, StackFacts, role_processes
-from settings import HostKind, Settings, subnet_cidrs
+from settings import HostKind, HostSlot, Settings, subnet_cidrs
 
 
 def stack_facts(settings: Settings) -> StackFacts:
@@ -46,23 +46,115 @@ def stack_facts(settings: Settings) -> StackFacts:
     )
 
 
+def _standard_zones() -> pulumi.Output[list[str]]:
+    """The region's available zones, not Local Zones or Wavelength Zones (opt-in zones): a web server
+    placed there would miss the instance types, the pricing and the latency to its peers that the
+    stack assumes."""
+    return aws.get_availability_zones_output(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgsDict(name="opt-in-status", values=["opt-in-not-required"])],
+    ).names
+
+
+def _web_host_role(settings: Settings, secrets: StackSecrets, web_slots: list[HostSlot]) -> HostRole:
+    arns = secrets.parameter_arns
+    return HostRole(
+        "web-host",
+        HostRoleArgs(
+            description=f"webinfra {settings.stack} web servers: database passwords, Session Manager",
+            tags={**settings.base_tags, "Role": "web"},
+            statements=[
+                read_parameters(
+                    "ReadOwnDatabaseSecrets",
+                    [arns["db-app"], arns["db-replication"], *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots)],
+                ),
+                SESSION_MANAGER_STATEMENT,
+                put_metrics(settings.stack),
+            ],
+        ),
+    )
+
+
+def _lb_host_role(settings: Settings, secrets: StackSecrets, eip_allocation_id: pulumi.Output[str]) -> HostRole:
+    """A pair's load balancers also move the stack's Elastic IP (keepalived's takeover)."""
+    return HostRole(
+        "lb-host",
+        HostRoleArgs(
+            description=f"webinfra {settings.stack} load balancer: its TLS key, Session Manager"
+            + (", moving its Elastic IP" if settings.lb_pair else ""),
+            tags={**settings.base_tags, "Role": "lb"},
+            statements=[
+                read_parameters("ReadOwnCertificate", [secrets.parameter_arns["lb-certificate"]]),
+                SESSION_MANAGER_STATEMENT,
+                put_metrics(settings.stack),
+                *(
+                    move_elastic_ip(
+                        eip_allocation_id, region=settings.region, project=settings.project, stack=settings.stack
+                    )
+                    if settings.lb_pair
+                    else []
+                ),
+            ],
+        ),
+    )
+
+
+def _host_profiles(
+    settings: Settings, network: Network, secrets: StackSecrets, web_role: HostRole, lb_role: HostRole
+) -> tuple[HostProfile, HostProfile]:
+    """What every web server, and every load balancer, shares: image, type, security group, role."""
+    web_ami = debian_12_ami(settings.web_arch)
+    lb_ami = web_ami if settings.lb_arch == settings.web_arch else debian_12_ami(settings.lb_arch)
+
+    def profile(
+        ami_id: pulumi.Input[str], instance_type: str, security_group_id: pulumi.Input[str], role: HostRole
+    ) -> HostProfile:
+        return HostProfile(
+            ami_id=ami_id,
+            instance_type=instance_type,
+            security_group_ids=[security_group_id],
+            instance_profile=role.instance_profile_name,
+            root_volume_gb=settings.root_volume_gb,
+            key_name=settings.ssh_key_name,
+            # The secrets must be in SSM before any server boots and asks for them.
+            boot_after=[*network.internet_access, secrets, role],
+        )
+
+    return (
+        profile(web_ami, settings.instance_type, network.web_security_group_id, web_role),
+        profile(lb_ami, settings.lb_instance_type, network.lb_security_group_id, lb_role),
+    )
+
+
+def _monitored_hosts(
+    settings: Settings, lb_slots: list[HostSlot], lb: LoadBalancer, tier: WebTier
+) -> list[MonitoredHost]:
+    return [
+        MonitoredHost(
+            hostname=slot.hostname,
+            kind=slot.kind,
+            db_role=None,
+            instance_id=lb.instance_ids[slot.hostname],
+            processes=role_processes(slot.kind, lb_pair=settings.lb_pair),
+        )
+        for slot in lb_slots
+    ] + [
+        MonitoredHost(hostname=server.hostname, kind=HostKind.WEB, db_role=server.role, instance_id=server.instance_id)
+        for server in tier.servers
+    ]
+
+
 def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     tags = settings.base_tags
     facts = stack_facts(settings)
     lb_slots, web_slots = settings.layout
 
-    # Not Local Zones or Wavelength Zones (opt-in zones): a web server placed there would miss the
-    # instance types, the pricing and the latency to its peers that the stack assumes.
-    zones = aws.get_availability_zones_output(
-        state="available",
-        filters=[aws.GetAvailabilityZonesFilterArgsDict(name="opt-in-status", values=["opt-in-not-required"])],
-    ).names
     network = Network(
         "net",
         NetworkArgs(
             vpc_cidr=settings.vpc_cidr,
             subnet_cidrs=subnet_cidrs(settings.vpc_cidr, settings.az_count),
-            availability_zones=zones,
+            availability_zones=_standard_zones(),
             ssh_cidr=facts.ssh_cidr,
             admin_cidr=settings.admin_cidr,
             lb_pair=settings.lb_pair,
@@ -89,64 +181,17 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     )
     # Each kind of host reads exactly its own secrets of this stack, and may be reached through
     # Session Manager; nothing else.
-    arns = secrets.parameter_arns
-    web_role = HostRole(
-        "web-host",
-        HostRoleArgs(
-            description=f"webinfra {settings.stack} web servers: database passwords, Session Manager",
-            tags={**tags, "Role": "web"},
-            statements=[
-                read_parameters(
-                    "ReadOwnDatabaseSecrets",
-                    [arns["db-app"], arns["db-replication"], *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots)],
-                ),
-                SESSION_MANAGER_STATEMENT,
-                put_metrics(settings.stack),
-            ],
-        ),
-    )
-    lb_role = HostRole(
-        "lb-host",
-        HostRoleArgs(
-            description=f"webinfra {settings.stack} load balancer: its TLS key, Session Manager"
-            + (", moving its Elastic IP" if settings.lb_pair else ""),
-            tags={**tags, "Role": "lb"},
-            statements=[
-                read_parameters("ReadOwnCertificate", [arns["lb-certificate"]]),
-                SESSION_MANAGER_STATEMENT,
-                put_metrics(settings.stack),
-                *(
-                    move_elastic_ip(
-                        network.lb_address.allocation_id,
-                        region=settings.region,
-                        project=settings.project,
-                        stack=settings.stack,
-                    )
-                    if settings.lb_pair
-                    else []
-                ),
-            ],
-        ),
-    )
+    web_role = _web_host_role(settings, secrets, web_slots)
+    lb_role = _lb_host_role(settings, secrets, network.lb_address.allocation_id)
+    web_profile, lb_profile = _host_profiles(settings, network, secrets, web_role, lb_role)
 
-    web_ami = debian_12_ami(settings.web_arch)
-    lb_ami = web_ami if settings.lb_arch == settings.web_arch else debian_12_ami(settings.lb_arch)
     tier = WebTier(
         "web",
         WebTierArgs(
             slots=web_slots,
             facts=facts,
             db_ca_certificate=db_tls.ca_certificate_pem,
-            profile=HostProfile(
-                ami_id=web_ami,
-                instance_type=settings.instance_type,
-                security_group_ids=[network.web_security_group_id],
-                instance_profile=web_role.instance_profile_name,
-                root_volume_gb=settings.root_volume_gb,
-                key_name=settings.ssh_key_name,
-                # The secrets must be in SSM before any server boots and asks for them.
-                boot_after=[*network.internet_access, secrets, web_role],
-            ),
+            profile=web_profile,
             subnet_ids=network.subnet_ids,
             tags=tags,
         ),
@@ -158,15 +203,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             slots=lb_slots,
             facts=facts,
             backends=[Backend(slot.hostname, slot.private_ip) for slot in web_slots],
-            profile=HostProfile(
-                ami_id=lb_ami,
-                instance_type=settings.lb_instance_type,
-                security_group_ids=[network.lb_security_group_id],
-                instance_profile=lb_role.instance_profile_name,
-                root_volume_gb=settings.root_volume_gb,
-                key_name=settings.ssh_key_name,
-                boot_after=[*network.internet_access, secrets, lb_role],
-            ),
+            profile=lb_profile,
             subnet_ids=network.subnet_ids,
             eip_allocation_id=network.lb_address.allocation_id,
             public_ip=network.lb_address.public_ip,
@@ -181,22 +218,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         MonitoringArgs(
             stack=settings.stack,
             region=settings.region,
-            hosts=[
-                MonitoredHost(
-                    hostname=slot.hostname,
-                    kind=slot.kind,
-                    db_role=None,
-                    instance_id=lb.instance_ids[slot.hostname],
-                    processes=role_processes(slot.kind, lb_pair=settings.lb_pair),
-                )
-                for slot in lb_slots
-            ]
-            + [
-                MonitoredHost(
-                    hostname=server.hostname, kind=HostKind.WEB, db_role=server.role, instance_id=server.instance_id
-                )
-                for server in tier.servers
-            ],
+            hosts=_monitored_hosts(settings, lb_slots, lb, tier),
             web_count=settings.web_count,
             max_replication_lag_seconds=settings.max_replication_lag_seconds,
             tags=tags,
