@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from provisioning import render
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 FACTS = render.StackFacts(
     stack="test", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/test",

@@ -1,6 +1,6 @@
 """WebTier under mocks: N servers, web-01 primary, replicas fed its address, spread across AZs."""
 from provisioning.render import decode_user_data
-from tests.conftest import WEB_COUNTS
+from tests.helpers import WEB_COUNTS
 
 
 def web_instances(run):
