@@ -1,11 +1,7 @@
-import shutil
-
 import pytest
 
 from lab.mock_cloud import ProgramRun, run_program
-
-# Counts the program is checked at: the default, a larger odd count across three AZs, the maximum.
-WEB_COUNTS = (2, 5, 20)
+from tests.helpers import WEB_COUNTS
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +20,3 @@ def pair() -> ProgramRun:
 def program(request, programs) -> ProgramRun:
     return programs[request.param]
 
-
-def require_tool(name: str) -> str:
-    """Validators are real tools from Debian's packages; .ci/run installs them. Missing is a failure."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: run scripts/test (it installs the validators), or apt-get install it")
-    return path

@@ -62,7 +62,7 @@ def test_the_workflows_shell_steps_pass_shellcheck(tmp_path):
     GitHub's expressions replaced by a plain word as the runner would substitute them."""
     import re
 
-    from tests.conftest import require_tool
+    from tests.helpers import require_tool
 
     shellcheck = require_tool("shellcheck")
     checked = 0

@@ -25,25 +25,6 @@ def test_lb_has_an_elastic_ip_and_the_url_uses_it_over_https(program):
     assert program.exports["url"] == f"https://{program.exports['lb_public_ip']}/"
 
 
-def test_self_signed_certificate_names_the_lb_address_and_its_key_stays_secret(program):
-    from cryptography import x509
-
-    pem = program.exports["lb_certificate_pem"]
-    certificate = x509.load_pem_x509_certificate(pem.encode())
-    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == [program.exports["lb_public_ip"]]
-    key = program.named("lb-tls-key")
-    assert key.inputs["algorithm"] == "ECDSA" and key.inputs["ecdsaCurve"] == "P256"
-    private_key = key.outputs["privateKeyPem"]
-    assert "PRIVATE KEY" in private_key and private_key not in repr(program.exports)
-    for instance in program.of_type("aws:ec2/instance:Instance"):
-        assert private_key.splitlines()[1] not in decode_user_data(instance.inputs["userDataBase64"])
-    (parameter,) = [
-        p for p in program.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")
-    ]
-    assert parameter.inputs["type"] == "SecureString"
-
-
 def test_lb_is_in_the_lb_group_with_ipv6(program):
     lb = program.named("lb-01-instance")
     assert lb.inputs["vpcSecurityGroupIds"] == ["net-lb-sg-id"] and lb.inputs["ipv6AddressCount"] == 1

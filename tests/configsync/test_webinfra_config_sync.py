@@ -321,7 +321,7 @@ def test_mariadb_serves_a_new_certificate_after_the_rendered_entry_without_a_res
     import subprocess
 
     from provisioning import render
-    from tests.app.conftest import FACTS, start_mariadb
+    from tests.app.helpers import FACTS, start_mariadb
 
     ca_cert, ca_key = ca()
     tls = tmp_path / "tls"

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from lab import aws_downloads
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 REGION, ARCH = "us-east-1", "amd64"
 # AWS's documented download locations, written out here so a change to the program's URLs shows.

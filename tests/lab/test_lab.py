@@ -17,7 +17,8 @@ from lab.aws_downloads import CTL_CALLS
 from lab.cli import DOWNLOADS, aws_api, load_state
 from lab.hosts import logged_at
 from lab.loadgen import disruption, longest_outage
-from tests.lab.conftest import REPO, client, guest, lab, load, sql, stream, wait_until
+from lab.loadgen import stream_from_client as stream
+from tests.lab.helpers import REPO, client, guest, lab, load, sql, wait_until
 
 pytestmark = pytest.mark.lab  # boots the local lab: root, systemd-nspawn
 

@@ -10,7 +10,7 @@ import yaml
 from lab.cli import STACK_FILE
 from lab.mock_cloud import run_program, stack_config
 from lab.topology import gateway_ruleset, plan_from_program, security_groups_ruleset
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 
 @pytest.fixture(scope="module")

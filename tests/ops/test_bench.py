@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ops import bench
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 
 class Health(BaseHTTPRequestHandler):

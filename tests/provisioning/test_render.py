@@ -15,7 +15,7 @@ import yaml
 
 from provisioning import render
 from provisioning.render import Backend, HealthCheck, StackFacts
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 FACTS = StackFacts(
     stack="dev", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/dev",

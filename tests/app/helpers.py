@@ -1,0 +1,235 @@
+"""A real MariaDB primary and replica (Debian's mariadbd), set up with the stack's own files, and the
+app served by Debian's gunicorn and python3-flask/pymysql: the same packages the web servers run.
+
+The servers use the rendered 60-webinfra.cnf (server_id, binlog, GTID strict mode, read_only on the
+replica), the app's schema.sql and the rendered db-users.sql; only paths and the loopback address
+are local. Everything listens on 127.0.0.1 or unix sockets under pytest's tmp dir.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import string
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import pymysql
+import yaml
+
+from provisioning import render
+from tests.helpers import require_tool
+
+FACTS = render.StackFacts(
+    stack="test", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/test",
+    lb_addresses=("10.0.0.5",), web_addresses=("10.0.0.11", "10.0.1.12"),
+)
+LOOPBACK_HOSTS = ["localhost", render.mariadb_host_pattern("127.0.0.0/8")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def password() -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
+
+
+def wait_for(what: str, check, seconds: float = 30.0, interval: float = 0.2):
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # noqa: BLE001 - reported below if it never succeeds
+            last = error
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {seconds} s (last error: {last})")
+
+
+# The server's administrator over its local socket: root, or (the fast tier without root) the user running
+# the tests, whom mariadb-install-db makes a second all-privileged socket account.
+ADMIN = "root" if os.geteuid() == 0 else getpass.getuser()
+
+
+@dataclass
+class MariaDB:
+    name: str
+    directory: pathlib.Path
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def socket(self) -> str:
+        return str(self.directory / "mysqld.sock")
+
+    def root(self) -> pymysql.connections.Connection:
+        return pymysql.connect(
+            unix_socket=self.socket, user=ADMIN, autocommit=True, cursorclass=pymysql.cursors.DictCursor
+        )
+
+    def sql(self, statement: str, args=None):
+        with self.root() as conn, conn.cursor() as cur:
+            cur.execute(statement, args)
+            return cur.fetchall()
+
+    def client(self, stdin: str) -> None:
+        """Feed SQL to the real `mariadb` client as root, as the hosts' boot scripts do."""
+        subprocess.run(
+            ["mariadb", f"--socket={self.socket}", "-u", ADMIN], input=stdin, text=True, check=True, timeout=60
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+def make_tls(base: pathlib.Path) -> pathlib.Path:
+    """The stack's database PKI in miniature: a CA, and a server certificate for 127.0.0.1."""
+    from lab import mock_tls
+
+    ca_key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    ca = mock_tls.self_signed_cert(
+        {
+            "privateKeyPem": ca_key,
+            "subject": {"commonName": "test database CA"},
+            "isCaCertificate": True,
+            "validityPeriodHours": 24,
+            "allowedUses": ["cert_signing"],
+        }
+    )["certPem"]
+    key = mock_tls.private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    request = mock_tls.cert_request(
+        {"privateKeyPem": key, "subject": {"commonName": "web"}, "ipAddresses": ["127.0.0.1"]}
+    )
+    cert = mock_tls.locally_signed_cert(
+        {
+            **request,
+            "caCertPem": ca,
+            "caPrivateKeyPem": ca_key,
+            "validityPeriodHours": 24,
+            "allowedUses": ["server_auth", "client_auth", "digital_signature"],
+        }
+    )["certPem"]
+    tls = base / "tls"
+    tls.mkdir()
+    for name, pem in (("ca.pem", ca), ("server.pem", cert), ("server-key.pem", key)):
+        (tls / name).write_text(pem)
+    return tls
+
+
+def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Path) -> MariaDB:
+    require_tool("mariadbd")
+    directory = base / hostname
+    directory.mkdir()
+    as_root = ["--user=root"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [
+            "mariadb-install-db",
+            f"--datadir={directory / 'data'}",
+            "--auth-root-authentication-method=socket",
+            f"--auth-root-socket-user={ADMIN}",
+            "--skip-test-db",
+            *as_root,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    stack_cnf = yaml.safe_load(
+        render.web_cloud_config(
+            FACTS, hostname, role, "127.0.0.1" if role == "replica" else None, db_ca=(tls / "ca.pem").read_text()
+        )
+    )
+    stack_cnf = next(f["content"] for f in stack_cnf["write_files"] if f["path"].endswith("60-webinfra.cnf"))
+    port = free_port()
+    # The stack's settings first, then only what must differ on a test machine (later lines win).
+    (directory / "my.cnf").write_text(
+        stack_cnf
+        + f"""
+[mariadb]
+datadir = {directory / 'data'}
+socket = {directory / 'mysqld.sock'}
+pid-file = {directory / 'mysqld.pid'}
+log-error = {directory / 'error.log'}
+port = {port}
+bind-address = 127.0.0.1
+innodb_buffer_pool_size = 32M
+ssl_ca = {tls / 'ca.pem'}
+ssl_cert = {tls / 'server.pem'}
+ssl_key = {tls / 'server-key.pem'}
+"""
+    )
+    process = subprocess.Popen(["mariadbd", f"--defaults-file={directory / 'my.cnf'}", *as_root])
+    server = MariaDB(hostname, directory, port, process)
+    wait_for(f"MariaDB {hostname}", lambda: server.sql("SELECT 1"), seconds=60)
+    return server
+
+
+@dataclass
+class Stack:
+    primary: MariaDB
+    replica: MariaDB
+    app_password: str
+    replication_password: str
+    tls: pathlib.Path
+
+
+@dataclass
+class App:
+    url: str
+    process: subprocess.Popen
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def json(self, method: str, path: str, payload=None):
+        body = None if payload is None else json.dumps(payload)
+        status, headers, text = self.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        return status, json.loads(text) if headers.get("Content-Type", "").startswith("application/json") else text
+
+
+def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
+    gunicorn = require_tool("gunicorn")
+    port = free_port()
+    full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
+    process = subprocess.Popen(
+        [gunicorn, "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"],
+        env=full_env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"gunicorn-{port}.log", "w"),  # noqa: SIM115 - gunicorn's, for its lifetime
+    )
+    app = App(f"http://127.0.0.1:{port}", process)
+    wait_for("the app", lambda: app.request("GET", "/health")[0] in (200, 503), seconds=30)
+    return app
+
+
+def app_env(stack: Stack, server: MariaDB, role: str, **overrides) -> dict[str, str]:
+    env = {
+        "WEBINFRA_ROLE": role,
+        "WEBINFRA_DB_NAME": render.DB_NAME,
+        "WEBINFRA_DB_USER": render.DB_APP_USER,
+        "WEBINFRA_DB_PASSWORD": stack.app_password,
+        "WEBINFRA_DB_LOCAL_SOCKET": server.socket,
+        "WEBINFRA_DB_PRIMARY_HOST": "local" if role == "primary" else "127.0.0.1",
+        "WEBINFRA_DB_PRIMARY_PORT": str(stack.primary.port),
+        "WEBINFRA_MAX_LAG": "30",
+        "WEBINFRA_DB_TLS_CA": str(stack.tls / "ca.pem"),
+    }
+    return {**env, **overrides}

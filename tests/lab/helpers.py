@@ -1,0 +1,61 @@
+"""Helpers the lab tests share: the lab's CLI, commands inside its hosts and its client, bounded load."""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def lab(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "lab.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"scripts/lab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def guest(host: str, *command: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+    return lab("exec", host, "--", *command, timeout=timeout, check=check)
+
+
+def sql(host: str, statement: str) -> str:
+    result = guest(host, "mariadb", "-N", "-B", "-e", statement)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def client(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ip", "netns", "exec", "wi-client", *command], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def load(url: str, requests: int, *, rate: float | None = None, duration: float = 60, timeout: float = 5,
+         cacert: str | None = None, concurrency: int = 1) -> dict:
+    """Bounded GETs from the lab's internet (lab/loadgen.py); returns its JSON report."""
+    args = [sys.executable, "-m", "lab.loadgen", url, "--requests", str(requests), "--duration", str(duration),
+            "--timeout", str(timeout), "--concurrency", str(concurrency)]
+    if cacert:
+        args += ["--cacert", cacert]
+    if rate:
+        args += ["--rate", str(rate)]
+    result = client(*args, timeout=duration + timeout + 30)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_until(what: str, check, seconds: float, interval: float = 0.5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"{what}: not within {seconds} s")
