@@ -300,6 +300,9 @@ def report_failure(host: Host, state: str) -> None:
             print("\n".join(console.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
         return
     for command in (["cloud-init", "status", "--long"],
+                    # a unit that failed says why in its journal (nftables, haproxy, ...)
+                    ["sh", "-c", "systemctl --failed --no-legend --plain | awk '{print $1}' | "
+                                 "xargs -r -n1 journalctl --no-pager -n 15 -u"],
                     ["sh", "-c", "grep -E 'WARNING|ERROR|Traceback|failed' /var/log/cloud-init.log | tail -n 15"],
                     ["tail", "-n", "40", "/var/log/cloud-init-output.log"]):
         result = lab_hosts.guest_command(host, command, timeout=30)
