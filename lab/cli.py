@@ -119,7 +119,7 @@ def load_state() -> LabPlan:
 def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | None = None,
                      overrides: dict[str, str] | None = None, instance_ids: dict[str, str] | None = None) -> LabPlan:
     from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
-    from lab.topology import plan_from_program
+    from lab.topology import lab_plan
 
     config, region = stack_config(STACK_FILE)
     if web_count is not None:
@@ -131,14 +131,7 @@ def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | 
         config.update(lab_acme.overrides())
     config.update(overrides or {})
     run = run_program(config, stack="lab", region=region, instance_ids=instance_ids)
-    return plan_from_program(
-        run,
-        stack="lab",
-        region=region,
-        vpc_cidr=config["vpcCidr"],
-        aws_endpoint_url=config["awsEndpointUrl"],
-        floating_address=config.get("lbVirtualIp"),
-    )
+    return lab_plan(run, config, region)
 
 
 # --- up ---------------------------------------------------------------------------------------------------

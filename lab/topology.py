@@ -192,6 +192,12 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
     )
 
 
+def lab_plan(run: ProgramRun, config: dict, region: str) -> LabPlan:
+    """The plan of a run of the lab stack (`config`: Pulumi.lab.yaml's settings, overrides applied)."""
+    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"],
+                             aws_endpoint_url=config["awsEndpointUrl"], floating_address=config.get("lbVirtualIp"))
+
+
 # --- nftables ------------------------------------------------------------------------------------
 
 def _set_name(group: str) -> str:

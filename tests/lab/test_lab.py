@@ -485,25 +485,7 @@ print(round(time.monotonic() - start, 1), answer.split(b"\\r\\n")[0].decode())
 
 def parameter(running_lab, command: str, name: str, value: str | None = None) -> str:
     """get-parameter / put-parameter in the AWS API stand-in (the value on standard input, never argv)."""
-    result = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            "wi-cloud",
-            sys.executable,
-            "-m",
-            "lab.aws_api",
-            command,
-            running_lab["aws_endpoint_url"],
-            "us-east-1",
-            name,
-        ],
-        input=value,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    result = aws_api(load_state(), command, name, input=value)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -692,24 +674,7 @@ def test_a_database_certificate_the_replicas_would_refuse_is_not_installed(runni
 # monitoring ----------------------------------------------------------------------------------------------
 
 def metrics_in_the_aws_stand_in(running_lab) -> dict:
-    result = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            "wi-cloud",
-            sys.executable,
-            "-m",
-            "lab.aws_api",
-            "metrics",
-            running_lab["aws_endpoint_url"],
-            "us-east-1",
-            "webinfra/lab",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    result = aws_api(load_state(), "metrics", "webinfra/lab")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -9,7 +9,7 @@ import yaml
 
 from lab.cli import STACK_FILE
 from lab.mock_cloud import run_program, stack_config
-from lab.topology import gateway_ruleset, plan_from_program, security_groups_ruleset
+from lab.topology import gateway_ruleset, lab_plan, plan_from_program, security_groups_ruleset
 from tests.helpers import require_tool
 
 
@@ -18,14 +18,7 @@ def plan():
     config, region = stack_config(STACK_FILE)
     config["webCount"] = 3
     run = run_program(config, stack="lab", region=region)
-    return plan_from_program(
-        run,
-        stack="lab",
-        region=region,
-        vpc_cidr=config["vpcCidr"],
-        aws_endpoint_url=config["awsEndpointUrl"],
-        floating_address=config.get("lbVirtualIp"),
-    )
+    return lab_plan(run, config, region)
 
 
 def test_the_lab_stack_points_hosts_at_the_lab_api_stand_in():
@@ -146,24 +139,10 @@ def test_a_second_evaluation_with_ec2s_instance_ids_names_them_and_keeps_the_top
     from lab.cli import topology
 
     config, region = stack_config(STACK_FILE)
-    first = plan_from_program(
-        run_program(config, stack="lab", region=region),
-        stack="lab",
-        region=region,
-        vpc_cidr=config["vpcCidr"],
-        aws_endpoint_url=config["awsEndpointUrl"],
-        floating_address=config.get("lbVirtualIp"),
-    )
+    first = lab_plan(run_program(config, stack="lab", region=region), config, region)
     ids = {h.name: f"i-0{n:016x}" for n, h in enumerate(first.hosts, start=1)}
     run = run_program(config, stack="lab", region=region, instance_ids=ids)
-    second = plan_from_program(
-        run,
-        stack="lab",
-        region=region,
-        vpc_cidr=config["vpcCidr"],
-        aws_endpoint_url=config["awsEndpointUrl"],
-        floating_address=config.get("lbVirtualIp"),
-    )
+    second = lab_plan(run, config, region)
     assert topology(second) == topology(first)
     assert {h.name: h.instance_id for h in second.hosts} == ids
     # what the program declares from an instance's id names the instance EC2 made
