@@ -10,11 +10,11 @@ import sys
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from ops import sweep
+from tests.helpers import MOTO_REGION
 
-REGION = "eu-west-1"
+REGION = MOTO_REGION  # the fixture mocked_aws (tests/ops/conftest.py) sets it
 ASSUME = json.dumps(
     {
         "Version": "2012-10-17",
@@ -24,15 +24,8 @@ ASSUME = json.dumps(
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        yield sweep.client_factory()
+def aws(mocked_aws):
+    return sweep.client_factory()
 
 
 def tags(project="webinfra", stack="dev", name="x", **extra):

@@ -8,24 +8,17 @@ import subprocess
 from typing import Any, cast
 
 import pytest
-from moto import mock_aws
 
 from ops import wait_healthy
+from tests.helpers import MOTO_REGION
 
-REGION = "eu-west-1"
+REGION = MOTO_REGION  # the fixture mocked_aws (tests/ops/conftest.py) sets it
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        yield wait_healthy.client_factory(REGION)
+def aws(mocked_aws):
+    return wait_healthy.client_factory(REGION)
 
 
 def launch(clients) -> tuple[str, datetime.datetime]:
