@@ -68,14 +68,15 @@ class Settings:
     root_volume_gb: int
     max_replication_lag_seconds: int
     aws_endpoint_url: str | None
+    # No defaults here: Pulumi.yaml declares them, once (project_defaults).
+    acme_server: str
+    rate_limit_per_10s: int
+    lb_count: int
+    smoke_test: bool
     domain: str | None = None
     acme_email: str | None = None
-    acme_server: str = "https://acme-v02.api.letsencrypt.org/directory"
-    rate_limit_per_10s: int = 200
     alert_email: str | None = None
-    lb_count: int = 1
     lb_virtual_ip: str | None = None
-    smoke_test: bool = True
     aws_profile: str | None = None  # aws:profile: the credentials `pulumi up` uses, for its own commands
 
     # --- derived values -------------------------------------------------------------------------

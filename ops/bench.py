@@ -139,10 +139,11 @@ def lb_names(status: dict) -> list[str]:
 
 def set_health_checks(status: dict, kind: str) -> None:
     """Render HAProxy's config with the project's or HAProxy's default check settings onto every LB."""
-    from provisioning.render import Backend, HealthCheck, haproxy_config
+    from provisioning.defaults import SERVER_DEFAULTS, HealthCheck
+    from provisioning.render import Backend, haproxy_config
 
     backends = [Backend(h["name"], h["address"]) for h in status["hosts"] if h["role"] == "web"]
-    check = HealthCheck() if kind == "project" else HealthCheck.haproxy_defaults()
+    check = SERVER_DEFAULTS.haproxy_health_check if kind == "project" else HealthCheck.haproxy_defaults()
     for lb in lb_names(status):
         config = haproxy_config(lb, backends, rate_limit_per_10s=100000, check=check)
         guest(

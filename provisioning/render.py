@@ -2,9 +2,11 @@
 
 The Pulumi components, the tests and the local lab all call these functions, so what the lab boots
 is byte-for-byte what EC2 receives. Config files come from the Jinja2 templates beside this module
-(StrictUndefined: a missing value is an error, never an empty string); the cloud-config itself is
-built as data and dumped with PyYAML.
+(StrictUndefined: a missing value is an error, never an empty string), which read every fixed server
+setting from one table (server-defaults.yaml, through provisioning/defaults.py); files the hosts get
+as they are come from files/ beside them. The cloud-config itself is built as data and dumped with PyYAML.
 """
+
 from __future__ import annotations
 
 import ast
@@ -20,7 +22,11 @@ from dataclasses import dataclass
 import jinja2
 import yaml
 
+from provisioning import defaults
+from provisioning.defaults import HealthCheck
+
 TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
+FILES = pathlib.Path(__file__).resolve().parent / "files"
 APP_DIR = pathlib.Path(__file__).resolve().parent.parent / "app"
 CONFIG_SYNC_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "configsync" / "webinfra_config_sync.py"
 
@@ -30,7 +36,7 @@ USER_DATA_LIMIT_BYTES = 16 * 1024
 DB_NAME = "webinfra"
 DB_APP_USER = "webinfra_app"
 DB_REPLICATION_USER = "webinfra_repl"
-HAPROXY_STATS_PORT = 8404
+HAPROXY_STATS_PORT = defaults.SERVER_DEFAULTS.haproxy.stats_port
 
 WEB_PACKAGES = (
     "nginx",
@@ -47,9 +53,7 @@ WEB_PACKAGES = (
 )
 LB_PACKAGES = ("haproxy", "awscli", "curl", "ca-certificates", "nftables", "certbot", "openssl", "python3-boto3")
 LB_PAIR_PACKAGES = ("keepalived",)
-VRRP_ROUTER_ID = 51  # one VRRP group per stack; unicast, so it never meets another stack's
-VRRP_PRIORITIES = {"lb-01": 150, "lb-02": 100}
-VRRP_MARKER_ADDRESS = f"169.254.{VRRP_ROUTER_ID}.1"  # held on lo by the active load balancer (AWS)
+VRRP_MARKER_ADDRESS = f"169.254.{defaults.SERVER_DEFAULTS.keepalived.router_id}.1"  # on lo of the active LB (AWS)
 CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
 ACME_LINEAGE = "/etc/letsencrypt/live/webinfra"  # certbot's --cert-name webinfra (webinfra-acme.sh.j2)
 CONFIG_SYNC_MANIFEST = "/etc/webinfra/config-sync.json"
@@ -80,16 +84,17 @@ class StackFacts:
     region: str
     vpc_cidr: str
     ssm_prefix: str
+    # Per-stack settings (Pulumi.yaml declares their defaults; the settings are read in settings.py).
+    max_replication_lag_seconds: int
+    rate_limit_per_10s: int
     lb_addresses: tuple[str, ...] = ()
     web_addresses: tuple[str, ...] = ()
-    max_replication_lag_seconds: int = 30
     aws_endpoint_url: str | None = None
     ssh_cidr: str | None = None  # the admin network, when SSH is enabled
     admin_cidr: str | None = None  # the admin network: HAProxy's stats and metrics port is open to it
     domain: str | None = None
     acme_email: str | None = None
     acme_server: str | None = None
-    rate_limit_per_10s: int = 200
     # Only where an address can move by ARP (the local lab): the address keepalived holds on the
     # active load balancer of a pair. On AWS the Elastic IP moves instead.
     lb_virtual_address: str | None = None
@@ -131,42 +136,14 @@ class Backend:
     address: str
 
 
-@dataclass(frozen=True)
-class HealthCheck:
-    """HAProxy check timings: a dead server is out of rotation in about `detect_seconds`."""
-
-    inter: str = "500ms"
-    fastinter: str = "250ms"
-    downinter: str = "1s"
-    timeout: str = "500ms"
-    fall: int = 2
-    rise: int = 2
-    # Passive checks too: connection errors on live traffic switch the server to fastinter at once.
-    observe: bool = True
-
-    @classmethod
-    def haproxy_defaults(cls) -> HealthCheck:
-        """What `check` alone gives (inter 2s, fall 3, rise 2; the check timeout is inter): for comparison."""
-        return cls(inter="2s", fastinter="2s", downinter="2s", timeout="2s", fall=3, rise=2, observe=False)
-
-    @property
-    def detect_seconds(self) -> float:
-        # Worst case: a full interval before the first failing check, then each failing check
-        # waits for its timeout, with fastinter between them.
-        def seconds(text: str) -> float:
-            return float(text[:-2]) / 1000 if text.endswith("ms") else float(text[:-1])
-
-        return round(
-            seconds(self.inter) + self.fall * seconds(self.timeout) + (self.fall - 1) * seconds(self.fastinter), 2
-        )
-
-
 def render_template(name: str, **values) -> str:
-    return _env.get_template(name).render(**values)
+    """A template of templates/, with the server defaults' sections (`haproxy`, `nginx`, ...) besides `values`."""
+    return _env.get_template(name).render(**defaults.SERVER_DEFAULTS.for_templates(), **values)
 
 
 def read_file(name: str) -> str:
-    return (TEMPLATES / name).read_text()
+    """A file of files/, which a host gets as it is."""
+    return (FILES / name).read_text()
 
 
 def server_id_of(hostname: str) -> int:
@@ -295,6 +272,11 @@ def lb_peer(facts: StackFacts, hostname: str) -> str:
     return peer
 
 
+def vrrp_priority(hostname: str) -> int:
+    """lb-01 → keepalived.priority_lb_01 of the server defaults."""
+    return int(getattr(defaults.SERVER_DEFAULTS.keepalived, f"priority_{hostname.replace('-', '_')}"))
+
+
 def keepalived_config(facts: StackFacts, hostname: str) -> str:
     if not facts.lb_pair:
         raise ValueError("keepalived runs only on a load-balancer pair")
@@ -303,11 +285,9 @@ def keepalived_config(facts: StackFacts, hostname: str) -> str:
         hostname=hostname,
         address=lb_address(facts, hostname),
         peer=lb_peer(facts, hostname),
-        priority=VRRP_PRIORITIES[hostname],
-        router_id=VRRP_ROUTER_ID,
+        priority=vrrp_priority(hostname),
         virtual_address=facts.lb_virtual_address,
         marker_address=VRRP_MARKER_ADDRESS,
-        stats_port=HAPROXY_STATS_PORT,
     )
 
 
@@ -317,8 +297,13 @@ def shipped_python(path: pathlib.Path) -> str:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             body[0].value.value = body[0].value.value.strip().splitlines()[0]
     return (
         f"#!/usr/bin/python3\n# {path.parent.name}/{path.name}, comments and docstrings left out\n{ast.unparse(tree)}\n"
@@ -466,7 +451,6 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
                 role=role,
                 server_id=server_id_of(hostname),
                 tls_dir=DB_TLS_DIR,
-                binlog_expire_seconds=14 * 24 * 3600,
             ),
         ),
         _file(
@@ -484,12 +468,10 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
         _file("/opt/webinfra/app/webinfra_app.py", shipped_python(APP_DIR / "webinfra_app.py")),
         _file("/opt/webinfra/app/schema.sql", (APP_DIR / "schema.sql").read_text()),
-        _file("/etc/systemd/system/webinfra-app.service", read_file("webinfra-app.service")),
+        _file("/etc/systemd/system/webinfra-app.service", render_template("webinfra-app.service.j2")),
         _file(
             "/etc/webinfra/nginx-site.conf",
-            render_template(
-                "nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr, client_max_body_size="16k"
-            ),
+            render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr),
         ),
         _file("/usr/local/sbin/webinfra-db-setup", read_file("webinfra-db-setup.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-db-follow", read_file("webinfra-db-follow.sh"), "0755"),
@@ -504,36 +486,25 @@ def haproxy_config(
     hostname: str,
     backends: Sequence[Backend],
     *,
-    rate_limit_per_10s: int = 200,
+    rate_limit_per_10s: int,
     acme: bool = False,
     admin_cidr: str | None = None,
-    check: HealthCheck = HealthCheck(),
+    check: HealthCheck | None = None,
     certificate_path: str = CERTIFICATE_PATH,
 ) -> str:
+    """HAProxy's configuration; `check` replaces the table's health-check timings (the benchmark compares them)."""
     if not backends:
         raise ValueError("the load balancer needs at least one backend")
     return render_template(
         "haproxy.cfg.j2",
         hostname=hostname,
         backends=list(backends),
-        check=check,
+        check=check or defaults.SERVER_DEFAULTS.haproxy_health_check,
         certificate_path=certificate_path,
         admin_cidr=admin_cidr,
         acme=acme,
         acme_port=ACME_PORT,
         rate_limit_per_10s=rate_limit_per_10s,
-        max_connections_per_client=100,
-        frontend_maxconn=3000,
-        timeout_http_request="10s",
-        hsts_max_age=63072000,  # two years, as for a site that will stay on HTTPS
-        retries=2,
-        timeout_connect="1s",
-        # Above the app's worst case (2 s DB connect + 5 s query) and short enough that a GET stuck
-        # on a server that died mid-request is retried elsewhere (retry-on response-timeout).
-        timeout_server="10s",
-        global_maxconn=4096,
-        health_check_host="webinfra-health",
-        stats_port=HAPROXY_STATS_PORT,
     )
 
 
@@ -568,7 +539,6 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
             "/usr/local/sbin/webinfra-bootstrap",
             render_template(
                 "lb-bootstrap.sh.j2",
-                stats_port=HAPROXY_STATS_PORT,
                 acme=facts.acme,
                 domain=facts.domain,
                 lb_pair=facts.lb_pair,

@@ -5,6 +5,7 @@ The servers use the rendered 60-webinfra.cnf (server_id, binlog, GTID strict mod
 replica), the app's schema.sql and the rendered db-users.sql; only paths and the loopback address
 are local. Everything listens on 127.0.0.1 or unix sockets under pytest's tmp dir.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -28,8 +29,14 @@ from provisioning import render
 from tests.helpers import require_tool
 
 FACTS = render.StackFacts(
-    stack="test", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/test",
-    lb_addresses=("10.0.0.5",), web_addresses=("10.0.0.11", "10.0.1.12"),
+    stack="test",
+    region="eu-west-1",
+    vpc_cidr="10.0.0.0/16",
+    ssm_prefix="/webinfra/test",
+    max_replication_lag_seconds=30,
+    rate_limit_per_10s=200,
+    lb_addresses=("10.0.0.5",),
+    web_addresses=("10.0.0.11", "10.0.1.12"),
 )
 LOOPBACK_HOSTS = ["localhost", render.mariadb_host_pattern("127.0.0.0/8")]
 
@@ -160,16 +167,16 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
         stack_cnf
         + f"""
 [mariadb]
-datadir = {directory / 'data'}
-socket = {directory / 'mysqld.sock'}
-pid-file = {directory / 'mysqld.pid'}
-log-error = {directory / 'error.log'}
+datadir = {directory / "data"}
+socket = {directory / "mysqld.sock"}
+pid-file = {directory / "mysqld.pid"}
+log-error = {directory / "error.log"}
 port = {port}
 bind-address = 127.0.0.1
 innodb_buffer_pool_size = 32M
-ssl_ca = {tls / 'ca.pem'}
-ssl_cert = {tls / 'server.pem'}
-ssl_key = {tls / 'server-key.pem'}
+ssl_ca = {tls / "ca.pem"}
+ssl_cert = {tls / "server.pem"}
+ssl_key = {tls / "server-key.pem"}
 """
     )
     process = subprocess.Popen(["mariadbd", f"--defaults-file={directory / 'my.cnf'}", *as_root])
@@ -213,7 +220,9 @@ def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
     full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
     process = subprocess.Popen(
         [gunicorn, "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"],
-        env=full_env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"gunicorn-{port}.log", "w"),  # noqa: SIM115 - gunicorn's, for its lifetime
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / f"gunicorn-{port}.log", "w"),  # noqa: SIM115 - gunicorn's, for its lifetime
     )
     app = App(f"http://127.0.0.1:{port}", process)
     wait_for("the app", lambda: app.request("GET", "/health")[0] in (200, 503), seconds=30)

@@ -3,6 +3,7 @@
 The validators are the tools the hosts themselves use (haproxy -c, nginx -t) plus cloud-init's own
 schema check, shellcheck and systemd-analyze, all from Debian's packages (installed by .ci/run).
 """
+
 import dataclasses
 import json
 import pathlib
@@ -14,12 +15,19 @@ import pytest
 import yaml
 
 from provisioning import render
-from provisioning.render import Backend, HealthCheck, StackFacts
+from provisioning.defaults import SERVER_DEFAULTS, HealthCheck
+from provisioning.render import Backend, StackFacts
 from tests.helpers import require_tool
 
 FACTS = StackFacts(
-    stack="dev", region="eu-west-1", vpc_cidr="10.0.0.0/16", ssm_prefix="/webinfra/dev",
-    lb_addresses=("10.0.0.5",), web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
+    stack="dev",
+    region="eu-west-1",
+    vpc_cidr="10.0.0.0/16",
+    ssm_prefix="/webinfra/dev",
+    max_replication_lag_seconds=30,
+    rate_limit_per_10s=200,
+    lb_addresses=("10.0.0.5",),
+    web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
 )
 PAIR = dataclasses.replace(FACTS, lb_addresses=("10.0.0.5", "10.0.1.5"))
 DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the stack's database CA: public, in user-data)\n-----END CERTIFICATE-----\n"
@@ -29,7 +37,11 @@ def web_config(*args, **kwargs) -> str:
     return render.web_cloud_config(*args, db_ca=DB_CA, **kwargs)
 
 
-ACME: dict[str, Any] = {"domain": "www.example.com", "acme_email": "ops@example.com", "acme_server": "https://acme.example.com/dir"}
+ACME: dict[str, Any] = {
+    "domain": "www.example.com",
+    "acme_email": "ops@example.com",
+    "acme_server": "https://acme.example.com/dir",
+}
 BACKENDS_2 = [Backend("web-01", "10.0.0.11"), Backend("web-02", "10.0.1.12")]
 BACKENDS_20 = [Backend(f"web-{n:02d}", f"10.0.{n % 3}.{10 + n}") for n in range(1, 21)]
 
@@ -43,6 +55,7 @@ def run(*command, input: str | None = None) -> subprocess.CompletedProcess:
 
 
 # --- pure rendering ---------------------------------------------------------------------------------
+
 
 def test_comment_lines_are_left_out_and_code_is_kept():
     script = "#!/bin/bash\n# why\nset -e   # inline stays\n    # indented comment\necho '#not a comment'\n"
@@ -138,10 +151,14 @@ def test_the_agents_install_the_same_way_with_or_without_an_endpoint_override():
     files = all_rendered_files()
     for kind in ("primary", "lb-pair"):
         assert "\nwebinfra-install-agents\n" in files[f"{kind}:/usr/local/sbin/webinfra-bootstrap"]
-        assert ("https://s3.{region}.amazonaws.com/amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb"
-                in files[f"{kind}:/usr/local/sbin/webinfra-install-ssm-agent"])
-        assert ("https://amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com/debian/{arch}/latest/amazon-cloudwatch-agent.deb"
-                in files[f"{kind}:/usr/local/sbin/webinfra-install-cloudwatch-agent"])
+        assert (
+            "https://s3.{region}.amazonaws.com/amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb"
+            in files[f"{kind}:/usr/local/sbin/webinfra-install-ssm-agent"]
+        )
+        assert (
+            "https://amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com/debian/{arch}/latest/amazon-cloudwatch-agent.deb"
+            in files[f"{kind}:/usr/local/sbin/webinfra-install-cloudwatch-agent"]
+        )
     # apt-get waits (bounded) for dpkg's lock where a bare dpkg -i failed at once (tests/lab proves it on a host)
     installer = files["primary:/usr/local/sbin/webinfra-install-aws-package"]
     assert (
@@ -162,7 +179,7 @@ def test_oversized_user_data_is_refused():
 
 
 def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
-    config = render.haproxy_config("lb-01", BACKENDS_2)
+    config = render.haproxy_config("lb-01", BACKENDS_2, rate_limit_per_10s=200)
     directives = [line.split()[0] for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     # stick-table only counts request rates for the rate limit; nothing pins a client to a server
     assert "balance roundrobin" in config and not {"cookie", "stick", "appsession"} & set(directives)
@@ -171,15 +188,17 @@ def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
     assert "option redispatch 1" in config and "retry-on conn-failure" in config
     assert "http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS" in config
     assert "bind 127.0.0.1:8404" in config  # stats local only
-    assert HealthCheck().detect_seconds <= 2.0
+    assert SERVER_DEFAULTS.haproxy_health_check.detect_seconds <= 2.0
     assert "observe layer4 error-limit 2 on-error fastinter" in config
 
 
 def test_haproxys_default_check_settings_render_for_comparison(tmp_path, certificate):
     defaults = HealthCheck.haproxy_defaults()
     # a host gone quiet: up to 2 s to the first check, then 3 checks that each time out after 2 s, 2 s apart
-    assert defaults.detect_seconds == 12.0 and HealthCheck().detect_seconds == 1.75
-    config = render.haproxy_config("lb-01", BACKENDS_2, check=defaults, certificate_path=certificate)
+    assert defaults.detect_seconds == 12.0 and SERVER_DEFAULTS.haproxy_health_check.detect_seconds == 1.75
+    config = render.haproxy_config(
+        "lb-01", BACKENDS_2, rate_limit_per_10s=200, check=defaults, certificate_path=certificate
+    )
     assert (
         "default-server check inter 2s fastinter 2s downinter 2s fall 3 rise 2\n" in config and "observe" not in config
     )
@@ -196,14 +215,22 @@ def test_mariadb_host_patterns():
 
 # --- real validators ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def certificate(tmp_path) -> str:
     """A throw-away certificate and key in one PEM file, as the host fetches it from SSM."""
     from lab.mock_tls import private_key, self_signed_cert
 
     key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    cert = self_signed_cert({"privateKeyPem": key, "subject": {"commonName": "test"}, "ipAddresses": ["198.51.100.10"],
-                             "validityPeriodHours": 24, "allowedUses": ["server_auth", "digital_signature"]})["certPem"]
+    cert = self_signed_cert(
+        {
+            "privateKeyPem": key,
+            "subject": {"commonName": "test"},
+            "ipAddresses": ["198.51.100.10"],
+            "validityPeriodHours": 24,
+            "allowedUses": ["server_auth", "digital_signature"],
+        }
+    )["certPem"]
     path = tmp_path / "site.pem"
     path.write_text(cert + key)
     return str(path)
@@ -333,10 +360,16 @@ def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
             assert run("ip", "-n", namespace, "addr", "add", f"{address}/64", "dev", link, "nodad").returncode == 0
         loaded = run("ip", "netns", "exec", host, nft, "-f", "-", input=ruleset)
         assert loaded.returncode == 0, loaded.stderr
-        listen = ("import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
-                  f"s.bind(('::', {port})); s.settimeout(3); print(s.recvfrom(100)[0].decode())")
-        listener = subprocess.Popen(["ip", "netns", "exec", host, "python3", "-c", listen], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+        listen = (
+            "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+            f"s.bind(('::', {port})); s.settimeout(3); print(s.recvfrom(100)[0].decode())"
+        )
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", host, "python3", "-c", listen],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         send = (
             "import socket, time; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
             f"s.bind(('fe80::2', {source_port}, 0, socket.if_nametoindex('fw-p'))); time.sleep(0.5); "
@@ -376,7 +409,7 @@ def test_load_balancers_of_a_pair_take_vrrp_from_each_other_only():
 def test_keepalived_accepts_the_rendered_config(tmp_path, hostname, virtual_address):
     keepalived = require_tool("keepalived")
     config = render.keepalived_config(dataclasses.replace(PAIR, lb_virtual_address=virtual_address), hostname)
-    assert f"priority {render.VRRP_PRIORITIES[hostname]}" in config and "nopreempt" in config
+    assert f"priority {render.vrrp_priority(hostname)}" in config and "nopreempt" in config
     assert ("10.0.0.4/32 dev $LB_INTERFACE" in config) == bool(virtual_address)
     assert ("169.254.51.1/32 dev lo" in config) == (not virtual_address)  # AWS: a host-local marker only
     # The interface is named at boot (ens5 on Nitro); here it is one of this machine's.
@@ -412,15 +445,20 @@ def test_ssh_reaches_the_firewall_only_when_enabled():
     assert "ip saddr 203.0.113.7/32 tcp dport 22 accept" in ruleset
 
 
-@pytest.mark.parametrize("key", ["primary:/etc/systemd/system/webinfra-app.service",
-                                 "primary:/etc/systemd/system/webinfra-config-sync.service",
-                                 "lb:/etc/systemd/system/webinfra-config-sync.timer",
-                                 "lb:/etc/systemd/system/webinfra-certificate.service",
-                                 "lb:/etc/systemd/system/webinfra-certificate.timer",
-                                 "primary:/etc/systemd/system/webinfra-metrics.timer",
-                                 "lb:/etc/systemd/system/webinfra-metrics.service",
-                                 "lb-pair:/etc/systemd/system/webinfra-lb-eip.service",
-                                 "lb-pair:/etc/systemd/system/webinfra-lb-eip.timer"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "primary:/etc/systemd/system/webinfra-app.service",
+        "primary:/etc/systemd/system/webinfra-config-sync.service",
+        "lb:/etc/systemd/system/webinfra-config-sync.timer",
+        "lb:/etc/systemd/system/webinfra-certificate.service",
+        "lb:/etc/systemd/system/webinfra-certificate.timer",
+        "primary:/etc/systemd/system/webinfra-metrics.timer",
+        "lb:/etc/systemd/system/webinfra-metrics.service",
+        "lb-pair:/etc/systemd/system/webinfra-lb-eip.service",
+        "lb-pair:/etc/systemd/system/webinfra-lb-eip.timer",
+    ],
+)
 def test_systemd_accepts_the_units(tmp_path, key):
     analyze = require_tool("systemd-analyze")
     kind = key.split(":", 1)[0]
@@ -438,8 +476,10 @@ def test_systemd_accepts_the_units(tmp_path, key):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("kind, processes", [("lb", ["haproxy"]), ("lb-pair", ["haproxy", "keepalived"]),
-                                             ("primary", ["nginx", "gunicorn", "mariadbd"])])
+@pytest.mark.parametrize(
+    "kind, processes",
+    [("lb", ["haproxy"]), ("lb-pair", ["haproxy", "keepalived"]), ("primary", ["nginx", "gunicorn", "mariadbd"])],
+)
 def test_cloudwatch_agent_config_watches_memory_disk_and_the_roles_processes(kind, processes):
     import json
 
@@ -451,9 +491,11 @@ def test_cloudwatch_agent_config_watches_memory_disk_and_the_roles_processes(kin
 
 
 def test_stats_port_opens_to_the_admin_network_only_when_set(certificate, tmp_path):
-    local = render.haproxy_config("lb-01", BACKENDS_2)
+    local = render.haproxy_config("lb-01", BACKENDS_2, rate_limit_per_10s=200)
     assert "bind 127.0.0.1:8404" in local and "bind :8404" not in local
-    admin = render.haproxy_config("lb-01", BACKENDS_2, admin_cidr="203.0.113.0/28", certificate_path=certificate)
+    admin = render.haproxy_config(
+        "lb-01", BACKENDS_2, rate_limit_per_10s=200, admin_cidr="203.0.113.0/28", certificate_path=certificate
+    )
     assert "bind :8404" in admin and "http-request deny unless { src 127.0.0.1 } || { src 203.0.113.0/28 }" in admin
     path = tmp_path / "haproxy.cfg"
     path.write_text(admin)
@@ -498,6 +540,7 @@ def test_replication_is_pointed_from_one_script_over_verified_tls():
 
 # --- runtime configuration from SSM (webinfra-config-sync) -------------------------------------------------
 
+
 def manifest_of(cloud_config: str) -> dict[str, dict]:
     from configsync.webinfra_config_sync import check_entry
 
@@ -527,7 +570,8 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     assert tls["parameter"] == FACTS.ssm_db_tls("web-02") and tls["service"] == "mariadb"
     assert [(f["path"], f["part"], f["mode"], f["owner"]) for f in tls["files"]] == [
         (f"{render.DB_TLS_DIR}/server.pem", "certificates", "0644", "root:root"),
-        (f"{render.DB_TLS_DIR}/server-key.pem", "key", "0600", "mysql:mysql")]
+        (f"{render.DB_TLS_DIR}/server-key.pem", "key", "0600", "mysql:mysql"),
+    ]
     assert ["openssl", "verify", "-CAfile", f"{render.DB_TLS_DIR}/ca.pem", "{files[0]}"] in tls["validate"]
     assert tls["reload"] == [["mariadb", "--connect-timeout=10", "-e", "FLUSH SSL"]], "a restart would cut replication"
     # every parameter a host reads is one its role may read (stack.py grants exactly these)
@@ -590,8 +634,10 @@ def test_host_programs_ship_as_their_source_without_comments_and_run(tmp_path):
         return ast.dump(tree)
 
     files = files_of(web_config(FACTS, "web-01", "primary", None))
-    for path, source in (("/usr/local/sbin/webinfra-config-sync", render.CONFIG_SYNC_PROGRAM),
-                         ("/opt/webinfra/app/webinfra_app.py", render.APP_DIR / "webinfra_app.py")):
+    for path, source in (
+        ("/usr/local/sbin/webinfra-config-sync", render.CONFIG_SYNC_PROGRAM),
+        ("/opt/webinfra/app/webinfra_app.py", render.APP_DIR / "webinfra_app.py"),
+    ):
         shipped = files[path]["content"]
         assert shipped.startswith("#!/usr/bin/python3\n") and code_only(shipped) == code_only(source.read_text()), path
         assert len(shipped) < len(source.read_text())

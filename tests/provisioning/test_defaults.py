@@ -1,0 +1,159 @@
+"""The table of fixed server settings: checked when loaded, and every entry read by a rendered file."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import subprocess
+
+import pytest
+import yaml
+
+from provisioning import defaults, render
+from provisioning.defaults import SERVER_DEFAULTS, ServerDefaultsError
+from tests.helpers import require_tool
+from tests.provisioning.test_render import ACME, BACKENDS_2, FACTS, PAIR, files_of, web_config
+
+
+def test_the_table_loads_with_every_setting_typed_and_explained():
+    raw = yaml.safe_load(defaults.DEFAULTS_FILE.read_text())
+    loaded = SERVER_DEFAULTS.for_templates()
+    assert set(raw) == set(loaded)
+    for section, values in loaded.items():
+        assert isinstance(values, object) and dataclasses.is_dataclass(values)
+        for setting in dataclasses.fields(values):
+            entry = raw[section][setting.name]
+            assert getattr(values, setting.name) == entry["value"]
+            assert len(entry["why"].split()) >= 3, f"{section}.{setting.name}"
+    assert SERVER_DEFAULTS.haproxy_health_check.detect_seconds == 1.75
+    assert SERVER_DEFAULTS.gunicorn.timeout_seconds == 30
+
+
+def _broken_copy(tmp_path: pathlib.Path, change) -> pathlib.Path:
+    raw = yaml.safe_load(defaults.DEFAULTS_FILE.read_text())
+    change(raw)
+    path = tmp_path / "server-defaults.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_wrong_table_is_refused_naming_every_wrong_setting(tmp_path):
+    def break_it(raw):
+        raw["haproxy"]["timeout_clint"] = raw["haproxy"].pop("timeout_client")  # misspelt: unknown and missing
+        raw["haproxy"]["retries"]["value"] = True  # a bool is not a count
+        raw["haproxy"]["timeout_server"]["value"] = 10  # a duration needs its unit
+        raw["haproxy_health_check"]["inter"]["value"] = "1m"  # minutes: not every server reads them alike
+        raw["nginx"]["client_max_body_size"]["value"] = "16 KB"
+        raw["gunicorn"]["workers"]["value"] = 0
+        raw["mariadb"]["semi_sync_timeout_ms"]["why"] = ""
+        raw["keepalived"]["router_id"] = 51  # the value alone, without why
+        raw["haproxy_health_checks"] = {}  # a section no program reads
+
+    with pytest.raises(ServerDefaultsError) as refused:
+        defaults.load(_broken_copy(tmp_path, break_it))
+    message = str(refused.value)
+    for named in (
+        "haproxy.timeout_clint: unknown setting",
+        "haproxy.timeout_client: missing",
+        "haproxy.retries: True is not a int",
+        "haproxy.timeout_server: 10 is not a str",
+        "haproxy_health_check.inter: '1m' is not a duration such as 500ms or 10s",
+        "nginx.client_max_body_size: '16 KB' is not a size such as 16k",
+        "gunicorn.workers: 0 must be above 0",
+        "mariadb.semi_sync_timeout_ms: `why` must say why",
+        "keepalived.router_id: write it as `value` and `why`",
+        "haproxy_health_checks: unknown section",
+    ):
+        assert named in message, (named, message)
+
+
+def test_an_unchanged_copy_loads_to_the_same_settings(tmp_path):
+    # so the refusals above come from the changes made to the copy, not from the copying
+    assert defaults.load(_broken_copy(tmp_path, lambda raw: None)) == SERVER_DEFAULTS
+
+
+class _Recorder:
+    """A section whose every read is noted (then answered from the real section)."""
+
+    def __init__(self, name: str, section: object, reads: set[str]):
+        self._name, self._section, self._reads = name, section, reads
+
+    def __getattr__(self, attribute: str):
+        self._reads.add(f"{self._name}.{attribute}")
+        return getattr(self._section, attribute)
+
+
+def _every_rendered_file() -> list[str]:
+    lb_variants = [
+        render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2),
+        *(
+            render.lb_cloud_config(dataclasses.replace(PAIR, admin_cidr="203.0.113.0/28", **ACME), lb, BACKENDS_2)
+            for lb in ("lb-01", "lb-02")
+        ),
+    ]
+    web_variants = [web_config(FACTS, "web-01", "primary", None), web_config(FACTS, "web-02", "replica", "10.0.0.11")]
+    return [f["content"] for text in lb_variants + web_variants for f in files_of(text).values()]
+
+
+def test_every_setting_of_the_table_is_read_by_a_rendered_file(monkeypatch):
+    reads: set[str] = set()
+    recording = {name: _Recorder(name, section, reads) for name, section in SERVER_DEFAULTS.for_templates().items()}
+
+    class RecordingDefaults:
+        haproxy_health_check = recording["haproxy_health_check"]
+        keepalived = recording["keepalived"]
+
+        @staticmethod
+        def for_templates():
+            return recording
+
+    monkeypatch.setattr(defaults, "SERVER_DEFAULTS", RecordingDefaults)
+    assert _every_rendered_file()
+    table = {
+        f"{name}.{setting.name}"
+        for name, section in SERVER_DEFAULTS.for_templates().items()
+        for setting in dataclasses.fields(section)  # type: ignore[arg-type]
+    }
+    # gunicorn's durations reach its command line as seconds (the template reads the properties)
+    reads |= {r.removesuffix("_seconds") for r in reads if r.startswith("gunicorn.")}
+    assert table - reads == set(), "settings no rendered file reads"
+
+
+def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, monkeypatch):
+    def change(raw):
+        raw["haproxy"]["timeout_server"]["value"] = "7s"
+        raw["nginx"]["proxy_read_timeout"]["value"] = "31s"
+        raw["gunicorn"]["workers"]["value"] = 5
+        raw["mariadb"]["semi_sync_timeout_ms"]["value"] = 2500
+        raw["keepalived"]["advert_interval"]["value"] = 2
+
+    monkeypatch.setattr(defaults, "SERVER_DEFAULTS", defaults.load(_broken_copy(tmp_path, change)))
+    lb = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
+    web = files_of(web_config(FACTS, "web-01", "primary", None))
+    assert "timeout server 7s\n" in lb["/etc/webinfra/haproxy.cfg"]["content"]
+    assert "advert_int 2\n" in lb["/etc/webinfra/keepalived.conf"]["content"]
+    assert "proxy_read_timeout 31s;" in web["/etc/webinfra/nginx-site.conf"]["content"]
+    assert "--workers 5 " in web["/etc/systemd/system/webinfra-app.service"]["content"]
+    assert "rpl_semi_sync_master_timeout    = 2500\n" in web["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
+
+
+@pytest.mark.parametrize("hostname, role, primary", [("web-01", "primary", None), ("web-02", "replica", "10.0.0.11")])
+def test_mariadb_reads_every_setting_of_the_rendered_config(tmp_path, hostname, role, primary):
+    mariadbd = require_tool("mariadbd")
+    path = tmp_path / "60-webinfra.cnf"
+    path.write_text(
+        files_of(web_config(FACTS, hostname, role, primary))["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
+    )
+
+    def check(config: pathlib.Path) -> subprocess.CompletedProcess:
+        # --help --verbose reads every option as the server would and stops: an unknown one is an error
+        return subprocess.run(
+            [mariadbd, f"--defaults-file={config}", "--help", "--verbose"], capture_output=True, text=True, timeout=60
+        )
+
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert "rpl-semi-sync-master-timeout" in result.stdout and "3000" in result.stdout
+    path.write_text(path.read_text() + "rpl_semi_sync_master_timout = 3000\n")
+    refused = check(path)
+    assert refused.returncode != 0 and "unknown variable 'rpl_semi_sync_master_timout" in refused.stderr
