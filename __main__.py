@@ -1,4 +1,5 @@
 """webinfra: settings → components → exports. Everything else lives in stack.py and components/."""
+
 import pulumi
 
 from settings import Settings

@@ -7,6 +7,7 @@ those defaults, the SDK under mocks does not, so this module applies them itself
 Validation is pure Python: `Settings.from_mapping` raises `SettingsError` naming the setting and
 what it accepts, before any resource is declared.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -273,6 +274,7 @@ def host_layout(
 
 
 # --- validators, one per kind of value --------------------------------------------------------------
+
 
 def _int(raw: Mapping[str, Any], key: str, low: int, high: int) -> int:
     value = raw[key]

@@ -1,4 +1,5 @@
 """The whole stack, from validated settings to exports. `__main__.py` calls this; so do the tests."""
+
 from __future__ import annotations
 
 import pulumi

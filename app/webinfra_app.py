@@ -15,6 +15,7 @@ comes from the environment (systemd EnvironmentFile):
   WEBINFRA_STATE_DIR       where db-role and db-primary live (default /etc/webinfra): re-read on
                            every request, so a promotion (scripts/promote) takes effect at once
 """
+
 from __future__ import annotations
 
 import html
@@ -158,7 +159,7 @@ def index():
 <p>Database role: <strong>{db_role}</strong></p>
 <h2>Latest messages</h2>
 <ul>
-{items or '<li>No messages yet.</li>'}
+{items or "<li>No messages yet.</li>"}
 </ul>
 </body></html>
 """

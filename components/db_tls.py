@@ -5,6 +5,7 @@ certificate against this CA (the certificate names the server's fixed private ad
 secrets in the Pulumi state and reach each host through SSM Parameter Store; the CA certificate is
 public and travels in user-data.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

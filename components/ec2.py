@@ -4,6 +4,7 @@ The security baseline lives here once, so no instance can be declared without it
 IMDSv2 only (CKV_AWS_79, AWS-0028, FSBP EC2.8), an encrypted gp3 root volume (CKV_AWS_8,
 AWS-0131), an instance role (CKV2_AWS_41) and user-data that carries no secret (CKV_AWS_46).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

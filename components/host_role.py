@@ -1,5 +1,6 @@
 """HostRole: the IAM role and instance profile of one kind of host, with only the access it needs;
 and the builders of the policy statements the stack grants its roles."""
+
 from __future__ import annotations
 
 import json

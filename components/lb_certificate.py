@@ -4,6 +4,7 @@ Self-signed for the load balancer's public address (and the domain, when set), E
 the program (pulumi-tls): the key is a secret in the state and reaches the host only through SSM
 Parameter Store; the certificate is exported so clients can trust it (`curl --cacert`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,6 +10,7 @@ one at a time: lb-02 waits for a readiness gate that waits until lb-01, if it wa
 reports HAProxy serving with backends (`scripts/wait-healthy`, CloudWatch); meanwhile keepalived has
 moved the Elastic IP to lb-02, and moves it back to lb-01 when lb-02 goes.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -96,8 +97,9 @@ class LoadBalancer(pulumi.ComponentResource):
         self.url = pulumi.Output.concat("https://", self.public_ip, "/")
         self.register_outputs({"public_ip": self.public_ip, "url": self.url, "instance_ids": self.instance_ids})
 
-    def _readiness_gate(self, name: str, hostname: str, instance_id: pulumi.Output[str], also_after: list[str],
-                        args: LoadBalancerArgs) -> command.local.Command:
+    def _readiness_gate(
+        self, name: str, hostname: str, instance_id: pulumi.Output[str], also_after: list[str], args: LoadBalancerArgs
+    ) -> command.local.Command:
         """Waits (on the machine running `pulumi up`) until `hostname` serves: it has reported HAProxy
         serving with a backend in the last minutes, and since its launch. Runs again whenever that
         instance is replaced or `also_after` changes; `pulumi preview` never runs it."""

@@ -6,6 +6,7 @@ agent, namespace CWAgent) notifies. Per stack: fewer healthy HAProxy backends th
 replication stopped or lagging on any replica (metrics the hosts publish to webinfra/<stack>).
 Every alarm notifies the SNS topic; `alertEmail` subscribes an address to it.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,29 +77,31 @@ def alert_key_policy() -> pulumi.Output[str]:
     partition = aws.get_partition_output().partition
 
     def document(account: str, partition: str) -> str:
-        return json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AccountAdministersTheKey",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
-                    "Action": "kms:*",
-                    "Resource": "*",
-                },
-                {
-                    # As SNS documents it for CloudWatch, without conditions: whether CloudWatch's KMS
-                    # requests carry aws:SourceArn/aws:SourceAccount is not documented, and a condition
-                    # they fail would drop every alarm silently. The key encrypts this topic only, and
-                    # the topic's own policy admits publishers of this account only.
-                    "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-                    "Resource": "*",
-                },
-            ],
-        })
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "AccountAdministersTheKey",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    },
+                    {
+                        # As SNS documents it for CloudWatch, without conditions: whether CloudWatch's KMS
+                        # requests carry aws:SourceArn/aws:SourceAccount is not documented, and a condition
+                        # they fail would drop every alarm silently. The key encrypts this topic only, and
+                        # the topic's own policy admits publishers of this account only.
+                        "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                        "Resource": "*",
+                    },
+                ],
+            }
+        )
 
     return pulumi.Output.all(identity.account_id, partition).apply(lambda values: document(*values))
 

@@ -5,6 +5,7 @@ and only on the load balancer (EC2.18); 3306 only between web servers; SSH only 
 (CKV_AWS_24, EC2.13); egress only where the hosts need it (CKV_AWS_382); the VPC's default security
 group is emptied (EC2.2).
 """
+
 from __future__ import annotations
 
 import functools

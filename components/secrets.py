@@ -4,6 +4,7 @@ Generated passwords (stable across updates, secret in the Pulumi state) and secr
 made elsewhere (the load balancer's TLS key). Hosts read them at boot with their instance role;
 user-data and stack outputs carry only the parameter names (CKV_AWS_46).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

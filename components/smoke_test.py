@@ -1,6 +1,7 @@
 """SmokeTest: `pulumi up` ends by checking the site the way a user would (scripts/smoke), so an
 update succeeds only when the site really serves. It runs where `pulumi up` runs, after every
 instance exists, again whenever an instance is replaced, and never on `pulumi preview`."""
+
 from __future__ import annotations
 
 import shlex
@@ -29,8 +30,18 @@ class SmokeTest(pulumi.ComponentResource):
         def command_line(url: str) -> str:
             # scripts/smoke is an executable (bash starting ops/smoke.py): run it, never hand it to python3.
             # pulumi-command runs this with /bin/sh -c in the project directory (lab/declared.py).
-            words = ["scripts/smoke", url, "--cacert-pem-env", CERTIFICATE_VARIABLE,
-                     "--backends", ",".join(args.backends), "--timeout", str(args.timeout_seconds), "--interval", "15"]
+            words = [
+                "scripts/smoke",
+                url,
+                "--cacert-pem-env",
+                CERTIFICATE_VARIABLE,
+                "--backends",
+                ",".join(args.backends),
+                "--timeout",
+                str(args.timeout_seconds),
+                "--interval",
+                "15",
+            ]
             if args.domain:  # the certificate (self-signed or, once issued, Let's Encrypt's) names the domain
                 words += ["--server-name", args.domain]
             return shlex.join(words)

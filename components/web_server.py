@@ -1,4 +1,5 @@
 """WebServer: one EC2 host running nginx → gunicorn app → MariaDB, as the primary or a replica."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

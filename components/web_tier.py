@@ -1,4 +1,5 @@
 """WebTier: N web servers placed round-robin across the subnets; web-01 is the database primary."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -24,6 +24,7 @@ Values never reach the command line, the log or the exit message: only a short d
 
 Standard library and boto3 only (python3-boto3 from Debian).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,17 +91,17 @@ def check_entry(item: dict) -> dict:
     host, e.g. a password its database already knows).
     """
     entry = _with_defaults(item, ENTRY_KEYS, f"entry {item.get('name')!r}")
-    entry['files'] = [_with_defaults(f, FILE_KEYS, f"entry {entry['name']!r} file") for f in entry['files']]
-    if entry['format'] not in FORMATS:
+    entry["files"] = [_with_defaults(f, FILE_KEYS, f"entry {entry['name']!r} file") for f in entry["files"]]
+    if entry["format"] not in FORMATS:
         raise ValueError(f"entry {entry['name']!r}: unknown format {entry['format']!r} (known: {sorted(FORMATS)})")
-    if not entry['files']:
+    if not entry["files"]:
         raise ValueError(f"entry {entry['name']!r}: no destination file")
-    for f in entry['files']:
-        if f['part'] not in FORMATS[entry['format']]:
+    for f in entry["files"]:
+        if f["part"] not in FORMATS[entry["format"]]:
             raise ValueError(
                 f"entry {entry['name']!r}: {f['path']} wants part {f['part']!r}, which {entry['format']} has not"
             )
-        if not os.path.isabs(f['path']) or not re.fullmatch(r"0[0-7]{3}", f['mode']) or f['owner'].count(":") != 1:
+        if not os.path.isabs(f["path"]) or not re.fullmatch(r"0[0-7]{3}", f["mode"]) or f["owner"].count(":") != 1:
             raise ValueError(f"entry {entry['name']!r}: {f} needs an absolute path, an octal mode and user:group")
     return entry
 
@@ -118,6 +119,7 @@ def log(entry: dict, message: str) -> None:
 
 
 # --- the parameter ---------------------------------------------------------------------------------------------
+
 
 def ssm_client():
     """The SSM client of this host's role: the stand-in's endpoint where one is set (the lab)."""
@@ -153,6 +155,7 @@ def fetch(client, parameter: str, retry_for: float, sleep: Callable[[float], Non
 
 # --- shape and parts ---------------------------------------------------------------------------------------------
 
+
 def _openssl(*args: str, stdin: str) -> str:
     result = subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     if result.returncode != 0:
@@ -165,7 +168,7 @@ def _openssl(*args: str, stdin: str) -> str:
 def parts_of(entry: dict, value: str) -> dict[str, bytes]:
     """The value split into the parts of its format, each as the bytes a file will hold."""
     text = value.strip() + "\n"
-    if entry['format'] == "text":
+    if entry["format"] == "text":
         return {"value": text.encode()}
     blocks = [(m.group(1), m.group(0)) for m in PEM_BLOCK.finditer(value)]
     certificates = [b for kind, b in blocks if kind == "CERTIFICATE"]
@@ -186,17 +189,18 @@ def parts_of(entry: dict, value: str) -> dict[str, bytes]:
 
 # --- install ----------------------------------------------------------------------------------------------------
 
+
 def _installed(destination: dict) -> bytes | None:
     try:
-        return pathlib.Path(destination['path']).read_bytes()
+        return pathlib.Path(destination["path"]).read_bytes()
     except FileNotFoundError:
         return None
 
 
 def _apply_mode(path: str, destination: dict) -> None:
-    user, group = destination['owner'].split(":")
+    user, group = destination["owner"].split(":")
     os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
-    os.chmod(path, int(destination['mode'], 8))
+    os.chmod(path, int(destination["mode"], 8))
 
 
 def _expand(command: Sequence[str], candidates: list[str]) -> list[str]:
@@ -217,26 +221,26 @@ def sync_entry(
     entry: dict, client, retry_for: float = 0.0, service_running: Callable[[str], bool] = _service_running
 ) -> str:
     """One entry: "skipped", "unchanged" or "installed" (reloaded or not); raises Refused."""
-    owner = next((p for p in entry['skip_if_exists'] if os.path.exists(p)), None)
+    owner = next((p for p in entry["skip_if_exists"] if os.path.exists(p)), None)
     if owner:
         log(entry, f"skipped: {owner} exists (its destination is managed by something else now)")
         return "skipped"
-    if entry['once'] and all(os.path.exists(d['path']) for d in entry['files']):
+    if entry["once"] and all(os.path.exists(d["path"]) for d in entry["files"]):
         return "unchanged"  # quietly, and without asking SSM: every run would say the same
-    parts = parts_of(entry, fetch(client, entry['parameter'], retry_for))
-    wanted = [(d, d['prefix'].encode() + parts[d['part']]) for d in entry['files']]
+    parts = parts_of(entry, fetch(client, entry["parameter"], retry_for))
+    wanted = [(d, d["prefix"].encode() + parts[d["part"]]) for d in entry["files"]]
     if all(_installed(d) == content for d, content in wanted):
         for destination, _ in wanted:
-            _apply_mode(destination['path'], destination)
+            _apply_mode(destination["path"], destination)
         log(entry, f"unchanged ({digest(parts['value'])})")
         return "unchanged"
 
     candidates: list[str] = []
     try:
         for destination, content in wanted:
-            directory = os.path.dirname(destination['path'])
+            directory = os.path.dirname(destination["path"])
             # A directory made here is as private as the file it is made for (secrets: 0700).
-            os.makedirs(directory, mode=0o755 if int(destination['mode'], 8) & 0o044 else 0o700, exist_ok=True)
+            os.makedirs(directory, mode=0o755 if int(destination["mode"], 8) & 0o044 else 0o700, exist_ok=True)
             # Beside the destination: the rename into place stays on one filesystem (atomic).
             handle, candidate = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(destination['path'])}.")
             candidates.append(candidate)
@@ -246,23 +250,23 @@ def sync_entry(
                 out.flush()
                 os.fsync(out.fileno())
             _apply_mode(candidate, destination)
-        for command in entry['validate']:
+        for command in entry["validate"]:
             result = _run(_expand(command, candidates))
             if result.returncode != 0:
                 raise Refused(f"{command[0]} refused it: {(result.stdout + result.stderr).strip()[-300:]}")
         for (destination, _), candidate in zip(wanted, candidates, strict=True):  # one candidate per file
-            os.replace(candidate, destination['path'])
+            os.replace(candidate, destination["path"])
         candidates.clear()
     finally:
         for leftover in candidates:
             os.unlink(leftover)
 
-    if entry['service'] and not service_running(entry['service']):
+    if entry["service"] and not service_running(entry["service"]):
         log(
             entry, f"installed {digest(parts['value'])}; {entry['service']} is not running (it reads it when it starts)"
         )
         return "installed"
-    for command in entry['reload']:
+    for command in entry["reload"]:
         result = _run(command)
         if result.returncode != 0:
             raise RuntimeError(
@@ -281,13 +285,13 @@ def sync(
     outcomes = {}
     for entry in entries:
         try:
-            outcomes[entry['name']] = sync_entry(entry, client, retry_for, service_running)
+            outcomes[entry["name"]] = sync_entry(entry, client, retry_for, service_running)
         except Refused as error:
             log(entry, f"REFUSED, the installed one stays: {error}")
-            outcomes[entry['name']] = "refused"
+            outcomes[entry["name"]] = "refused"
         except Exception as error:  # noqa: BLE001 - reported, and the exit status says so
             log(entry, f"FAILED: {type(error).__name__}: {error}")
-            outcomes[entry['name']] = "failed"
+            outcomes[entry["name"]] = "failed"
     return outcomes
 
 
@@ -296,8 +300,13 @@ def main(
 ) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", default=MANIFEST)
-    parser.add_argument("--retry-for", type=float, default=0.0, metavar="SECONDS",
-                        help="keep trying an unreadable parameter this long (at boot)")
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep trying an unreadable parameter this long (at boot)",
+    )
     args = parser.parse_args(argv)
     outcomes = sync(load_manifest(args.manifest), client or ssm_client(), args.retry_for, service_running)
     return 0 if all(o in ("skipped", "unchanged", "installed") for o in outcomes.values()) else 1

@@ -7,6 +7,7 @@ pebble's own HTTPS listener gets a certificate from a lab CA; the lab adds that 
 balancer's trust store (as Let's Encrypt's is already trusted on EC2). Clients verify the issued
 certificates with pebble's root, fetched from its management interface.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,10 +61,45 @@ def start(directory: pathlib.Path, lb_public_ip: str) -> str:
     def start(argv: list[str]) -> None:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    start(["ip", "netns", "exec", CLIENT_NS, "pebble-challtestsrv", "-defaultIPv4", lb_public_ip, "-defaultIPv6", "",
-           "-dns01", DNS, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", "127.0.0.1:8055"])
-    start(["ip", "netns", "exec", CLIENT_NS, "env", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0",
-           "pebble", "-config", str(directory / "pebble.json"), "-dnsserver", DNS])
+    start(
+        [
+            "ip",
+            "netns",
+            "exec",
+            CLIENT_NS,
+            "pebble-challtestsrv",
+            "-defaultIPv4",
+            lb_public_ip,
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            DNS,
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            "127.0.0.1:8055",
+        ]
+    )
+    start(
+        [
+            "ip",
+            "netns",
+            "exec",
+            CLIENT_NS,
+            "env",
+            "PEBBLE_VA_NOSLEEP=1",
+            "PEBBLE_WFE_NONCEREJECT=0",
+            "pebble",
+            "-config",
+            str(directory / "pebble.json"),
+            "-dnsserver",
+            DNS,
+        ]
+    )
     deadline = time.monotonic() + 30
     while in_ns(CLIENT_NS, "curl", "-fsk", "-o", "/dev/null", DIRECTORY, check=False).returncode != 0:
         if time.monotonic() > deadline:

@@ -7,6 +7,7 @@ balancer of a pair moves the address through it), and receiving the hosts' Cloud
 `put-parameter` changes one (its value on standard input too), as a `pulumi up` that re-mints a
 certificate does; `get-parameter` prints one.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,10 @@ def seed_ec2(ec2, instances: dict[str, dict[str, str]], elastic_ip_tags: dict[st
     ids = {}
     for name, tags in sorted(instances.items()):
         reservation = ec2.run_instances(
-            ImageId="ami-debian-12-lab", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+            ImageId="ami-debian-12-lab",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
             TagSpecifications=[{"ResourceType": "instance", "Tags": _tag_list(tags)}],
         )
         ids[name] = reservation["Instances"][0]["InstanceId"]
@@ -100,9 +104,13 @@ def latest_metrics(client, namespace: str, minutes: int = 15) -> dict[str, float
     found = {}
     for metric in client.list_metrics(Namespace=namespace)["Metrics"]:
         points = client.get_metric_statistics(
-            Namespace=namespace, MetricName=metric["MetricName"], Dimensions=metric["Dimensions"],
-            StartTime=now - datetime.timedelta(minutes=minutes), EndTime=now + datetime.timedelta(minutes=1),
-            Period=60, Statistics=["Maximum"],
+            Namespace=namespace,
+            MetricName=metric["MetricName"],
+            Dimensions=metric["Dimensions"],
+            StartTime=now - datetime.timedelta(minutes=minutes),
+            EndTime=now + datetime.timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum"],
         )["Datapoints"]
         if points:
             latest = max(points, key=lambda p: p["Timestamp"])
@@ -135,8 +143,13 @@ def main(argv: list[str]) -> int:
         )
         return 0
     if len(argv) == 4 and argv[0] == "metrics":
-        cloudwatch = boto3.client("cloudwatch", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab",
-                                  aws_secret_access_key="lab")
+        cloudwatch = boto3.client(
+            "cloudwatch",
+            endpoint_url=argv[1],
+            region_name=argv[2],
+            aws_access_key_id="lab",
+            aws_secret_access_key="lab",
+        )
         print(json.dumps(latest_metrics(cloudwatch, argv[3])))
         return 0
     if len(argv) == 4 and argv[0] == "put-parameter":
@@ -151,13 +164,16 @@ def main(argv: list[str]) -> int:
         )
         return 0
     if len(argv) != 3 or argv[0] != "load":
-        print("usage: python -m lab.aws_api load ENDPOINT REGION  < parameters.json\n"
-              "       python -m lab.aws_api seed-ec2 ENDPOINT REGION  < instances.json\n"
-              "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
-              "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
-              "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"
-              "       python -m lab.aws_api put-parameter ENDPOINT REGION NAME  < value\n"
-              "       python -m lab.aws_api get-parameter ENDPOINT REGION NAME", file=sys.stderr)
+        print(
+            "usage: python -m lab.aws_api load ENDPOINT REGION  < parameters.json\n"
+            "       python -m lab.aws_api seed-ec2 ENDPOINT REGION  < instances.json\n"
+            "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
+            "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
+            "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"
+            "       python -m lab.aws_api put-parameter ENDPOINT REGION NAME  < value\n"
+            "       python -m lab.aws_api get-parameter ENDPOINT REGION NAME",
+            file=sys.stderr,
+        )
         return 2
     client = ssm_client(argv[1], argv[2])
     wait_until_serving(client)

@@ -16,6 +16,7 @@ tests see which host downloaded what.
 
     python -m lab.aws_downloads serve ADDRESS PORT DIRECTORY    (the server; `lab up` starts it)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,6 +112,7 @@ def served_path(directory: pathlib.Path, url: str) -> pathlib.Path:
 
 # --- building the packages (dpkg-deb, as root or not) ------------------------------------------------
 
+
 def build_package(package: str, arch: str, out: pathlib.Path, work: pathlib.Path) -> None:
     root = work / package
     (root / "DEBIAN").mkdir(parents=True, mode=0o755)
@@ -138,6 +140,7 @@ def build(directory: pathlib.Path, region: str, arch: str) -> dict[str, pathlib.
 
 
 # --- the server -------------------------------------------------------------------------------------------
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "webinfra-lab-aws-downloads"
@@ -232,8 +235,24 @@ def start(directory: pathlib.Path, netns: str, address: str, region: str, arch: 
     url = next(iter(downloads(region, arch)))
     host = urllib.parse.urlsplit(url).hostname
     deadline = time.monotonic() + 20
-    probe = ["ip", "netns", "exec", netns, "curl", "-fsS", "-o", "/dev/null", "-I", "--max-time", "2",
-             "--cacert", str(directory / "ca.pem"), "--resolve", f"{host}:{PORT}:{address}", url]
+    probe = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "curl",
+        "-fsS",
+        "-o",
+        "/dev/null",
+        "-I",
+        "--max-time",
+        "2",
+        "--cacert",
+        str(directory / "ca.pem"),
+        "--resolve",
+        f"{host}:{PORT}:{address}",
+        url,
+    ]
     while subprocess.run(probe, capture_output=True).returncode != 0:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the AWS download stand-in did not start; see {directory / 'server.log'}")

@@ -1,18 +1,19 @@
 """scripts/lab: boot the stack's exact user-data on local Debian 12 hosts.
 
-    scripts/lab up [--web-count N] [--lb-count 1|2] [--acme] [--set SETTING=VALUE ...]
-                                       build (cached) and boot every instance of the `lab` stack;
-                                       --acme: with a domain, certified by the lab's ACME server
-    scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
-    scripts/lab exec HOST -- CMD...    run a command inside a host
-    scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
-    scripts/lab smoke                  run the program's declared smoke test again, from the lab's internet
-    scripts/lab ready                  run a pair's declared readiness gate (lb-02 waits for lb-01 to serve)
-    scripts/lab kill HOST              power a host off hard (its port goes quiet, like a dead instance)
-    scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
-    scripts/lab sg on|off              enforce the declared security groups, or let every flow through
-    scripts/lab down                   remove everything the lab made (idempotent, also after a crash)
+scripts/lab up [--web-count N] [--lb-count 1|2] [--acme] [--set SETTING=VALUE ...]
+                                   build (cached) and boot every instance of the `lab` stack;
+                                   --acme: with a domain, certified by the lab's ACME server
+scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
+scripts/lab exec HOST -- CMD...    run a command inside a host
+scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
+scripts/lab smoke                  run the program's declared smoke test again, from the lab's internet
+scripts/lab ready                  run a pair's declared readiness gate (lb-02 waits for lb-01 to serve)
+scripts/lab kill HOST              power a host off hard (its port goes quiet, like a dead instance)
+scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
+scripts/lab sg on|off              enforce the declared security groups, or let every flow through
+scripts/lab down                   remove everything the lab made (idempotent, also after a crash)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ class LabError(RuntimeError):
 
 # --- output -----------------------------------------------------------------------------------------
 
+
 class Steps:
     def __init__(self):
         self.started = time.monotonic()
@@ -61,6 +63,7 @@ class Steps:
 
 
 # --- state (no secrets: user-data and parameter values stay out of it) ---------------------------------
+
 
 def save_state(plan: LabPlan) -> None:
     state = {
@@ -116,8 +119,14 @@ def load_state() -> LabPlan:
 
 # --- the program, evaluated under mocks -------------------------------------------------------------------
 
-def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | None = None,
-                     overrides: dict[str, str] | None = None, instance_ids: dict[str, str] | None = None) -> LabPlan:
+
+def evaluate_program(
+    web_count: int | None,
+    acme: bool = False,
+    lb_count: int | None = None,
+    overrides: dict[str, str] | None = None,
+    instance_ids: dict[str, str] | None = None,
+) -> LabPlan:
     from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
     from lab.topology import lab_plan
 
@@ -135,6 +144,7 @@ def evaluate_program(web_count: int | None, acme: bool = False, lb_count: int | 
 
 
 # --- up ---------------------------------------------------------------------------------------------------
+
 
 def aws_api(plan: LabPlan, command: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     """lab/aws_api.py's COMMAND against the AWS API stand-in, from the cloud namespace where it listens."""
@@ -292,23 +302,38 @@ def report_failure(host: Host, state: str) -> None:
         if console.exists():
             print("\n".join(console.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
         return
-    for command in (["cloud-init", "status", "--long"],
-                    # a unit that failed says why in its journal (nftables, haproxy, ...)
-                    ["sh", "-c", "systemctl --failed --no-legend --plain | awk '{print $1}' | "
-                                 "xargs -r -n1 journalctl --no-pager -n 15 -u"],
-                    ["sh", "-c", "grep -E 'WARNING|ERROR|Traceback|failed' /var/log/cloud-init.log | tail -n 15"],
-                    ["tail", "-n", "40", "/var/log/cloud-init-output.log"]):
+    for command in (
+        ["cloud-init", "status", "--long"],
+        # a unit that failed says why in its journal (nftables, haproxy, ...)
+        [
+            "sh",
+            "-c",
+            "systemctl --failed --no-legend --plain | awk '{print $1}' | xargs -r -n1 journalctl --no-pager -n 15 -u",
+        ],
+        ["sh", "-c", "grep -E 'WARNING|ERROR|Traceback|failed' /var/log/cloud-init.log | tail -n 15"],
+        ["tail", "-n", "40", "/var/log/cloud-init-output.log"],
+    ):
         result = lab_hosts.guest_command(host, command, timeout=30)
         print(result.stdout + result.stderr, file=sys.stderr)
 
 
-def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int | None = None,
-       overrides: dict[str, str] | None = None) -> int:
+def up(
+    web_count: int | None,
+    timeout: float,
+    acme: bool = False,
+    lb_count: int | None = None,
+    overrides: dict[str, str] | None = None,
+) -> int:
     steps = Steps()
     steps.run("remove leftovers of an earlier lab", down, quiet=True)
-    label = "".join([f", webCount={web_count}" if web_count else "", f", lbCount={lb_count}" if lb_count else "",
-                     f", domain={lab_acme.DOMAIN} with ACME" if acme else ""]
-                    + [f", {key}={value}" for key, value in (overrides or {}).items()])
+    label = "".join(
+        [
+            f", webCount={web_count}" if web_count else "",
+            f", lbCount={lb_count}" if lb_count else "",
+            f", domain={lab_acme.DOMAIN} with ACME" if acme else "",
+        ]
+        + [f", {key}={value}" for key, value in (overrides or {}).items()]
+    )
     plan = steps.run(
         f"evaluate the Pulumi program under mocks (stack lab{label})",
         evaluate_program,
@@ -397,8 +422,11 @@ def up(web_count: int | None, timeout: float, acme: bool = False, lb_count: int 
         report_failure(host, states[host.name])
     total = time.monotonic() - steps.started
     if failed:
-        print(f"\n✗ lab up failed after {total:.0f}s: {', '.join(h.name for h in failed)} did not finish cloud-init. "
-              "Inspect with scripts/lab exec HOST -- ..., remove with scripts/lab down.", file=sys.stderr)
+        print(
+            f"\n✗ lab up failed after {total:.0f}s: {', '.join(h.name for h in failed)} did not finish cloud-init. "
+            "Inspect with scripts/lab exec HOST -- ..., remove with scripts/lab down.",
+            file=sys.stderr,
+        )
         return 1
     steps.run("the program's smoke test from the lab's internet, as `pulumi up` runs it", smoke_test, plan, acme)
     total = time.monotonic() - steps.started
@@ -433,8 +461,10 @@ def smoke_test(plan: LabPlan, acme: bool) -> subprocess.CompletedProcess | None:
     )
     print("\n".join("  " + line for line in (result.stdout + result.stderr).splitlines()), flush=True)
     if result.returncode != 0:
-        raise LabError("the hosts booted but the site does not pass the smoke test (above); "
-                       "inspect with scripts/lab status and exec, remove with scripts/lab down")
+        raise LabError(
+            "the hosts booted but the site does not pass the smoke test (above); "
+            "inspect with scripts/lab status and exec, remove with scripts/lab down"
+        )
     return result
 
 
@@ -471,6 +501,7 @@ def ready() -> int:
 
 # --- down -------------------------------------------------------------------------------------------------
 
+
 def down(quiet: bool = False) -> dict[str, int]:
     """Everything the lab made goes, whatever state a crash left it in; the image cache stays."""
     counts = {"supervisors": 0, "processes": 0, "mounts": 0, "namespaces": 0}
@@ -503,22 +534,32 @@ def down(quiet: bool = False) -> dict[str, int]:
     ):
         shutil.rmtree(leftover, ignore_errors=True)
     if not quiet:
-        print(f"lab down: stopped {counts['supervisors']} hosts ({counts['processes']} processes), "
-              f"unmounted {counts['mounts']} overlays, deleted {counts['namespaces']} namespaces")
+        print(
+            f"lab down: stopped {counts['supervisors']} hosts ({counts['processes']} processes), "
+            f"unmounted {counts['mounts']} overlays, deleted {counts['namespaces']} namespaces"
+        )
     return counts
 
 
 # --- status, exec, kill, start, sg --------------------------------------------------------------------------
 
+
 def status(as_json: bool) -> int:
     plan = load_state()
     rows = []
     for host in plan.hosts:
-        rows.append({
-            "name": host.name, "role": host.role, "db_role": host.db_role, "address": host.private_ip,
-            "public_address": host.public_ip, "netns": host.netns, "running": lab_hosts.is_running(host),
-            "cloud_init": cloud_init_state(host),
-        })
+        rows.append(
+            {
+                "name": host.name,
+                "role": host.role,
+                "db_role": host.db_role,
+                "address": host.private_ip,
+                "public_address": host.public_ip,
+                "netns": host.netns,
+                "running": lab_hosts.is_running(host),
+                "cloud_init": cloud_init_state(host),
+            }
+        )
     report = {
         "url": plan.url,
         "ca_file": str(CERTIFICATE_FILE),
@@ -550,8 +591,10 @@ def status(as_json: bool) -> int:
     )
     print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<9}cloud-init")
     for r in rows:
-        print(f"{r['name']:<8}{r['role']:<6}{(r['db_role'] or '-'):<9}{r['address']:<14}{r['public_address']:<17}"
-              f"{'yes' if r['running'] else 'no':<9}{r['cloud_init']}")
+        print(
+            f"{r['name']:<8}{r['role']:<6}{(r['db_role'] or '-'):<9}{r['address']:<14}{r['public_address']:<17}"
+            f"{'yes' if r['running'] else 'no':<9}{r['cloud_init']}"
+        )
     return 0
 
 
@@ -597,6 +640,7 @@ def security_groups(setting: str) -> int:
 
 
 # --- entry point -------------------------------------------------------------------------------------------
+
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(

@@ -6,6 +6,7 @@ environment plus the declared `environment` (provider/pkg/provider/local/command
 The lab and the tests take a declared Command from a mock run of the program and run it here with
 exactly that shell, directory and environment, optionally inside a network namespace.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,5 +39,11 @@ def run_local_command(
     prefix: Sequence[str] = ("ip", "netns", "exec", namespace) if namespace else ()
     environment = local_command_environment(inputs)
     environment.update(extra_environment or {})
-    return subprocess.run([*prefix, *local_command_argv(inputs)], cwd=inputs.get("dir") or PROJECT_DIR, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*prefix, *local_command_argv(inputs)],
+        cwd=inputs.get("dir") or PROJECT_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

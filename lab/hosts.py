@@ -1,5 +1,6 @@
 """Lab hosts: an overlay over the base image, a NoCloud seed with the host's exact user-data, and
 systemd-nspawn booting it inside the host's network namespace (kept running by boot-host.sh)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -82,7 +83,10 @@ def boot(host: Host) -> int:
     log = open(host_dir(host.name) / "console.log", "ab")  # noqa: SIM115 - the container writes to it after we return
     process = subprocess.Popen(
         [str(BOOT_HOST), host.name, str(root_of(host.name)), host.netns],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     (host_dir(host.name) / "supervisor.pid").write_text(str(process.pid))
     return process.pid
@@ -110,15 +114,42 @@ def is_running(host: Host) -> bool:
     return init_pid(host) is not None
 
 
-def guest_command(host: Host, command: list[str], *, timeout: float | None = 60, check: bool = False,
-                  input: str | None = None, capture: bool = True) -> subprocess.CompletedProcess:
+def guest_command(
+    host: Host,
+    command: list[str],
+    *,
+    timeout: float | None = 60,
+    check: bool = False,
+    input: str | None = None,
+    capture: bool = True,
+) -> subprocess.CompletedProcess:
     pid = init_pid(host)
     if pid is None:
         raise RuntimeError(f"{host.name} is not running")
     return subprocess.run(
-        ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "--",
-         "/usr/bin/env", "-i", f"PATH={GUEST_PATH}", "HOME=/root", "LANG=C.UTF-8", *command],
-        capture_output=capture, text=True, timeout=timeout, check=check, input=input,
+        [
+            "nsenter",
+            "-t",
+            str(pid),
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            "-p",
+            "-C",
+            "--",
+            "/usr/bin/env",
+            "-i",
+            f"PATH={GUEST_PATH}",
+            "HOME=/root",
+            "LANG=C.UTF-8",
+            *command,
+        ],
+        capture_output=capture,
+        text=True,
+        timeout=timeout,
+        check=check,
+        input=input,
     )
 
 

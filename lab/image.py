@@ -5,6 +5,7 @@ for, so hosts boot with no network and each role has exactly its own packages. a
 points at an empty local repository: the user-data's `package_update` and `packages` then succeed
 offline (the packages are already there) and stay exactly as on EC2.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -163,7 +164,7 @@ def build(package_sets: Iterable[Sequence[str]], log_dir: pathlib.Path) -> dict[
         script = f"""
 apt-get update -qq
 apt-get -y -qq dist-upgrade
-apt-get install -y -qq {' '.join(sorted(BOOT_PACKAGES))}
+apt-get install -y -qq {" ".join(sorted(BOOT_PACKAGES))}
 sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
 locale-gen
 update-locale LANG=en_US.UTF-8

@@ -6,6 +6,7 @@ Sends at most N GET requests (at R per second when given, C at a time) and stops
 whatever happens; prints one JSON report: status counts, X-Served-By counts, and per-request records
 (start offset, status, server, latency) so callers can measure gaps. Targets only the URL given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,15 @@ def one_request(
         connection.close()
 
 
-def run(url: str, requests: int, rate: float | None, duration: float, timeout: float, concurrency: int = 1,
-        cafile: str | None = None) -> dict:
+def run(
+    url: str,
+    requests: int,
+    rate: float | None,
+    duration: float,
+    timeout: float,
+    concurrency: int = 1,
+    cafile: str | None = None,
+) -> dict:
     """Request i is due at i/rate seconds; `concurrency` workers take the due requests in order, so
     one request stuck on a dead server does not hold back the others."""
     target = urllib.parse.urlsplit(url)
@@ -69,8 +77,12 @@ def run(url: str, requests: int, rate: float | None, duration: float, timeout: f
             if offset > duration:
                 return
             status, server = one_request(target, timeout, context)
-            record = {"t": round(offset, 3), "status": status, "server": server,
-                      "latency": round(time.monotonic() - started - offset, 4)}
+            record = {
+                "t": round(offset, 3),
+                "status": status,
+                "server": server,
+                "latency": round(time.monotonic() - started - offset, 4),
+            }
             with lock:
                 records.append(record)
 
@@ -86,8 +98,14 @@ def run(url: str, requests: int, rate: float | None, duration: float, timeout: f
         statuses[str(record["status"])] = statuses.get(str(record["status"]), 0) + 1
         if record["server"]:
             servers[record["server"]] = servers.get(record["server"], 0) + 1
-    return {"url": url, "sent": len(records), "statuses": statuses, "servers": servers,
-            "elapsed": round(time.monotonic() - started, 3), "records": records}
+    return {
+        "url": url,
+        "sent": len(records),
+        "statuses": statuses,
+        "servers": servers,
+        "elapsed": round(time.monotonic() - started, 3),
+        "records": records,
+    }
 
 
 def stream_from_client(
@@ -97,10 +115,31 @@ def stream_from_client(
     from lab.network import CLIENT_NS  # here, not at the top: this module also runs alone inside the namespace
 
     return subprocess.Popen(
-        ["ip", "netns", "exec", CLIENT_NS, sys.executable, "-m", "lab.loadgen", url, "--requests", str(rate * duration),
-         "--rate", str(rate), "--duration", str(duration), "--timeout", str(timeout), "--concurrency", str(concurrency),
-         "--cacert", cacert],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            CLIENT_NS,
+            sys.executable,
+            "-m",
+            "lab.loadgen",
+            url,
+            "--requests",
+            str(rate * duration),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--timeout",
+            str(timeout),
+            "--concurrency",
+            str(concurrency),
+            "--cacert",
+            cacert,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 

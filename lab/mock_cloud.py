@@ -10,6 +10,7 @@ very user-data `pulumi up` would send. Instances keep the private addresses the 
 (checked to lie inside their subnet) and get public addresses from 198.51.100.0/24 (a
 documentation range, only ever routed inside the lab).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -114,7 +115,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def of_type(self, typ: str) -> list[Declared]:
         return [r for r in self.resources if r.type == typ]
 
-
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token
         if token == "aws:ec2/getAmi:getAmi":
@@ -123,8 +123,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             # As an account with a Local Zone opted in answers: the Local Zone is listed among the
             # available zones unless the caller filters on opt-in-status.
-            zones = [(f"{self.region}a", "opt-in-not-required"), (f"{self.region}b", "opt-in-not-required"),
-                     (f"{self.region}-lz-1a", "opted-in"), (f"{self.region}c", "opt-in-not-required")]
+            zones = [
+                (f"{self.region}a", "opt-in-not-required"),
+                (f"{self.region}b", "opt-in-not-required"),
+                (f"{self.region}-lz-1a", "opted-in"),
+                (f"{self.region}c", "opt-in-not-required"),
+            ]
             for wanted in args.args.get("filters") or []:
                 if wanted["name"] == "opt-in-status":
                     zones = [z for z in zones if z[1] in wanted["values"]]
@@ -145,8 +149,13 @@ def stack_config(path: str | pathlib.Path) -> tuple[dict[str, Any], str]:
     return settings, config["aws:region"]
 
 
-def run_program(config: dict[str, Any], stack: str = "dev", region: str | None = "eu-west-1",
-                instance_ids: dict[str, str] | None = None, aws_profile: str | None = None) -> ProgramRun:
+def run_program(
+    config: dict[str, Any],
+    stack: str = "dev",
+    region: str | None = "eu-west-1",
+    instance_ids: dict[str, str] | None = None,
+    aws_profile: str | None = None,
+) -> ProgramRun:
     """Run the program with `config` (setting name → value, without the `webinfra:` prefix), and, where
     known, the ids EC2 gave the instances (by hostname)."""
     mocks = RecordingMocks(region or "eu-west-1", instance_ids)

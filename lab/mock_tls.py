@@ -4,6 +4,7 @@ The lab boots hosts with the certificates the program declares, so the mocks mus
 keys and certificates, not placeholders: the same inputs give a certificate that behaves as the
 one the provider would make.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -139,8 +140,9 @@ def locally_signed_cert(inputs: dict) -> dict:
     }
 
 
-def lab_listener(common_name: str, *, dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (),
-                 hours: int = 48) -> tuple[str, str, str]:
+def lab_listener(
+    common_name: str, *, dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (), hours: int = 48
+) -> tuple[str, str, str]:
     """For the lab's own TLS listeners (stand-ins for public services): a throwaway CA and a server
     certificate it signed. Returns (ca_pem, cert_pem, key_pem); the hosts that call the listener
     trust the CA."""
@@ -155,10 +157,23 @@ def lab_listener(common_name: str, *, dns_names: tuple[str, ...] = (), ip_addres
         }
     )["certPem"]
     key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
-    request = cert_request({"privateKeyPem": key, "subject": {"commonName": common_name},
-                            "dnsNames": list(dns_names), "ipAddresses": list(ip_addresses)})
-    cert = locally_signed_cert({**request, "caCertPem": ca, "caPrivateKeyPem": ca_key, "validityPeriodHours": hours,
-                                "allowedUses": ["server_auth", "digital_signature"]})["certPem"]
+    request = cert_request(
+        {
+            "privateKeyPem": key,
+            "subject": {"commonName": common_name},
+            "dnsNames": list(dns_names),
+            "ipAddresses": list(ip_addresses),
+        }
+    )
+    cert = locally_signed_cert(
+        {
+            **request,
+            "caCertPem": ca,
+            "caPrivateKeyPem": ca_key,
+            "validityPeriodHours": hours,
+            "allowedUses": ["server_auth", "digital_signature"],
+        }
+    )["certPem"]
     return ca, cert, key
 
 

@@ -1,4 +1,5 @@
 """Mounts the lab leaves behind: found from /proc/mounts, so this works after a crash too."""
+
 from __future__ import annotations
 
 import pathlib

@@ -7,6 +7,7 @@
 Forwarding is enabled only inside wi-cloud, which has routes to the lab's own prefixes and nothing
 else: no route or NAT leads out of the lab.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -9,6 +9,7 @@ nftables rulesets that make the lab's network behave like the VPC are rendered h
 - `gateway_ruleset`: the internet gateway: 1:1 NAT between public and private addresses, and
   forwarding only between the lab's own prefixes (nothing leads out of the lab).
 """
+
 from __future__ import annotations
 
 import base64
@@ -120,8 +121,15 @@ class LabPlan:
         return [h for h in self.hosts if h.role == "lb"]
 
 
-def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str, aws_endpoint_url: str,
-                      floating_address: str | None = None) -> LabPlan:
+def plan_from_program(
+    run: ProgramRun,
+    *,
+    stack: str,
+    region: str,
+    vpc_cidr: str,
+    aws_endpoint_url: str,
+    floating_address: str | None = None,
+) -> LabPlan:
     (eip,) = run.of_type("aws:ec2/eip:Eip")
     # A single load balancer: the program associates the Elastic IP with it (1:1 NAT to it). A pair:
     # no association is declared (keepalived's active one associates it); the gateway sends the
@@ -194,11 +202,18 @@ def plan_from_program(run: ProgramRun, *, stack: str, region: str, vpc_cidr: str
 
 def lab_plan(run: ProgramRun, config: dict, region: str) -> LabPlan:
     """The plan of a run of the lab stack (`config`: Pulumi.lab.yaml's settings, overrides applied)."""
-    return plan_from_program(run, stack="lab", region=region, vpc_cidr=config["vpcCidr"],
-                             aws_endpoint_url=config["awsEndpointUrl"], floating_address=config.get("lbVirtualIp"))
+    return plan_from_program(
+        run,
+        stack="lab",
+        region=region,
+        vpc_cidr=config["vpcCidr"],
+        aws_endpoint_url=config["awsEndpointUrl"],
+        floating_address=config.get("lbVirtualIp"),
+    )
 
 
 # --- nftables ------------------------------------------------------------------------------------
+
 
 def _set_name(group: str) -> str:
     return "sg_" + "".join(c if c.isalnum() else "_" for c in group)
@@ -215,7 +230,7 @@ def _port_match(rule: Rule) -> str:
 
 def _rule_line(rule: Rule, peer_field: str, verdict: str) -> str:
     peer = f"@{_set_name(rule.peer_group)}" if rule.peer_group else rule.cidr
-    return f"        ip {peer_field} {peer} {_port_match(rule)}{verdict} comment \"{rule.description[:60]}\""
+    return f'        ip {peer_field} {peer} {_port_match(rule)}{verdict} comment "{rule.description[:60]}"'
 
 
 def security_groups_ruleset(plan: LabPlan, table: str = "webinfra_sg") -> str:
@@ -260,7 +275,7 @@ def security_groups_ruleset(plan: LabPlan, table: str = "webinfra_sg") -> str:
                 # the floating address belongs to the active load balancer: the pair shares its groups
                 lb = plan.load_balancers[0]
                 lines.append(
-                    f'        ip daddr {plan.floating_address} jump ingress_{lb.name.replace("-", "_")} '
+                    f"        ip daddr {plan.floating_address} jump ingress_{lb.name.replace('-', '_')} "
                     'comment "the floating address"'
                 )
         lines.append("    }")
@@ -276,7 +291,7 @@ def gateway_ruleset(plan: LabPlan, *, bridge: str, internet_link: str, table: st
         "        type nat hook prerouting priority dstnat; policy accept;",
     ]
     for host in plan.hosts:
-        lines.append(f"        iifname \"{internet_link}\" ip daddr {host.public_ip} dnat to {host.private_ip}")
+        lines.append(f'        iifname "{internet_link}" ip daddr {host.public_ip} dnat to {host.private_ip}')
     if plan.floating_address:
         lines.append(
             f'        iifname "{internet_link}" ip daddr {plan.elastic_ip} dnat to {plan.floating_address} '
@@ -284,7 +299,7 @@ def gateway_ruleset(plan: LabPlan, *, bridge: str, internet_link: str, table: st
         )
     lines += ["    }", "    chain postrouting {", "        type nat hook postrouting priority srcnat; policy accept;"]
     for host in plan.hosts:
-        lines.append(f"        oifname \"{internet_link}\" ip saddr {host.private_ip} snat to {host.public_ip}")
+        lines.append(f'        oifname "{internet_link}" ip saddr {host.private_ip} snat to {host.public_ip}')
     lines += [
         "    }",
         "    chain forward {",

@@ -20,6 +20,7 @@ answered 429), then measures, all in one run so that ratios compare like with li
 Bounded: every load has a fixed duration and count; the lab is removed at the end. Machines here
 are shared and noisy: compare the ratios within one run, not absolute numbers across runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,6 +76,7 @@ def log(text: str) -> None:
 
 # --- 4. lab up ------------------------------------------------------------------------------------------------
 
+
 def measure_lab_up() -> dict:
     began = time.monotonic()
     up = lab("up", *[item for setting in BENCH_SETTINGS for item in ("--set", setting)], timeout=1500)
@@ -101,9 +103,13 @@ def parse_wrk(output: str) -> dict:
     total = re.search(r"(\d+) requests in", output)
     if not requests or not total:
         raise ValueError(f"wrk printed no request count or rate:\n{output}")
-    return {**latencies, "requests_per_second": float(requests.group(1)), "requests": int(total.group(1)),
-            "non_2xx": int(errors.group(1)) if errors else 0,
-            "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0}
+    return {
+        **latencies,
+        "requests_per_second": float(requests.group(1)),
+        "requests": int(total.group(1)),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0,
+    }
 
 
 def measure_proxy_overhead(status: dict, duration: int, connections: int) -> dict:
@@ -111,8 +117,10 @@ def measure_proxy_overhead(status: dict, duration: int, connections: int) -> dic
     web = next(h for h in status["hosts"] if h["role"] == "web")
     netns = f"wi-{active}"
     runs = {}
-    for label, url in (("through HAProxy", f"https://{status['floating_address'] or '127.0.0.1'}/health"),
-                       (f"straight to {web['name']}", f"http://{web['address']}/health")):
+    for label, url in (
+        ("through HAProxy", f"https://{status['floating_address'] or '127.0.0.1'}/health"),
+        (f"straight to {web['name']}", f"http://{web['address']}/health"),
+    ):
         command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-H", "Host: webinfra-bench", url]
         runs[label] = {
             **parse_wrk(in_netns(netns, *command, timeout=duration + 60).stdout),
@@ -132,6 +140,7 @@ def measure_proxy_overhead(status: dict, duration: int, connections: int) -> dic
 
 
 # --- 2. a web server killed under load, two health-check settings --------------------------------------------
+
 
 def lb_names(status: dict) -> list[str]:
     return [h["name"] for h in status["hosts"] if h["role"] == "lb"]
@@ -197,6 +206,7 @@ def measure_kill(status: dict, kind: str, rate: int, duration: int) -> dict:
 
 
 # --- 6. the active load balancer killed under load ----------------------------------------------------------
+
 
 def measure_lb_failover(rate: int, duration: int) -> dict:
     from lab.cli import load_state
@@ -272,8 +282,12 @@ def writer(url: str, rate: float, seconds: float, cacert: str) -> dict:
         if delay > 0:
             time.sleep(delay)
         connection = http.client.HTTPSConnection(target.hostname, target.port or 443, context=context, timeout=10)
-        connection.request("POST", "/api/messages", body=json.dumps({"text": f"bench write {index}"}),
-                           headers={"Content-Type": "application/json"})
+        connection.request(
+            "POST",
+            "/api/messages",
+            body=json.dumps({"text": f"bench write {index}"}),
+            headers={"Content-Type": "application/json"},
+        )
         answer = connection.getresponse()
         body = answer.read()
         if answer.status == 201:
@@ -306,9 +320,15 @@ def measure_replication_lag(status: dict, rate: float, seconds: float) -> dict:
     acknowledged = {int(k): v for k, v in json.loads(written.stdout).items()}
     seen = {int(k): v for k, v in json.loads(watcher.communicate(timeout=seconds + 120)[0]).items()}
     lags = [(seen[i] - acknowledged[i]) * 1000 for i in acknowledged if i in seen]
-    result = {"replica": replica, "writes_acknowledged": len(acknowledged), "seen_on_replica": len(lags),
-              "p50_ms": round(percentile(lags, 0.5), 1), "p99_ms": round(percentile(lags, 0.99), 1),
-              "max_ms": round(max(lags), 1), "load": f"{rate:g} POST/s for {seconds:g} s through the load balancer"}
+    result = {
+        "replica": replica,
+        "writes_acknowledged": len(acknowledged),
+        "seen_on_replica": len(lags),
+        "p50_ms": round(percentile(lags, 0.5), 1),
+        "p99_ms": round(percentile(lags, 0.99), 1),
+        "max_ms": round(max(lags), 1),
+        "load": f"{rate:g} POST/s for {seconds:g} s through the load balancer",
+    }
     log(f"  replication lag: {result}")
     return result
 
@@ -329,18 +349,31 @@ def measure_evaluation(counts: list[int], repeats: int) -> list[dict]:
     results = []
     for count in counts:
         runs = [json.loads(sh(sys.executable, "-c", EVALUATE, str(count), timeout=300).stdout) for _ in range(repeats)]
-        results.append({"web_count": count, "resources": runs[0]["resources"],
-                        "median_s": round(statistics.median(r["seconds"] for r in runs), 2),
-                        "min_s": round(min(r["seconds"] for r in runs), 2), "repeats": repeats})
+        results.append(
+            {
+                "web_count": count,
+                "resources": runs[0]["resources"],
+                "median_s": round(statistics.median(r["seconds"] for r in runs), 2),
+                "min_s": round(min(r["seconds"] for r in runs), 2),
+                "repeats": repeats,
+            }
+        )
         log(f"  evaluation at webCount {count}: {results[-1]}")
     return results
 
 
 # --- the report ---------------------------------------------------------------------------------------------------
 
+
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     memory = next(
         int(line.split()[1])
         for line in pathlib.Path("/proc/meminfo").read_text().splitlines()
@@ -405,8 +438,10 @@ def markdown(results: dict, command: str) -> str:
         "| health checks | requests | failed | disturbed | slowest | window |",
         "|---|---|---|---|---|---|",
     ]
-    labels = {"project": "the project's (inter 500ms, fastinter 250ms, timeout 500ms, fall 2, observe layer4)",
-              "haproxy-defaults": "HAProxy's defaults (inter 2s, fall 3, rise 2)"}
+    labels = {
+        "project": "the project's (inter 500ms, fastinter 250ms, timeout 500ms, fall 2, observe layer4)",
+        "haproxy-defaults": "HAProxy's defaults (inter 2s, fall 3, rise 2)",
+    }
     for run in results["kill"]:
         lines.append(
             f"| {labels[run['settings']]} | {run['requests']} | {run['failed']} | {run['disturbed']} | "
@@ -435,9 +470,7 @@ def markdown(results: dict, command: str) -> str:
         "",
         f"With the images cached: **{up['seconds']} s** from the command to cloud-init `done` on every host and "
         "the smoke test passed (`scripts/lab up --set rateLimitPer10s=100000`). cloud-init finished, after boot "
-        "began: "
-        + ", ".join(f"{name} {seconds} s" for name, seconds in up["cloud_init_done"].items())
-        + ".",
+        "began: " + ", ".join(f"{name} {seconds} s" for name, seconds in up["cloud_init_done"].items()) + ".",
         "",
         "## 5. Program evaluation under Pulumi mocks",
         "",

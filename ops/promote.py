@@ -16,6 +16,7 @@
 Semi-synchronous replication means an acknowledged write is on at least one replica, so picking
 the most advanced one keeps every acknowledged write even when the old primary is gone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +105,10 @@ class Promotion:
             + f"; most advanced: {candidate.name}"
         )
         if old and old.sequence > candidate.sequence:
-            message = (f"the old primary {old.name} has transactions up to {old.gtid} that no replica has "
-                       f"(most advanced: {candidate.name} at {candidate.gtid}); promoting would lose them")
+            message = (
+                f"the old primary {old.name} has transactions up to {old.gtid} that no replica has "
+                f"(most advanced: {candidate.name} at {candidate.gtid}); promoting would lose them"
+            )
             if not force:
                 for replica in replicas:  # put things back as they were
                     self._run(replica, sql("START SLAVE"))
@@ -129,14 +132,19 @@ class Promotion:
 
     def promote(self, candidate: Server, old: Server | None) -> None:
         self.say(f"promoting {candidate.name}")
-        self._run(candidate, "\n".join([
-            "set -e",
-            sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF"),
-            "printf '[mariadb]\\n# scripts/promote: this server is the primary\\nread_only = OFF\\n' "
-            f"> {ROLE_CNF}",
-            f"echo primary > {STATE}/db-role",
-            f"echo local > {STATE}/db-primary",
-        ]))
+        self._run(
+            candidate,
+            "\n".join(
+                [
+                    "set -e",
+                    sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF"),
+                    "printf '[mariadb]\\n# scripts/promote: this server is the primary\\nread_only = OFF\\n' "
+                    f"> {ROLE_CNF}",
+                    f"echo primary > {STATE}/db-role",
+                    f"echo local > {STATE}/db-primary",
+                ]
+            ),
+        )
         for server in self.servers:
             if server is candidate or not server.reachable:
                 continue
@@ -166,6 +174,7 @@ def run_promotion(
 
 
 # --- runners ---------------------------------------------------------------------------------------------
+
 
 class LabRunner:
     def __init__(self):
@@ -218,8 +227,10 @@ class SsmRunner:
     def run(self, host: str, script: str, timeout: float = 60) -> tuple[int, str]:
         try:
             command = self.ssm.send_command(
-                InstanceIds=[self.instances[host]], DocumentName="AWS-RunShellScript",
-                Parameters={"commands": [script]}, TimeoutSeconds=max(30, int(timeout)),
+                InstanceIds=[self.instances[host]],
+                DocumentName="AWS-RunShellScript",
+                Parameters={"commands": [script]},
+                TimeoutSeconds=max(30, int(timeout)),
                 Comment=f"webinfra {self.stack}: scripts/promote",
             )["Command"]["CommandId"]
         except Exception as error:  # noqa: BLE001 - an instance SSM cannot reach is unreachable
@@ -232,8 +243,10 @@ class SsmRunner:
             except self.ssm.exceptions.InvocationDoesNotExist:
                 continue
             if result["Status"] in ("Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated"):
-                return (0 if result["Status"] == "Success" else result.get("ResponseCode", 1) or 1,
-                        result.get("StandardOutputContent", "") + result.get("StandardErrorContent", ""))
+                return (
+                    0 if result["Status"] == "Success" else result.get("ResponseCode", 1) or 1,
+                    result.get("StandardOutputContent", "") + result.get("StandardErrorContent", ""),
+                )
         return 255, f"{host}: no answer through SSM within {timeout:.0f} s"
 
 

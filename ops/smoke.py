@@ -14,6 +14,7 @@ Until every check passes or --timeout runs out, it retries every --interval seco
 progress line per attempt. Exit 0 when the site serves; 1 with the failing check named; 2 on bad
 arguments. Standard library only, so `pulumi up` (pulumi_command) can run it with any Python 3.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,13 @@ class Target:
         base = self.url.path.rstrip("/")
         connection: http.client.HTTPConnection
         if scheme == "https":
-            connection = _SNIConnection(self.host, self.url.port or 443, timeout=self.request_timeout,
-                                        context=self.ssl_context(), server_name=self.server_name)
+            connection = _SNIConnection(
+                self.host,
+                self.url.port or 443,
+                timeout=self.request_timeout,
+                context=self.ssl_context(),
+                server_name=self.server_name,
+            )
         else:
             port = self.url.port if self.url.scheme == "http" and self.url.port else self.http_port
             connection = http.client.HTTPConnection(self.host, port, timeout=self.request_timeout)
@@ -124,6 +130,7 @@ class _SNIConnection(http.client.HTTPSConnection):
 
 
 # --- the checks ---------------------------------------------------------------------------------------------
+
 
 def _ask(target: Target, check: str, method: str, path: str, body: dict | None = None, **kwargs) -> Response:
     try:
@@ -220,8 +227,9 @@ def run_checks(target: Target, backends: list[str], min_cert_days: int) -> list[
     return results
 
 
-def smoke(target: Target, backends: list[str], *, timeout: float, interval: float, min_cert_days: int = 14,
-          out=sys.stdout) -> int:
+def smoke(
+    target: Target, backends: list[str], *, timeout: float, interval: float, min_cert_days: int = 14, out=sys.stdout
+) -> int:
     began = time.monotonic()
     attempt = 0
     while True:
@@ -231,8 +239,12 @@ def smoke(target: Target, backends: list[str], *, timeout: float, interval: floa
         except CheckFailed as failure:
             left = timeout - (time.monotonic() - began)
             if left <= 0:
-                print(f"✗ smoke test of {target.url.geturl()} failed after {time.monotonic() - began:.0f} s "
-                      f"({attempt} attempts): {failure}", file=out, flush=True)
+                print(
+                    f"✗ smoke test of {target.url.geturl()} failed after {time.monotonic() - began:.0f} s "
+                    f"({attempt} attempts): {failure}",
+                    file=out,
+                    flush=True,
+                )
                 return 1
             print(f"  waiting ({attempt}, {left:.0f} s left): {failure}", file=out, flush=True)
             time.sleep(min(interval, max(left, 0.1)))

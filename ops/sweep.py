@@ -11,6 +11,7 @@ carry no tags). Prints a table. Without --delete nothing changes. With --delete 
 dependency order (instances first, IAM last) and reports what it could not delete and why; exit 1
 then. Untagged resources, and resources of other projects or stacks, are never touched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,20 @@ PROJECT = "webinfra"
 GLOBAL = "global"
 
 # Deletion order: what holds on to something goes before it.
-ORDER = ["instance", "elastic-ip", "volume", "alarm", "dashboard", "sns-topic", "ssm-parameter",
-         "security-group", "vpc", "instance-profile", "iam-role"]
+ORDER = [
+    "instance",
+    "elastic-ip",
+    "volume",
+    "alarm",
+    "dashboard",
+    "sns-topic",
+    "ssm-parameter",
+    "security-group",
+    "vpc",
+    "instance-profile",
+    "iam-role",
+]
+
 
 class ClientFactory(Protocol):
     """(service, region) -> that service's boto3 client, typed per service."""
@@ -86,6 +99,7 @@ def _ec2_filters(stack: str | None) -> list[FilterTypeDef]:
 
 
 # --- finding ------------------------------------------------------------------------------------------------
+
 
 def find_regional(clients: ClientFactory, region: str, stack: str | None) -> list[Found]:
     ec2 = clients("ec2", region)
@@ -176,8 +190,16 @@ def find_global(clients: ClientFactory, stack: str | None) -> list[Found]:
             tags = _tags(described["InstanceProfile"].get("Tags"))
             if _ours(tags, stack):
                 roles = ", ".join(r["RoleName"] for r in profile.get("Roles", []))
-                found.append(Found("instance-profile", GLOBAL, profile["InstanceProfileName"], tags.get("Name", ""),
-                                   tags.get("Stack", "?"), f"role {roles}" if roles else "no role"))
+                found.append(
+                    Found(
+                        "instance-profile",
+                        GLOBAL,
+                        profile["InstanceProfileName"],
+                        tags.get("Name", ""),
+                        tags.get("Stack", "?"),
+                        f"role {roles}" if roles else "no role",
+                    )
+                )
     return found
 
 
@@ -187,6 +209,7 @@ def find(clients: ClientFactory, regions: list[str], stack: str | None) -> list[
 
 
 # --- deleting -------------------------------------------------------------------------------------------------
+
 
 def _delete_one(clients: ClientFactory, item: Found, wait_seconds: float) -> None:
     if item.kind == "instance":
@@ -278,14 +301,18 @@ def delete(clients: ClientFactory, found: list[Found], *, wait_seconds: float = 
             _delete_one(clients, item, wait_seconds)
             print(f"  deleted {item.kind} {item.id} ({item.region})", file=out, flush=True)
         except (ClientError, BotoCoreError) as error:
-            reason = error.response["Error"].get("Code", "") + ": " + error.response["Error"].get("Message", "") \
-                if isinstance(error, ClientError) else str(error)
+            reason = (
+                error.response["Error"].get("Code", "") + ": " + error.response["Error"].get("Message", "")
+                if isinstance(error, ClientError)
+                else str(error)
+            )
             failures.append(Failure(item, reason))
             print(f"  could not delete {item.kind} {item.id} ({item.region}): {reason}", file=out, flush=True)
     return failures
 
 
 # --- output and entry point -------------------------------------------------------------------------------
+
 
 def table(found: list[Found]) -> str:
     rows = [("REGION", "KIND", "ID", "NAME", "STACK", "NOTE")] + [
@@ -302,8 +329,9 @@ def client_factory(endpoint_url: str | None = None) -> ClientFactory:
     session = boto3.session.Session()
 
     def make(service: Literal["ec2", "ssm", "cloudwatch", "sns", "iam"], region: str) -> Any:
-        return session.client(service, region_name="us-east-1" if region == GLOBAL else region,
-                              endpoint_url=endpoint_url)
+        return session.client(
+            service, region_name="us-east-1" if region == GLOBAL else region, endpoint_url=endpoint_url
+        )
 
     return make
 

@@ -14,6 +14,7 @@ once when the credentials are refused (waiting would not help).
 change that replaces both never takes the second down before the first serves again.
 Credentials and endpoint: boto3's usual chain (AWS_PROFILE, AWS_ENDPOINT_URL, ...).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,13 @@ def healthy_since(
     """The best value `host` reported for `metric` since `since`, when it is at least `at_least`."""
     now = now or datetime.datetime.now(datetime.UTC)
     points = cloudwatch.get_metric_statistics(
-        Namespace=f"webinfra/{stack}", MetricName=metric, Dimensions=[{"Name": "Host", "Value": host}],
-        StartTime=since, EndTime=now + datetime.timedelta(minutes=5), Period=60, Statistics=["Maximum"],
+        Namespace=f"webinfra/{stack}",
+        MetricName=metric,
+        Dimensions=[{"Name": "Host", "Value": host}],
+        StartTime=since,
+        EndTime=now + datetime.timedelta(minutes=5),
+        Period=60,
+        Statistics=["Maximum"],
     )["Datapoints"]
     # Datapoints are per minute: one stamped with the launch minute may hold what the replaced instance
     # said in its last seconds. Only whole minutes after the launch count.

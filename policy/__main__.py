@@ -3,6 +3,7 @@
 Only the pack is built here: constructing PolicyPack starts the policy server and blocks, so the
 validators live in rules.py, where the tests import them.
 """
+
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 from rules import POLICIES

@@ -4,6 +4,7 @@ Each policy names the scanner rules it mirrors (Checkov CKV_*, Trivy AWS-*, AWS 
 EC2.*), since no scanner reads a Pulumi Python program. Properties are the engine's (camelCase),
 as `pulumi preview` passes them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,6 +29,7 @@ Report = Callable[[str, Any], None]
 
 
 # --- rules as data: every way a security-group rule can be declared -------------------------------------
+
 
 def _rules(resource_type: str, props: Mapping[str, Any]) -> Iterable[dict]:
     """Normalise rules to {direction, protocol, from, to, cidrs, description}."""
@@ -82,6 +84,7 @@ def _to_world(rule: dict) -> bool:
 
 # --- validators ------------------------------------------------------------------------------------------
 
+
 def imdsv2_required(args: ResourceValidationArgs, report: Report) -> None:
     if args.resource_type == INSTANCE:
         tokens = (args.props.get("metadataOptions") or {}).get("httpTokens")
@@ -117,16 +120,22 @@ def only_http_https_open_to_world(args: ResourceValidationArgs, report: Report) 
     for rule in _rules(args.resource_type, args.props):
         public_only = not _all_ports(rule) and rule["from"] == rule["to"] and rule["from"] in PUBLIC_PORTS
         if rule["direction"] == "ingress" and _to_world(rule) and not public_only:
-            report(f"{args.name}: only 80 and 443 may be open to the world, "
-                   f"this opens {rule['from']}-{rule['to']}/{rule['protocol']}", None)
+            report(
+                f"{args.name}: only 80 and 443 may be open to the world, "
+                f"this opens {rule['from']}-{rule['to']}/{rule['protocol']}",
+                None,
+            )
 
 
 def restricted_egress(args: ResourceValidationArgs, report: Report) -> None:
     for rule in _rules(args.resource_type, args.props):
         public_only = not _all_ports(rule) and rule["from"] == rule["to"] and rule["from"] in PUBLIC_PORTS
         if rule["direction"] == "egress" and _to_world(rule) and not public_only:
-            report(f"{args.name}: egress to the world only on 80/443, "
-                   f"this allows {rule['from']}-{rule['to']}/{rule['protocol']}", None)
+            report(
+                f"{args.name}: egress to the world only on 80/443, "
+                f"this allows {rule['from']}-{rule['to']}/{rule['protocol']}",
+                None,
+            )
 
 
 def default_security_group_closed(args: ResourceValidationArgs, report: Report) -> None:

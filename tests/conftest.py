@@ -19,4 +19,3 @@ def pair() -> ProgramRun:
 @pytest.fixture(params=WEB_COUNTS, ids=lambda c: f"webCount={c}")
 def program(request, programs) -> ProgramRun:
     return programs[request.param]
-

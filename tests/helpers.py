@@ -1,4 +1,5 @@
 """Helpers the tests share (conftest.py files keep only fixtures)."""
+
 import shutil
 
 import pytest
@@ -13,6 +14,7 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: run scripts/test (it installs the validators), or apt-get install it")
     return path
+
 
 # The region of the tests that run against moto in this process (tests/ops/conftest.py mocked_aws).
 MOTO_REGION = "eu-west-1"

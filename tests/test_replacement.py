@@ -5,6 +5,7 @@ replaced delete-before-replace, since every instance asks for a fixed private ad
 holds until deleted (create-first would fail with InvalidIPAddress.InUse); and a load-balancer pair
 must never be replaced at once.
 """
+
 from __future__ import annotations
 
 import re

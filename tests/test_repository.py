@@ -1,4 +1,5 @@
 """The repository holds source, not build artefacts: packages come from registries at install time."""
+
 import pathlib
 import subprocess
 
@@ -13,14 +14,18 @@ def git(*args: str) -> subprocess.CompletedProcess:
 def test_no_package_is_tracked_and_packages_are_ignored():
     tracked = git("ls-files", "*.deb", "*.rpm", "*.whl", "*.tar.gz").stdout.split()
     assert tracked == [], f"packages committed by mistake: {tracked}"
-    assert git("check-ignore", "-q", "--no-index", "haproxy-doc_2.6.12-1+deb12u4_all.deb").returncode == 0, \
+    assert git("check-ignore", "-q", "--no-index", "haproxy-doc_2.6.12-1+deb12u4_all.deb").returncode == 0, (
         ".gitignore must ignore *.deb"
+    )
 
 
 def test_no_tracked_file_is_large():
     listed = git("ls-files", "-z").stdout.split("\0")
-    large = [(name, (REPO / name).stat().st_size) for name in listed
-             if name and (REPO / name).is_file() and (REPO / name).stat().st_size > LARGEST_TRACKED_BYTES]
+    large = [
+        (name, (REPO / name).stat().st_size)
+        for name in listed
+        if name and (REPO / name).is_file() and (REPO / name).stat().st_size > LARGEST_TRACKED_BYTES
+    ]
     assert large == [], f"files over {LARGEST_TRACKED_BYTES // 1024} KB are tracked: {large}"
 
 
@@ -41,6 +46,9 @@ def test_pre_commit_runs_the_checks_scripts_test_runs_on_the_same_files():
         tool = shlex.split(hooks[hook]["entry"])[0]
         assert (REPO / tool).exists(), f"{tool} missing: run scripts/setup"
         assert tool in test_script, f"scripts/test does not run {tool}"
+    # the formatter: the hook formats what a commit touches, scripts/test fails on any file it would change
+    assert hooks["ruff-format"]["entry"].startswith(".venv/bin/ruff format ")
+    assert ".venv/bin/ruff format --check .\n" in test_script
     # shellcheck: the files scripts/test checks are exactly those the hook matches
     listed = set(git("ls-files").stdout.split())
     pattern = re.compile(hooks["shellcheck"]["files"])

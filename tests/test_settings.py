@@ -1,4 +1,5 @@
 """Settings: defaults from Pulumi.yaml, and every invalid value refused with a message naming it."""
+
 import pytest
 import yaml
 
@@ -185,8 +186,10 @@ def test_layout_gives_every_host_a_fixed_address_inside_its_subnet(vpc, azs, cou
 
 
 @pytest.mark.parametrize("key", ["instanceType", "lbInstanceType"])
-@pytest.mark.parametrize("instance_type, suggestion", [("m5d.large", "m5.large"), ("c6gd.xlarge", "c6g.xlarge"),
-                                                       ("m6id.large", "m6i.large"), ("im4gn.large", None)])
+@pytest.mark.parametrize(
+    "instance_type, suggestion",
+    [("m5d.large", "m5.large"), ("c6gd.xlarge", "c6g.xlarge"), ("m6id.large", "m6i.large"), ("im4gn.large", None)],
+)
 def test_instance_store_types_are_refused_before_aws_refuses_their_recovery_alarm(key, instance_type, suggestion):
     with pytest.raises(SettingsError) as raised:
         Settings.from_mapping({key: instance_type}, stack="dev", region="eu-west-1")

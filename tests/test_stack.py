@@ -1,4 +1,5 @@
 """The whole program under mocks: exports, tags, user-data size, secrets, and config errors."""
+
 import base64
 
 import pytest
@@ -23,8 +24,15 @@ def taggable(type_token: str) -> bool:
 
 def test_exports(program):
     assert set(program.exports) == {
-        "url", "lb_public_ip", "lb_certificate_pem", "web_private_ips", "db_primary_private_ip", "ssh_enabled",
-        "ssm_parameter_prefix", "alarm_topic_arn", "dashboard",
+        "url",
+        "lb_public_ip",
+        "lb_certificate_pem",
+        "web_private_ips",
+        "db_primary_private_ip",
+        "ssh_enabled",
+        "ssm_parameter_prefix",
+        "alarm_topic_arn",
+        "dashboard",
     }
     assert program.exports["ssh_enabled"] is False
     assert program.exports["ssm_parameter_prefix"] == "/webinfra/dev"

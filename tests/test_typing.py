@@ -6,6 +6,7 @@ nested inputs through pulumi-aws's typed dicts (`aws.ec2.InstanceMetadataOptions
 mypy, run by scripts/test with the project's configuration, names such a key. Here a copy of
 components/ec2.py with the key misspelled is checked the same way, beside the unmodified copy.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -20,8 +21,13 @@ MISSPELLED = 'http_token="required"'
 def mypy(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
     # From the repository, with its pyproject.toml: imports (components, settings, pulumi_aws) resolve
     # as in scripts/test.
-    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"), str(path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"), str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_a_misspelled_key_in_a_nested_input_fails_the_type_check_by_name(tmp_path):

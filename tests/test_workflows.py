@@ -1,5 +1,6 @@
 """The GitHub workflows pass actionlint, and keep their promises: tests and the lab on every pull
 request, a preview only with credentials (a clear notice otherwise), and nothing that applies."""
+
 import pathlib
 import shutil
 import subprocess
@@ -28,9 +29,13 @@ def test_every_workflow_passes_actionlint():
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
-    broken.write_text((REPO / ".github/workflows/pull-request.yml").read_text().replace("needs", "needz")
-                      .replace("steps.credentials.outputs.configured", "steps.credential.outputs.configured", 1)
-                      .replace("runs-on: ubuntu-latest", "runs_on: ubuntu-latest", 1))
+    broken.write_text(
+        (REPO / ".github/workflows/pull-request.yml")
+        .read_text()
+        .replace("needs", "needz")
+        .replace("steps.credentials.outputs.configured", "steps.credential.outputs.configured", 1)
+        .replace("runs-on: ubuntu-latest", "runs_on: ubuntu-latest", 1)
+    )
     result = actionlint(broken)
     assert result.returncode == 1, result.stdout
     assert "runs-on" in result.stdout and "credential" in result.stdout

@@ -1,5 +1,6 @@
 """Fixtures of the app tests: a real MariaDB primary and replica, and the app served on each (the
 servers and the app themselves: tests/app/helpers.py)."""
+
 from __future__ import annotations
 
 import pytest

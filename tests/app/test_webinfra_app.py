@@ -1,4 +1,5 @@
 """The app against a real MariaDB primary and replica: reads, writes, health, and bad input."""
+
 import time
 
 import pymysql

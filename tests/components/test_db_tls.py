@@ -1,5 +1,6 @@
 """DatabaseTls under mocks: a per-stack CA, one certificate per web server naming its private address
 and signed by that CA; keys only in SSM SecureStrings, the public CA in the web servers' user-data."""
+
 import datetime
 
 import yaml
@@ -44,8 +45,11 @@ def test_one_certificate_per_web_server_and_one_ca_per_stack(program):
     (ca,) = [c for c in program.of_type("tls:index/selfSignedCert:SelfSignedCert") if c.name.startswith("db-tls")]
     assert ca.inputs["subject"]["commonName"] == "webinfra dev database CA"
     # each server and the CA have their own key: no key is shared between hosts
-    keys = {k.outputs["privateKeyPem"] for k in program.of_type("tls:index/privateKey:PrivateKey")
-            if k.name.startswith("db-tls-")}
+    keys = {
+        k.outputs["privateKeyPem"]
+        for k in program.of_type("tls:index/privateKey:PrivateKey")
+        if k.name.startswith("db-tls-")
+    }
     assert len(keys) == len(hosts) + 1
 
 
@@ -60,7 +64,8 @@ def test_the_ca_only_signs_and_the_servers_certificates_serve_and_authenticate_c
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
         # MariaDB's server side, and the replica and app verifying it, use the one certificate
         assert set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == {
-            ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            ExtendedKeyUsageOID.CLIENT_AUTH,
         }
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert names.get_values_for_type(x509.DNSName) == [host]
@@ -91,9 +96,10 @@ def test_server_keys_reach_the_hosts_only_through_secure_strings(program):
 def test_every_web_server_trusts_the_stack_ca_and_the_load_balancer_does_not_need_it(program):
     ca = program.named("db-tls-ca").outputs["certPem"]
     for instance in program.of_type("aws:ec2/instance:Instance"):
-        files = {f["path"]: f["content"] for f in yaml.safe_load(decode_user_data(instance.inputs["userDataBase64"]))[
-            "write_files"
-        ]}
+        files = {
+            f["path"]: f["content"]
+            for f in yaml.safe_load(decode_user_data(instance.inputs["userDataBase64"]))["write_files"]
+        }
         if instance.inputs["tags"]["Role"] == "web":
             assert files["/etc/mysql/webinfra-tls/ca.pem"] == ca, instance
         else:

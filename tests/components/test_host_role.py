@@ -1,5 +1,6 @@
 """HostRole under mocks: one role and instance profile per kind of host, trusted by EC2 only, each
 granted its own secrets, Session Manager and metric publishing, and nothing else."""
+
 import json
 
 import pytest
@@ -71,7 +72,9 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
     (web_reads,) = [s for s in statements_of(program, "web-host") if "ssm:GetParameter" in s["Action"]]
     assert web_reads["Action"] == ["ssm:GetParameter"]
     assert web_reads["Resource"] == [
-        f"{arn}/db/app-password", f"{arn}/db/replication-password", *(f"{arn}/tls/{host}" for host in hosts)
+        f"{arn}/db/app-password",
+        f"{arn}/db/replication-password",
+        *(f"{arn}/tls/{host}" for host in hosts),
     ]
     (lb_reads,) = [s for s in statements_of(program, "lb-host") if "ssm:GetParameter" in s["Action"]]
     assert (lb_reads["Action"], lb_reads["Resource"]) == (["ssm:GetParameter"], [f"{arn}/tls/lb-certificate"])
@@ -113,7 +116,11 @@ def test_roles_and_profiles_carry_the_stacks_tags_and_their_own_name():
     for declared in run.of_type("aws:iam/role:Role") + run.of_type("aws:iam/instanceProfile:InstanceProfile"):
         kind = declared.name.split("-", 1)[0]
         assert declared.inputs["tags"] == {
-            "Project": "webinfra", "Stack": "staging", "Role": kind, "ManagedBy": "pulumi", "Name": declared.name
+            "Project": "webinfra",
+            "Stack": "staging",
+            "Role": kind,
+            "ManagedBy": "pulumi",
+            "Name": declared.name,
         }, declared
     for role in run.of_type("aws:iam/role:Role"):
         assert role.inputs["description"].startswith("webinfra staging "), role

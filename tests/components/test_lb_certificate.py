@@ -1,5 +1,6 @@
 """LoadBalancerCertificate under mocks: a self-signed ECDSA certificate for the LB's public address
 (and the domain, when set), renewed early by a later `pulumi up`; its key only in a SecureString."""
+
 import datetime
 
 import pytest

@@ -1,4 +1,5 @@
 """LoadBalancer under mocks: HAProxy names every web server; Elastic IP; only the LB group."""
+
 import yaml
 
 from provisioning.render import decode_user_data
@@ -34,6 +35,7 @@ def test_lb_is_in_the_lb_group_with_ipv6(program):
 
 
 # --- a load-balancer pair (lbCount 2) -------------------------------------------------------------------
+
 
 def lb_instances(run):
     return {

@@ -1,5 +1,6 @@
 """Monitoring under mocks: alarms and recovery actions per instance, stack alarms, the topic (the hosts'
 right to publish metrics: test_host_role.py)."""
+
 import json
 
 from lab.mock_cloud import run_program

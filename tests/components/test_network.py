@@ -1,4 +1,5 @@
 """Network under mocks: the security-group invariants of the baseline, rule by rule."""
+
 import pytest
 
 from lab.mock_cloud import run_program

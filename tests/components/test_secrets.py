@@ -16,4 +16,3 @@ def test_secrets_are_secure_strings_under_the_stack_prefix(program):
         [name.format(stack="dev") for name in PARAMETERS] + web
     )
     assert all(p.inputs["type"] == "SecureString" for p in parameters)
-

@@ -1,5 +1,6 @@
 """SmokeTest under mocks: `pulumi up` ends with scripts/smoke against the site, unless turned off; and
 the declared command itself, run as pulumi-command runs it, passes against a site at the stack's address."""
+
 import os
 import shlex
 import subprocess

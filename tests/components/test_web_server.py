@@ -1,5 +1,6 @@
 """WebServer under mocks: one host, tagged with its database role; a replica's user-data names the
 primary; the primary is never replaced by a template or key-pair change, a replica is."""
+
 import yaml
 
 from lab.mock_cloud import run_program
@@ -20,7 +21,11 @@ def test_each_server_is_its_own_component_tagged_with_its_database_role(program)
         assert hostname in servers and server.options["parent"] == hostname, server
         role = "primary" if number == 1 else "replica"
         assert server.inputs["tags"] == {
-            "Project": "webinfra", "Stack": "dev", "Role": "web", "ManagedBy": "pulumi", "Name": hostname,
+            "Project": "webinfra",
+            "Stack": "dev",
+            "Role": "web",
+            "ManagedBy": "pulumi",
+            "Name": hostname,
             "DbRole": role,
         }, server
         assert server.inputs["volumeTags"] == server.inputs["tags"], server

@@ -1,4 +1,5 @@
 """WebTier under mocks: N servers, web-01 primary, spread across AZs (one server: test_web_server.py)."""
+
 from tests.helpers import WEB_COUNTS
 
 

@@ -1,6 +1,7 @@
 """webinfra-config-sync against moto's SSM, with real openssl, in a temporary directory; validate and
 reload are commands the test can count. The lab test (tests/lab/test_lab.py) runs the real thing on
 the load balancers and a web server, with HAProxy and MariaDB."""
+
 import grp
 import json
 import os
@@ -41,8 +42,15 @@ def certificate_and_key(hours: int = 24, name: str = "198.51.100.10") -> str:
 
 def ca() -> tuple[str, str]:
     key = key_pem()
-    cert = self_signed_cert({"privateKeyPem": key, "subject": {"commonName": "db ca"}, "isCaCertificate": True,
-                             "validityPeriodHours": 24, "allowedUses": ["cert_signing", "crl_signing"]})["certPem"]
+    cert = self_signed_cert(
+        {
+            "privateKeyPem": key,
+            "subject": {"commonName": "db ca"},
+            "isCaCertificate": True,
+            "validityPeriodHours": 24,
+            "allowedUses": ["cert_signing", "crl_signing"],
+        }
+    )["certPem"]
     return cert, key
 
 
@@ -94,7 +102,9 @@ class Host:
 
     def lb_entry(self, **extra) -> dict:
         return {
-            "name": "lb-certificate", "parameter": PARAMETER, "format": "pem-certificate-and-key",
+            "name": "lb-certificate",
+            "parameter": PARAMETER,
+            "format": "pem-certificate-and-key",
             "files": [{"path": str(self.root / "certs/site.pem"), "mode": "0600", "owner": OWNER}],
             "validate": [["openssl", "x509", "-noout", "-in", "{files[0]}"], [*self.record("validated"), "{files[0]}"]],
             "reload": [self.record("reloaded")],
@@ -185,9 +195,13 @@ def test_a_database_bundle_is_split_verified_against_the_ca_and_flushed(ssm, hos
     (host.root / "ca.pem").write_text(ca_cert)
     tls = host.root / "tls"
     entry = {
-        "name": "db-tls", "parameter": "/webinfra/test/tls/web-01", "format": "pem-certificate-and-key",
-        "files": [{"path": str(tls / "server.pem"), "part": "certificates", "mode": "0644", "owner": OWNER},
-                  {"path": str(tls / "server-key.pem"), "part": "key", "mode": "0600", "owner": OWNER}],
+        "name": "db-tls",
+        "parameter": "/webinfra/test/tls/web-01",
+        "format": "pem-certificate-and-key",
+        "files": [
+            {"path": str(tls / "server.pem"), "part": "certificates", "mode": "0644", "owner": OWNER},
+            {"path": str(tls / "server-key.pem"), "part": "key", "mode": "0600", "owner": OWNER},
+        ],
         "validate": [["openssl", "verify", "-CAfile", str(host.root / "ca.pem"), "{files[0]}"]],
         "service": "mariadb",
         "reload": [host.record("flushed")],
@@ -219,9 +233,13 @@ def test_a_database_bundle_is_split_verified_against_the_ca_and_flushed(ssm, hos
 
 
 def test_one_refused_entry_does_not_hold_back_the_others(ssm, host):
-    allowlist = {"name": "allowlist", "parameter": "/webinfra/test/allowlist", "format": "text",
-                 "files": [{"path": str(host.root / "allowlist.txt"), "mode": "0644", "owner": OWNER}],
-                 "reload": [host.record("allowlist-reloaded")]}
+    allowlist = {
+        "name": "allowlist",
+        "parameter": "/webinfra/test/allowlist",
+        "format": "text",
+        "files": [{"path": str(host.root / "allowlist.txt"), "mode": "0644", "owner": OWNER}],
+        "reload": [host.record("allowlist-reloaded")],
+    }
     manifest = host.manifest([host.lb_entry(), allowlist])
     put(ssm, "garbage")
     put(ssm, "198.51.100.0/24\n203.0.113.7/32", "/webinfra/test/allowlist")
@@ -256,12 +274,15 @@ def test_a_missing_parameter_fails_after_bounded_retries():
     assert waits == [2, 2]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"format": "yaml"}, "unknown format"),
-    ({"files": [{"path": "/x", "part": "key"}], "format": "text"}, "wants part 'key'"),
-    ({"files": [{"path": "relative.pem"}]}, "absolute path"),
-    ({"restart": [["systemctl", "restart", "x"]]}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format": "yaml"}, "unknown format"),
+        ({"files": [{"path": "/x", "part": "key"}], "format": "text"}, "wants part 'key'"),
+        ({"files": [{"path": "relative.pem"}]}, "absolute path"),
+        ({"restart": [["systemctl", "restart", "x"]]}, "unknown keys"),
+    ],
+)
 def test_a_wrong_manifest_entry_is_refused_whole(host, change, message):
     with pytest.raises(ValueError, match=message):
         sync.load_manifest(host.manifest([{**host.lb_entry(), **change}]))

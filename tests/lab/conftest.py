@@ -3,6 +3,7 @@
 Needs root (namespaces, mounts, systemd-nspawn); .ci/run runs as root. Everything the tests send
 stays between the lab's own namespaces.
 """
+
 from __future__ import annotations
 
 import json

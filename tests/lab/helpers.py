@@ -1,4 +1,5 @@
 """Helpers the lab tests share: the lab's CLI, commands inside its hosts and its client, bounded load."""
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,31 @@ def client(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
-def load(url: str, requests: int, *, rate: float | None = None, duration: float = 60, timeout: float = 5,
-         cacert: str | None = None, concurrency: int = 1) -> dict:
+def load(
+    url: str,
+    requests: int,
+    *,
+    rate: float | None = None,
+    duration: float = 60,
+    timeout: float = 5,
+    cacert: str | None = None,
+    concurrency: int = 1,
+) -> dict:
     """Bounded GETs from the lab's internet (lab/loadgen.py); returns its JSON report."""
-    args = [sys.executable, "-m", "lab.loadgen", url, "--requests", str(requests), "--duration", str(duration),
-            "--timeout", str(timeout), "--concurrency", str(concurrency)]
+    args = [
+        sys.executable,
+        "-m",
+        "lab.loadgen",
+        url,
+        "--requests",
+        str(requests),
+        "--duration",
+        str(duration),
+        "--timeout",
+        str(timeout),
+        "--concurrency",
+        str(concurrency),
+    ]
     if cacert:
         args += ["--cacert", cacert]
     if rate:

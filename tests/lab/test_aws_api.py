@@ -1,4 +1,5 @@
 """The AWS API stand-in's loader, against moto: parameters arrive as SecureStrings."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -1,5 +1,6 @@
 """The lab's stand-in for AWS's agent buckets (no lab booted: the packages are built and the server
 runs on loopback, without root)."""
+
 import subprocess
 import threading
 
@@ -59,9 +60,25 @@ def test_the_packages_are_debian_packages_with_the_agents_files(bucket):
 def fetch(directory, port: int, url: str, name: str | None = None) -> subprocess.CompletedProcess:
     """curl `url` from the stand-in on loopback, verifying its certificate with the lab CA."""
     host = name or url.split("/")[2]
-    return subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", "10",
-                           "--cacert", str(directory / "ca.pem"), "--resolve", f"{host}:{port}:127.0.0.1",
-                           url.replace(f"{host}/", f"{host}:{port}/")], capture_output=True, text=True)
+    return subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "--max-time",
+            "10",
+            "--cacert",
+            str(directory / "ca.pem"),
+            "--resolve",
+            f"{host}:{port}:127.0.0.1",
+            url.replace(f"{host}/", f"{host}:{port}/"),
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_https_at_exactly_the_download_paths_and_every_request_logged(bucket):
@@ -72,7 +89,9 @@ def test_https_at_exactly_the_download_paths_and_every_request_logged(bucket):
         size = aws_downloads.served_path(directory, url).stat().st_size
         assert result.stdout == f"200 {size}", result.stderr
     # another bucket's path, or the right path on the other name: not there
-    wrong_host = SSM_URL.replace("https://s3.us-east-1.amazonaws.com", "https://amazoncloudwatch-agent-us-east-1.s3.us-east-1.amazonaws.com")
+    wrong_host = SSM_URL.replace(
+        "https://s3.us-east-1.amazonaws.com", "https://amazoncloudwatch-agent-us-east-1.s3.us-east-1.amazonaws.com"
+    )
     assert fetch(directory, port, wrong_host).stdout.startswith("404")
     assert fetch(directory, port, SSM_URL.replace("latest", "../latest")).stdout.startswith("404")
     log = (directory / "access.log").read_text().splitlines()

@@ -4,6 +4,7 @@ Tests run in file order: the disruptive ones (a host killed, the primary reboote
 Figures (failed requests, recovery gap, replication delay) are printed for the record and bounded
 loosely, not timed tightly: machines here are shared.
 """
+
 import contextlib
 import json
 import pathlib
@@ -37,8 +38,23 @@ CA = "/var/lib/webinfra-lab/lb-certificate.pem"  # the certificate the program e
 
 
 def post_message(url: str, text: str) -> dict:
-    result = client("curl", "-sS", "-m", "10", "--cacert", CA, "-X", "POST", "-H", "Content-Type: application/json",
-                    "-d", json.dumps({"text": text}), "-w", "\n%{http_code}", url + "api/messages")
+    result = client(
+        "curl",
+        "-sS",
+        "-m",
+        "10",
+        "--cacert",
+        CA,
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        json.dumps({"text": text}),
+        "-w",
+        "\n%{http_code}",
+        url + "api/messages",
+    )
     body, _, code = result.stdout.rpartition("\n")
     assert code == "201", f"POST answered {code}: {body} {result.stderr}"
     return json.loads(body)
@@ -56,6 +72,7 @@ def client_reachable(address: str, port: int) -> bool:
 
 
 # 1 -------------------------------------------------------------------------------------------------------
+
 
 def test_cloud_init_done_without_errors_and_services_enabled(running_lab):
     print(f"lab up to healthy: {running_lab['up_seconds']} s")
@@ -186,8 +203,10 @@ def test_agent_install_waits_for_the_package_lock_and_gives_up_loudly_after_its_
     assert agents.returncode == 0, agents.stdout + agents.stderr
     assert f"NOT INSTALLED: {package}; this host goes on without them" in agents.stderr, agents.stderr
     assert guest(host, "cat", "/var/lib/webinfra/agents-missing").stdout == f"{package}\n"
-    print(f"with the lock held past a 3 s bound, the installer failed after {failed_after:.1f} s:\n"
-          + "\n".join(line for line in output.splitlines() if "lock" in line))
+    print(
+        f"with the lock held past a 3 s bound, the installer failed after {failed_after:.1f} s:\n"
+        + "\n".join(line for line in output.splitlines() if "lock" in line)
+    )
 
     # released: the retry the message names installs it and clears the marker
     again = guest(host, "webinfra-install-agents", timeout=120)
@@ -288,6 +307,7 @@ def test_the_programs_declared_smoke_test_passes_every_check_on_the_lab(running_
 
 # 2 -------------------------------------------------------------------------------------------------------
 
+
 def test_round_robin_over_every_web_server(running_lab):
     report = load(running_lab["url"], 200, cacert=running_lab["ca_file"])
     assert report["sent"] == 200 and report["statuses"] == {"200": 200}, report["statuses"]
@@ -301,6 +321,7 @@ def test_round_robin_over_every_web_server(running_lab):
 
 
 # 3 -------------------------------------------------------------------------------------------------------
+
 
 def test_a_write_reaches_every_database_within_2_seconds(running_lab):
     text = f"replicated {time.time()}"
@@ -320,9 +341,13 @@ def test_a_write_reaches_every_database_within_2_seconds(running_lab):
 
 def test_a_direct_write_to_a_replica_is_refused(running_lab):
     replica = web_names(running_lab)[1]
-    result = guest(replica, "bash", "-c",
-                   ". /etc/webinfra/secrets/db-app.env; mariadb -u webinfra_app -p\"$WEBINFRA_DB_PASSWORD\" webinfra "
-                   "-e \"INSERT INTO messages (text, host) VALUES ('sneaky', 'test')\"")
+    result = guest(
+        replica,
+        "bash",
+        "-c",
+        '. /etc/webinfra/secrets/db-app.env; mariadb -u webinfra_app -p"$WEBINFRA_DB_PASSWORD" webinfra '
+        "-e \"INSERT INTO messages (text, host) VALUES ('sneaky', 'test')\"",
+    )
     assert result.returncode != 0 and "read-only" in result.stderr, result.stderr
     assert sql(replica, "SELECT COUNT(*) FROM webinfra.messages WHERE text='sneaky'") == "0"
 
@@ -351,6 +376,7 @@ def test_database_traffic_is_tls_and_replicas_verify_the_primary(running_lab):
 
 
 # 6 -------------------------------------------------------------------------------------------------------
+
 
 def test_security_groups_drop_forbidden_flows_and_pass_allowed_ones(running_lab):
     lb = hosts(running_lab, "lb")[0]
@@ -390,6 +416,7 @@ def test_host_firewalls_drop_forbidden_flows_even_without_security_groups(runnin
 
 # HTTPS ---------------------------------------------------------------------------------------------------
 
+
 def test_https_with_the_exported_certificate_and_http_redirects(running_lab):
     url = running_lab["url"]
     assert url.startswith("https://")
@@ -428,8 +455,22 @@ def test_https_with_the_exported_certificate_and_http_redirects(running_lab):
 
 def test_testssl_finds_no_weak_protocol_or_cipher(running_lab, tmp_path):
     report = tmp_path / "testssl.json"
-    result = client("testssl", "--quiet", "--color", "0", "--warnings", "off", "-p", "-s", "-f", "-h",
-                    "--jsonfile", str(report), running_lab["url"], timeout=300)
+    result = client(
+        "testssl",
+        "--quiet",
+        "--color",
+        "0",
+        "--warnings",
+        "off",
+        "-p",
+        "-s",
+        "-f",
+        "-h",
+        "--jsonfile",
+        str(report),
+        running_lab["url"],
+        timeout=300,
+    )
     findings = {f["id"]: f for f in json.loads(report.read_text())}
     summary = {
         key: findings[key]["finding"] for key in ("SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3", "HSTS_time")
@@ -458,7 +499,7 @@ def test_testssl_finds_no_weak_protocol_or_cipher(running_lab, tmp_path):
 def test_a_slow_headers_client_is_cut_off_after_the_timeout(running_lab):
     script = f"""
 import socket, time
-s = socket.create_connection(("{hosts(running_lab, 'lb')[0]['public_address']}", 80), timeout=30)
+s = socket.create_connection(("{hosts(running_lab, "lb")[0]["public_address"]}", 80), timeout=30)
 s.sendall(b"GET / HTTP/1.1\\r\\nHost: slow\\r\\n")
 start, answer = time.monotonic(), b""
 for n in range(25):  # one header line a second, never the blank line that ends the head
@@ -482,6 +523,7 @@ print(round(time.monotonic() - start, 1), answer.split(b"\\r\\n")[0].decode())
 
 
 # runtime configuration: a re-minted certificate reaches the running hosts ------------------------------------
+
 
 def parameter(running_lab, command: str, name: str, value: str | None = None) -> str:
     """get-parameter / put-parameter in the AWS API stand-in (the value on standard input, never argv)."""
@@ -577,8 +619,12 @@ def test_a_reminted_certificate_is_served_by_every_load_balancer_without_a_faile
             run = guest(lb["name"], "systemctl", "start", "webinfra-config-sync.service", timeout=120)
             assert run.returncode == 0, run.stdout + run.stderr
         wanted = fingerprint(value)
-        wait_until("every load balancer serving the new certificate",
-                   lambda: all(served_fingerprint(lb["public_address"]) == wanted for lb in lbs), 30, 0.2)
+        wait_until(
+            "every load balancer serving the new certificate",
+            lambda: all(served_fingerprint(lb["public_address"]) == wanted for lb in lbs),
+            30,
+            0.2,
+        )
         return time.monotonic() - began
 
     rate, duration = 20, 25
@@ -648,8 +694,18 @@ def test_a_database_certificate_the_replicas_would_refuse_is_not_installed(runni
     request = cert_request({"privateKeyPem": key, "subject": {"commonName": address}, "ipAddresses": [address]})[
         "certRequestPem"
     ]
-    stranger = locally_signed_cert({"certRequestPem": request, "caCertPem": ca_cert, "caPrivateKeyPem": ca_key,
-                                    "validityPeriodHours": 24, "allowedUses": ["server_auth"]})["certPem"] + key
+    stranger = (
+        locally_signed_cert(
+            {
+                "certRequestPem": request,
+                "caCertPem": ca_cert,
+                "caPrivateKeyPem": ca_key,
+                "validityPeriodHours": 24,
+                "allowedUses": ["server_auth"],
+            }
+        )["certPem"]
+        + key
+    )
     parameter(running_lab, "put-parameter", name, stranger)
     try:
         refused = guest(primary, "systemctl", "start", "webinfra-config-sync.service", timeout=120)
@@ -672,6 +728,7 @@ def test_a_database_certificate_the_replicas_would_refuse_is_not_installed(runni
 
 
 # monitoring ----------------------------------------------------------------------------------------------
+
 
 def metrics_in_the_aws_stand_in(running_lab) -> dict:
     result = aws_api(load_state(), "metrics", "webinfra/lab")
@@ -709,6 +766,7 @@ def haproxy_server_state(server: str) -> str:
 
 # 4 -------------------------------------------------------------------------------------------------------
 
+
 def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_up(running_lab):
     url, victim = running_lab["url"], web_names(running_lab)[-1]
     rate, duration = 20, 25
@@ -723,10 +781,12 @@ def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_u
     effect = disruption(report["records"], killed_at)
     failed, disturbed, window = effect["failed"], effect["disturbed"], effect["window"]
     served_after = {r["server"] for r in report["records"] if r["t"] > killed_at + window + 0.5}
-    print(f"kill {victim} under {rate} req/s (8 concurrent): {report['sent']} requests, {len(failed)} failed; "
-          f"{len(disturbed)} disturbed (failed or > 0.5 s, slowest {effect['slowest']:.2f} s); "
-          f"every request started {window:.2f} s or more after the kill succeeded at once; "
-          f"served afterwards by {sorted(served_after)}")
+    print(
+        f"kill {victim} under {rate} req/s (8 concurrent): {report['sent']} requests, {len(failed)} failed; "
+        f"{len(disturbed)} disturbed (failed or > 0.5 s, slowest {effect['slowest']:.2f} s); "
+        f"every request started {window:.2f} s or more after the kill succeeded at once; "
+        f"served afterwards by {sorted(served_after)}"
+    )
     assert len(failed) <= 3, failed
     assert window <= 5.0, disturbed
     assert victim not in served_after and served_after
@@ -749,6 +809,7 @@ def test_a_web_server_killed_under_load_leaves_the_rotation_and_rejoins_caught_u
 
 
 # 5 -------------------------------------------------------------------------------------------------------
+
 
 def test_the_primary_reboots_and_everything_returns_by_itself(running_lab):
     url, primary = running_lab["url"], web_names(running_lab)[0]
@@ -801,10 +862,12 @@ def test_the_active_load_balancer_killed_under_load_hands_over_the_elastic_ip(ru
     standby_host = load_state().host(standby)
     master_after = logged_at(standby_host, "webinfra-lb-state", "now MASTER") - kill_wall
     eip_after = logged_at(standby_host, "webinfra-lb-takeover", "now points at") - kill_wall
-    print(f"kill {active} (the active load balancer) under {rate} req/s (8 concurrent, 3 s client timeout): "
-          f"{report['sent']} requests, {len(failed)} failed (in flight on the dead one); {standby} became MASTER "
-          f"{master_after:.2f} s after the kill began and moved the Elastic IP in the EC2 API at {eip_after:.2f} s; "
-          f"longest time without a successful response {outage:.2f} s (from {outage_from - killed_at:+.2f} s)")
+    print(
+        f"kill {active} (the active load balancer) under {rate} req/s (8 concurrent, 3 s client timeout): "
+        f"{report['sent']} requests, {len(failed)} failed (in flight on the dead one); {standby} became MASTER "
+        f"{master_after:.2f} s after the kill began and moved the Elastic IP in the EC2 API at {eip_after:.2f} s; "
+        f"longest time without a successful response {outage:.2f} s (from {outage_from - killed_at:+.2f} s)"
+    )
     status = lab_status()
     assert status["floating_address_holder"] == standby, status
     assert status["elastic_ip_holder"] == standby, "the EC2 API (the moto server) does not show the Elastic IP moved"
@@ -838,6 +901,7 @@ def _try_post(url, text):
 
 # rate limit (after the load tests: it counts every request from the client's address) ----------------------
 
+
 def test_a_burst_over_the_rate_limit_gets_429_and_the_service_stays_up(running_lab):
     url = running_lab["url"]
     time.sleep(11)  # let the 10 s window forget the earlier tests
@@ -847,7 +911,16 @@ def test_a_burst_over_the_rate_limit_gets_429_and_the_service_stays_up(running_l
     assert set(burst["statuses"]) <= {"200", "429"}, burst["statuses"]
     # meanwhile the service is up for everyone else (another client address: a host in the VPC)
     lb = hosts(running_lab, "lb")[0]
-    other = guest(web_names(running_lab)[0], "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", f"https://{lb['address']}/health")
+    other = guest(
+        web_names(running_lab)[0],
+        "curl",
+        "-sk",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        f"https://{lb['address']}/health",
+    )
     assert other.stdout == "200", other.stdout + other.stderr
     # and the limited client is served again once its rate has decayed (HAProxy weighs in the
     # previous 10 s period, and denied requests count too: a client that keeps hammering stays out)
@@ -857,6 +930,7 @@ def test_a_burst_over_the_rate_limit_gets_429_and_the_service_stays_up(running_l
 
 
 # database failover (its own lab, with three web servers) -------------------------------------------------
+
 
 def promote(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -954,6 +1028,7 @@ def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(
 
 # ACME ------------------------------------------------------------------------------------------------------
 
+
 def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running_lab):
     up = lab("up", "--acme", timeout=1200, check=False)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -995,8 +1070,10 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
         assert renewal.returncode == 0, renewal.stdout + renewal.stderr
         report = json.loads(requests.communicate(timeout=90)[0])
         second = serial()
-        print(f"ACME: pebble issued {first}, forced renewal issued {second}; "
-              f"{report['sent']} requests during the renewal: {report['statuses']}")
+        print(
+            f"ACME: pebble issued {first}, forced renewal issued {second}; "
+            f"{report['sent']} requests during the renewal: {report['statuses']}"
+        )
         assert first != second and first.startswith("serial=")
         assert report["statuses"] == {"200": report["sent"]} and report["sent"] >= 300
         # The runtime-configuration sync never puts the stack's self-signed certificate back over it.
@@ -1011,6 +1088,7 @@ def test_acme_certificate_from_pebble_and_a_forced_renewal_drops_nothing(running
 
 
 # teardown --------------------------------------------------------------------------------------------------
+
 
 def test_down_removes_everything_even_after_a_crash(running_lab, tmp_path):
     # leftovers as a crash would leave them: a stray namespace and an overlay still mounted

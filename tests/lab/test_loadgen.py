@@ -1,4 +1,5 @@
 """The bounded load generator, against a local HTTP server on 127.0.0.1."""
+
 import http.server
 import threading
 
@@ -59,10 +60,10 @@ def test_disruption_counts_what_a_failure_did_from_its_moment_on():
     from lab.loadgen import disruption
 
     records = [
-        {"t": 1.0, "status": 200, "latency": 0.9},   # slow, but over before the failure: not disturbed
+        {"t": 1.0, "status": 200, "latency": 0.9},  # slow, but over before the failure: not disturbed
         {"t": 4.8, "status": 200, "latency": 10.0},  # in flight at the failure, held up
-        {"t": 5.2, "status": 502, "latency": 0.1},   # failed after it
-        {"t": 6.9, "status": 200, "latency": 0.7},   # held up
+        {"t": 5.2, "status": 502, "latency": 0.1},  # failed after it
+        {"t": 6.9, "status": 200, "latency": 0.7},  # held up
         {"t": 8.0, "status": 200, "latency": 0.05},  # through at once
     ]
     effect = disruption(records, since=5.0)

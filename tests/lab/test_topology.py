@@ -1,5 +1,6 @@
 """The lab's plan and network rules, derived from the program's declarations (no lab booted here,
 except `nft -c` in a throw-away namespace to check the rulesets are valid)."""
+
 import gzip
 import os
 import subprocess

@@ -3,6 +3,7 @@ writes replicated to some or all of them, HTTPS with HSTS and an HTTP redirect),
 in each way the smoke test must name. In-process for tests/ops/test_smoke.py; as a process
 (`python -m tests.ops.fake_site`) inside a network namespace for the test that runs the program's
 declared smoke command against it at the stack's own address and ports."""
+
 from __future__ import annotations
 
 import argparse

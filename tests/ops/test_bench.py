@@ -1,5 +1,6 @@
 """scripts/bench's parts that need no lab: wrk's output read right (from a real wrk run against a
 server on loopback), percentiles, and the report naming the machine and the commands."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

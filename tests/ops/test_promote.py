@@ -1,5 +1,6 @@
 """scripts/promote's decisions, with a scripted runner; its SSM runner against moto. The lab test
 (tests/lab/test_lab.py) runs the real thing on real MariaDB servers."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -47,9 +48,13 @@ def test_sequence_is_read_from_domain_zero():
 
 
 def test_the_most_advanced_replica_is_promoted_and_the_others_follow_it():
-    hosts = FakeHosts({"web-01": {"up": False, "role": "primary", "gtid": "0-1-30"},
-                       "web-02": {"up": True, "role": "replica", "gtid": "0-1-28"},
-                       "web-03": {"up": True, "role": "replica", "gtid": "0-1-29"}})
+    hosts = FakeHosts(
+        {
+            "web-01": {"up": False, "role": "primary", "gtid": "0-1-30"},
+            "web-02": {"up": True, "role": "replica", "gtid": "0-1-28"},
+            "web-03": {"up": True, "role": "replica", "gtid": "0-1-29"},
+        }
+    )
     chosen = promote.run_promotion(hosts, servers(), say=lambda *_: None)
     assert chosen.name == "web-03"
     promoted = [s for h, s in hosts.log if h == "web-03" and "RESET SLAVE ALL" in s]
@@ -59,9 +64,13 @@ def test_the_most_advanced_replica_is_promoted_and_the_others_follow_it():
 
 
 def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
-    hosts = FakeHosts({"web-01": {"up": True, "role": "primary", "gtid": "0-1-31"},
-                       "web-02": {"up": True, "role": "replica", "gtid": "0-1-30"},
-                       "web-03": {"up": True, "role": "replica", "gtid": "0-1-29"}})
+    hosts = FakeHosts(
+        {
+            "web-01": {"up": True, "role": "primary", "gtid": "0-1-31"},
+            "web-02": {"up": True, "role": "replica", "gtid": "0-1-30"},
+            "web-03": {"up": True, "role": "replica", "gtid": "0-1-29"},
+        }
+    )
     with pytest.raises(PromotionRefused, match="web-01 has transactions up to 0-1-31 that no replica has"):
         promote.run_promotion(hosts, servers(), say=lambda *_: None)
     assert not [s for _, s in hosts.log if "RESET SLAVE ALL" in s]
@@ -77,17 +86,25 @@ def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
 
 
 def test_refuses_when_no_replica_answers():
-    hosts = FakeHosts({"web-01": {"up": False, "role": "primary", "gtid": ""},
-                       "web-02": {"up": False, "role": "replica", "gtid": ""},
-                       "web-03": {"up": False, "role": "replica", "gtid": ""}})
+    hosts = FakeHosts(
+        {
+            "web-01": {"up": False, "role": "primary", "gtid": ""},
+            "web-02": {"up": False, "role": "replica", "gtid": ""},
+            "web-03": {"up": False, "role": "replica", "gtid": ""},
+        }
+    )
     with pytest.raises(PromotionRefused, match="no replica answers"):
         promote.run_promotion(hosts, servers(), say=lambda *_: None)
 
 
 def test_dry_run_changes_nothing():
-    hosts = FakeHosts({"web-01": {"up": True, "role": "primary", "gtid": "0-1-5"},
-                       "web-02": {"up": True, "role": "replica", "gtid": "0-1-5"},
-                       "web-03": {"up": True, "role": "replica", "gtid": "0-1-5"}})
+    hosts = FakeHosts(
+        {
+            "web-01": {"up": True, "role": "primary", "gtid": "0-1-5"},
+            "web-02": {"up": True, "role": "replica", "gtid": "0-1-5"},
+            "web-03": {"up": True, "role": "replica", "gtid": "0-1-5"},
+        }
+    )
     said: list[str] = []
     promote.run_promotion(hosts, servers(), dry_run=True, say=said.append)
     assert said[-1] == "dry run: would promote web-02"

@@ -1,6 +1,7 @@
 """scripts/smoke against a small site on loopback that behaves like the stack (round-robin backends
 naming themselves, writes replicated to some or all of them, HTTPS with HSTS and an HTTP redirect),
 and that can be broken in each way the smoke test must name. The lab test runs it on the real stack."""
+
 from __future__ import annotations
 
 import io
@@ -69,12 +70,15 @@ def test_a_write_that_does_not_replicate_is_named_with_the_backend(site):
     assert code == 1 and "write: message 1 was acknowledged but not read back from web-02" in out, out
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("untrusted", "https: the certificate does not verify"),
-    ("no hsts", "https: no Strict-Transport-Security header"),
-    ("no redirect", "https: http:// answered 200"),
-    ("expiring", "https: the certificate expires in 89 days"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("untrusted", "https: the certificate does not verify"),
+        ("no hsts", "https: no Strict-Transport-Security header"),
+        ("no redirect", "https: http:// answered 200"),
+        ("expiring", "https: the certificate expires in 89 days"),
+    ],
+)
 def test_https_problems_are_named(site, breakage, message):
     kwargs: dict[str, object] = {}
     if breakage == "untrusted":
@@ -98,8 +102,18 @@ def test_it_waits_bounded_and_shows_progress_until_the_site_serves(site):
 
 
 def test_the_command_line_exits_non_zero_naming_the_check_and_refuses_bad_arguments(site):
-    command = [str(REPO / "scripts/smoke"), site.url, "--cacert", site.cacert, "--http-port", str(site.http_port),
-               "--backends", "web-01,web-09", "--timeout", "0"]
+    command = [
+        str(REPO / "scripts/smoke"),
+        site.url,
+        "--cacert",
+        site.cacert,
+        "--http-port",
+        str(site.http_port),
+        "--backends",
+        "web-01,web-09",
+        "--timeout",
+        "0",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "rotation: web-09 not in the rotation" in result.stdout, (
         result.stdout + result.stderr

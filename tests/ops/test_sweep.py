@@ -1,5 +1,6 @@
 """scripts/sweep against moto: a stack's leftovers are found and removed in dependency order; untagged
 and other-project (or other-stack) resources are never touched; a dry run changes nothing."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """scripts/wait-healthy against moto: only health reported by this very instance, after its launch, counts;
 the wait is bounded and says what was missing."""
+
 from __future__ import annotations
 
 import datetime
@@ -45,8 +46,16 @@ def report(clients, value: float, at: datetime.datetime, host: str = "lb-01", st
 def run(clients, instance_id, **kwargs) -> tuple[int, str, list[float]]:
     out = io.StringIO()
     slept: list[float] = []
-    code = wait_healthy.wait(clients, stack="dev", host="lb-01", instance_id=instance_id, out=out, sleep=slept.append,
-                             clock=lambda: sum(slept), **{"timeout": 60, "interval": 15, **kwargs})
+    code = wait_healthy.wait(
+        clients,
+        stack="dev",
+        host="lb-01",
+        instance_id=instance_id,
+        out=out,
+        sleep=slept.append,
+        clock=lambda: sum(slept),
+        **{"timeout": 60, "interval": 15, **kwargs},
+    )
     return code, out.getvalue(), slept
 
 
@@ -127,6 +136,7 @@ class Refusing:
 
         def call(**kwargs):
             raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "not authorized"}}, name)
+
         return call
 
 
@@ -137,8 +147,17 @@ def test_refused_credentials_fail_at_once_naming_the_rights_needed():
     def refusing(service: str) -> Any:  # stands in for either client
         return Refusing()
 
-    code = wait_healthy.wait(refusing, stack="dev", host="lb-01", instance_id="i-1", out=out,
-                             sleep=slept.append, clock=lambda: sum(slept), timeout=60, interval=15)
+    code = wait_healthy.wait(
+        refusing,
+        stack="dev",
+        host="lb-01",
+        instance_id="i-1",
+        out=out,
+        sleep=slept.append,
+        clock=lambda: sum(slept),
+        timeout=60,
+        interval=15,
+    )
     assert code == 1 and slept == [], out.getvalue()
     assert (
         "UnauthorizedOperation" in out.getvalue()
@@ -162,9 +181,15 @@ def test_only_whole_minutes_after_the_launch_count_whatever_its_second(launch_se
     minute = launched.replace(second=0)
 
     def best(stamp: datetime.datetime) -> float | None:
-        return wait_healthy.healthy_since(cast(Any, Points([stamp])), stack="dev", host="lb-01",
-                                          metric="HealthyBackends", since=launched, at_least=1,
-                                          now=launched + datetime.timedelta(minutes=5))
+        return wait_healthy.healthy_since(
+            cast(Any, Points([stamp])),
+            stack="dev",
+            host="lb-01",
+            metric="HealthyBackends",
+            since=launched,
+            at_least=1,
+            now=launched + datetime.timedelta(minutes=5),
+        )
 
     assert (best(minute) is not None) == (launch_second == 0)
     after = best(minute + datetime.timedelta(minutes=1))

@@ -1,5 +1,6 @@
 """The policy pack's validators: each on a good and a bad resource, then every resource the program
 declares (under mocks) through all of them: zero violations."""
+
 import base64
 import gzip
 
@@ -15,8 +16,14 @@ from pulumi_policy import (
 from lab.mock_cloud import run_program
 from policy import rules
 
-OPTIONS = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
-                                custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
+OPTIONS = PolicyResourceOptions(
+    protect=False,
+    ignore_changes=[],
+    delete_before_replace=None,
+    aliases=[],
+    custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+    additional_secret_outputs=[],
+)
 
 
 def args(resource_type: str, props: dict, name: str = "thing") -> ResourceValidationArgs:
@@ -27,8 +34,10 @@ def args(resource_type: str, props: dict, name: str = "thing") -> ResourceValida
 
 def collecting(found: list[str]) -> rules.Report:
     """A report callback that keeps each message."""
+
     def report(message: str, urn: object = None) -> None:
         found.append(message)
+
     return report
 
 
@@ -146,8 +155,14 @@ def test_every_policy_cites_its_rule_ids():
 
 def test_a_fixed_address_instance_replaced_create_before_delete_is_refused():
     fixed = {**GOOD_INSTANCE, "privateIp": "10.0.0.11"}
-    delete_first = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=True, aliases=[],
-                                         custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
+    delete_first = PolicyResourceOptions(
+        protect=False,
+        ignore_changes=[],
+        delete_before_replace=True,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+    )
     found: list[str] = []
     rules.fixed_address_delete_before_replace(args(rules.INSTANCE, fixed), collecting(found))
     assert len(found) == 1 and "InvalidIPAddress.InUse" in found[0]
@@ -160,9 +175,14 @@ def test_a_fixed_address_instance_replaced_create_before_delete_is_refused():
 
 def declared_args(resource) -> ResourceValidationArgs:
     """A declared resource with the options the program gave it (recorded by the mocks' transform)."""
-    options = PolicyResourceOptions(protect=False, ignore_changes=resource.options.get("ignore_changes", []),
-                                    delete_before_replace=resource.options.get("delete_before_replace"), aliases=[],
-                                    custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
+    options = PolicyResourceOptions(
+        protect=False,
+        ignore_changes=resource.options.get("ignore_changes", []),
+        delete_before_replace=resource.options.get("delete_before_replace"),
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+    )
     return ResourceValidationArgs(resource.type, resource.inputs, f"urn:{resource.name}", resource.name, options, None)
 
 
