@@ -24,6 +24,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 
 from lab import acme as lab_acme
@@ -647,7 +648,7 @@ def main(argv: list[str]) -> int:
         prog="scripts/lab",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog=textwrap.indent(__doc__.split("\n\n", 1)[1], "    "),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="boot the lab stack")

@@ -1,7 +1,8 @@
 """The fixed settings of the servers' software (server-defaults.yaml), loaded and checked once.
 
 One typed section per program. The loader refuses a table with a setting missing, unknown or of the
-wrong type, and durations or sizes the servers would not read, naming the setting; the templates
+wrong type, durations or sizes the servers would not read, numbers outside what the server accepts,
+and settings that contradict each other, naming each setting; the templates
 read the sections as `haproxy.…`, `nginx.…` (provisioning/render.py passes them to every template).
 """
 
@@ -18,20 +19,26 @@ import yaml
 
 DEFAULTS_FILE = pathlib.Path(__file__).resolve().parent / "server-defaults.yaml"
 
-# What HAProxy, nginx and gunicorn's template all read the same way (gunicorn's are turned into
-# seconds by the template): a whole number and a unit.
-_DURATION = re.compile(r"^[0-9]+(ms|s)$")
+# What HAProxy and nginx both read the same way: a whole number and a unit.
+_DURATION = re.compile(r"^[0-9]+(ms|s|m)$")
+# gunicorn takes whole seconds (the template writes the number), and 0 would turn its timeout off.
+_WHOLE_SECONDS = re.compile(r"^[1-9][0-9]*s$")
 _SIZE = re.compile(r"^[0-9]+[km]?$")
 
-
 # Written out at each field (`field(metadata=DURATION)`), so that type checkers see a field without a default.
-DURATION = {"format": ("a duration such as 500ms or 10s", _DURATION)}
+DURATION = {"format": ("a duration such as 500ms, 10s or 1m", _DURATION)}
+WHOLE_SECONDS = {"format": ("whole seconds, at least 1, such as 30s", _WHOLE_SECONDS)}
 SIZE = {"format": ("a size such as 16k", _SIZE)}
+PORT = {"range": (1, 65535)}
+# The load balancer's other listeners: HTTP, HTTPS and certbot's ACME answerer (render.ACME_PORT).
+LB_PORTS_TAKEN = (80, 443, 8888)
 
 
 def seconds(duration: str) -> float:
-    """500ms → 0.5, 10s → 10.0."""
-    return float(duration[:-2]) / 1000 if duration.endswith("ms") else float(duration[:-1])
+    """500ms → 0.5, 10s → 10.0, 1m → 60.0."""
+    if duration.endswith("ms"):
+        return float(duration[:-2]) / 1000
+    return float(duration[:-1]) * (60 if duration.endswith("m") else 1)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class HaproxyDefaults:
     retries: int
     hsts_max_age: int
     health_check_host: str
-    stats_port: int
+    stats_port: int = field(metadata=PORT)
     stats_refresh: str = field(metadata=DURATION)
 
 
@@ -98,8 +105,8 @@ class NginxDefaults:
 @dataclass(frozen=True)
 class GunicornDefaults:
     workers: int
-    timeout: str = field(metadata=DURATION)
-    graceful_timeout: str = field(metadata=DURATION)
+    timeout: str = field(metadata=WHOLE_SECONDS)
+    graceful_timeout: str = field(metadata=WHOLE_SECONDS)
 
     @property
     def timeout_seconds(self) -> int:
@@ -118,14 +125,15 @@ class MariadbDefaults:
 
 @dataclass(frozen=True)
 class KeepalivedDefaults:
-    advert_interval: int
+    advert_interval: int = field(metadata={"range": (1, 255)})  # VRRPv2: whole seconds in one byte
     check_interval: int
     check_timeout: int
+    check_request_timeout: int
     check_fall: int
     check_rise: int
-    router_id: int
-    priority_lb_01: int
-    priority_lb_02: int
+    router_id: int = field(metadata={"range": (1, 255)})
+    priority_lb_01: int = field(metadata={"range": (1, 254)})  # 255 is the address owner's, which neither is
+    priority_lb_02: int = field(metadata={"range": (1, 254)})
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,9 @@ def _section(cls: type, name: str, raw: object, problems: list[str]) -> Any:
             continue
         if expected is int and value <= 0:
             problems.append(f"{setting}: {value} must be above 0")
+        if "range" in spec.metadata and not spec.metadata["range"][0] <= value <= spec.metadata["range"][1]:
+            low, high = spec.metadata["range"]
+            problems.append(f"{setting}: {value} is outside {low}-{high}")
         if "format" in spec.metadata:
             description, pattern = spec.metadata["format"]
             if not pattern.match(value):
@@ -192,9 +203,36 @@ def load(path: pathlib.Path = DEFAULTS_FILE) -> ServerDefaults:
     for unknown in sorted(set(raw) - set(sections)):
         problems.append(f"{unknown}: unknown section (known: {', '.join(sections)})")
     loaded = {name: _section(cls, name, raw.get(name, {}), problems) for name, cls in sections.items()}
+    if not problems:
+        problems += _contradictions(ServerDefaults(**loaded))
     if problems:
         raise ServerDefaultsError(f"{path.name}: " + "; ".join(problems))
     return ServerDefaults(**loaded)
+
+
+def _contradictions(table: ServerDefaults) -> list[str]:
+    """Settings that are each valid but wrong together."""
+    haproxy, nginx, gunicorn, keepalived = table.haproxy, table.nginx, table.gunicorn, table.keepalived
+    rules = [
+        (
+            seconds(haproxy.client_table_expire) > 10,
+            "haproxy.client_table_expire must be over the 10 s the rate limit counts requests in",
+        ),
+        (haproxy.stats_port not in LB_PORTS_TAKEN, f"haproxy.stats_port must not be one of {LB_PORTS_TAKEN}"),
+        (
+            seconds(nginx.proxy_read_timeout) >= seconds(gunicorn.timeout),
+            "nginx.proxy_read_timeout must be at least gunicorn.timeout (nginx would give up on a live worker)",
+        ),
+        (
+            keepalived.check_request_timeout < keepalived.check_timeout,
+            "keepalived.check_request_timeout must be below check_timeout (the request's own verdict comes first)",
+        ),
+        (
+            keepalived.priority_lb_01 != keepalived.priority_lb_02,
+            "keepalived.priority_lb_01 and priority_lb_02 must differ (the first election needs a winner)",
+        ),
+    ]
+    return [message for holds, message in rules if not holds]
 
 
 SERVER_DEFAULTS = load()

@@ -114,7 +114,7 @@ def test_a_single_load_balancer_has_no_readiness_gate(program):
 
 
 def test_vrrp_is_allowed_between_the_load_balancers_only(pair):
-    from tests.components.test_network import EGRESS, INGRESS
+    from tests.components.helpers import EGRESS, INGRESS
 
     vrrp = [r for r in pair.of_type(INGRESS) + pair.of_type(EGRESS) if r.inputs["ipProtocol"] == "112"]
     assert sorted(
@@ -124,7 +124,7 @@ def test_vrrp_is_allowed_between_the_load_balancers_only(pair):
 
 
 def test_without_a_pair_there_is_no_vrrp_and_no_ec2_permission(program):
-    from tests.components.test_network import EGRESS, INGRESS
+    from tests.components.helpers import EGRESS, INGRESS
 
     assert not [r for r in program.of_type(INGRESS) + program.of_type(EGRESS) if r.inputs["ipProtocol"] != "tcp"]
     for policy in program.of_type("aws:iam/rolePolicy:RolePolicy"):

@@ -3,9 +3,8 @@
 import pytest
 
 from lab.mock_cloud import run_program
+from tests.components.helpers import EGRESS, INGRESS
 
-INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 WORLD = ("0.0.0.0/0", "::/0")
 
 

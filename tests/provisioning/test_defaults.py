@@ -12,7 +12,7 @@ import yaml
 from provisioning import defaults, render
 from provisioning.defaults import SERVER_DEFAULTS, ServerDefaultsError
 from tests.helpers import require_tool
-from tests.provisioning.test_render import ACME, BACKENDS_2, FACTS, PAIR, files_of, web_config
+from tests.provisioning.helpers import ACME, BACKENDS_2, FACTS, PAIR, files_of, web_config
 
 
 def test_the_table_loads_with_every_setting_typed_and_explained():
@@ -42,9 +42,12 @@ def test_a_wrong_table_is_refused_naming_every_wrong_setting(tmp_path):
         raw["haproxy"]["timeout_clint"] = raw["haproxy"].pop("timeout_client")  # misspelt: unknown and missing
         raw["haproxy"]["retries"]["value"] = True  # a bool is not a count
         raw["haproxy"]["timeout_server"]["value"] = 10  # a duration needs its unit
-        raw["haproxy_health_check"]["inter"]["value"] = "1m"  # minutes: not every server reads them alike
+        raw["haproxy_health_check"]["inter"]["value"] = "1.5s"  # HAProxy reads whole numbers only
         raw["nginx"]["client_max_body_size"]["value"] = "16 KB"
         raw["gunicorn"]["workers"]["value"] = 0
+        raw["gunicorn"]["timeout"]["value"] = "400ms"  # gunicorn would read 0: no timeout at all
+        raw["keepalived"]["priority_lb_01"]["value"] = 300
+        raw["haproxy"]["stats_port"]["value"] = 70000
         raw["mariadb"]["semi_sync_timeout_ms"]["why"] = ""
         raw["keepalived"]["router_id"] = 51  # the value alone, without why
         raw["haproxy_health_checks"] = {}  # a section no program reads
@@ -57,14 +60,42 @@ def test_a_wrong_table_is_refused_naming_every_wrong_setting(tmp_path):
         "haproxy.timeout_client: missing",
         "haproxy.retries: True is not a int",
         "haproxy.timeout_server: 10 is not a str",
-        "haproxy_health_check.inter: '1m' is not a duration such as 500ms or 10s",
+        "haproxy_health_check.inter: '1.5s' is not a duration such as 500ms, 10s or 1m",
         "nginx.client_max_body_size: '16 KB' is not a size such as 16k",
         "gunicorn.workers: 0 must be above 0",
+        "gunicorn.timeout: '400ms' is not whole seconds, at least 1",
+        "keepalived.priority_lb_01: 300 is outside 1-254",
+        "haproxy.stats_port: 70000 is outside 1-65535",
         "mariadb.semi_sync_timeout_ms: `why` must say why",
         "keepalived.router_id: write it as `value` and `why`",
         "haproxy_health_checks: unknown section",
     ):
         assert named in message, (named, message)
+
+
+def test_settings_that_contradict_each_other_are_refused(tmp_path):
+    def contradict(raw):
+        raw["haproxy"]["client_table_expire"]["value"] = "5s"  # shorter than the 10 s it counts in
+        raw["haproxy"]["stats_port"]["value"] = render.ACME_PORT
+        raw["nginx"]["proxy_read_timeout"]["value"] = "20s"  # nginx would give up before gunicorn does
+        raw["keepalived"]["check_request_timeout"]["value"] = 2
+        raw["keepalived"]["priority_lb_02"]["value"] = raw["keepalived"]["priority_lb_01"]["value"]
+
+    with pytest.raises(ServerDefaultsError) as refused:
+        defaults.load(_broken_copy(tmp_path, contradict))
+    message = str(refused.value)
+    for named in (
+        "haproxy.client_table_expire must be over the 10 s",
+        "haproxy.stats_port must not be one of (80, 443, 8888)",
+        "nginx.proxy_read_timeout must be at least gunicorn.timeout",
+        "keepalived.check_request_timeout must be below check_timeout",
+        "keepalived.priority_lb_01 and priority_lb_02 must differ",
+    ):
+        assert named in message, (named, message)
+
+
+def test_durations_read_as_the_servers_read_them():
+    assert [defaults.seconds(d) for d in ("500ms", "10s", "1m")] == [0.5, 10.0, 60.0]
 
 
 def test_an_unchanged_copy_loads_to_the_same_settings(tmp_path):

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import pathlib
 import subprocess
-from typing import Any
 
 import jinja2
 import pytest
@@ -16,43 +15,17 @@ import yaml
 
 from provisioning import render
 from provisioning.defaults import SERVER_DEFAULTS, HealthCheck
-from provisioning.render import Backend, StackFacts
 from tests.helpers import require_tool
-
-FACTS = StackFacts(
-    stack="dev",
-    region="eu-west-1",
-    vpc_cidr="10.0.0.0/16",
-    ssm_prefix="/webinfra/dev",
-    max_replication_lag_seconds=30,
-    rate_limit_per_10s=200,
-    lb_addresses=("10.0.0.5",),
-    web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
+from tests.provisioning.helpers import (
+    ACME,
+    BACKENDS_2,
+    BACKENDS_20,
+    FACTS,
+    PAIR,
+    files_of,
+    run,
+    web_config,
 )
-PAIR = dataclasses.replace(FACTS, lb_addresses=("10.0.0.5", "10.0.1.5"))
-DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the stack's database CA: public, in user-data)\n-----END CERTIFICATE-----\n"
-
-
-def web_config(*args, **kwargs) -> str:
-    return render.web_cloud_config(*args, db_ca=DB_CA, **kwargs)
-
-
-ACME: dict[str, Any] = {
-    "domain": "www.example.com",
-    "acme_email": "ops@example.com",
-    "acme_server": "https://acme.example.com/dir",
-}
-BACKENDS_2 = [Backend("web-01", "10.0.0.11"), Backend("web-02", "10.0.1.12")]
-BACKENDS_20 = [Backend(f"web-{n:02d}", f"10.0.{n % 3}.{10 + n}") for n in range(1, 21)]
-
-
-def files_of(cloud_config: str) -> dict[str, dict]:
-    return {f["path"]: f for f in yaml.safe_load(cloud_config)["write_files"]}
-
-
-def run(*command, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, input=input)
-
 
 # --- pure rendering ---------------------------------------------------------------------------------
 

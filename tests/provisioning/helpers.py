@@ -1,0 +1,46 @@
+"""What the provisioning tests share: a stack's facts, backends, and reading rendered user-data."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from typing import Any
+
+import yaml
+
+from provisioning import render
+from provisioning.render import Backend, StackFacts
+
+FACTS = StackFacts(
+    stack="dev",
+    region="eu-west-1",
+    vpc_cidr="10.0.0.0/16",
+    ssm_prefix="/webinfra/dev",
+    max_replication_lag_seconds=30,
+    rate_limit_per_10s=200,
+    lb_addresses=("10.0.0.5",),
+    web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
+)
+PAIR = dataclasses.replace(FACTS, lb_addresses=("10.0.0.5", "10.0.1.5"))
+DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the stack's database CA: public, in user-data)\n-----END CERTIFICATE-----\n"
+
+
+def web_config(*args, **kwargs) -> str:
+    return render.web_cloud_config(*args, db_ca=DB_CA, **kwargs)
+
+
+ACME: dict[str, Any] = {
+    "domain": "www.example.com",
+    "acme_email": "ops@example.com",
+    "acme_server": "https://acme.example.com/dir",
+}
+BACKENDS_2 = [Backend("web-01", "10.0.0.11"), Backend("web-02", "10.0.1.12")]
+BACKENDS_20 = [Backend(f"web-{n:02d}", f"10.0.{n % 3}.{10 + n}") for n in range(1, 21)]
+
+
+def files_of(cloud_config: str) -> dict[str, dict]:
+    return {f["path"]: f for f in yaml.safe_load(cloud_config)["write_files"]}
+
+
+def run(*command, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, input=input)
