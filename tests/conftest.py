@@ -3,6 +3,9 @@ import pytest
 from lab.mock_cloud import ProgramRun, run_program
 from tests.helpers import WEB_COUNTS
 
+# scripts/test --repeat N: the pass count of each test at the end
+pytest_plugins = ["tests.repeat_report"]
+
 
 @pytest.fixture(scope="session")
 def programs() -> dict[int, ProgramRun]:
