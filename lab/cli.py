@@ -10,6 +10,8 @@ scripts/lab smoke                  run the program's declared smoke test again, 
 scripts/lab ready                  run a pair's declared readiness gate (lb-02 waits for lb-01 to serve)
 scripts/lab kill HOST              power a host off hard (its port goes quiet, like a dead instance)
 scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
+scripts/lab blackhole HOST         cut a running host's network silently (every packet lost, no RST, no ICMP)
+scripts/lab heal HOST              give a black-holed host its network back
 scripts/lab sg on|off              enforce the declared security groups, or let every flow through
 scripts/lab down                   remove everything the lab made (idempotent, also after a crash)
 """
@@ -547,6 +549,7 @@ def down(quiet: bool = False) -> dict[str, int]:
 
 def status(as_json: bool) -> int:
     plan = load_state()
+    cut = network.blackholed()
     rows = []
     for host in plan.hosts:
         rows.append(
@@ -558,6 +561,7 @@ def status(as_json: bool) -> int:
                 "public_address": host.public_ip,
                 "netns": host.netns,
                 "running": lab_hosts.is_running(host),
+                "blackholed": host.veth in cut,
                 "cloud_init": cloud_init_state(host),
             }
         )
@@ -590,11 +594,11 @@ def status(as_json: bool) -> int:
             else ""
         )
     )
-    print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<9}cloud-init")
+    print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<12}cloud-init")
     for r in rows:
         print(
             f"{r['name']:<8}{r['role']:<6}{(r['db_role'] or '-'):<9}{r['address']:<14}{r['public_address']:<17}"
-            f"{'yes' if r['running'] else 'no':<9}{r['cloud_init']}"
+            f"{('black-holed' if r['blackholed'] else 'yes') if r['running'] else 'no':<12}{r['cloud_init']}"
         )
     return 0
 
@@ -631,6 +635,13 @@ def start(name: str) -> int:
         time.sleep(0.2)
     print(f"{name} booting")
     return 0 if lab_hosts.is_running(host) else 1
+
+
+def blackhole(name: str, on: bool) -> int:
+    host = load_state().host(name)
+    network.set_blackhole(host, on=on)
+    print(f"{name} black-holed: its packets vanish" if on else f"{name} reachable again")
+    return 0
 
 
 def security_groups(setting: str) -> int:
@@ -675,7 +686,12 @@ def main(argv: list[str]) -> int:
     p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
     p_client = sub.add_parser("client", help="run a command in the client namespace (the internet)")
     p_client.add_argument("cmd", nargs=argparse.REMAINDER)
-    for name, text in (("kill", "power a host off hard"), ("start", "boot a stopped host")):
+    for name, text in (
+        ("kill", "power a host off hard"),
+        ("start", "boot a stopped host"),
+        ("blackhole", "cut a host's network silently"),
+        ("heal", "give a black-holed host its network back"),
+    ):
         sub.add_parser(name, help=text).add_argument("host")
     p_sg = sub.add_parser("sg", help="security-group enforcement on or off")
     p_sg.add_argument("setting", choices=("on", "off"))
@@ -713,6 +729,8 @@ def main(argv: list[str]) -> int:
             return kill(args.host)
         if args.command == "start":
             return start(args.host)
+        if args.command in ("blackhole", "heal"):
+            return blackhole(args.host, on=args.command == "blackhole")
         if args.command == "sg":
             return security_groups(args.setting)
     except (LabError, KeyError, RuntimeError, ValueError) as error:

@@ -11,6 +11,7 @@ else: no route or NAT leads out of the lab.
 from __future__ import annotations
 
 import ipaddress
+import json
 import pathlib
 import subprocess
 
@@ -31,6 +32,7 @@ CLIENT_NS = "wi-client"
 BRIDGE = "vpc0"
 INTERNET_LINK = "v-inet"
 SG_TABLE = "webinfra_sg"
+BLACKHOLE_TABLE = "webinfra_blackhole"
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -69,6 +71,7 @@ def create_cloud(plan: LabPlan) -> None:
     # The client reaches public addresses through the gateway, and nothing else.
     ip("-n", CLIENT_NS, "route", "add", str(PUBLIC_NETWORK), "via", GATEWAY_INTERNET_ADDRESS)
     apply_ruleset(gateway_ruleset(plan, bridge=BRIDGE, internet_link=INTERNET_LINK))
+    apply_ruleset(BLACKHOLE_RULESET)
     set_security_groups(plan, enabled=True)
 
 
@@ -88,6 +91,50 @@ def attach_host(plan: LabPlan, host: Host) -> None:
 def set_link(host: Host, up: bool) -> None:
     """A dead host's port goes quiet (no ARP, no RST), as an EC2 instance that lost power."""
     ip("-n", CLOUD_NS, "link", "set", host.veth, "up" if up else "down")
+
+
+# A black-holed host keeps running, but every IP packet to or from its port on the VPC's bridge
+# vanishes: no RST, no ICMP, as an EC2 instance whose network died. ARP still passes, as in a VPC,
+# where no neighbour ever fails: senders see silence, not "host unreachable".
+BLACKHOLE_RULESET = f"""
+table bridge {BLACKHOLE_TABLE} {{
+    set ports {{ type ifname; }}
+    chain forward {{
+        type filter hook forward priority -200; policy accept;
+        ether type {{ ip, ip6 }} iifname @ports drop
+        ether type {{ ip, ip6 }} oifname @ports drop
+    }}
+    chain input {{
+        type filter hook input priority -200; policy accept;
+        ether type {{ ip, ip6 }} iifname @ports drop
+    }}
+    chain output {{
+        type filter hook output priority -200; policy accept;
+        ether type {{ ip, ip6 }} oifname @ports drop
+    }}
+}}
+"""
+
+
+def set_blackhole(host: Host, on: bool) -> None:
+    """Cut (or restore) every IP packet of a host's link, silently."""
+    action = "add" if on else "delete"
+    result = in_ns(
+        CLOUD_NS, "nft", action, "element", "bridge", BLACKHOLE_TABLE, "ports", f"{{ {host.veth} }}", check=False
+    )
+    if result.returncode != 0 and on:
+        raise RuntimeError(f"cannot black-hole {host.name}: {result.stderr.strip()}")
+
+
+def blackholed() -> set[str]:
+    """The ports (veths) black-holed now."""
+    listed = in_ns(CLOUD_NS, "nft", "-j", "list", "set", "bridge", BLACKHOLE_TABLE, "ports", check=False)
+    if listed.returncode != 0:
+        return set()
+    for item in json.loads(listed.stdout)["nftables"]:
+        if "set" in item:
+            return {e for e in item["set"].get("elem", []) if isinstance(e, str)}
+    return set()
 
 
 def apply_ruleset(text: str) -> None:
