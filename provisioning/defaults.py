@@ -51,6 +51,7 @@ class HaproxyDefaults:
     timeout_connect: str = field(metadata=DURATION)
     timeout_client: str = field(metadata=DURATION)
     timeout_server: str = field(metadata=DURATION)
+    timeout_server_read: str = field(metadata=DURATION)
     timeout_http_request: str = field(metadata=DURATION)
     timeout_http_keep_alive: str = field(metadata=DURATION)
     timeout_queue: str = field(metadata=DURATION)
@@ -60,6 +61,18 @@ class HaproxyDefaults:
     health_check_host: str
     stats_port: int = field(metadata=PORT)
     stats_refresh: str = field(metadata=DURATION)
+
+
+_COLON_LIST = re.compile(r"^[A-Za-z0-9_-]+(:[A-Za-z0-9_-]+)*$")
+COLON_LIST = {"format": ("a list of names joined by colons", _COLON_LIST)}
+
+
+@dataclass(frozen=True)
+class HaproxyTlsDefaults:
+    min_version: str = field(metadata={"format": ("TLSv1.2 or TLSv1.3", re.compile(r"^TLSv1\.[23]$"))})
+    ciphers: str = field(metadata=COLON_LIST)
+    ciphersuites: str = field(metadata=COLON_LIST)
+    curves: str = field(metadata=COLON_LIST)
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ class KeepalivedDefaults:
 @dataclass(frozen=True)
 class ServerDefaults:
     haproxy: HaproxyDefaults
+    haproxy_tls: HaproxyTlsDefaults
     haproxy_health_check: HealthCheck
     nginx: NginxDefaults
     gunicorn: GunicornDefaults
@@ -217,6 +231,10 @@ def _contradictions(table: ServerDefaults) -> list[str]:
         (
             seconds(haproxy.client_table_expire) > 10,
             "haproxy.client_table_expire must be over the 10 s the rate limit counts requests in",
+        ),
+        (
+            seconds(haproxy.timeout_server_read) < seconds(haproxy.timeout_server),
+            "haproxy.timeout_server_read must be below timeout_server (reads are the ones that can be replayed)",
         ),
         (haproxy.stats_port not in LB_PORTS_TAKEN, f"haproxy.stats_port must not be one of {LB_PORTS_TAKEN}"),
         (

@@ -496,6 +496,19 @@ def test_testssl_finds_no_weak_protocol_or_cipher(running_lab, tmp_path):
     assert result.returncode in (0, 1) or findings  # testssl's exit code counts findings; the report is the verdict
 
 
+def test_sslyze_finds_the_public_listener_compliant_with_mozillas_intermediate_profile(running_lab):
+    # An independent scanner with Mozilla's published profile built in: versions, ciphers, curves (X448
+    # and secp521r1, which OpenSSL offers by default, would fail it), the certificate (type, curve,
+    # lifespan, its chain to the stack's CA), and the TLS vulnerabilities it knows.
+    host = running_lab["url"].removeprefix("https://").rstrip("/")
+    sslyze = [sys.executable, "-m", "sslyze", "--mozilla_config=intermediate"]
+    result = client(*sslyze, f"--certinfo_ca_file={running_lab['ca_file']}", f"{host}:443", timeout=300)
+    verdict = [line.strip() for line in result.stdout.splitlines() if "intermediate" in line.lower()]
+    print(f"sslyze {host}:443 against Mozilla intermediate: {verdict}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert any("is compliant with Mozilla's intermediate configuration" in line for line in verdict), verdict
+
+
 def test_a_slow_headers_client_is_cut_off_after_the_timeout(running_lab):
     script = f"""
 import socket, time

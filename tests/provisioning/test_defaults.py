@@ -77,6 +77,7 @@ def test_settings_that_contradict_each_other_are_refused(tmp_path):
     def contradict(raw):
         raw["haproxy"]["client_table_expire"]["value"] = "5s"  # shorter than the 10 s it counts in
         raw["haproxy"]["stats_port"]["value"] = render.ACME_PORT
+        raw["haproxy"]["timeout_server_read"]["value"] = "10s"  # a read would wait as long as a write
         raw["nginx"]["proxy_read_timeout"]["value"] = "20s"  # nginx would give up before gunicorn does
         raw["keepalived"]["check_request_timeout"]["value"] = 2
         raw["keepalived"]["priority_lb_02"]["value"] = raw["keepalived"]["priority_lb_01"]["value"]
@@ -87,6 +88,7 @@ def test_settings_that_contradict_each_other_are_refused(tmp_path):
     for named in (
         "haproxy.client_table_expire must be over the 10 s",
         "haproxy.stats_port must not be one of (80, 443, 8888)",
+        "haproxy.timeout_server_read must be below timeout_server",
         "nginx.proxy_read_timeout must be at least gunicorn.timeout",
         "keepalived.check_request_timeout must be below check_timeout",
         "keepalived.priority_lb_01 and priority_lb_02 must differ",
