@@ -5,6 +5,9 @@
 Sends at most N GET requests (at R per second when given, C at a time) and stops after S seconds
 whatever happens; prints one JSON report: status counts, X-Served-By counts, and per-request records
 (start offset, status, server, latency) so callers can measure gaps. Targets only the URL given.
+With --write, each request is instead a POST of a new message (`{"text": "loadgen write #i"}`, URL
+being the app's /api/messages), and each record also holds the stored message's id when the write
+was acknowledged (201), so callers can check that no acknowledged write was lost.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def one_request(
-    url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None
-) -> tuple[int, str | None]:
+    url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None, body: bytes | None = None
+) -> tuple[int, str | None, bytes]:
+    """GET, or POST `body` as JSON; returns the status (0: no answer), X-Served-By and the response body."""
     if not url.hostname:
         raise ValueError(f"{url.geturl()!r} names no host")
     connection: http.client.HTTPConnection
@@ -35,12 +39,17 @@ def one_request(
     else:
         connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
     try:
-        connection.request("GET", url.path or "/", headers={"Connection": "close"})
+        headers = {"Connection": "close"}
+        if body is None:
+            connection.request("GET", url.path or "/", headers=headers)
+        else:
+            connection.request(
+                "POST", url.path or "/", body=body, headers={**headers, "Content-Type": "application/json"}
+            )
         response = connection.getresponse()
-        response.read()
-        return response.status, response.getheader("X-Served-By")
+        return response.status, response.getheader("X-Served-By"), response.read()
     except (OSError, http.client.HTTPException):
-        return 0, None  # no answer: refused, reset or timed out
+        return 0, None, b""  # no answer: refused, reset or timed out
     finally:
         connection.close()
 
@@ -53,6 +62,7 @@ def run(
     timeout: float,
     concurrency: int = 1,
     cafile: str | None = None,
+    write: bool = False,
 ) -> dict:
     """Request i is due at i/rate seconds; `concurrency` workers take the due requests in order, so
     one request stuck on a dead server does not hold back the others."""
@@ -76,13 +86,18 @@ def run(
             offset = time.monotonic() - started
             if offset > duration:
                 return
-            status, server = one_request(target, timeout, context)
-            record = {
+            body = json.dumps({"text": f"loadgen write #{index}"}).encode() if write else None
+            status, server, answer = one_request(target, timeout, context, body)
+            record: dict = {
                 "t": round(offset, 3),
                 "status": status,
                 "server": server,
                 "latency": round(time.monotonic() - started - offset, 4),
             }
+            if write:
+                record["index"] = index
+                if status == 201:
+                    record["id"] = json.loads(answer)["id"]
             with lock:
                 records.append(record)
 
@@ -109,9 +124,10 @@ def run(
 
 
 def stream_from_client(
-    url: str, rate: int, duration: int, *, timeout: float, cacert: str, concurrency: int = 8
+    url: str, rate: float, duration: int, *, timeout: float, cacert: str, concurrency: int = 8, write: bool = False
 ) -> subprocess.Popen:
-    """A bounded stream of GETs from the lab's internet, in the background: `.communicate()` gives its report."""
+    """A bounded stream of GETs (or, with `write`, POSTs of new messages to `url`, the app's
+    /api/messages) from the lab's internet, in the background: `.communicate()` gives its report."""
     from lab.network import CLIENT_NS  # here, not at the top: this module also runs alone inside the namespace
 
     return subprocess.Popen(
@@ -125,7 +141,7 @@ def stream_from_client(
             "lab.loadgen",
             url,
             "--requests",
-            str(rate * duration),
+            str(int(rate * duration)),
             "--rate",
             str(rate),
             "--duration",
@@ -136,6 +152,7 @@ def stream_from_client(
             str(concurrency),
             "--cacert",
             cacert,
+            *(["--write"] if write else []),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -174,11 +191,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--cacert", help="CA file to verify an https URL with")
+    parser.add_argument("--write", action="store_true", help="POST a new message per request (URL: /api/messages)")
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 100_000 or args.duration > 600 or not 1 <= args.concurrency <= 64:
         parser.error("at most 100000 requests, 600 seconds and 64 concurrent requests")
     json.dump(
-        run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency, args.cacert), sys.stdout
+        run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency, args.cacert, args.write),
+        sys.stdout,
     )
     return 0
 

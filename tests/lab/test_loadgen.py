@@ -1,6 +1,7 @@
 """The bounded load generator, against a local HTTP server on 127.0.0.1."""
 
 import http.server
+import json
 import threading
 
 import pytest
@@ -21,6 +22,16 @@ def server():
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            Handler.count += 1
+            stored = self.path == "/api/messages" and self.headers["Content-Type"] == "application/json"
+            answer = json.dumps({"id": 1000 + Handler.count, "text": body["text"]}).encode()
+            self.send_response(201 if stored else 400)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, *args):
             pass
@@ -49,6 +60,16 @@ def test_failures_and_refused_connections_are_recorded(server):
 def test_rate_and_duration_bound_the_run(server):
     report = loadgen.run(server + "/", 1000, 20, 1.0, 2)
     assert 15 <= report["sent"] <= 22 and report["elapsed"] < 3
+
+
+def test_writes_post_a_new_message_each_and_record_the_acknowledged_ids(server):
+    report = loadgen.run(server + "/api/messages", 5, None, 10, 2, write=True)
+    assert report["statuses"] == {"201": 5}
+    records = sorted(report["records"], key=lambda r: r["index"])
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
+    assert len({r["id"] for r in records}) == 5 and all(r["id"] > 1000 for r in records)
+    refused = loadgen.run(server + "/elsewhere", 2, None, 10, 2, write=True)
+    assert refused["statuses"] == {"400": 2} and not any("id" in r for r in refused["records"])
 
 
 def test_limits_are_enforced():
