@@ -2,6 +2,10 @@
 
 Needs root (namespaces, mounts, systemd-nspawn); .ci/run runs as root. Everything the tests send
 stays between the lab's own namespaces.
+
+When a test that uses the lab fails, everything needed to diagnose it (tests/lab/diagnostics.py) is
+kept under .lab/diagnostics/ before the next test or the teardown changes the lab; the failure's
+report and the run's summary say where. WEBINFRA_LAB_KEEP_ON_FAILURE=1 also leaves the lab up.
 """
 
 from __future__ import annotations
@@ -15,19 +19,52 @@ import pytest
 from tests.lab.helpers import lab
 
 LAB_TIMEOUT = 1200  # a first image build included
+KEPT = pytest.StashKey[list]()
 
 
 @pytest.fixture(scope="session")
-def running_lab():
+def running_lab(request):
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (sudo scripts/test); CI runs them as root")
     began = time.monotonic()
     up = lab("up", timeout=LAB_TIMEOUT, check=False)
     print(up.stdout)
     if up.returncode != 0:
+        keep_diagnostics(request.config, "lab-up")
         lab("down", check=False)
         pytest.fail(f"scripts/lab up failed:\n{up.stdout}\n{up.stderr}")
     status = json.loads(lab("status", "--json").stdout)
     status["up_seconds"] = round(time.monotonic() - began, 1)
     yield status
+    if os.environ.get("WEBINFRA_LAB_KEEP_ON_FAILURE") and request.session.testsfailed:
+        print("WEBINFRA_LAB_KEEP_ON_FAILURE: a test failed, the lab stays up (remove it with scripts/lab down)")
+        return
     lab("down", check=False)
+
+
+def keep_diagnostics(config: pytest.Config, label: str) -> str:
+    from tests.lab.diagnostics import collect  # imports the lab's CLI: only when a lab test failed
+
+    try:
+        where = str(collect(label=label))
+    except Exception as error:  # noqa: BLE001 - the test's own failure is what the report is about
+        where = f"(collecting the lab diagnostics failed: {error!r})"
+    config.stash.setdefault(KEPT, []).append((label, where))
+    return where
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "running_lab" in getattr(item, "fixturenames", ()) and call.when == "call":
+        where = keep_diagnostics(item.config, item.name)
+        report.sections.append(("lab diagnostics", f"kept in {where}"))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    kept = config.stash.get(KEPT, [])
+    if kept:
+        terminalreporter.section("lab diagnostics of the failures")
+        for label, where in kept:
+            terminalreporter.write_line(f"{label}: {where}")
