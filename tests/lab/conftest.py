@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import pytest
 
-from tests.lab.helpers import lab
+from tests.lab.helpers import LOADGEN_RECORDS, lab
 
 LAB_TIMEOUT = 1200  # a first image build included
 KEPT = pytest.StashKey[list]()
@@ -26,6 +27,7 @@ KEPT = pytest.StashKey[list]()
 def running_lab(request):
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (sudo scripts/test); CI runs them as root")
+    shutil.rmtree(LOADGEN_RECORDS, ignore_errors=True)  # an earlier run's records are not this run's
     began = time.monotonic()
     up = lab("up", timeout=LAB_TIMEOUT, check=False)
     print(up.stdout)
@@ -40,6 +42,34 @@ def running_lab(request):
         print("WEBINFRA_LAB_KEEP_ON_FAILURE: a test failed, the lab stays up (remove it with scripts/lab down)")
         return
     lab("down", check=False)
+
+
+@pytest.fixture
+def healthy_lab(request, running_lab):
+    """The lab for a disruptive test: checked healthy before it starts. Found unhealthy (a test before
+    it failed), it is repaired (hosts started or healed), and if that is not enough within 3 minutes,
+    rebuilt (down, up); the output says which, and why."""
+    from tests.lab.health import lab_status, problems, repair
+
+    found = problems(lab_status())
+    if found:
+        print(f"\nlab unhealthy before {request.node.name}: {'; '.join(found)}")
+        keep_diagnostics(request.config, f"unhealthy-before-{request.node.name}")
+        print(f"repaired: {', '.join(repair(lab_status())) or 'nothing to start or heal'}; waiting for health")
+        deadline = time.monotonic() + 180
+        while (found := problems(lab_status())) and time.monotonic() < deadline:
+            time.sleep(5)
+        if found:
+            print(f"still unhealthy ({'; '.join(found)}): rebuilding the lab (down, up)")
+            lab("down", check=False)
+            up = lab("up", timeout=LAB_TIMEOUT, check=False)
+            if up.returncode != 0:
+                pytest.fail(f"rebuilding the lab failed:\n{up.stdout}\n{up.stderr}")
+            running_lab.update(lab_status())
+            if found := problems(lab_status()):
+                pytest.fail(f"a rebuilt lab is unhealthy: {found}")
+        print("lab healthy again")
+    return running_lab
 
 
 def keep_diagnostics(config: pytest.Config, label: str) -> str:

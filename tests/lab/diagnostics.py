@@ -6,7 +6,8 @@ For every host: its journal (every boot: the journal is persistent), its cloud-i
 units, its TCP connections, and its console (also of a stopped host). For every database:
 SHOW SLAVE STATUS, SHOW MASTER STATUS, the GTID positions, the semi-synchronous replication status
 and the server's threads. For every load balancer: HAProxy's server states and keepalived's state.
-For the lab: its status and its own logs (the AWS API stand-in's, the image builds'). Nothing here
+For the lab: its status and its own logs (the AWS API stand-in's, the image builds'), and the load
+generators' records of the run (every request: when, status, server, latency). Nothing here
 changes the lab; a command that fails or hangs is recorded as such and the rest is still collected.
 """
 
@@ -129,6 +130,9 @@ def collect(directory: pathlib.Path | None = None, label: str = "manual") -> pat
         shutil.copytree(
             LOGS, directory / "lab-logs", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.deb", "*.tar*")
         )
+    loadgen = REPO / ".lab" / "loadgen"  # the load generators' records of this run (tests/lab/helpers.py)
+    if loadgen.exists():
+        shutil.copytree(loadgen, directory / "loadgen", dirs_exist_ok=True)
     links = network.ip("-n", network.CLOUD_NS, "-br", "link", check=False)
     (directory / "cloud-links.txt").write_text(links.stdout + links.stderr)
     for host in plan.hosts:

@@ -80,3 +80,13 @@ def wait_until(what: str, check, seconds: float, interval: float = 0.5):
             return value
         time.sleep(interval)
     pytest.fail(f"{what}: not within {seconds} s")
+
+
+LOADGEN_RECORDS = REPO / ".lab" / "loadgen"  # ignored by git (/.lab/); kept with a failure's diagnostics
+
+
+def keep_loadgen_report(label: str, report: dict) -> dict:
+    """Keep a load generator's report (every request's record) where a failure's diagnostics will find it."""
+    LOADGEN_RECORDS.mkdir(parents=True, exist_ok=True)
+    (LOADGEN_RECORDS / f"{label}.json").write_text(json.dumps(report, indent=1))
+    return report
