@@ -618,3 +618,21 @@ def test_host_programs_ship_as_their_source_without_comments_and_run(tmp_path):
     program.write_text(files["/usr/local/sbin/webinfra-config-sync"]["content"])
     result = run("/usr/bin/python3", str(program), "--help")
     assert result.returncode == 0 and "runtime configuration from SSM" in result.stdout, result.stderr
+
+
+def test_every_service_a_host_runs_restarts_by_itself_after_a_crash():
+    import configparser
+
+    def restart_of(unit_text: str) -> str | None:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read_string(unit_text)
+        return parser.get("Service", "Restart", fallback=None)
+
+    web = files_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
+    pair = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
+    for files, service in ((web, "nginx"), (web, "mariadb"), (pair, "keepalived")):
+        drop_in = files[f"/etc/systemd/system/{service}.service.d/webinfra-restart.conf"]["content"]
+        assert restart_of(drop_in) == "on-failure", service
+    assert restart_of(web["/etc/systemd/system/webinfra-app.service"]["content"]) == "on-failure"
+    # HAProxy: Debian's own unit (the package the hosts install is the one installed here)
+    assert restart_of(pathlib.Path("/lib/systemd/system/haproxy.service").read_text()) == "always"
