@@ -547,7 +547,8 @@ def down(quiet: bool = False) -> dict[str, int]:
 # --- status, exec, kill, start, sg --------------------------------------------------------------------------
 
 
-def status(as_json: bool) -> int:
+def status_report() -> dict:
+    """What `scripts/lab status --json` prints: the lab's hosts and addresses, as they are now."""
     plan = load_state()
     cut = network.blackholed()
     rows = []
@@ -578,6 +579,13 @@ def status(as_json: bool) -> int:
         "floating_address_holder": floating_address_holder(plan),
         "hosts": rows,
     }
+    return report
+
+
+def status(as_json: bool) -> int:
+    plan = load_state()
+    report = status_report()
+    rows = report["hosts"]
     if as_json:
         print(json.dumps(report, indent=2))
         return 0

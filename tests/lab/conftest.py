@@ -46,27 +46,25 @@ def running_lab(request):
 
 @pytest.fixture
 def healthy_lab(request, running_lab):
-    """The lab for a disruptive test: checked healthy before it starts. Found unhealthy (a test before
-    it failed), it is repaired (hosts started or healed), and if that is not enough within 3 minutes,
-    rebuilt (down, up); the output says which, and why."""
-    from tests.lab.health import lab_status, problems, repair
+    """The lab for a disruptive test: checked healthy before it starts (lab/health.py). Found unhealthy
+    (a test before it failed), it is repaired (hosts started or healed), and if that is not enough within
+    3 minutes, rebuilt (down, up); the output says which, and why."""
+    from lab import health
 
-    found = problems(lab_status())
+    found = health.problems()
     if found:
         print(f"\nlab unhealthy before {request.node.name}: {'; '.join(found)}")
         keep_diagnostics(request.config, f"unhealthy-before-{request.node.name}")
-        print(f"repaired: {', '.join(repair(lab_status())) or 'nothing to start or heal'}; waiting for health")
-        deadline = time.monotonic() + 180
-        while (found := problems(lab_status())) and time.monotonic() < deadline:
-            time.sleep(5)
+        print(f"repaired: {', '.join(health.repair()) or 'nothing to start or heal'}; waiting for health")
+        _, found = health.wait_healthy(180, every=5)
         if found:
             print(f"still unhealthy ({'; '.join(found)}): rebuilding the lab (down, up)")
             lab("down", check=False)
             up = lab("up", timeout=LAB_TIMEOUT, check=False)
             if up.returncode != 0:
                 pytest.fail(f"rebuilding the lab failed:\n{up.stdout}\n{up.stderr}")
-            running_lab.update(lab_status())
-            if found := problems(lab_status()):
+            running_lab.update(json.loads(lab("status", "--json").stdout))
+            if found := health.problems():
                 pytest.fail(f"a rebuilt lab is unhealthy: {found}")
         print("lab healthy again")
     return running_lab

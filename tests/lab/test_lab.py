@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from lab import health
 from lab.aws_downloads import CTL_CALLS
 from lab.cli import DOWNLOADS, aws_api, load_state
 from lab.hosts import logged_at
@@ -822,6 +823,8 @@ def test_a_web_server_lost_under_load_costs_no_read_and_rejoins_with_every_write
     assert all(writes_since - 3.5 <= r["t"] <= writes_since + 2.5 for r in failed_writes), failed_writes
     assert victim not in served_after and served_after
     assert haproxy_server_state(victim) == "DOWN", "HAProxy's metrics do not show the lost server down"
+    named = health.problems()
+    assert f"{victim} {'not running' if fault == 'kill' else 'black-holed'}" in named, named
     dead = smoke(url, web_names(running_lab))
     assert dead.returncode == 1 and f"rotation: {victim} not in the rotation" in dead.stdout, dead.stdout + dead.stderr
 
@@ -837,6 +840,8 @@ def test_a_web_server_lost_under_load_costs_no_read_and_rejoins_with_every_write
             lambda: sql(host, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == str(len(acknowledged)),  # noqa: B023 (called at once)
             30,
         )
+    _, still = health.wait_healthy(60)
+    assert not still, still
     print(
         f"{victim} back in rotation {rejoined:.1f} s after `{'start' if fault == 'kill' else 'heal'}`, "
         f"with all {len(acknowledged)} acknowledged writes, as every other database"

@@ -1,21 +1,25 @@
-"""Is the lab as a fresh `lab up` leaves it? What a disruptive test checks before it starts, so that one
-test's failure (a host left down, cut off, or out of the rotation) is named and repaired, not inherited
-by the next test as a failure of its own."""
+"""Is the lab as a fresh `lab up` leaves it? Checked before a disruptive test or a benchmarked fault,
+and after one until it has healed: one fault's leftovers (a host left down, cut off, or out of the
+rotation) are named and repaired, not inherited by the next as a failure of its own."""
 
 from __future__ import annotations
 
-import json
+import time
 
-from tests.lab.helpers import guest, lab
-
-
-def lab_status() -> dict:
-    return json.loads(lab("status", "--json").stdout)
+from lab import cli, network
+from lab import hosts as lab_hosts
 
 
-def _backend_states(lb: str) -> dict[str, str]:
+def _guest(name: str, *command: str) -> str:
+    try:
+        return lab_hosts.guest_command(cli.load_state().host(name), list(command), timeout=15).stdout
+    except (RuntimeError, TimeoutError) as error:  # stopped meanwhile
+        return f"({error})"
+
+
+def backend_states(lb: str) -> dict[str, str]:
     """HAProxy's view from one load balancer: web server → its state (UP, DOWN, ...)."""
-    metrics = guest(lb, "curl", "-fsS", "-m", "5", "http://127.0.0.1:8404/metrics", timeout=15).stdout
+    metrics = _guest(lb, "curl", "-fsS", "-m", "5", "http://127.0.0.1:8404/metrics")
     states = {}
     for line in metrics.splitlines():
         if line.startswith("haproxy_server_status{") and 'proxy="web"' in line and line.endswith(" 1"):
@@ -24,8 +28,9 @@ def _backend_states(lb: str) -> dict[str, str]:
     return states
 
 
-def problems(status: dict) -> list[str]:
+def problems(status: dict | None = None) -> list[str]:
     """What differs from a healthy lab, in words; empty when healthy."""
+    status = status or cli.status_report()
     found = []
     if not status["security_groups"]:
         found.append("security groups not enforced")
@@ -35,19 +40,18 @@ def problems(status: dict) -> list[str]:
         if not host["running"]:
             found.append(f"{name} not running")
             continue
-        if host.get("blackholed"):
+        if host["blackholed"]:
             found.append(f"{name} black-holed")
         if host["role"] == "web":
-            health = guest(name, "curl", "-sS", "-m", "3", "http://127.0.0.1/health", timeout=15).stdout
+            health = _guest(name, "curl", "-sS", "-m", "3", "http://127.0.0.1/health")
             if '"healthy":true' not in health:
                 found.append(f"{name} unhealthy: {health.strip()[:200] or 'no answer'}")
         else:
-            states = _backend_states(name)
+            states = backend_states(name)
             down = {web: states.get(web, "absent") for web in webs if states.get(web) != "UP"}
             if down:
                 found.append(f"{name}'s HAProxy: {down}")
-    lbs = [h for h in status["hosts"] if h["role"] == "lb"]
-    if len(lbs) == 2:
+    if len([h for h in status["hosts"] if h["role"] == "lb"]) == 2:
         holder = status["floating_address_holder"]
         if not holder or status["elastic_ip_holder"] != holder:
             found.append(
@@ -56,18 +60,27 @@ def problems(status: dict) -> list[str]:
     return found
 
 
-def repair(status: dict) -> list[str]:
+def repair(status: dict | None = None) -> list[str]:
     """The cheap repairs: start stopped hosts, heal black-holed ones, enforce the security groups.
     Returns what was done."""
+    status = status or cli.status_report()
     done = []
     if not status["security_groups"]:
-        lab("sg", "on")
+        network.set_security_groups(cli.load_state(), enabled=True)
         done.append("security groups enforced again")
     for host in status["hosts"]:
         if not host["running"]:
-            lab("start", host["name"])
+            cli.start(host["name"])
             done.append(f"{host['name']} started")
-        elif host.get("blackholed"):
-            lab("heal", host["name"])
+        elif host["blackholed"]:
+            cli.blackhole(host["name"], on=False)
             done.append(f"{host['name']} healed")
     return done
+
+
+def wait_healthy(seconds: float, every: float = 1.0) -> tuple[float, list[str]]:
+    """Wait until the lab is healthy, at most `seconds`: (seconds it took, what is still wrong)."""
+    began = time.monotonic()
+    while (found := problems()) and time.monotonic() - began < seconds:
+        time.sleep(every)
+    return time.monotonic() - began, found
