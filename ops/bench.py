@@ -1,6 +1,7 @@
 """scripts/bench: measure the infrastructure in the lab, and write docs/BENCHMARKS.md.
 
     sudo scripts/bench [--output docs/BENCHMARKS.md] [--quick]
+    sudo scripts/bench --faults [--output docs/FAULTS.md] [--quick]
 
 Boots its own lab (`scripts/lab up`, the lab stack with the rate limit raised so that load is not
 answered 429), then measures, all in one run so that ratios compare like with like:
@@ -16,6 +17,9 @@ answered 429), then measures, all in one run so that ratios compare like with li
   5. evaluation time of the whole program under Pulumi mocks as webCount grows
   6. (the lab stack runs a load-balancer pair) the active load balancer killed hard under constant
      load: when the standby takes over, when it has moved the Elastic IP, and what clients saw
+
+With --faults, only the fault matrix (ops/faults.py: each fault under load, what clients saw, the
+time until healed, writes lost), on its own lab, into docs/FAULTS.md.
 
 Bounded: every load has a fixed duration and count; the lab is removed at the end. Machines here
 are shared and noisy: compare the ratios within one run, not absolute numbers across runs.
@@ -38,10 +42,11 @@ import time
 from collections.abc import Sequence
 
 from lab.loadgen import disruption, longest_outage, stream_from_client
+from ops import faults
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CA = "/var/lib/webinfra-lab/lb-certificate.pem"
-BENCH_SETTINGS = ["rateLimitPer10s=100000"]  # the load below is one client address
+BENCH_SETTINGS = [f"rateLimitPer10s={faults.BENCH_RATE_LIMIT}"]  # the load below is one client address
 
 
 def sh(
@@ -147,23 +152,11 @@ def lb_names(status: dict) -> list[str]:
 
 
 def set_health_checks(status: dict, kind: str) -> None:
-    """Render HAProxy's config with the project's or HAProxy's default check settings onto every LB."""
+    """HAProxy's config with the project's or HAProxy's default check settings, onto every LB."""
     from provisioning.defaults import SERVER_DEFAULTS, HealthCheck
-    from provisioning.render import Backend, haproxy_config
 
-    backends = [Backend(h["name"], h["address"]) for h in status["hosts"] if h["role"] == "web"]
     check = SERVER_DEFAULTS.haproxy_health_check if kind == "project" else HealthCheck.haproxy_defaults()
-    for lb in lb_names(status):
-        config = haproxy_config(lb, backends, rate_limit_per_10s=100000, check=check)
-        guest(
-            lb,
-            "sh",
-            "-c",
-            "cat > /etc/haproxy/haproxy.cfg.bench && haproxy -c -q -f /etc/haproxy/haproxy.cfg.bench && "
-            "mv /etc/haproxy/haproxy.cfg.bench /etc/haproxy/haproxy.cfg && systemctl reload haproxy",
-            input=config,
-        )
-    time.sleep(3)
+    faults.install_haproxy_config(faults.BENCH_RATE_LIMIT, check)
 
 
 def wait_in_rotation(url: str, name: str, seconds: float = 180) -> float:
@@ -508,6 +501,31 @@ def _lb_failover_section(run: dict) -> list[str]:
     ]
 
 
+def fault_matrix(output: str, quick: bool, raw: str | None) -> int:
+    m = machine()
+    try:
+        log("▸ lab up")
+        lab("up", *[item for setting in BENCH_SETTINGS for item in ("--set", setting)], timeout=1800)
+        log("▸ 7. the fault matrix")
+        rows = faults.matrix(quick, log=log)
+    finally:
+        lab("down", check=False)
+    command = "sudo scripts/bench --faults" + (" --quick" if quick else "")
+    lines = [
+        "# Fault matrix",
+        "",
+        f"Measured by `{command}` on {m['date']} (root; it boots and removes its own lab). Machine: {m['cpu']}, "
+        f"{m['cores']} cores, shared with every host of the lab and the load generators.",
+        "",
+        *faults.markdown(rows)[1:],
+    ]
+    (REPO / output).write_text("\n".join(lines) + "\n")
+    if raw:
+        pathlib.Path(raw).write_text(json.dumps({"machine": m, "faults": rows}, indent=2))
+    log(f"✓ wrote {REPO / output}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["writer"]:
         url, rate, seconds, cacert = argv[1], float(argv[2]), float(argv[3]), argv[4]
@@ -520,8 +538,9 @@ def main(argv: list[str]) -> int:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument(
-        "--output", default="docs/BENCHMARKS.md", help="the report to write (default docs/BENCHMARKS.md)"
+        "--output", help="the report to write (default docs/BENCHMARKS.md, with --faults docs/FAULTS.md)"
     )
+    parser.add_argument("--faults", action="store_true", help="only the fault matrix, into docs/FAULTS.md")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument(
         "--quick", action="store_true", help="shorter loads (a check that the benchmark runs, not figures)"
@@ -539,6 +558,9 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("scripts/bench boots the lab: run it as root (sudo scripts/bench)", file=sys.stderr)
         return 1
+    if args.faults:
+        return fault_matrix(args.output or "docs/FAULTS.md", args.quick, args.json)
+    args.output = args.output or "docs/BENCHMARKS.md"
     duration, kill_seconds, lag_seconds, repeats = (3, 12, 5, 1) if args.quick else (10, 25, 20, 3)
     results: dict = {"machine": machine()}
     try:
