@@ -501,15 +501,7 @@ def _lb_failover_section(run: dict) -> list[str]:
     ]
 
 
-def fault_matrix(output: str, quick: bool, raw: str | None) -> int:
-    m = machine()
-    try:
-        log("▸ lab up")
-        lab("up", *[item for setting in BENCH_SETTINGS for item in ("--set", setting)], timeout=1800)
-        log("▸ 7. the fault matrix")
-        rows = faults.matrix(quick, log=log)
-    finally:
-        lab("down", check=False)
+def fault_report(m: dict, rows: list[dict], quick: bool) -> str:
     command = "sudo scripts/bench --faults" + (" --quick" if quick else "")
     lines = [
         "# Fault matrix",
@@ -519,7 +511,19 @@ def fault_matrix(output: str, quick: bool, raw: str | None) -> int:
         "",
         *faults.markdown(rows)[1:],
     ]
-    (REPO / output).write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def fault_matrix(output: str, quick: bool, raw: str | None) -> int:
+    m = machine()
+    try:
+        log("▸ lab up")
+        lab("up", *[item for setting in BENCH_SETTINGS for item in ("--set", setting)], timeout=1800)
+        log("▸ 7. the fault matrix")
+        rows = faults.matrix(quick, log=log)
+    finally:
+        lab("down", check=False)
+    (REPO / output).write_text(fault_report(m, rows, quick))
     if raw:
         pathlib.Path(raw).write_text(json.dumps({"machine": m, "faults": rows}, indent=2))
     log(f"✓ wrote {REPO / output}")
@@ -551,6 +555,10 @@ def main(argv: list[str]) -> int:
         help="write the report from the results a run saved with --json; measure nothing",
     )
     args = parser.parse_args(argv)
+    if args.report_only and args.faults:
+        saved = json.loads(pathlib.Path(args.report_only).read_text())
+        (REPO / (args.output or "docs/FAULTS.md")).write_text(fault_report(saved["machine"], saved["faults"], False))
+        return 0
     if args.report_only:
         saved = json.loads(pathlib.Path(args.report_only).read_text())
         (REPO / args.output).write_text(markdown(saved, saved.get("command", "sudo scripts/bench")))

@@ -221,6 +221,10 @@ class _HealthWatch:
         self._stop.set()
         self._thread.join(60)
 
+    def interval(self) -> float:
+        times = [t for t, _ in self.samples]
+        return (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+
     def healed_at(self, not_before: float) -> float | None:
         # healed: the start of the healthy run that lasted to the end (a flap back does not count)
         unhealthy = [t for t, healthy in self.samples if not healthy]
@@ -279,6 +283,9 @@ def measure(fault: Fault, quick: bool = False) -> dict:
         "rate_limited": sum(1 for r in records if r["status"] == 429),
         "slowest_read_s": round(slowest, 2),
         "healed_after_s": None if still or healed_at is None else round(healed_at - fault_at, 1),
+        # a fault that heals between two samples is never seen: say so, rather than "healed after 0 s"
+        "seen_unhealthy": any(not healthy for _, healthy in watch.samples),
+        "health_sampled_every_s": round(watch.interval(), 1),
         "lost_writes": _lost_writes(acknowledged),
         "acknowledged_writes": len(acknowledged),
         "undone_after_s": undo_after if fault.undo else None,
@@ -312,7 +319,13 @@ def markdown(rows: list[dict]) -> list[str]:
     ]
     for r in rows:
         undone = f"{r['undone_after_s']:g} s" if r["undone_after_s"] else "by itself"
-        healed = f"{r['healed_after_s']} s" if r["healed_after_s"] is not None else "**not healed**"
+        if r["healed_after_s"] is None:
+            healed = "**not healed**"
+        elif not r.get("seen_unhealthy", r["healed_after_s"] > 0):  # 0 s: no unhealthy sample (older rows)
+            every = f" (sampled every {r['health_sampled_every_s']} s)" if "health_sampled_every_s" in r else ""
+            healed = f"never seen unhealthy{every}"
+        else:
+            healed = f"{r['healed_after_s']} s"
         lines.append(
             f"| {r['fault']} | {r['host']} | {r['requests']} | {r['failed_reads']} | {r['failed_writes']} | "
             f"{r['slowest_read_s']} s | {undone} | {healed} | {r['acknowledged_writes']} | {r['lost_writes']} |"
