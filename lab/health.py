@@ -4,6 +4,7 @@ rotation) are named and repaired, not inherited by the next as a failure of its 
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 from lab import cli, network
@@ -13,7 +14,7 @@ from lab import hosts as lab_hosts
 def _guest(name: str, *command: str) -> str:
     try:
         return lab_hosts.guest_command(cli.load_state().host(name), list(command), timeout=15).stdout
-    except (RuntimeError, TimeoutError) as error:  # stopped meanwhile
+    except (RuntimeError, subprocess.TimeoutExpired) as error:  # stopped or stuck meanwhile
         return f"({error})"
 
 
@@ -42,6 +43,9 @@ def problems(status: dict | None = None) -> list[str]:
             continue
         if host["blackholed"]:
             found.append(f"{name} black-holed")
+        failed = _guest(name, "systemctl", "--failed", "--no-legend", "--plain").split()
+        if failed:
+            found.append(f"{name} failed units: {' '.join(u for u in failed if '.' in u)}")
         if host["role"] == "web":
             health = _guest(name, "curl", "-sS", "-m", "3", "http://127.0.0.1/health")
             if '"healthy":true' not in health:

@@ -52,13 +52,11 @@ def _active_lb() -> str:
     return report["floating_address_holder"] or _hosts("lb")[0]
 
 
-def _crash(service: str, where: Callable[[], str]) -> Callable[[], str]:
+def _crash(service: str) -> Callable[[str], None]:
     """SIGKILL to every process of the service (as a crash: no clean shutdown); systemd must restart it."""
 
-    def inject() -> str:
-        host = where()
+    def inject(host: str) -> None:
         _guest(host, "systemctl", "kill", "--signal=SIGKILL", f"{service}.service")
-        return host
 
     return inject
 
@@ -73,23 +71,15 @@ def _lab(command: str, name: str) -> None:
         cli.blackhole(name, on=command == "blackhole")
 
 
-def _lab_fault(command: str, pick: Callable[[], str]) -> Callable[[], str]:
-    def inject() -> str:
-        host = pick()
-        _lab(command, host)
-        return host
-
-    return inject
-
-
-def _lab_undo(command: str) -> Callable[[str], None]:
+def _by_lab(command: str) -> Callable[[str], None]:
     return lambda host: _lab(command, host)
 
 
 @dataclass(frozen=True)
 class Fault:
     name: str
-    inject: Callable[[], str]  # returns the host it hit
+    pick: Callable[[], str]  # the host it hits, chosen before the fault's time starts
+    inject: Callable[[str], None]
     undo: Callable[[str], None] | None = None  # None: it must heal by itself
     undo_after: float = 10.0  # seconds from the fault
     load_seconds: float = 30.0
@@ -103,9 +93,8 @@ def _primary() -> str:
     return _hosts("web", "primary")[0]
 
 
-def _reboot(host: str) -> str:
+def _reboot(host: str) -> None:
     _guest(host, "systemctl", "reboot")
-    return host
 
 
 def install_haproxy_config(rate_limit_per_10s: int, check: HealthCheck | None = None) -> None:
@@ -136,7 +125,11 @@ def install_haproxy_config(rate_limit_per_10s: int, check: HealthCheck | None = 
 BENCH_RATE_LIMIT = 100000  # the benchmark's loads all come from one client address
 
 
-def _burst() -> str:
+def _client() -> str:
+    return "(the client)"
+
+
+def _burst(_: str) -> None:
     """The stack's default rate limit (Pulumi.yaml) for the time of a burst of 900 requests, 16 at a time,
     from the same client address as the load."""
     from settings import project_defaults
@@ -155,33 +148,37 @@ def _burst() -> str:
         check=True,
     )
     statuses = json.loads(burst.stdout)["statuses"]
-    _NOTES.append(f"the burst itself: {statuses} (429: over the limit, as meant)")
-    return "(the client)"
+    _NOTES.append(
+        f"the burst itself: {statuses} (429: over the limit, as meant); the readers and writers share its client "
+        "address, so they are limited too while it lasts"
+    )
 
 
 _NOTES: list[str] = []  # what a fault's injection has to say, taken into its row
 
 
 FAULTS = [
-    Fault("web server (replica) killed", _lab_fault("kill", _replica), _lab_undo("start")),
-    Fault("web server (replica) black-holed", _lab_fault("blackhole", _replica), _lab_undo("heal")),
-    Fault("nginx crashed (a web server)", _crash("nginx", _replica)),
-    Fault("gunicorn crashed (a web server)", _crash("webinfra-app", _replica)),
-    Fault("MariaDB crashed (the primary)", _crash("mariadb", _primary)),
-    Fault("HAProxy crashed (the active load balancer)", _crash("haproxy", _active_lb)),
-    Fault("keepalived crashed (the active load balancer)", _crash("keepalived", _active_lb)),
+    Fault("web server (replica) killed", _replica, _by_lab("kill"), _by_lab("start")),
+    Fault("web server (replica) black-holed", _replica, _by_lab("blackhole"), _by_lab("heal")),
+    Fault("nginx crashed (a web server)", _replica, _crash("nginx")),
+    Fault("gunicorn crashed (a web server)", _replica, _crash("webinfra-app")),
+    Fault("MariaDB crashed (the primary)", _primary, _crash("mariadb")),
+    Fault("HAProxy crashed (the active load balancer)", _active_lb, _crash("haproxy")),
+    Fault("keepalived crashed (the active load balancer)", _active_lb, _crash("keepalived")),
     Fault(
         "replica stopped 5 minutes under writes",
-        _lab_fault("kill", _replica),
-        _lab_undo("start"),
+        _replica,
+        _by_lab("kill"),
+        _by_lab("start"),
         undo_after=300,
         load_seconds=320,
     ),
-    Fault("primary rebooted", lambda: _reboot(_primary())),
-    Fault("active load balancer killed", _lab_fault("kill", _active_lb), _lab_undo("start")),
-    Fault("active load balancer black-holed", _lab_fault("blackhole", _active_lb), _lab_undo("heal")),
+    Fault("primary rebooted", _primary, _reboot),
+    Fault("active load balancer killed", _active_lb, _by_lab("kill"), _by_lab("start")),
+    Fault("active load balancer black-holed", _active_lb, _by_lab("blackhole"), _by_lab("heal")),
     Fault(
         "a burst over the rate limit (900 requests, 16 at a time)",
+        _client,
         _burst,
         lambda _: install_haproxy_config(BENCH_RATE_LIMIT),
         undo_after=15,
@@ -189,14 +186,16 @@ FAULTS = [
 ]
 
 
-def _lost_writes(acknowledged: list[int]) -> int:
+def _lost_writes(acknowledged: list[int]) -> dict[str, int]:
+    """Acknowledged writes missing, on every database (a replica that missed some counts too)."""
     if not acknowledged:
-        return 0
+        return {}
     ids = ",".join(map(str, acknowledged))
-    found = _guest(
-        _primary(), "mariadb", "-N", "-B", "-e", f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})"
-    )
-    return len(acknowledged) - int(found.split()[0])
+    missing = {}
+    for host in _hosts("web"):
+        found = _guest(host, "mariadb", "-N", "-B", "-e", f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})")
+        missing[host] = len(acknowledged) - int(found.split()[0])
+    return missing
 
 
 class _HealthWatch:
@@ -210,8 +209,14 @@ class _HealthWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), not health.problems()))
-            self._stop.wait(1.0)
+            began = time.monotonic()
+            try:
+                healthy = not health.problems()
+            except Exception:  # noqa: BLE001 - a host stopping under the check is an unhealthy sample, not an end
+                healthy = False
+            # the sample's time is when its answer was complete (a check takes a second or two)
+            self.samples.append((time.monotonic(), healthy))
+            self._stop.wait(max(0.0, 1.0 - (time.monotonic() - began)))
 
     def __enter__(self) -> _HealthWatch:
         self._thread.start()
@@ -252,10 +257,12 @@ def measure(fault: Fault, quick: bool = False) -> dict:
         concurrency=2,
         write=True,
     )
-    time.sleep(FAULT_AT)
+    host = fault.pick()
+    time.sleep(max(0.0, began + FAULT_AT - time.monotonic()))
     fault_at = time.monotonic()
     with _HealthWatch() as watch:
-        host = fault.inject()
+        fault.inject(host)
+        injected_at = time.monotonic()
         if fault.undo:
             time.sleep(max(0.0, fault_at + undo_after - time.monotonic()))
             fault.undo(host)
@@ -265,7 +272,7 @@ def measure(fault: Fault, quick: bool = False) -> dict:
         _, still = health.wait_healthy(HEAL_WITHIN, every=1)
     notes += _NOTES
     _NOTES.clear()
-    healed_at = watch.healed_at(not_before=undone_at if fault.undo else fault_at)
+    healed_at = watch.healed_at(not_before=undone_at if fault.undo else injected_at)
     if still:
         notes.append(f"not healthy {HEAL_WITHIN} s after: {'; '.join(still)}; repaired: {', '.join(health.repair())}")
         health.wait_healthy(HEAL_WITHIN, every=2)
@@ -273,6 +280,7 @@ def measure(fault: Fault, quick: bool = False) -> dict:
     ok = {200, 201}
     records = read_report["records"] + write_report["records"]
     acknowledged = [r["id"] for r in write_report["records"] if r["status"] == 201]
+    lost = _lost_writes(acknowledged)
     slowest = max((r["latency"] for r in read_report["records"] if r["t"] + r["latency"] >= since), default=0.0)
     return {
         "fault": fault.name,
@@ -284,9 +292,11 @@ def measure(fault: Fault, quick: bool = False) -> dict:
         "slowest_read_s": round(slowest, 2),
         "healed_after_s": None if still or healed_at is None else round(healed_at - fault_at, 1),
         # a fault that heals between two samples is never seen: say so, rather than "healed after 0 s"
-        "seen_unhealthy": any(not healthy for _, healthy in watch.samples),
+        "seen_unhealthy": any(not healthy for t, healthy in watch.samples if t > injected_at),
+        "injection_took_s": round(injected_at - fault_at, 2),
         "health_sampled_every_s": round(watch.interval(), 1),
-        "lost_writes": _lost_writes(acknowledged),
+        "lost_writes": max(lost.values(), default=0),
+        "lost_writes_by_database": lost,
         "acknowledged_writes": len(acknowledged),
         "undone_after_s": undo_after if fault.undo else None,
         "notes": notes,

@@ -379,13 +379,10 @@ def password_sync(name: str, parameter: str, env_key: str) -> dict:
     }
 
 
-def restart_on_failure(*services: str) -> list[dict]:
-    """Drop-ins so that these services, crashed, restart by themselves (HAProxy's and the app's units
-    already do)."""
-    return [
-        _file(f"/etc/systemd/system/{service}.service.d/webinfra-restart.conf", read_file("restart-on-failure.conf"))
-        for service in services
-    ]
+def restart_drop_in(service: str, content: str) -> dict:
+    """A systemd drop-in so that this service, crashed, comes back by itself (HAProxy's and the app's
+    own units already do)."""
+    return _file(f"/etc/systemd/system/{service}.service.d/webinfra-restart.conf", content)
 
 
 def _common_files(facts: StackFacts, hostname: str, role: str, sync_entries: Sequence[dict]) -> list[dict]:
@@ -478,7 +475,8 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         _file("/opt/webinfra/app/webinfra_app.py", shipped_python(APP_DIR / "webinfra_app.py")),
         _file("/opt/webinfra/app/schema.sql", (APP_DIR / "schema.sql").read_text()),
         _file("/etc/systemd/system/webinfra-app.service", render_template("webinfra-app.service.j2")),
-        *restart_on_failure("nginx", "mariadb"),
+        restart_drop_in("nginx", read_file("restart-on-failure.conf")),
+        restart_drop_in("mariadb", read_file("mariadb-restart.conf")),
         _file(
             "/etc/webinfra/nginx-site.conf",
             render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr),
@@ -564,7 +562,10 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
             _file("/usr/local/sbin/webinfra-lb-state", read_file("webinfra-lb-state.sh"), "0755"),
             _file("/etc/systemd/system/webinfra-lb-eip.service", read_file("webinfra-lb-eip.service")),
             _file("/etc/systemd/system/webinfra-lb-eip.timer", read_file("webinfra-lb-eip.timer")),
-            *restart_on_failure("keepalived"),
+            restart_drop_in(
+                "keepalived",
+                render_template("keepalived-restart.conf.j2", address=facts.lb_virtual_address or VRRP_MARKER_ADDRESS),
+            ),
         ]
     if facts.acme:
         acme = {"domain": facts.domain, "acme_email": facts.acme_email, "acme_server": facts.acme_server, **paths}

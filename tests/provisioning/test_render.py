@@ -159,7 +159,16 @@ def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
     assert "balance source" not in config and "hash-type" not in config
     assert "http-check expect status 200" in config and "uri /health" in config
     assert "option redispatch 1" in config and "retry-on conn-failure" in config
-    assert "http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS" in config
+    # reads and writes: different retry rules (a write that may have reached a server is never replayed)
+    assert "use_backend web_write unless METH_GET || METH_OPTIONS\n" in config
+    reads = config.split("\nbackend web\n", 1)[1].split("\nbackend ", 1)[0]
+    writes = config.split("\nbackend web_write\n", 1)[1].split("\nfrontend ", 1)[0]
+    assert "retry-on conn-failure empty-response response-timeout 502 503 504\n" in reads
+    assert "timeout server 1s\n" in reads and "retries 1\n" in reads
+    assert "    retry-on conn-failure\n" in writes and "http-reuse never" in writes and "timeout server 10s" in writes
+    assert "check" not in writes.replace("track", "")
+    for backend in BACKENDS_2:
+        assert f"server {backend.name} {backend.address}:80 track web/{backend.name}\n" in writes
     assert "bind 127.0.0.1:8404" in config  # stats local only
     assert SERVER_DEFAULTS.haproxy_health_check.detect_seconds <= 2.0
     assert "observe layer4 error-limit 2 on-error fastinter" in config
@@ -630,9 +639,20 @@ def test_every_service_a_host_runs_restarts_by_itself_after_a_crash():
 
     web = files_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
     pair = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
-    for files, service in ((web, "nginx"), (web, "mariadb"), (pair, "keepalived")):
-        drop_in = files[f"/etc/systemd/system/{service}.service.d/webinfra-restart.conf"]["content"]
-        assert restart_of(drop_in) == "on-failure", service
+
+    def drop_in(files: dict, service: str) -> str:
+        return files[f"/etc/systemd/system/{service}.service.d/webinfra-restart.conf"]["content"]
+
+    for files, service in ((web, "nginx"), (pair, "keepalived")):
+        assert restart_of(drop_in(files, service)) == "on-failure", service
+        assert "StartLimitBurst=5" in drop_in(files, service)
+    # MariaDB: Debian's own on-abnormal (a crash, not a bad my.cnf), sooner
+    assert restart_of(drop_in(web, "mariadb")) is None and "RestartSec=1s" in drop_in(web, "mariadb")
+    assert restart_of(pathlib.Path("/lib/systemd/system/mariadb.service").read_text()) == "on-abnormal"
+    # keepalived, however it stopped: not active any more, and the address it held released
+    keepalived = drop_in(pair, "keepalived")
+    assert "ExecStopPost=/usr/local/sbin/webinfra-lb-state STOPPED\n" in keepalived
+    assert f"ip addr del {render.VRRP_MARKER_ADDRESS}/32" in keepalived
     assert restart_of(web["/etc/systemd/system/webinfra-app.service"]["content"]) == "on-failure"
     # HAProxy: Debian's own unit (the package the hosts install is the one installed here)
     assert restart_of(pathlib.Path("/lib/systemd/system/haproxy.service").read_text()) == "always"
