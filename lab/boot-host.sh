@@ -5,6 +5,16 @@
 #   boot-host.sh NAME ROOT NETNS
 set -u
 name=$1 root=$2 netns=$3
+# A cgroup of its own, in each hierarchy systemd uses (the named "systemd" one and the unified one):
+# nspawn --keep-unit puts the container below the cgroup it starts in. Without this every host started
+# in the same one, so every host's systemd managed the same /payload/system.slice/<unit>.service: one
+# host removed a unit's cgroup while another was starting the same unit in it, and that start failed
+# ("Failed at step CGROUP spawning ...: No such file or directory"). lab/hosts.py removes them at `down`.
+for hierarchy in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+    [ -e "$hierarchy/cgroup.procs" ] || continue
+    mkdir -p "$hierarchy/webinfra-lab/$name"
+    echo $$ > "$hierarchy/webinfra-lab/$name/cgroup.procs"
+done
 while :; do
     # --register=no --keep-unit: this host has no systemd/dbus to register the container with.
     # CAP_NET_ADMIN: the guest owns its network namespace (its firewall), as an instance owns its OS.

@@ -523,6 +523,7 @@ def down(quiet: bool = False) -> dict[str, int]:
     while any(lab_hosts.netns_pids(ns) for ns in namespaces) and time.monotonic() < deadline:
         time.sleep(0.1)
     counts["mounts"] = len(lab_hosts.unmount_and_delete())
+    lab_hosts.remove_cgroups()
     unmount_below(lab_image.CACHE)  # an image build interrupted mid-chroot
     counts["namespaces"] = len(network.remove_all())
     for path in (STATE_FILE, CERTIFICATE_FILE, SMOKE_CA_FILE):

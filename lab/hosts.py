@@ -194,6 +194,32 @@ def kill_namespace_processes(netns: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+# The cgroup hierarchies boot-host.sh gives each host a cgroup in (those present on this machine).
+CGROUP_HIERARCHIES = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+
+
+def host_cgroups() -> list[pathlib.Path]:
+    """Each host's own cgroup (boot-host.sh), in every hierarchy: what `down` removes."""
+    found = []
+    for hierarchy in map(pathlib.Path, CGROUP_HIERARCHIES):
+        base = hierarchy / "webinfra-lab"
+        if (hierarchy / "cgroup.procs").exists() and base.is_dir():
+            found.append(base)
+    return found
+
+
+def remove_cgroups() -> int:
+    """Remove the hosts' cgroups, deepest first (a cgroup goes only once empty: its processes are gone)."""
+    removed = 0
+    for base in host_cgroups():
+        below = sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+        for directory in [*below, base]:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+                removed += 1
+    return removed
+
+
 def unmount_and_delete() -> list[str]:
     """Unmount every host's overlay and delete the host directories; returns what was unmounted."""
     unmounted = unmount_below(HOSTS)

@@ -109,6 +109,20 @@ def agent_installed(host: str, package: str) -> bool:
     return guest(host, "dpkg-query", "-W", "-f", "${Status}", package).stdout == "install ok installed"
 
 
+def test_every_host_runs_in_a_cgroup_of_its_own(running_lab):
+    # Hosts sharing one cgroup tree had their systemd start a unit in a cgroup another host's systemd
+    # was removing ("Failed at step CGROUP"): a unit failed at random, on any host, at boot or later.
+    from lab.hosts import init_pid
+
+    for host in load_state().hosts:
+        pid = init_pid(host)
+        assert pid is not None, host.name
+        cgroups = pathlib.Path(f"/proc/{pid}/cgroup").read_text()
+        assert f"/webinfra-lab/{host.name}/" in cgroups, (host.name, cgroups)
+        failed = guest(host.name, "systemctl", "--failed", "--no-legend", "--plain").stdout.strip()
+        assert not failed, (host.name, failed)
+
+
 def test_every_host_installed_the_agents_from_aws_download_paths(running_lab):
     """The lab boots EC2's install path: the agents come from AWS's URLs (served by the lab's stand-in)."""
     log = (DOWNLOADS / "access.log").read_text().splitlines()
@@ -1169,3 +1183,6 @@ def test_down_removes_everything_even_after_a_crash(running_lab, tmp_path):
     assert "wi-" not in namespaces, namespaces
     mounts = pathlib.Path("/proc/mounts").read_text()
     assert "webinfra-lab" not in mounts
+    from lab.hosts import host_cgroups
+
+    assert not host_cgroups(), "the hosts' cgroups are left behind"
