@@ -37,9 +37,11 @@ case $role in
         fi
         data+="]" ;;
     primary)
-        # Semi-synchronous replication on (1) or fallen back to asynchronous (0).
-        semisync=$(mariadb -N -e "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" | awk '{ print ($2 == "ON") ? 1 : 0 }')
+        # Semi-synchronous replication in force (1), or fallen back to asynchronous (0): ON with no
+        # replica connected waits for nobody (rpl_semi_sync_master_wait_no_slave = OFF).
         clients=$(mariadb -N -e "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | awk '{ print $2 + 0 }')
+        semisync=$(mariadb -N -e "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" |
+                   awk -v clients="$clients" '{ print ($2 == "ON" && clients > 0) ? 1 : 0 }')
         data="[$(metric SemiSyncOn "$semisync" Count),$(metric SemiSyncReplicas "$clients" Count)]" ;;
     *)
         exit 0 ;;

@@ -142,6 +142,29 @@ def test_users_replicate_so_a_replica_has_them(databases):
     assert (render.DB_APP_USER, "localhost") in users and (render.DB_REPLICATION_USER, "127.0.0.0/255.0.0.0") in users
 
 
+def semi_sync_status(server) -> dict[str, str]:
+    return {r["Variable_name"]: r["Value"] for r in server.sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")}
+
+
+def test_a_replica_applies_each_write_at_once_without_waiting_for_acknowledgements_of_its_own(databases):
+    """A replica binlogs what it applies and has semi-sync's primary side on (so a promoted replica
+    keeps the guarantee), but has no replica of its own. It must not hold each transaction it
+    applies waiting for an acknowledgement that nobody sends: for rpl_semi_sync_master_timeout it
+    would be healthy (its threads run) and yet behind, after every start (lab issue 12)."""
+    databases.primary.sql("INSERT INTO webinfra.messages (text, host) VALUES ('no wait', 'test')")
+    assert wait_until(
+        lambda: databases.replica.sql("SELECT COUNT(*) AS n FROM webinfra.messages WHERE text='no wait'")[0]["n"],
+        seconds=15,
+    )
+    status = semi_sync_status(databases.replica)
+    # Not one transaction that waited, not once switched off by a timeout.
+    assert (status["Rpl_semi_sync_master_tx_waits"], status["Rpl_semi_sync_master_no_times"]) == ("0", "0"), status
+    # ...while the primary keeps waiting for its replica's acknowledgement.
+    primary = semi_sync_status(databases.primary)
+    assert (primary["Rpl_semi_sync_master_status"], primary["Rpl_semi_sync_master_clients"]) == ("ON", "1"), primary
+    assert int(primary["Rpl_semi_sync_master_yes_tx"]) >= 1, primary
+
+
 def test_replica_health_is_503_when_replication_stops(apps, databases):
     databases.replica.sql("STOP SLAVE")
     try:
