@@ -104,7 +104,7 @@ def test_rulesets_are_valid_nftables(plan, tmp_path):
     nft = require_tool("nft")
     if os.geteuid() != 0:
         pytest.fail("checking nftables rulesets needs root (a throw-away network namespace)")
-    namespace = f"wi-nftcheck-{os.getpid()}"
+    namespace = f"wt-nftcheck-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
         for text in (security_groups_ruleset(plan), gateway_ruleset(plan, bridge="vpc0", internet_link="v-inet")):

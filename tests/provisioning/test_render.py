@@ -313,7 +313,7 @@ def test_host_firewalls_are_valid_nftables_that_drop_by_default(tmp_path, kind):
         assert "ip saddr { 10.0.0.5 } tcp dport 80 accept" in ruleset
         assert f"ip saddr {{ {', '.join(FACTS.web_addresses)} }} tcp dport 3306 accept" in ruleset
     assert "dport 22" not in ruleset  # no SSH unless the stack enables it
-    namespace = f"wi-nftcheck-{kind}"
+    namespace = f"wt-nftcheck-{kind}"
     run("ip", "netns", "add", namespace)
     try:
         result = run("ip", "netns", "exec", namespace, nft, "-c", "-f", "-", input=ruleset)
@@ -327,7 +327,8 @@ def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
     two namespaces of this test's own joined by a veth, the ruleset loaded in the receiving one."""
     nft = require_tool("nft")
     tag = f"{source_port}-{port}"
-    host, peer = f"wi-fwtest-h{tag}", f"wi-fwtest-p{tag}"
+    # "wt-": not the lab's "wi-" prefix, which `lab down` removes whoever made them
+    host, peer = f"wt-fwtest-h{tag}", f"wt-fwtest-p{tag}"
     for namespace in (host, peer):
         run("ip", "netns", "add", namespace)
     try:
@@ -342,9 +343,12 @@ def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
             assert run("ip", "-n", namespace, "addr", "add", f"{address}/64", "dev", link, "nodad").returncode == 0
         loaded = run("ip", "netns", "exec", host, nft, "-f", "-", input=ruleset)
         assert loaded.returncode == 0, loaded.stderr
+        # The listener says when it is bound; only then is anything sent (a sender that only waited a
+        # moment lost every datagram to a listener still starting on a busy machine: a false "dropped").
         listen = (
             "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
-            f"s.bind(('::', {port})); s.settimeout(3); print(s.recvfrom(100)[0].decode())"
+            f"s.bind(('::', {port})); s.settimeout(3); print('bound', flush=True); "
+            "print(s.recvfrom(100)[0].decode())"
         )
         listener = subprocess.Popen(
             ["ip", "netns", "exec", host, "python3", "-c", listen],
@@ -352,9 +356,11 @@ def udp_reaches(ruleset: str, *, source_port: int, port: int) -> bool:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert listener.stdout is not None
+        assert listener.stdout.readline().strip() == "bound", listener.stderr
         send = (
             "import socket, time; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
-            f"s.bind(('fe80::2', {source_port}, 0, socket.if_nametoindex('fw-p'))); time.sleep(0.5); "
+            f"s.bind(('fe80::2', {source_port}, 0, socket.if_nametoindex('fw-p'))); "
             "[s.sendto(b'reply', ('fe80::1', "
             + str(port)
             + ", 0, socket.if_nametoindex('fw-p'))) or time.sleep(0.2) for _ in range(5)]"
