@@ -10,8 +10,10 @@ def test_lb_user_data_names_every_web_server(program):
     user_data = decode_user_data(lb.inputs["userDataBase64"])
     ips = program.exports["web_private_ips"]
     for number, ip in enumerate(ips, start=1):
-        assert f"server web-{number:02d} {ip}:80" in user_data, f"web-{number:02d} missing from the LB"
-    assert user_data.count("    server web-") == len(ips)
+        # in the reads' backend, and in the writes' backend following the reads' health checks
+        assert f"server web-{number:02d} {ip}:80\n" in user_data, f"web-{number:02d} missing from the LB"
+        assert f"server web-{number:02d} {ip}:80 track web/web-{number:02d}\n" in user_data
+    assert user_data.count("    server web-") == 2 * len(ips)
     assert "balance roundrobin" in user_data and "cookie" not in user_data.lower().replace("no cookie", "")
 
 
