@@ -280,7 +280,7 @@ def measure(fault: Fault, quick: bool = False) -> dict:
     ok = {200, 201}
     records = read_report["records"] + write_report["records"]
     acknowledged = [r["id"] for r in write_report["records"] if r["status"] == 201]
-    lost = _lost_writes(acknowledged)
+    lost, primary = _lost_writes(acknowledged), _primary()
     slowest = max((r["latency"] for r in read_report["records"] if r["t"] + r["latency"] >= since), default=0.0)
     return {
         "fault": fault.name,
@@ -295,7 +295,9 @@ def measure(fault: Fault, quick: bool = False) -> dict:
         "seen_unhealthy": any(not healthy for t, healthy in watch.samples if t > injected_at),
         "injection_took_s": round(injected_at - fault_at, 2),
         "health_sampled_every_s": round(watch.interval(), 1),
-        "lost_writes": max(lost.values(), default=0),
+        # lost: acknowledged yet missing on the primary; a replica missing some when the load ends is behind
+        "lost_writes": lost.get(primary, 0),
+        "behind_on_replicas": max((n for host, n in lost.items() if host != primary), default=0),
         "lost_writes_by_database": lost,
         "acknowledged_writes": len(acknowledged),
         "undone_after_s": undo_after if fault.undo else None,
@@ -321,14 +323,17 @@ def markdown(rows: list[dict]) -> list[str]:
         f"{FAULT_AT} s. A host powered off or cut off is given back after the time shown (a person or EC2 recovery); "
         "a crashed service (SIGKILL to all its processes) must come back by itself. *Healed after*: from the fault "
         "until the lab is healthy again (lab/health.py: every host up, every web server healthy, every backend UP on "
-        "every HAProxy, the pair's addresses together). *Lost writes*: acknowledged (201) but missing on the primary.",
+        "every HAProxy, the pair's addresses together). *Lost writes*: acknowledged (201) but missing on the primary. "
+        "*Not yet on a replica*: acknowledged writes a replica did not have when the load ended (it may still be "
+        "catching up; a replica back in the rotation while far behind serves stale reads).",
         "",
         "| fault | host | requests | failed reads | failed writes | slowest read | undone after | healed after "
-        "| writes acknowledged | lost writes |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| writes acknowledged | lost writes | not yet on a replica |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         undone = f"{r['undone_after_s']:g} s" if r["undone_after_s"] else "by itself"
+        lost, behind = r["lost_writes"], r.get("behind_on_replicas", "-")
         if r["healed_after_s"] is None:
             healed = "**not healed**"
         elif not r.get("seen_unhealthy", r["healed_after_s"] > 0):  # 0 s: no unhealthy sample (older rows)
@@ -338,7 +343,7 @@ def markdown(rows: list[dict]) -> list[str]:
             healed = f"{r['healed_after_s']} s"
         lines.append(
             f"| {r['fault']} | {r['host']} | {r['requests']} | {r['failed_reads']} | {r['failed_writes']} | "
-            f"{r['slowest_read_s']} s | {undone} | {healed} | {r['acknowledged_writes']} | {r['lost_writes']} |"
+            f"{r['slowest_read_s']} s | {undone} | {healed} | {r['acknowledged_writes']} | {lost} | {behind} |"
         )
     notes = [f"- {r['fault']}: {note}" for r in rows for note in r["notes"]]
     return [*lines, "", *(["Notes:", "", *notes, ""] if notes else [])]

@@ -57,6 +57,7 @@ def test_the_report_marks_what_did_not_heal_and_keeps_the_notes():
         "slowest_read_s": 0.31,
         "healed_after_s": 2.4,
         "lost_writes": 0,
+        "behind_on_replicas": 0,
         "acknowledged_writes": 150,
         "undone_after_s": None,
         "notes": [],
@@ -65,7 +66,7 @@ def test_the_report_marks_what_did_not_heal_and_keeps_the_notes():
     unseen = {**row, "fault": "HAProxy crashed", "healed_after_s": 0.0, "seen_unhealthy": False}
     unseen["health_sampled_every_s"] = 1.8
     lines = faults.markdown([row, stuck, unseen])
-    assert "| nginx crashed (a web server) | web-02 | 750 | 0 | 0 | 0.31 s | by itself | 2.4 s | 150 | 0 |" in lines
+    assert "| nginx crashed (a web server) | web-02 | 750 | 0 | 0 | 0.31 s | by itself | 2.4 s | 150 | 0 | 0 |" in lines
     assert any(line.startswith("| primary rebooted |") and "**not healed**" in line for line in lines)
     assert "- primary rebooted: not healthy 300 s after: x" in lines
     assert any(
