@@ -208,8 +208,15 @@ def host_cgroups() -> list[pathlib.Path]:
     return found
 
 
-def remove_cgroups() -> int:
-    """Remove the hosts' cgroups, deepest first (a cgroup goes only once empty: its processes are gone)."""
+def remove_cgroups(wait: float = 10.0) -> int:
+    """Remove the hosts' cgroups, deepest first. A cgroup goes only once empty, and killed processes leave
+    it a moment after the signal: wait up to `wait` seconds for them (a `down` right after the kill had
+    left lb-01's behind)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(
+        procs.read_text().strip() for base in host_cgroups() for procs in base.rglob("cgroup.procs")
+    ):
+        time.sleep(0.1)
     removed = 0
     for base in host_cgroups():
         below = sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
