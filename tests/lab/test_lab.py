@@ -789,16 +789,8 @@ def test_hosts_publish_health_metrics_every_minute(running_lab):
 
 
 def haproxy_server_state(server: str) -> str:
-    metrics = guest("lb-01", "curl", "-fsS", "http://127.0.0.1:8404/metrics").stdout
-    for line in metrics.splitlines():
-        if (
-            line.startswith("haproxy_server_status{")
-            and f'server="{server}"' in line
-            and 'proxy="web"' in line
-            and line.endswith(" 1")
-        ):
-            return line.split('state="', 1)[1].split('"', 1)[0]
-    return "unknown"
+    """The server's state in lb-01's HAProxy (UP, DOWN, ...), as lab/health.py reads it."""
+    return health.backend_states("lb-01").get(server, "unknown")
 
 
 # 4 -------------------------------------------------------------------------------------------------------
