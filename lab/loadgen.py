@@ -123,6 +123,27 @@ def run(
     }
 
 
+def command(
+    url: str,
+    requests: int,
+    *,
+    duration: float,
+    timeout: float,
+    concurrency: int = 1,
+    rate: float | None = None,
+    cacert: str | None = None,
+    write: bool = False,
+) -> list[str]:
+    """This load generator's command line, to run in the lab's client namespace."""
+    return [
+        *(sys.executable, "-m", "lab.loadgen", url, "--requests", str(requests), "--duration", str(duration)),
+        *("--timeout", str(timeout), "--concurrency", str(concurrency)),
+        *(["--rate", str(rate)] if rate else []),
+        *(["--cacert", cacert] if cacert else []),
+        *(["--write"] if write else []),
+    ]
+
+
 def stream_from_client(
     url: str, rate: float, duration: int, *, timeout: float, cacert: str, concurrency: int = 8, write: bool = False
 ) -> subprocess.Popen:
@@ -130,34 +151,17 @@ def stream_from_client(
     /api/messages) from the lab's internet, in the background: `.communicate()` gives its report."""
     from lab.network import CLIENT_NS  # here, not at the top: this module also runs alone inside the namespace
 
-    return subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            CLIENT_NS,
-            sys.executable,
-            "-m",
-            "lab.loadgen",
-            url,
-            "--requests",
-            str(int(rate * duration)),
-            "--rate",
-            str(rate),
-            "--duration",
-            str(duration),
-            "--timeout",
-            str(timeout),
-            "--concurrency",
-            str(concurrency),
-            "--cacert",
-            cacert,
-            *(["--write"] if write else []),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+    generator = command(
+        url,
+        int(rate * duration),
+        rate=rate,
+        duration=duration,
+        timeout=timeout,
+        concurrency=concurrency,
+        cacert=cacert,
+        write=write,
     )
+    return subprocess.Popen(["ip", "netns", "exec", CLIENT_NS, *generator], cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 
 def disruption(records: list[dict], since: float, slow: float = 0.5) -> dict:

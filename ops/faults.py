@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lab import cli, health, network
+from lab import cli, health, loadgen, network
 from lab.loadgen import stream_from_client
 from provisioning.defaults import HealthCheck
 
@@ -138,9 +137,8 @@ def _burst(_: str) -> None:
     url = cli.status_report()["url"]
     burst = subprocess.run(
         [
-            *("ip", "netns", "exec", network.CLIENT_NS, sys.executable, "-m", "lab.loadgen", url + "health"),
-            *("--requests", "900", "--duration", "60", "--timeout", str(CLIENT_TIMEOUT), "--concurrency", "16"),
-            *("--cacert", CA),
+            *("ip", "netns", "exec", network.CLIENT_NS),
+            *loadgen.command(url + "health", 900, duration=60, timeout=CLIENT_TIMEOUT, concurrency=16, cacert=CA),
         ],
         capture_output=True,
         text=True,

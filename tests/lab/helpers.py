@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from lab import loadgen
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -49,24 +51,9 @@ def load(
     concurrency: int = 1,
 ) -> dict:
     """Bounded GETs from the lab's internet (lab/loadgen.py); returns its JSON report."""
-    args = [
-        sys.executable,
-        "-m",
-        "lab.loadgen",
-        url,
-        "--requests",
-        str(requests),
-        "--duration",
-        str(duration),
-        "--timeout",
-        str(timeout),
-        "--concurrency",
-        str(concurrency),
-    ]
-    if cacert:
-        args += ["--cacert", cacert]
-    if rate:
-        args += ["--rate", str(rate)]
+    args = loadgen.command(
+        url, requests, rate=rate, duration=duration, timeout=timeout, concurrency=concurrency, cacert=cacert
+    )
     result = client(*args, timeout=duration + timeout + 30)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
