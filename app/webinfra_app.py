@@ -22,6 +22,7 @@ import html
 import os
 import pathlib
 import socket
+import time
 from typing import Any
 
 import pymysql
@@ -32,6 +33,12 @@ MAX_TEXT_LENGTH = 280
 LIST_LIMIT = 50
 CONNECT_TIMEOUT_SECONDS = 2
 QUERY_TIMEOUT_SECONDS = 5
+# A replica's /health asks the primary how far it is and waits a little for its own copy to get
+# there; both bounds together stay well inside HAProxy's health-check timeout
+# (server-defaults.yaml, haproxy_health_check.timeout: 500ms), so a slow primary fails no check.
+PRIMARY_POSITION_TIMEOUT_SECONDS = 0.1
+CATCH_UP_WAIT_SECONDS = 0.15
+CATCH_UP_POLL_SECONDS = 0.02
 
 MAX_BODY_BYTES = 8 * 1024  # nginx limits bodies too (16k); this keeps the app safe on its own
 
@@ -60,7 +67,7 @@ def role() -> str:
 
 
 def _connect(
-    *, socket_path: str | None, host: str | None, port: int
+    *, socket_path: str | None, host: str | None, port: int, timeout: float | None = None
 ) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     # Over the network (writes to the primary), TLS verified against the stack's database CA.
     tls: dict[str, Any] = (
@@ -76,9 +83,9 @@ def _connect(
         user=_env("WEBINFRA_DB_USER"),
         password=_env("WEBINFRA_DB_PASSWORD"),
         database=_env("WEBINFRA_DB_NAME"),
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=QUERY_TIMEOUT_SECONDS,
-        write_timeout=QUERY_TIMEOUT_SECONDS,
+        connect_timeout=timeout or CONNECT_TIMEOUT_SECONDS,
+        read_timeout=timeout or QUERY_TIMEOUT_SECONDS,
+        write_timeout=timeout or QUERY_TIMEOUT_SECONDS,
         charset="utf8mb4",
         cursorclass=pymysql.cursors.DictCursor,
         autocommit=True,
@@ -95,11 +102,11 @@ def local_db() -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     )
 
 
-def primary_db() -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
+def primary_db(timeout: float | None = None) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     host = _runtime("db-primary", "WEBINFRA_DB_PRIMARY_HOST", "local")
     if host == "local":
         return local_db()
-    return _connect(socket_path=None, host=host, port=int(_env("WEBINFRA_DB_PRIMARY_PORT", "3306")))
+    return _connect(socket_path=None, host=host, port=int(_env("WEBINFRA_DB_PRIMARY_PORT", "3306")), timeout=timeout)
 
 
 def _row(row: dict[str, Any] | None) -> dict[str, Any]:
@@ -222,7 +229,7 @@ def _replication_health(cur, report: dict) -> bool:
     io_ok, sql_ok = status["Slave_IO_Running"] == "Yes", status["Slave_SQL_Running"] == "Yes"
     lag = status["Seconds_Behind_Master"]
     max_lag = int(_env("WEBINFRA_MAX_LAG", "30"))
-    report["replication"] = {
+    replication = report["replication"] = {
         "running": io_ok and sql_ok,
         "io_running": status["Slave_IO_Running"],
         "sql_running": status["Slave_SQL_Running"],
@@ -231,5 +238,53 @@ def _replication_health(cur, report: dict) -> bool:
         "gtid_position": status.get("Gtid_IO_Pos"),
     }
     if status.get("Last_Error"):
-        report["replication"]["last_error"] = status["Last_Error"]
-    return io_ok and sql_ok and lag is not None and lag <= max_lag
+        replication["last_error"] = status["Last_Error"]
+    if not (io_ok and sql_ok and lag is not None and lag <= max_lag):
+        return False
+    return _received_what_the_primary_has(cur, replication)
+
+
+def _received_what_the_primary_has(cur, replication: dict) -> bool:
+    """Seconds_Behind_Master only measures what this replica has received and not yet applied: a
+    replica whose stream has stalled (its I/O thread connected, the primary sending nothing) reads 0
+    while missing every write since. Seen in the lab after a replica's hard restart: the primary's
+    dump thread for its old, dead connection blocked the new one for 18 s, and the replica served
+    reads 300 writes behind (issue 12). So ask the primary for its position and require this
+    replica's I/O thread to have reached it, waiting CATCH_UP_WAIT_SECONDS at most. A primary that
+    cannot answer in time leaves the verdict to the replication threads (it fails writes anyway; a
+    replica that keeps serving reads is what the stack has left)."""
+    try:
+        with primary_db(timeout=PRIMARY_POSITION_TIMEOUT_SECONDS) as primary, primary.cursor() as pcur:
+            pcur.execute("SELECT @@gtid_binlog_pos AS position")
+            row = pcur.fetchone()
+    except pymysql.MySQLError:
+        replication["primary_position"] = "unreachable"
+        return True
+    wanted = row["position"] if row else ""
+    replication["primary_position"] = wanted
+    deadline = time.monotonic() + CATCH_UP_WAIT_SECONDS
+    while True:
+        received = replication["gtid_position"] or ""
+        if gtid_reached(received, wanted):
+            return True
+        if time.monotonic() >= deadline:
+            replication["reason"] = "behind the primary: its position is not in this replica's relay log"
+            return False
+        time.sleep(CATCH_UP_POLL_SECONDS)
+        cur.execute("SHOW SLAVE STATUS")
+        replication["gtid_position"] = (cur.fetchone() or {}).get("Gtid_IO_Pos")
+
+
+def gtid_reached(position: str, wanted: str) -> bool:
+    """Whether GTID position `position` ("0-1-35,1-2-7": domain-server-sequence per domain) has
+    everything of `wanted`: in each domain of `wanted`, a sequence number at least as high."""
+
+    def by_domain(pos: str) -> dict[int, int]:
+        result: dict[int, int] = {}
+        for gtid in filter(None, (part.strip() for part in pos.split(","))):
+            domain, _server, sequence = (int(field) for field in gtid.split("-"))
+            result[domain] = max(result.get(domain, 0), sequence)
+        return result
+
+    have = by_domain(position)
+    return all(have.get(domain, -1) >= sequence for domain, sequence in by_domain(wanted).items())

@@ -8,6 +8,7 @@ are local. Everything listens on 127.0.0.1 or unix sockets under pytest's tmp di
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -17,6 +18,7 @@ import signal
 import socket
 import string
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -242,3 +244,50 @@ def app_env(stack: Stack, server: MariaDB, role: str, **overrides) -> dict[str, 
         "WEBINFRA_DB_TLS_CA": str(stack.tls / "ca.pem"),
     }
     return {**env, **overrides}
+
+
+class PausableRelay:
+    """A TCP relay on 127.0.0.1 to `port` that can stop passing bytes while keeping every connection
+    open: a replication stream that has stalled, the replica's I/O thread still connected."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while self.flowing.wait() and not self.closed:
+                data = source.recv(65536)
+                if not data:
+                    break
+                self.flowing.wait()
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def pause(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.flowing.set()
+        self.listener.close()

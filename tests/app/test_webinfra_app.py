@@ -5,7 +5,11 @@ import time
 import pymysql
 import pytest
 
+from app import webinfra_app
+from app.webinfra_app import gtid_reached
 from provisioning import render
+from provisioning.defaults import SERVER_DEFAULTS, seconds
+from tests.app.helpers import PausableRelay, free_port
 
 BAD_REQUESTS = [
     # (method, path, body, headers, expected status)
@@ -173,6 +177,72 @@ def test_replica_health_is_503_when_replication_stops(apps, databases):
     finally:
         databases.replica.sql("START SLAVE")
     assert wait_until(lambda: apps["replica"].json("GET", "/health")[0] == 200, seconds=15)
+
+
+def test_a_replica_whose_stream_has_stalled_leaves_the_rotation_until_it_has_caught_up(apps, databases):
+    """The issue-12 stall: the replica's I/O thread connected, nothing arriving, Seconds_Behind_Master
+    0 (it measures only what was received). /health must see that the primary is further on."""
+    relay = PausableRelay(databases.primary.port)
+    replica = databases.replica
+
+    def point_replica_at(port: int) -> None:
+        replica.sql("STOP SLAVE")
+        replica.sql(f"CHANGE MASTER TO MASTER_PORT = {port}")
+        replica.sql("START SLAVE")
+
+    point_replica_at(relay.port)
+    try:
+        assert wait_until(lambda: apps["replica"].json("GET", "/health")[0] == 200, seconds=15)
+        relay.pause()
+        # Semi-sync waits its timeout for the replica's acknowledgement, then commits asynchronously.
+        databases.primary.sql("INSERT INTO webinfra.messages (text, host) VALUES ('while stalled', 'test')")
+        status, body = apps["replica"].json("GET", "/health")
+        replication = body["replication"]
+        assert (replication["io_running"], replication["sql_running"], replication["seconds_behind"]) == (
+            "Yes",
+            "Yes",
+            0,
+        ), body  # what the old check saw: a healthy replica
+        assert status == 503 and body["healthy"] is False, body
+        assert replication["reason"].startswith("behind the primary"), body
+        assert not gtid_reached(replication["gtid_position"], replication["primary_position"]), body
+        relay.resume()
+        assert wait_until(lambda: apps["replica"].json("GET", "/health")[0] == 200, seconds=15)
+        assert count(replica) == count(databases.primary)
+    finally:
+        relay.resume()
+        point_replica_at(databases.primary.port)
+        relay.close()
+    assert wait_until(lambda: apps["replica"].json("GET", "/health")[0] == 200, seconds=15)
+
+
+def test_replica_health_names_an_unreachable_primary_and_leaves_the_verdict_to_replication(start_extra_app, databases):
+    nowhere = start_extra_app(databases.replica, "replica", WEBINFRA_DB_PRIMARY_PORT=str(free_port()))
+    status, body = nowhere.json("GET", "/health")
+    assert status == 200 and body["replication"]["primary_position"] == "unreachable", body
+
+
+def test_a_replicas_health_asks_the_primary_within_haproxys_check_timeout():
+    budget = webinfra_app.PRIMARY_POSITION_TIMEOUT_SECONDS + webinfra_app.CATCH_UP_WAIT_SECONDS
+    # Half the check's timeout at most: the rest is the local queries, gunicorn and nginx.
+    assert budget <= seconds(SERVER_DEFAULTS.haproxy_health_check.timeout) / 2
+
+
+@pytest.mark.parametrize(
+    ("position", "wanted", "reached"),
+    [
+        ("0-1-35", "0-1-35", True),
+        ("0-1-36", "0-1-35", True),
+        ("0-1-35", "0-1-424", False),
+        ("0-2-500", "0-1-424", True),  # a promoted replica's sequence continues the domain
+        ("0-1-35,1-3-9", "0-1-35,1-3-10", False),
+        ("0-1-35", "0-1-35,1-3-1", False),  # a domain it has never seen
+        ("", "", True),
+        ("", "0-1-1", False),
+    ],
+)
+def test_gtid_reached_compares_every_domain(position, wanted, reached):
+    assert gtid_reached(position, wanted) is reached
 
 
 def test_database_unreachable_means_503_and_no_write(start_extra_app, databases):
