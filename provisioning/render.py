@@ -478,6 +478,11 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         restart_drop_in("nginx", read_file("restart-on-failure.conf")),
         restart_drop_in("mariadb", read_file("mariadb-restart.conf")),
         _file(
+            "/etc/systemd/system/mariadb.service.d/webinfra-release-stream.conf",
+            read_file("mariadb-release-stream.conf"),
+        ),
+        _file("/usr/local/sbin/webinfra-db-release-stream", read_file("webinfra-db-release-stream.sh"), "0755"),
+        _file(
             "/etc/webinfra/nginx-site.conf",
             render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr),
         ),

@@ -847,6 +847,11 @@ def test_a_web_server_lost_under_load_costs_no_read_and_rejoins_with_every_write
     began = time.monotonic()
     wait_until(f"{victim} back in rotation", lambda: victim in load(url, 10, cacert=CA)["servers"], 180, 2)
     rejoined = time.monotonic() - began
+    if fault == "kill":
+        # Writes were flowing when it died: the primary held a stream to a dead peer, which the
+        # returning replica's MariaDB ended before it started (else it waits for the retransmissions).
+        journal = guest(victim, "journalctl", "-b", "--no-pager", "-u", "mariadb").stdout
+        assert "webinfra-db-release-stream: ended the dead stream" in journal, journal[-3000:]
     wait_until("HAProxy's metrics show it up again", lambda: haproxy_server_state(victim) == "UP", 30, 1)
     ids = ",".join(map(str, acknowledged))
     for host in web_names(running_lab):
