@@ -323,7 +323,8 @@ def markdown(rows: list[dict]) -> list[str]:
         "until the lab is healthy again (lab/health.py: every host up, every web server healthy, every backend UP on "
         "every HAProxy, the pair's addresses together). *Lost writes*: acknowledged (201) but missing on the primary. "
         "*Not yet on a replica*: acknowledged writes a replica did not have when the load ended (it may still be "
-        "catching up; a replica back in the rotation while far behind serves stale reads).",
+        "catching up, out of the rotation: a replica's /health fails until its relay log reaches the primary's "
+        "position).",
         "",
         "| fault | host | requests | failed reads | failed writes | slowest read | undone after | healed after "
         "| writes acknowledged | lost writes | not yet on a replica |",
