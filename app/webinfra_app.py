@@ -18,10 +18,13 @@ comes from the environment (systemd EnvironmentFile):
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import pathlib
 import socket
+import ssl
+import threading
 import time
 from typing import Any
 
@@ -33,12 +36,20 @@ MAX_TEXT_LENGTH = 280
 LIST_LIMIT = 50
 CONNECT_TIMEOUT_SECONDS = 2
 QUERY_TIMEOUT_SECONDS = 5
-# A replica's /health asks the primary how far it is and waits a little for its own copy to get
-# there; both bounds together stay well inside HAProxy's health-check timeout
-# (server-defaults.yaml, haproxy_health_check.timeout: 500ms), so a slow primary fails no check.
-PRIMARY_POSITION_TIMEOUT_SECONDS = 0.1
+# A replica's /health compares its relay log with the primary's position, which a thread of each
+# worker keeps (one connection, one query every POSITION_POLL_SECONDS: a check opens no connection).
+# A check waits FIRST_POSITION_WAIT_SECONDS at most for the thread's first answer and
+# CATCH_UP_WAIT_SECONDS at most for its relay log to get there: both well inside HAProxy's check
+# timeout (server-defaults.yaml, haproxy_health_check.timeout: 500ms).
+POSITION_POLL_SECONDS = 0.25
+POSITION_QUERY_TIMEOUT_SECONDS = 1.0
+POSITION_MAX_AGE_SECONDS = 2.0  # a poll plus a query's timeout: older means the thread is stuck
+FIRST_POSITION_WAIT_SECONDS = 0.1
 CATCH_UP_WAIT_SECONDS = 0.15
 CATCH_UP_POLL_SECONDS = 0.02
+# Client errors that mean the primary cannot be reached (as opposed to refusing us): can't connect,
+# server gone away, lost connection.
+UNREACHABLE_ERRORS = {2003, 2006, 2013}
 
 MAX_BODY_BYTES = 8 * 1024  # nginx limits bodies too (16k); this keeps the app safe on its own
 
@@ -244,23 +255,98 @@ def _replication_health(cur, report: dict) -> bool:
     return _received_what_the_primary_has(cur, replication)
 
 
+class PrimaryPosition:
+    """The primary's GTID position (@@gtid_binlog_pos) as last read by a thread of this worker, or why
+    it could not be read. The thread follows promotions: it reads db-role and db-primary each time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = False
+        self._state: tuple[str, str, float] | None = None  # (position|unreachable|error, value, when)
+        self._first = threading.Event()
+
+    def latest(self) -> tuple[str, str, float] | None:
+        """(kind, value, age in seconds), or None before the thread's first answer (waited for briefly)."""
+        with self._lock:
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._poll, name="primary-position", daemon=True).start()
+        self._first.wait(FIRST_POSITION_WAIT_SECONDS)
+        with self._lock:
+            if self._state is None:
+                return None
+            kind, value, when = self._state
+        return kind, value, time.monotonic() - when
+
+    def _record(self, kind: str, value: str) -> None:
+        with self._lock:
+            self._state = (kind, value, time.monotonic())
+        self._first.set()
+
+    def _poll(self) -> None:
+        conn, connected_to = None, None
+        while True:
+            try:
+                if role() != "replica":
+                    raise LookupError("not a replica")
+                host = _runtime("db-primary", "WEBINFRA_DB_PRIMARY_HOST", "local")
+                if conn is None or host != connected_to:
+                    if conn is not None:
+                        conn.close()
+                    conn, connected_to = primary_db(timeout=POSITION_QUERY_TIMEOUT_SECONDS), host
+                with conn.cursor() as cur:
+                    cur.execute("SELECT @@gtid_binlog_pos AS position")
+                    row = cur.fetchone()
+                self._record("position", row["position"] if row else "")
+            except (pymysql.MySQLError, LookupError) as exc:
+                if isinstance(exc, pymysql.MySQLError):
+                    self._record(*_primary_error(exc))
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                conn, connected_to = None, None
+            time.sleep(POSITION_POLL_SECONDS)
+
+
+def _primary_error(exc: pymysql.MySQLError) -> tuple[str, str]:
+    code = exc.args[0] if exc.args else None
+    message = str(exc.args[-1]) if exc.args else exc.__class__.__name__
+    # PyMySQL reports a refused certificate as "can't connect" (2003): that is the primary (or who
+    # answers in its place) refused, not the primary out of reach.
+    refused_tls = isinstance(exc.__context__, ssl.SSLError)
+    return ("unreachable" if code in UNREACHABLE_ERRORS and not refused_tls else "error", message)
+
+
+PRIMARY_POSITION = PrimaryPosition()
+
+
 def _received_what_the_primary_has(cur, replication: dict) -> bool:
     """Seconds_Behind_Master only measures what this replica has received and not yet applied: a
     replica whose stream has stalled (its I/O thread connected, the primary sending nothing) reads 0
     while missing every write since. Seen in the lab after a replica's hard restart: the primary's
     dump thread for its old, dead connection blocked the new one for 18 s, and the replica served
-    reads 300 writes behind (issue 12). So ask the primary for its position and require this
-    replica's I/O thread to have reached it, waiting CATCH_UP_WAIT_SECONDS at most. A primary that
-    cannot answer in time leaves the verdict to the replication threads (it fails writes anyway; a
-    replica that keeps serving reads is what the stack has left)."""
-    try:
-        with primary_db(timeout=PRIMARY_POSITION_TIMEOUT_SECONDS) as primary, primary.cursor() as pcur:
-            pcur.execute("SELECT @@gtid_binlog_pos AS position")
-            row = pcur.fetchone()
-    except pymysql.MySQLError:
+    reads 300 writes behind (issue 12). So require this replica's I/O thread to have reached the
+    primary's position, waiting CATCH_UP_WAIT_SECONDS at most. A primary out of reach leaves the
+    verdict to the replication threads (it fails writes anyway; a replica that keeps serving reads
+    is what the stack has left); one that refuses us, or no answer yet, fails the check."""
+    latest = PRIMARY_POSITION.latest()
+    if latest is None:
+        replication["primary_position"] = "not yet known"
+        replication["reason"] = "the primary's position is not known yet"
+        return False
+    kind, wanted, age = latest
+    if kind == "unreachable":
         replication["primary_position"] = "unreachable"
+        replication["primary_error"] = wanted
         return True
-    wanted = row["position"] if row else ""
+    if kind == "error":
+        replication["primary_position"] = "refused"
+        replication["reason"] = f"the primary refused this replica's query: {wanted}"
+        return False
+    if age > POSITION_MAX_AGE_SECONDS:
+        replication["primary_position"] = wanted
+        replication["reason"] = f"the primary's position is {age:.1f} s old"
+        return False
     replication["primary_position"] = wanted
     deadline = time.monotonic() + CATCH_UP_WAIT_SECONDS
     while True:

@@ -14,14 +14,16 @@ primary=$(cat /etc/webinfra/db-primary 2>/dev/null) && [ -n "$primary" ] || exit
 
 on_primary() {
     # The password through a file descriptor, never in argv or the environment.
-    mariadb --defaults-extra-file=<(printf '[client]\npassword="%s"\n' "$WEBINFRA_DB_REPLICATION_PASSWORD") \
+    # timeout: the client bounds only its connect; a primary that stalls later must not hold
+    # MariaDB's start (Debian's unit allows it 15 minutes).
+    timeout 5 mariadb --defaults-extra-file=<(printf '[client]\npassword="%s"\n' "$WEBINFRA_DB_REPLICATION_PASSWORD") \
         --host="$primary" --user="$WEBINFRA_DB_REPLICATION_USER" --ssl --ssl-ca="$WEBINFRA_DB_TLS_CA" \
         --ssl-verify-server-cert --connect-timeout=2 --batch --skip-column-names -e "$1"
 }
 
 # This MariaDB is not running: every stream the primary holds for this address is a dead one.
 if ! streams=$(on_primary "SELECT ID FROM information_schema.PROCESSLIST
-        WHERE COMMAND LIKE 'Binlog Dump%' AND SUBSTRING_INDEX(HOST, ':', 1) = '$WEBINFRA_PRIVATE_ADDRESS'"); then
+        WHERE COMMAND LIKE 'Binlog Dump%' AND HOST LIKE '$WEBINFRA_PRIVATE_ADDRESS:%'"); then
     echo "webinfra-db-release-stream: the primary $primary did not answer; nothing ended"
     exit 0
 fi

@@ -9,7 +9,7 @@ from app import webinfra_app
 from app.webinfra_app import gtid_reached
 from provisioning import render
 from provisioning.defaults import SERVER_DEFAULTS, seconds
-from tests.app.helpers import PausableRelay, free_port
+from tests.app.helpers import PausableRelay, free_port, make_tls
 
 BAD_REQUESTS = [
     # (method, path, body, headers, expected status)
@@ -222,10 +222,21 @@ def test_replica_health_names_an_unreachable_primary_and_leaves_the_verdict_to_r
     assert status == 200 and body["replication"]["primary_position"] == "unreachable", body
 
 
-def test_a_replicas_health_asks_the_primary_within_haproxys_check_timeout():
-    budget = webinfra_app.PRIMARY_POSITION_TIMEOUT_SECONDS + webinfra_app.CATCH_UP_WAIT_SECONDS
+def test_a_replicas_health_waits_for_the_primary_within_haproxys_check_timeout():
+    budget = webinfra_app.FIRST_POSITION_WAIT_SECONDS + webinfra_app.CATCH_UP_WAIT_SECONDS
     # Half the check's timeout at most: the rest is the local queries, gunicorn and nginx.
     assert budget <= seconds(SERVER_DEFAULTS.haproxy_health_check.timeout) / 2
+    assert webinfra_app.POSITION_MAX_AGE_SECONDS >= (
+        webinfra_app.POSITION_POLL_SECONDS + webinfra_app.POSITION_QUERY_TIMEOUT_SECONDS
+    )
+
+
+def test_a_replica_that_cannot_verify_the_primary_is_unhealthy(start_extra_app, databases, tmp_path):
+    other_ca = make_tls(tmp_path) / "ca.pem"
+    stranger = start_extra_app(databases.replica, "replica", WEBINFRA_DB_TLS_CA=str(other_ca))
+    assert wait_until(lambda: stranger.json("GET", "/health")[1]["replication"]["primary_position"] == "refused")
+    status, body = stranger.json("GET", "/health")
+    assert status == 503 and "refused" in body["replication"]["reason"], body
 
 
 @pytest.mark.parametrize(
