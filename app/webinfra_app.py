@@ -47,9 +47,9 @@ POSITION_MAX_AGE_SECONDS = 2.0  # a poll plus a query's timeout: older means the
 FIRST_POSITION_WAIT_SECONDS = 0.1
 CATCH_UP_WAIT_SECONDS = 0.15
 CATCH_UP_POLL_SECONDS = 0.02
-# Client errors that mean the primary cannot be reached (as opposed to refusing us): can't connect,
-# server gone away, lost connection.
-UNREACHABLE_ERRORS = {2003, 2006, 2013}
+# Server errors by which the primary refuses this replica's credentials (access denied); a refused
+# certificate is told by its ssl.SSLCertVerificationError.
+REFUSED_ERRORS = {1044, 1045}
 
 MAX_BODY_BYTES = 8 * 1024  # nginx limits bodies too (16k); this keeps the app safe on its own
 
@@ -261,16 +261,20 @@ class PrimaryPosition:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._started = False
-        self._state: tuple[str, str, float] | None = None  # (position|unreachable|error, value, when)
+        self._thread: threading.Thread | None = None
+        self._state: tuple[str, str, float] | None = None  # (position|unreachable|refused, value, when)
         self._first = threading.Event()
+
+    def start(self) -> None:
+        """Start the thread, or start it again if it died (it should not: it catches everything)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._poll, name="primary-position", daemon=True)
+                self._thread.start()
 
     def latest(self) -> tuple[str, str, float] | None:
         """(kind, value, age in seconds), or None before the thread's first answer (waited for briefly)."""
-        with self._lock:
-            if not self._started:
-                self._started = True
-                threading.Thread(target=self._poll, name="primary-position", daemon=True).start()
+        self.start()
         self._first.wait(FIRST_POSITION_WAIT_SECONDS)
         with self._lock:
             if self._state is None:
@@ -278,10 +282,11 @@ class PrimaryPosition:
             kind, value, when = self._state
         return kind, value, time.monotonic() - when
 
-    def _record(self, kind: str, value: str) -> None:
+    def _record(self, state: tuple[str, str] | None) -> None:
         with self._lock:
-            self._state = (kind, value, time.monotonic())
-        self._first.set()
+            self._state = None if state is None else (*state, time.monotonic())
+        if state is not None:
+            self._first.set()
 
     def _poll(self) -> None:
         conn, connected_to = None, None
@@ -297,10 +302,14 @@ class PrimaryPosition:
                 with conn.cursor() as cur:
                     cur.execute("SELECT @@gtid_binlog_pos AS position")
                     row = cur.fetchone()
-                self._record("position", row["position"] if row else "")
-            except (pymysql.MySQLError, LookupError) as exc:
-                if isinstance(exc, pymysql.MySQLError):
-                    self._record(*_primary_error(exc))
+                self._record(("position", row["position"] if row else ""))
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive anything; /health shows it
+                if isinstance(exc, LookupError):
+                    self._record(None)  # a primary now: nothing to compare with
+                elif isinstance(exc, pymysql.MySQLError):
+                    self._record(_primary_error(exc))
+                else:
+                    self._record(("refused", f"{exc.__class__.__name__}: {exc}"))
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
@@ -309,15 +318,20 @@ class PrimaryPosition:
 
 
 def _primary_error(exc: pymysql.MySQLError) -> tuple[str, str]:
+    """Refused: the primary (or whoever answers at its address) fails our certificate check or our
+    credentials; this replica cannot know what it has. Anything else (can't connect, lost connection,
+    too many connections, shutting down...) is a primary out of reach for now: it must not take every
+    replica out of the rotation at once."""
     code = exc.args[0] if exc.args else None
     message = str(exc.args[-1]) if exc.args else exc.__class__.__name__
-    # PyMySQL reports a refused certificate as "can't connect" (2003): that is the primary (or who
-    # answers in its place) refused, not the primary out of reach.
-    refused_tls = isinstance(exc.__context__, ssl.SSLError)
-    return ("unreachable" if code in UNREACHABLE_ERRORS and not refused_tls else "error", message)
+    cause = getattr(exc, "original_exception", None) or exc.__context__
+    refused = isinstance(cause, ssl.SSLCertVerificationError) or code in REFUSED_ERRORS
+    return ("refused" if refused else "unreachable", message)
 
 
 PRIMARY_POSITION = PrimaryPosition()
+if "WEBINFRA_ROLE" in os.environ:  # a server's worker (gunicorn imports the app in each, after fork)
+    PRIMARY_POSITION.start()
 
 
 def _received_what_the_primary_has(cur, replication: dict) -> bool:
@@ -335,19 +349,16 @@ def _received_what_the_primary_has(cur, replication: dict) -> bool:
         replication["reason"] = "the primary's position is not known yet"
         return False
     kind, wanted, age = latest
-    if kind == "unreachable":
-        replication["primary_position"] = "unreachable"
-        replication["primary_error"] = wanted
-        return True
-    if kind == "error":
-        replication["primary_position"] = "refused"
-        replication["reason"] = f"the primary refused this replica's query: {wanted}"
-        return False
-    if age > POSITION_MAX_AGE_SECONDS:
-        replication["primary_position"] = wanted
+    replication["primary_position"] = wanted if kind == "position" else kind
+    if age > POSITION_MAX_AGE_SECONDS:  # the thread is stuck: whatever it said last is no longer true
         replication["reason"] = f"the primary's position is {age:.1f} s old"
         return False
-    replication["primary_position"] = wanted
+    if kind == "unreachable":
+        replication["primary_error"] = wanted
+        return True
+    if kind == "refused":
+        replication["reason"] = f"the primary refused this replica's query: {wanted}"
+        return False
     deadline = time.monotonic() + CATCH_UP_WAIT_SECONDS
     while True:
         received = replication["gtid_position"] or ""

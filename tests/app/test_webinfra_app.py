@@ -1,5 +1,6 @@
 """The app against a real MariaDB primary and replica: reads, writes, health, and bad input."""
 
+import ssl
 import time
 
 import pymysql
@@ -237,6 +238,47 @@ def test_a_replica_that_cannot_verify_the_primary_is_unhealthy(start_extra_app, 
     assert wait_until(lambda: stranger.json("GET", "/health")[1]["replication"]["primary_position"] == "refused")
     status, body = stranger.json("GET", "/health")
     assert status == 503 and "refused" in body["replication"]["reason"], body
+
+
+@pytest.mark.parametrize(
+    ("code", "cause", "kind"),
+    [
+        (2003, ConnectionRefusedError(), "unreachable"),
+        (2003, TimeoutError(), "unreachable"),
+        (2013, None, "unreachable"),
+        (1040, None, "unreachable"),  # too many connections: the primary's trouble, not this replica's
+        (1053, None, "unreachable"),  # shutting down
+        (1045, None, "refused"),  # access denied
+        (2003, ssl.SSLCertVerificationError("certificate verify failed"), "refused"),
+    ],
+)
+def test_only_a_refusal_by_the_primary_fails_a_replica_not_a_primary_out_of_reach(code, cause, kind):
+    error = pymysql.err.OperationalError(code, "message")
+    error.original_exception = cause  # type: ignore[attr-defined]  # as PyMySQL sets it when connect() fails
+    assert webinfra_app._primary_error(error)[0] == kind
+
+
+@pytest.mark.parametrize("kind", ["unreachable", "position"])
+def test_an_old_answer_fails_the_check_whatever_it_said(monkeypatch, kind):
+    class Stuck:
+        def latest(self):
+            return kind, "0-1-5", webinfra_app.POSITION_MAX_AGE_SECONDS + 1
+
+    monkeypatch.setattr(webinfra_app, "PRIMARY_POSITION", Stuck())
+    replication = {"gtid_position": "0-1-5"}
+    assert webinfra_app._received_what_the_primary_has(None, replication) is False
+    assert replication["reason"].startswith("the primary's position is"), replication
+
+
+def test_the_position_thread_is_started_again_if_it_ends():
+    runs = []
+    position = webinfra_app.PrimaryPosition()
+    position._poll = lambda: runs.append(1)  # type: ignore[method-assign]  # ends at once
+    position.start()
+    position._thread.join(5)  # type: ignore[union-attr]
+    position.start()
+    position._thread.join(5)  # type: ignore[union-attr]
+    assert len(runs) == 2
 
 
 @pytest.mark.parametrize(
