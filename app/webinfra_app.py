@@ -68,9 +68,11 @@ def _runtime(name: str, env: str, default: str) -> str:
     """A value `scripts/promote` may change while the app runs: read from its file on every request
     (a promotion needs no redeploy and no restart), the environment being the boot-time default."""
     try:
-        return (pathlib.Path(os.environ.get("WEBINFRA_STATE_DIR", "/etc/webinfra")) / name).read_text().strip()
+        value = (pathlib.Path(os.environ.get("WEBINFRA_STATE_DIR", "/etc/webinfra")) / name).read_text().strip()
     except OSError:
-        return _env(env, default)
+        value = ""
+    # Empty: being rewritten (`echo x > file` truncates first), as good as missing.
+    return value or _env(env, default)
 
 
 def role() -> str:
