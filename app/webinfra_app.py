@@ -4,16 +4,18 @@ Runs under gunicorn with Debian 12's python3-flask and python3-pymysql, so serve
 Reads come from the local database (primary or replica); writes go to the primary. Configuration
 comes from the environment (systemd EnvironmentFile):
 
-  WEBINFRA_ROLE            primary | replica
+  WEBINFRA_ROLE            primary | replica at the first boot (the database says what it is now)
   WEBINFRA_DB_NAME         database name
   WEBINFRA_DB_USER         application user
   WEBINFRA_DB_PASSWORD     its password (from SSM Parameter Store, never in user-data)
   WEBINFRA_DB_LOCAL_SOCKET unix socket of the local server (reads)      [or WEBINFRA_DB_LOCAL_HOST/PORT]
-  WEBINFRA_DB_PRIMARY_HOST the primary's address (writes), or "local" on the primary  [..._PORT]
   WEBINFRA_DB_TLS_CA       the stack's database CA: network connections verify the primary with it
   WEBINFRA_MAX_LAG         seconds of replication lag still reported healthy
-  WEBINFRA_STATE_DIR       where db-role and db-primary live (default /etc/webinfra): re-read on
-                           every request, so a promotion (scripts/promote) takes effect at once
+  WEBINFRA_ORPHAN_READS_SECONDS  how long a replica whose primary is out of reach serves reads
+
+Where writes go is asked of the local database on every request: this server if it is writable, else
+the primary it replicates from (SHOW SLAVE STATUS). The failover controller and scripts/promote
+change both while the app runs; the app follows at its next request, with no restart.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import html
 import os
-import pathlib
 import socket
 import ssl
 import threading
@@ -64,19 +65,24 @@ def _env(name: str, default: str | None = None) -> str:
     return value
 
 
-def _runtime(name: str, env: str, default: str) -> str:
-    """A value `scripts/promote` may change while the app runs: read from its file on every request
-    (a promotion needs no redeploy and no restart), the environment being the boot-time default."""
-    try:
-        value = (pathlib.Path(os.environ.get("WEBINFRA_STATE_DIR", "/etc/webinfra")) / name).read_text().strip()
-    except OSError:
-        value = ""
-    # Empty: being rewritten (`echo x > file` truncates first), as good as missing.
-    return value or _env(env, default)
+class NoPrimary(pymysql.err.OperationalError):
+    """This server is read-only and replicates from nobody: it knows no primary to send a write to."""
+
+
+def _local_state(cur) -> tuple[bool, dict | None]:
+    """(read_only, SHOW SLAVE STATUS): the database itself says what this server is and where its
+    primary is. The failover controller and scripts/promote change both while the app runs, so the app
+    asks on every request (two local queries) instead of keeping a copy that could be stale."""
+    cur.execute("SELECT @@global.read_only AS read_only")
+    read_only = bool(int(cur.fetchone()["read_only"]))
+    cur.execute("SHOW SLAVE STATUS")
+    return read_only, cur.fetchone()
 
 
 def role() -> str:
-    return _runtime("db-role", "WEBINFRA_ROLE", "primary")
+    with local_db() as conn, conn.cursor() as cur:
+        read_only, _ = _local_state(cur)
+    return "replica" if read_only else "primary"
 
 
 def _connect(
@@ -115,11 +121,25 @@ def local_db() -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
     )
 
 
-def primary_db(timeout: float | None = None) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
-    host = _runtime("db-primary", "WEBINFRA_DB_PRIMARY_HOST", "local")
-    if host == "local":
+def write_target() -> tuple[str, int] | None:
+    """Where writes go: None for this server (writable: the primary), else its primary's (host, port)."""
+    with local_db() as conn, conn.cursor() as cur:
+        read_only, status = _local_state(cur)
+    if not read_only:
+        return None
+    if not status or not status["Master_Host"]:
+        raise NoPrimary(2003, "this server is read-only and replicates from no primary")
+    return status["Master_Host"], int(status["Master_Port"])
+
+
+def primary_db(
+    timeout: float | None = None, target: tuple[str, int] | bool | None = False
+) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
+    where = write_target() if target is False else target
+    if where is None:
         return local_db()
-    return _connect(socket_path=None, host=host, port=int(_env("WEBINFRA_DB_PRIMARY_PORT", "3306")), timeout=timeout)
+    host, port = where  # type: ignore[misc]
+    return _connect(socket_path=None, host=host, port=port, timeout=timeout)
 
 
 def _row(row: dict[str, Any] | None) -> dict[str, Any]:
@@ -215,16 +235,14 @@ def create_message():
 
 @app.get("/health")
 def health():
-    report: dict = {"host": socket.gethostname(), "role": role(), "database": "unreachable"}
+    report: dict = {"host": socket.gethostname(), "role": "unknown", "database": "unreachable"}
     healthy = False
     try:
         with local_db() as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1 AS ok")
-            cur.fetchone()
+            read_only, status = _local_state(cur)
             report["database"] = "ok"
-            healthy = True
-            if role() == "replica":
-                healthy = _replication_health(cur, report)
+            report["role"] = "replica" if read_only else "primary"
+            healthy = not read_only or _replication_health(cur, report, status)
     except pymysql.MySQLError as exc:
         report["error"] = str(exc.args[-1]) if exc.args else exc.__class__.__name__
     report["healthy"] = healthy
@@ -233,9 +251,7 @@ def health():
     return response
 
 
-def _replication_health(cur, report: dict) -> bool:
-    cur.execute("SHOW SLAVE STATUS")
-    status = cur.fetchone()
+def _replication_health(cur, report: dict, status: dict | None) -> bool:
     if not status:
         report["replication"] = {"running": False, "reason": "not configured"}
         return False
@@ -252,20 +268,52 @@ def _replication_health(cur, report: dict) -> bool:
     }
     if status.get("Last_Error"):
         replication["last_error"] = status["Last_Error"]
-    if not (io_ok and sql_ok and lag is not None and lag <= max_lag):
+    if status.get("Last_SQL_Errno"):
+        replication["reason"] = "applying replicated writes failed"
         return False
-    return _received_what_the_primary_has(cur, replication)
+    if io_ok and sql_ok and lag is not None and lag <= max_lag:
+        return _received_what_the_primary_has(cur, replication)
+    return _serving_without_primary(cur, replication)
+
+
+def _serving_without_primary(cur, replication: dict) -> bool:
+    """Replication is not receiving. If that is because the primary is gone (this server cannot reach
+    it), serve reads of everything received, for ORPHAN_READS_SECONDS at most: with every replica
+    turning 503 the moment its primary died, the whole site went down, reads included, until a
+    promotion (issue 13). A reachable primary that this server does not replicate from, or a relay log
+    not yet applied, fails the check."""
+    latest = PRIMARY_POSITION.latest()
+    if latest is None or latest[0] != "unreachable":
+        replication["reason"] = "replication is not running"
+        return False
+    gone = PRIMARY_POSITION.unreachable_for()
+    bound = float(_env("WEBINFRA_ORPHAN_READS_SECONDS", "600"))
+    if gone > bound:
+        replication["reason"] = f"the primary has been unreachable for {gone:.0f} s, over {bound:.0f} s"
+        return False
+    cur.execute("SELECT @@global.gtid_slave_pos AS applied")
+    applied = cur.fetchone()["applied"] or ""
+    received = replication["gtid_position"] or ""
+    if not gtid_reached(applied, received):
+        replication["reason"] = f"the primary is unreachable and what was received is not applied yet ({applied})"
+        return False
+    replication["serving"] = (
+        f"reads only: the primary has been unreachable for {gone:.0f} s (at most {bound:.0f} s); "
+        f"data complete up to {applied or 'nothing'}, everything received"
+    )
+    return True
 
 
 class PrimaryPosition:
     """The primary's GTID position (@@gtid_binlog_pos) as last read by a thread of this worker, or why
-    it could not be read. The thread follows promotions: it reads db-role and db-primary each time."""
+    it could not be read. The thread follows promotions: it asks the local database for its primary each time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._state: tuple[str, str, float] | None = None  # (position|unreachable|refused, value, when)
         self._first = threading.Event()
+        self._unreachable_since: float | None = None
 
     def start(self) -> None:
         """Start the thread, or start it again if it died (it should not: it catches everything)."""
@@ -284,9 +332,20 @@ class PrimaryPosition:
             kind, value, when = self._state
         return kind, value, time.monotonic() - when
 
+    def unreachable_for(self) -> float:
+        """Seconds the primary has been out of reach without a break (0 when it answers)."""
+        with self._lock:
+            since = self._unreachable_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _record(self, state: tuple[str, str] | None) -> None:
         with self._lock:
-            self._state = None if state is None else (*state, time.monotonic())
+            now = time.monotonic()
+            if state is not None and state[0] == "unreachable":
+                self._unreachable_since = self._unreachable_since or now
+            else:
+                self._unreachable_since = None
+            self._state = None if state is None else (*state, now)
         if state is not None:
             self._first.set()
 
@@ -294,13 +353,13 @@ class PrimaryPosition:
         conn, connected_to = None, None
         while True:
             try:
-                if role() != "replica":
+                host = write_target()
+                if host is None:
                     raise LookupError("not a replica")
-                host = _runtime("db-primary", "WEBINFRA_DB_PRIMARY_HOST", "local")
                 if conn is None or host != connected_to:
                     if conn is not None:
                         conn.close()
-                    conn, connected_to = primary_db(timeout=POSITION_QUERY_TIMEOUT_SECONDS), host
+                    conn, connected_to = primary_db(POSITION_QUERY_TIMEOUT_SECONDS, host), host
                 with conn.cursor() as cur:
                     cur.execute("SELECT @@gtid_binlog_pos AS position")
                     row = cur.fetchone()

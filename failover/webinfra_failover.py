@@ -1,0 +1,581 @@
+#!/usr/bin/python3
+"""webinfra-failover: the database primary's automatic failover, run on the load balancers.
+
+    webinfra-failover [--config /etc/webinfra/failover.json]
+
+Every load balancer runs it; only the active one acts (keepalived's state, /run/webinfra/lb-state, is
+the single decider; a lone load balancer is always active). The standby watches all the same, so it
+knows the last state of the primary when it takes over. Each poll (every `interval` seconds) reads,
+from every database server over verified TLS: read_only, its GTID positions, its replication status
+and the semi-synchronous replication status. From that:
+
+* The primary is the one writable server. Two writable servers: every one but the primary of record
+  is made read-only at once (and an alarm says so).
+* No writable server, and the primary of record answers (it restarted: every server boots
+  read-only; or it fenced itself): made writable again if it has everything every other server has.
+* A read-only server that replicates from no primary (a returning old primary, a replica pointed
+  elsewhere) is pointed at the primary, when it holds nothing the primary lacks; otherwise it stays
+  out of the rotation (its /health fails) and an alarm says it holds writes no one else has.
+* The primary of record does not answer for `failure_after` seconds: it has failed only if every
+  replica that answers agrees (its replication I/O thread is down, or it has received nothing, not
+  even the heartbeat sent every second, for `silence_after` seconds): MaxScale mariadbmon's check.
+  Then, only while armed, it fails over: stop every replica's I/O thread, let it apply what it
+  received, promote the most advanced (it must hold the primary's last position seen here), point
+  the others at it. Armed = the primary's last answer had semi-synchronous replication ON with a
+  replica acknowledging: every acknowledged write is then on a replica (Patroni's rule). Asynchronous
+  (no replica acknowledging) = disarmed: no automatic failover, the reason in the log and an alarm;
+  `scripts/promote --force` is the person's decision.
+
+Fencing: a primary cut off from the controllers fences itself (the `webinfra_self_fence` event on
+every server: read-only once no controller session has spoken to it for 3 s), so by the time a
+failover happens (`failure_after` > 3 s) the old primary refuses writes even if it is alive.
+
+Standard library and python3-pymysql (Debian), plus boto3 (python3-boto3) for the alarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+
+import pymysql
+
+CONFIG = "/etc/webinfra/failover.json"
+LOCK = "webinfra_failover"  # GET_LOCK on the replicas while one controller fails over
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    servers: tuple[tuple[str, str], ...]  # (name, address), the first the stack's initial primary
+    user: str
+    password: str
+    tls_ca: str
+    port: int = 3306
+    interval: float = 0.5
+    connect_timeout: float = 1.0
+    failure_after: float = 5.0  # above the self-fence's 3 s: a live but cut-off primary is read-only by then
+    silence_after: float = 3.0  # replicas get a heartbeat every second (MASTER_HEARTBEAT_PERIOD = 1)
+    drain_timeout: float = 10.0
+    active_file: str | None = None  # keepalived's state; None: always active (a lone load balancer)
+    state_file: str | None = None  # what `scripts/lab status` and people read
+    alarm_topic_arn: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    @classmethod
+    def load(cls, path: str) -> Settings:
+        raw = json.loads(pathlib.Path(path).read_text())
+        password = pathlib.Path(raw.pop("password_file")).read_text().strip()
+        password = password.split("=", 1)[1] if "=" in password else password  # KEY=value env file
+        raw["servers"] = tuple((s["name"], s["address"]) for s in raw["servers"])
+        return cls(password=password, **raw)
+
+
+@dataclasses.dataclass
+class Observation:
+    """One server as one poll saw it."""
+
+    name: str
+    address: str
+    at: float
+    reachable: bool = False
+    error: str = ""
+    read_only: bool = True
+    binlog_pos: str = ""
+    current_pos: str = ""
+    master_host: str | None = None  # None: no replication configured
+    io_running: str = ""
+    sql_running: str = ""
+    io_pos: str = ""
+    last_io_errno: int = 0
+    last_sql_errno: int = 0
+    progress: tuple = ()  # what changes while a replica receives anything: events or heartbeats
+    semi_sync_on: bool = False
+    semi_sync_clients: int = 0
+
+    @property
+    def replicating(self) -> bool:
+        return self.master_host is not None and self.io_running in ("Yes", "Connecting")
+
+
+def sequences(position: str) -> dict[int, int]:
+    """A GTID position ("0-1-35,1-2-7") as {domain: highest sequence}."""
+    result: dict[int, int] = {}
+    for gtid in filter(None, (part.strip() for part in position.split(","))):
+        domain, _server, sequence = (int(field) for field in gtid.split("-"))
+        result[domain] = max(result.get(domain, 0), sequence)
+    return result
+
+
+def gtid_reached(position: str, wanted: str) -> bool:
+    """Whether `position` has, in every domain of `wanted`, a sequence at least as high."""
+    have = sequences(position)
+    return all(have.get(domain, -1) >= sequence for domain, sequence in sequences(wanted).items())
+
+
+def sequence(position: str) -> int:
+    return sequences(position).get(0, 0)
+
+
+# --- talking to the servers --------------------------------------------------------------------------------------
+
+
+class Server:
+    """One database server: a connection kept open (the self-fence event counts it as the controller's
+    lease while it is fresh), reopened after any error."""
+
+    def __init__(self, name: str, address: str, settings: Settings):
+        self.name, self.address, self.settings = name, address, settings
+        self._conn: pymysql.connections.Connection | None = None
+
+    def _connection(self) -> pymysql.connections.Connection:
+        if self._conn is None:
+            self._conn = pymysql.connect(
+                host=self.address,
+                port=self.settings.port,
+                user=self.settings.user,
+                password=self.settings.password,
+                ssl_ca=self.settings.tls_ca,
+                ssl_verify_cert=True,
+                ssl_verify_identity=True,
+                connect_timeout=self.settings.connect_timeout,
+                read_timeout=max(2.0, self.settings.connect_timeout * 2),
+                write_timeout=max(2.0, self.settings.connect_timeout * 2),
+                autocommit=True,
+                cursorclass=pymysql.cursors.DictCursor,
+            )
+        return self._conn
+
+    def query(self, statement: str, timeout: float | None = None) -> list[dict]:
+        try:
+            conn = self._connection()
+            if timeout is not None:
+                conn._read_timeout = timeout  # a statement known to wait (draining): its own bound
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(statement)
+                    return list(cur.fetchall())
+            finally:
+                conn._read_timeout = max(2.0, self.settings.connect_timeout * 2)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def observe(self, now: float) -> Observation:
+        seen = Observation(self.name, self.address, now)
+        try:
+            row = self.query(
+                "SELECT @@global.read_only AS read_only, @@global.gtid_binlog_pos AS binlog_pos, "
+                "@@global.gtid_current_pos AS current_pos"
+            )[0]
+            slave = self.query("SHOW SLAVE STATUS")
+            semi = {
+                r["Variable_name"]: r["Value"] for r in self.query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")
+            }
+        except Exception as error:  # noqa: BLE001 - an unanswered poll is an answer
+            seen.error = f"{type(error).__name__}: {error}"[:200]
+            return seen
+        seen.reachable = True
+        seen.read_only = bool(int(row["read_only"]))
+        seen.binlog_pos, seen.current_pos = row["binlog_pos"] or "", row["current_pos"] or ""
+        if slave:
+            s = slave[0]
+            seen.master_host = s["Master_Host"]
+            seen.io_running, seen.sql_running = s["Slave_IO_Running"], s["Slave_SQL_Running"]
+            seen.io_pos = s.get("Gtid_IO_Pos") or ""
+            seen.last_io_errno, seen.last_sql_errno = int(s["Last_IO_Errno"] or 0), int(s["Last_SQL_Errno"] or 0)
+            seen.progress = (
+                seen.io_pos,
+                s["Master_Log_File"],
+                s["Read_Master_Log_Pos"],
+                s.get("Slave_received_heartbeats"),
+            )
+        seen.semi_sync_on = semi.get("Rpl_semi_sync_master_status") == "ON"
+        seen.semi_sync_clients = int(semi.get("Rpl_semi_sync_master_clients") or 0)
+        return seen
+
+
+# --- the controller ---------------------------------------------------------------------------------------------
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        say: Callable[[str], None] = lambda message: print(f"webinfra-failover: {message}", flush=True),
+        alarm: Callable[[str, str], None] | None = None,
+    ):
+        self.settings, self.clock, self.say = settings, clock, say
+        self.alarm = alarm or self._sns_alarm
+        self.servers = [Server(name, address, settings) for name, address in settings.servers]
+        self.by_address = {s.address: s.name for s in self.servers}
+        self.primary: str | None = None  # of record
+        self.armed, self.arming = False, "no primary seen yet"
+        self.primary_position = ""  # the primary's last position seen here
+        self.lost_since: float | None = None
+        self.last_progress: dict[str, tuple[tuple, float]] = {}
+        self.said: set[str] = set()  # conditions already reported (each once, until it clears)
+        self.observations: dict[str, Observation] = {}
+        self.events: list[str] = []  # what this controller did, newest last (for the state file)
+
+    # -- reporting ---------------------------------------------------------------------------------------
+
+    def _once(self, key: str, message: str, alarm: bool = False) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.say(message)
+            if alarm:
+                self.alarm("webinfra database: " + key.split(":")[0], message)
+
+    def _clear(self, prefix: str) -> None:
+        self.said = {key for key in self.said if not key.startswith(prefix)}
+
+    def _did(self, message: str, subject: str | None = None) -> None:
+        self.say(message)
+        self.events = [*self.events[-19:], f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}"]
+        if subject:
+            self.alarm(subject, message)
+
+    def _sns_alarm(self, subject: str, message: str) -> None:
+        if not self.settings.alarm_topic_arn:
+            return
+        try:
+            import boto3
+            from botocore.config import Config
+
+            boto3.client(
+                "sns",
+                region_name=self.settings.region,
+                endpoint_url=self.settings.endpoint_url,
+                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}),
+            ).publish(TopicArn=self.settings.alarm_topic_arn, Subject=subject[:100], Message=message)
+        except Exception as error:  # noqa: BLE001 - an alarm that cannot be sent must not stop a failover
+            self.say(f"could not publish the alarm ({type(error).__name__}: {error})")
+
+    def active(self) -> bool:
+        if not self.settings.active_file:
+            return True
+        try:
+            return pathlib.Path(self.settings.active_file).read_text().strip() == "MASTER"
+        except OSError:
+            return False
+
+    # -- one poll ----------------------------------------------------------------------------------------
+
+    def observe(self) -> dict[str, Observation]:
+        now = self.clock()
+        with concurrent.futures.ThreadPoolExecutor(len(self.servers)) as pool:
+            answers = pool.map(lambda s: s.observe(now), self.servers)
+            seen = dict(zip((s.name for s in self.servers), answers, strict=True))
+        for name, observation in seen.items():
+            previous = self.last_progress.get(name)
+            if observation.reachable and (previous is None or previous[0] != observation.progress):
+                self.last_progress[name] = (observation.progress, now)
+        self.observations = seen
+        return seen
+
+    def step(self) -> str:
+        """Observe, then act if active. Returns what it decided, in words (tests and the log read it)."""
+        seen = self.observe()
+        acting = self.active()
+        verdict = self._decide(seen, acting)
+        self._write_state(acting, verdict)
+        return verdict
+
+    def _decide(self, seen: dict[str, Observation], acting: bool) -> str:
+        now = self.clock()
+        writable = [o for o in seen.values() if o.reachable and not o.read_only]
+        if len(writable) > 1:
+            keep = next((o for o in writable if o.name == self.primary), None)
+            if keep is None:
+                return self._refuse("two-writable", f"{', '.join(o.name for o in writable)} are all writable")
+            for other in writable:
+                if other is not keep and acting:
+                    self._fence(other, f"{keep.name} is the primary")
+            writable = [keep]
+        if writable:
+            primary = writable[0]
+            if self.primary != primary.name:
+                self.say(f"{primary.name} is the primary")
+            self.primary, self.lost_since = primary.name, None
+            self._clear("primary-lost")
+            self._note_arming(primary)
+            if acting:
+                for other in seen.values():
+                    if other is not primary and other.reachable and not self._follows(other, primary):
+                        self._rejoin(other, primary)
+            return f"primary {primary.name}"
+
+        record = self._primary_of_record(seen)
+        if record is None:
+            return "no primary known"
+        if record.reachable:
+            return self._restore(record, seen, acting)
+        if self.lost_since is None:
+            self.lost_since = now
+            self.say(f"the primary {record.name} does not answer ({record.error})")
+        if now - self.lost_since < self.settings.failure_after:
+            return f"primary {record.name} unanswered for {now - self.lost_since:.1f} s"
+        replicas = [
+            o for o in seen.values() if o.reachable and o.name != record.name and o.master_host == record.address
+        ]
+        if not replicas:
+            return self._refuse("no-replica", f"the primary {record.name} is down and no replica of it answers")
+        hearing = [
+            o.name
+            for o in replicas
+            if o.io_running == "Yes"
+            and now - self.last_progress.get(o.name, ((), now))[1] < self.settings.silence_after
+        ]
+        if hearing:
+            return f"primary {record.name} unanswered here, but {', '.join(hearing)} still receive from it"
+        if not self.armed:
+            return self._refuse(
+                "disarmed", f"the primary {record.name} is down; no automatic failover: {self.arming}", alarm=True
+            )
+        if not acting:
+            return f"primary {record.name} is down; the active load balancer fails over"
+        return self._failover(record, replicas)
+
+    def _refuse(self, key: str, message: str, alarm: bool = False) -> str:
+        self._once(f"{key}:{message}", message, alarm)
+        return message
+
+    def _note_arming(self, primary: Observation) -> None:
+        self.primary_position = primary.binlog_pos
+        armed = primary.semi_sync_on and primary.semi_sync_clients > 0
+        reason = (
+            "semi-synchronous replication is on and acknowledged"
+            if armed
+            else "the primary replicates asynchronously (no replica acknowledges): a failover could lose writes"
+        )
+        if armed != self.armed:
+            self.say(("armed: " if armed else "disarmed: ") + reason)
+        self.armed, self.arming = armed, reason
+
+    def _follows(self, other: Observation, primary: Observation) -> bool:
+        """Replicates from the primary (or is reconnecting to it), without a replication error."""
+        return other.master_host == primary.address and other.replicating and not other.last_sql_errno
+
+    def _primary_of_record(self, seen: dict[str, Observation]) -> Observation | None:
+        if self.primary:
+            return seen[self.primary]
+        followed = [self.by_address.get(o.master_host or "") for o in seen.values() if o.replicating]
+        followed = [name for name in followed if name]
+        name = max(set(followed), key=followed.count) if followed else self.servers[0].name
+        return seen[name]
+
+    # -- actions -----------------------------------------------------------------------------------------
+
+    def _server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name == name)
+
+    def _fence(self, target: Observation, why: str) -> None:
+        try:
+            self._server(target.name).query("SET GLOBAL read_only = ON")
+            self._did(f"fenced {target.name} (read-only): {why}", "webinfra database: second writable server fenced")
+        except Exception as error:  # noqa: BLE001 - tried again at the next poll
+            self.say(f"could not fence {target.name}: {error}")
+
+    def _restore(self, record: Observation, seen: dict[str, Observation], acting: bool) -> str:
+        """The primary of record answers but is read-only (it restarted, or fenced itself)."""
+        self.lost_since = None
+        ahead = [
+            o.name
+            for o in seen.values()
+            if o.reachable and o is not record and not gtid_reached(record.current_pos, o.current_pos)
+        ]
+        if ahead:
+            return self._refuse(
+                "restore-behind",
+                f"{record.name} is read-only and {', '.join(ahead)} have writes it lacks: not making it writable",
+                alarm=True,
+            )
+        if record.master_host not in (None, record.address) and record.io_running == "Yes":
+            return f"{record.name} replicates from {record.master_host}: not the primary"
+        if not acting:
+            return f"{record.name} is read-only; the active load balancer restores it"
+        try:
+            self._server(record.name).query("SET GLOBAL read_only = OFF")
+        except Exception as error:  # noqa: BLE001 - tried again at the next poll
+            return f"could not make {record.name} writable: {error}"
+        self._did(f"{record.name} is writable again (the primary, back with everything)")
+        return f"restored {record.name}"
+
+    def _rejoin(self, other: Observation, primary: Observation) -> None:
+        """Point a read-only server that follows no primary at the primary, if it has nothing extra."""
+        key = f"diverged:{other.name}"
+        if other.last_sql_errno or (other.master_host == primary.address and other.last_io_errno == 1236):
+            errno = other.last_sql_errno or other.last_io_errno
+            self._once(key, f"{other.name} cannot replicate from {primary.name} (error {errno}): left out", True)
+            return
+        if sequence(other.binlog_pos) > sequence(primary.current_pos):
+            self._once(
+                key,
+                f"{other.name} holds writes the primary {primary.name} has not ({other.binlog_pos} against "
+                f"{primary.current_pos}): left out of the rotation, read-only; see the README to resolve",
+                alarm=True,
+            )
+            return
+        if other.master_host == primary.address and other.io_running == "No" and not other.last_io_errno:
+            statements = ["START SLAVE"]  # stopped (a controller that failed part-way): just restart it
+        else:
+            # Only the address changes: the user, password and TLS settings stored with the old
+            # replication configuration stay (CHANGE MASTER keeps what it is not given).
+            mode = "slave_pos" if other.master_host not in (None, other.address) else "current_pos"
+            statements = [
+                "STOP SLAVE",
+                f"CHANGE MASTER TO MASTER_HOST = '{primary.address}', MASTER_PORT = {self.settings.port}, "
+                f"MASTER_USE_GTID = {mode}, MASTER_HEARTBEAT_PERIOD = 1",
+                "START SLAVE",
+            ]
+        try:
+            server = self._server(other.name)
+            for statement in statements:
+                server.query(statement)
+        except Exception as error:  # noqa: BLE001 - tried again at the next poll
+            self.say(f"could not point {other.name} at {primary.name}: {error}")
+            return
+        self._clear(key)
+        self._did(f"{other.name} now replicates from {primary.name}")
+
+    def _failover(self, old: Observation, replicas: list[Observation]) -> str:
+        started = self.clock()
+        self.say(f"the primary {old.name} is down ({old.error}); every replica agrees; failing over")
+        locked: list[Server] = []
+        try:
+            for replica in sorted(replicas, key=lambda o: o.name):
+                server = self._server(replica.name)
+                if not server.query(f"SELECT GET_LOCK('{LOCK}', 0) AS got")[0]["got"]:
+                    return f"another controller is failing over ({replica.name} is locked)"
+                locked.append(server)
+            for server in locked:
+                server.query("STOP SLAVE IO_THREAD")
+            drained = [self._drain(server) for server in locked]
+            usable = [o for o in drained if o is not None]
+            if not usable:
+                return self._refuse("drain", "no replica finished applying what it received")
+            order = {name: index for index, (name, _) in enumerate(self.settings.servers)}
+            candidate = max(usable, key=lambda o: (sequence(o.current_pos), -order[o.name]))
+            if not gtid_reached(candidate.current_pos, self.primary_position):
+                for server in locked:
+                    server.query("START SLAVE IO_THREAD")
+                return self._refuse(
+                    "behind",
+                    f"the most advanced replica {candidate.name} ({candidate.current_pos}) lacks the primary's "
+                    f"last position seen here ({self.primary_position}): no automatic failover",
+                    alarm=True,
+                )
+            new = self._server(candidate.name)
+            # Not replicating any more, yet the stored replication settings (user, password, TLS) stay,
+            # pointed at itself, for the day it is made a replica again.
+            new.query("STOP SLAVE")
+            new.query(
+                f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {self.settings.port}, "
+                "MASTER_USE_GTID = current_pos"
+            )
+            new.query("SET GLOBAL read_only = OFF")
+            for other in locked:
+                if other is new:
+                    continue
+                other.query("STOP SLAVE")
+                other.query(
+                    f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {self.settings.port}, "
+                    "MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1"
+                )
+                other.query("START SLAVE")
+        finally:
+            for server in locked:
+                with contextlib.suppress(Exception):
+                    server.query(f"SELECT RELEASE_LOCK('{LOCK}')")
+        self.primary, self.lost_since, self.armed = candidate.name, None, False
+        self.arming = "the new primary has not been seen with an acknowledging replica yet"
+        self._did(
+            f"failed over from {old.name} to {candidate.name} at {candidate.current_pos} in "
+            f"{self.clock() - started:.1f} s (the old primary stopped answering: {old.error})",
+            f"webinfra database: failover, {candidate.name} is the primary",
+        )
+        return f"failed over to {candidate.name}"
+
+    def _drain(self, server: Server) -> Observation | None:
+        deadline = self.clock() + self.settings.drain_timeout
+        while True:
+            seen = server.observe(self.clock())
+            if seen.last_sql_errno or (seen.sql_running != "Yes" and not gtid_reached(seen.current_pos, seen.io_pos)):
+                self.say(f"{server.name} cannot apply its relay log (error {seen.last_sql_errno}): not a candidate")
+                return None
+            if seen.reachable and gtid_reached(seen.current_pos, seen.io_pos):
+                return seen
+            if self.clock() > deadline:
+                self.say(f"{server.name} did not apply its relay log within {self.settings.drain_timeout:.0f} s")
+                return None
+            time.sleep(0.05)
+
+    # -- state file --------------------------------------------------------------------------------------
+
+    def _write_state(self, acting: bool, verdict: str) -> None:
+        if not self.settings.state_file:
+            return
+        state = {
+            "active": acting,
+            "primary": self.primary,
+            "armed": self.armed,
+            "arming": self.arming,
+            "verdict": verdict,
+            "servers": {
+                name: {
+                    "reachable": o.reachable,
+                    "read_only": o.read_only,
+                    "gtid": o.current_pos,
+                    "replicates_from": self.by_address.get(o.master_host or "", o.master_host),
+                    "io": o.io_running,
+                    **({"error": o.error} if o.error else {}),
+                }
+                for name, o in self.observations.items()
+            },
+            "events": self.events,
+        }
+        path = pathlib.Path(self.settings.state_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_suffix(".new")
+        candidate.write_text(json.dumps(state, indent=1) + "\n")
+        candidate.replace(path)
+
+    def run(self) -> None:
+        self.say(f"watching {', '.join(name for name, _ in self.settings.servers)}")
+        while True:
+            started = self.clock()
+            try:
+                verdict = self.step()
+                self._once(f"verdict:{verdict}", verdict)
+                self.said = {k for k in self.said if not k.startswith("verdict:") or k == f"verdict:{verdict}"}
+            except Exception as error:  # noqa: BLE001 - the controller must outlive anything; logged
+                self.say(f"poll failed: {type(error).__name__}: {error}")
+            time.sleep(max(0.0, self.settings.interval - (self.clock() - started)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=CONFIG)
+    args = parser.parse_args(argv)
+    Controller(Settings.load(args.config)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
