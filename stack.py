@@ -7,6 +7,7 @@ import pulumi_aws as aws
 
 from components.db_tls import DatabaseTls, DatabaseTlsArgs
 from components.ec2 import HostProfile, debian_12_ami
+from components.host_programs import HostPrograms, HostProgramsArgs
 from components.host_role import (
     SESSION_MANAGER_STATEMENT,
     HostRole,
@@ -22,7 +23,7 @@ from components.network import Network, NetworkArgs
 from components.secrets import StackSecrets, StackSecretsArgs
 from components.smoke_test import SmokeTest, SmokeTestArgs
 from components.web_tier import WebTier, WebTierArgs
-from provisioning.render import Backend, StackFacts, role_processes
+from provisioning.render import Backend, StackFacts, program_parameters, role_processes
 from settings import HostKind, HostSlot, Settings, subnet_cidrs
 
 
@@ -57,8 +58,16 @@ def _standard_zones() -> pulumi.Output[list[str]]:
     ).names
 
 
-def _web_host_role(settings: Settings, secrets: StackSecrets, web_slots: list[HostSlot]) -> HostRole:
+def _program_arns(programs: HostPrograms, facts: StackFacts, name: str) -> list[pulumi.Output[str]]:
+    prefix = facts.ssm_program(name) + "/"
+    return [arn for parameter, arn in programs.parameter_arns.items() if parameter.startswith(prefix)]
+
+
+def _web_host_role(
+    settings: Settings, secrets: StackSecrets, programs: HostPrograms, web_slots: list[HostSlot]
+) -> HostRole:
     arns = secrets.parameter_arns
+    facts = stack_facts(settings)
     return HostRole(
         "web-host",
         HostRoleArgs(
@@ -67,8 +76,14 @@ def _web_host_role(settings: Settings, secrets: StackSecrets, web_slots: list[Ho
             statements=[
                 read_parameters(
                     "ReadOwnDatabaseSecrets",
-                    [arns["db-app"], arns["db-replication"], *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots)],
+                    [
+                        arns["db-app"],
+                        arns["db-replication"],
+                        arns["db-failover"],  # the primary creates the failover controllers' user
+                        *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots),
+                    ],
                 ),
+                read_parameters("ReadOwnPrograms", _program_arns(programs, facts, "webinfra-app")),
                 SESSION_MANAGER_STATEMENT,
                 put_metrics(settings.stack),
             ],
@@ -76,8 +91,11 @@ def _web_host_role(settings: Settings, secrets: StackSecrets, web_slots: list[Ho
     )
 
 
-def _lb_host_role(settings: Settings, secrets: StackSecrets, eip_allocation_id: pulumi.Output[str]) -> HostRole:
+def _lb_host_role(
+    settings: Settings, secrets: StackSecrets, programs: HostPrograms, eip_allocation_id: pulumi.Output[str]
+) -> HostRole:
     """A pair's load balancers also move the stack's Elastic IP (keepalived's takeover)."""
+    facts = stack_facts(settings)
     return HostRole(
         "lb-host",
         HostRoleArgs(
@@ -85,7 +103,11 @@ def _lb_host_role(settings: Settings, secrets: StackSecrets, eip_allocation_id: 
             + (", moving its Elastic IP" if settings.lb_pair else ""),
             tags={**settings.base_tags, "Role": "lb"},
             statements=[
-                read_parameters("ReadOwnCertificate", [secrets.parameter_arns["lb-certificate"]]),
+                read_parameters(
+                    "ReadOwnCertificateAndFailoverPassword",
+                    [secrets.parameter_arns["lb-certificate"], secrets.parameter_arns["db-failover"]],
+                ),
+                read_parameters("ReadOwnPrograms", _program_arns(programs, facts, "webinfra-failover")),
                 SESSION_MANAGER_STATEMENT,
                 put_metrics(settings.stack),
                 *(
@@ -172,7 +194,11 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     secrets = StackSecrets(
         "secrets",
         StackSecretsArgs(
-            passwords={"db-app": facts.ssm_db_app_password, "db-replication": facts.ssm_db_replication_password},
+            passwords={
+                "db-app": facts.ssm_db_app_password,
+                "db-replication": facts.ssm_db_replication_password,
+                "db-failover": facts.ssm_db_failover_password,
+            },
             values={
                 "lb-certificate": (facts.ssm_lb_certificate, certificate.haproxy_pem),
                 **{f"db-tls-{host}": (facts.ssm_db_tls(host), pem) for host, pem in db_tls.server_pems.items()},
@@ -182,8 +208,9 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     )
     # Each kind of host reads exactly its own secrets of this stack, and may be reached through
     # Session Manager; nothing else.
-    web_role = _web_host_role(settings, secrets, web_slots)
-    lb_role = _lb_host_role(settings, secrets, network.lb_address.allocation_id)
+    programs = HostPrograms("programs", HostProgramsArgs(parameters=program_parameters(facts), tags=tags))
+    web_role = _web_host_role(settings, secrets, programs, web_slots)
+    lb_role = _lb_host_role(settings, secrets, programs, network.lb_address.allocation_id)
     web_profile, lb_profile = _host_profiles(settings, network, secrets, web_role, lb_role)
 
     tier = WebTier(
@@ -196,7 +223,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             subnet_ids=network.subnet_ids,
             tags=tags,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[secrets, web_role]),
+        opts=pulumi.ResourceOptions(depends_on=[secrets, programs, web_role]),
     )
     lb = LoadBalancer(
         "lb",
@@ -204,6 +231,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             slots=lb_slots,
             facts=facts,
             backends=[Backend(slot.hostname, slot.private_ip) for slot in web_slots],
+            db_ca_certificate=db_tls.ca_certificate_pem,
             profile=lb_profile,
             subnet_ids=network.subnet_ids,
             eip_allocation_id=network.lb_address.allocation_id,
@@ -211,7 +239,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             tags=tags,
             aws_profile=settings.aws_profile,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[secrets, lb_role]),
+        opts=pulumi.ResourceOptions(depends_on=[secrets, programs, lb_role]),
     )
 
     monitoring = Monitoring(

@@ -31,6 +31,7 @@ class LoadBalancerArgs:
     slots: list[HostSlot]  # lb-01 (and lb-02 of a pair)
     facts: StackFacts
     backends: list[Backend]
+    db_ca_certificate: pulumi.Input[str]  # public: the failover controller verifies the databases with it
     profile: HostProfile
     subnet_ids: Sequence[pulumi.Input[str]]
     eip_allocation_id: pulumi.Input[str]
@@ -51,8 +52,13 @@ class LoadBalancer(pulumi.ComponentResource):
         if len(args.slots) not in (1, 2):
             raise ValueError("a load balancer is one instance or a pair")
         self.instance_ids = {}
+        ca = pulumi.Output.from_input(args.db_ca_certificate)
         user_data = {
-            slot.hostname: encode_user_data(lb_cloud_config(args.facts, slot.hostname, args.backends))
+            slot.hostname: ca.apply(
+                lambda pem, hostname=slot.hostname: encode_user_data(
+                    lb_cloud_config(args.facts, hostname, args.backends, db_ca=pem)
+                )
+            )
             for slot in args.slots
         }
         after: list[pulumi.Resource] = []

@@ -1,8 +1,8 @@
 """Network: the stack's own VPC, public subnets across AZs, and least-privilege security groups.
 
 Every rule is its own resource with a description (CKV_AWS_23). Only 80/443 are open to the world,
-and only on the load balancer (EC2.18); 3306 only between web servers; SSH only from `admin_cidr`
-(CKV_AWS_24, EC2.13); egress only where the hosts need it (CKV_AWS_382); the VPC's default security
+and only on the load balancer (EC2.18); 3306 only to the web servers, from themselves and from the
+load balancers (the failover controller); SSH only from `admin_cidr` (CKV_AWS_24, EC2.13); egress only where the hosts need it (CKV_AWS_382); the VPC's default security
 group is emptied (EC2.2).
 """
 
@@ -165,6 +165,22 @@ class Network(pulumi.ComponentResource):
             web.id,
             3306,
             "MySQL replication and app writes between web servers",
+            source=web.id,
+        )
+        self._rule(
+            "ingress",
+            "web-mysql-from-lb",
+            web.id,
+            3306,
+            "MySQL from the failover controllers on the load balancers",
+            source=lb.id,
+        )
+        self._rule(
+            "egress",
+            "lb-mysql-to-web",
+            lb.id,
+            3306,
+            "MySQL to the web servers (the failover controller watches and promotes the databases)",
             source=web.id,
         )
         self._rule(

@@ -28,7 +28,9 @@ Standard library and boto3 only (python3-boto3 from Debian).
 from __future__ import annotations
 
 import argparse
+import base64
 import grp
+import gzip
 import hashlib
 import json
 import os
@@ -49,6 +51,10 @@ FORMATS = {
     "text": ("value",),
     # A PEM bundle as pulumi-tls makes it: certificate(s), then the private key.
     "pem-certificate-and-key": ("value", "certificates", "key"),
+    # A program too large for EC2's 16 KB of user-data, gzipped and base64-encoded by the stack
+    # (provisioning/render.py, encode_program); installed only if its SHA-256 is the entry's `sha256`,
+    # which the user-data carries: a host runs exactly the code the program declared.
+    "gzip-base64": ("value",),
 }
 PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END \1-----")
 
@@ -68,6 +74,7 @@ ENTRY_KEYS = {
     "service": None,
     "skip_if_exists": [],
     "once": False,
+    "sha256": None,
 }
 FILE_KEYS = {"path": REQUIRED, "part": "value", "mode": "0600", "owner": "root:root", "prefix": ""}
 
@@ -82,7 +89,9 @@ def _with_defaults(item: dict, keys: dict, what: str) -> dict:
 def check_entry(item: dict) -> dict:
     """One manifest entry with its defaults filled in; ValueError names what is wrong with it.
 
-    name, parameter: the entry and its SSM parameter. format: "text" or "pem-certificate-and-key".
+    name, parameter: the entry and its SSM parameter (or a list of them, whose values are joined: a
+    value larger than one parameter holds). format: "text", "pem-certificate-and-key" or
+    "gzip-base64" (with sha256: the hex SHA-256 the decoded content must have).
     files: [{path, part (value | certificates | key), mode, owner, prefix (written before the
     part: "KEY=" makes an environment file)}], written in this order.
     validate, reload: commands (argv lists; {files[N]} is the Nth candidate file in validate).
@@ -96,6 +105,11 @@ def check_entry(item: dict) -> dict:
         raise ValueError(f"entry {entry['name']!r}: unknown format {entry['format']!r} (known: {sorted(FORMATS)})")
     if not entry["files"]:
         raise ValueError(f"entry {entry['name']!r}: no destination file")
+    names = entry["parameter"] if isinstance(entry["parameter"], list) else [entry["parameter"]]
+    if not names or not all(isinstance(name, str) and name.startswith("/") for name in names):
+        raise ValueError(f"entry {entry['name']!r}: parameter must be a parameter's name or a list of them")
+    if (entry["format"] == "gzip-base64") != bool(entry["sha256"]):
+        raise ValueError(f"entry {entry['name']!r}: gzip-base64, and only it, needs the content's sha256")
     for f in entry["files"]:
         if f["part"] not in FORMATS[entry["format"]]:
             raise ValueError(
@@ -170,6 +184,14 @@ def parts_of(entry: dict, value: str) -> dict[str, bytes]:
     text = value.strip() + "\n"
     if entry["format"] == "text":
         return {"value": text.encode()}
+    if entry["format"] == "gzip-base64":
+        try:
+            content = gzip.decompress(base64.b64decode(value.strip(), validate=True))
+        except (ValueError, OSError, EOFError) as error:
+            raise Refused(f"not gzip in base64 ({type(error).__name__})") from error
+        if hashlib.sha256(content).hexdigest() != entry["sha256"]:
+            raise Refused(f"its SHA-256 is {digest(content)}…, not the {entry['sha256'][:12]}… this host expects")
+        return {"value": content}
     blocks = [(m.group(1), m.group(0)) for m in PEM_BLOCK.finditer(value)]
     certificates = [b for kind, b in blocks if kind == "CERTIFICATE"]
     keys = [b for kind, b in blocks if kind.endswith("PRIVATE KEY")]
@@ -227,7 +249,8 @@ def sync_entry(
         return "skipped"
     if entry["once"] and all(os.path.exists(d["path"]) for d in entry["files"]):
         return "unchanged"  # quietly, and without asking SSM: every run would say the same
-    parts = parts_of(entry, fetch(client, entry["parameter"], retry_for))
+    names = entry["parameter"] if isinstance(entry["parameter"], list) else [entry["parameter"]]
+    parts = parts_of(entry, "".join(fetch(client, name, retry_for) for name in names))
     wanted = [(d, d["prefix"].encode() + parts[d["part"]]) for d in entry["files"]]
     if all(_installed(d) == content for d, content in wanted):
         for destination, _ in wanted:

@@ -137,6 +137,21 @@ class MariadbDefaults:
 
 
 @dataclass(frozen=True)
+class FailoverDefaults:
+    poll_interval: str = field(metadata=DURATION)
+    self_fence_after: str = field(metadata=DURATION)
+    failure_after: str = field(metadata=DURATION)
+    silence_after: str = field(metadata=DURATION)
+    heartbeat_period: str = field(metadata=DURATION)
+    replica_net_timeout: str = field(metadata=WHOLE_SECONDS)
+    drain_timeout: str = field(metadata=DURATION)
+    orphan_reads: str = field(metadata=DURATION)
+
+    def seconds(self, name: str) -> float:
+        return seconds(getattr(self, name))
+
+
+@dataclass(frozen=True)
 class KeepalivedDefaults:
     advert_interval: int = field(metadata={"range": (1, 255)})  # VRRPv2: whole seconds in one byte
     check_interval: int
@@ -157,6 +172,7 @@ class ServerDefaults:
     nginx: NginxDefaults
     gunicorn: GunicornDefaults
     mariadb: MariadbDefaults
+    failover: FailoverDefaults
     keepalived: KeepalivedDefaults
 
     def for_templates(self) -> dict[str, object]:
@@ -227,6 +243,7 @@ def load(path: pathlib.Path = DEFAULTS_FILE) -> ServerDefaults:
 def _contradictions(table: ServerDefaults) -> list[str]:
     """Settings that are each valid but wrong together."""
     haproxy, nginx, gunicorn, keepalived = table.haproxy, table.nginx, table.gunicorn, table.keepalived
+    failover = table.failover
     rules = [
         (
             seconds(haproxy.client_table_expire) > 10,
@@ -244,6 +261,20 @@ def _contradictions(table: ServerDefaults) -> list[str]:
         (
             keepalived.check_request_timeout < keepalived.check_timeout,
             "keepalived.check_request_timeout must be below check_timeout (the request's own verdict comes first)",
+        ),
+        (
+            failover.seconds("failure_after")
+            > failover.seconds("self_fence_after") + 2 * failover.seconds("poll_interval"),
+            "failover.failure_after must exceed self_fence_after by two polls (a cut-off primary must have "
+            "fenced itself before another is promoted)",
+        ),
+        (
+            failover.seconds("heartbeat_period") * 2 <= failover.seconds("silence_after"),
+            "failover.silence_after must be at least two heartbeat_periods (an idle primary is not a dead one)",
+        ),
+        (
+            failover.seconds("heartbeat_period") < failover.seconds("replica_net_timeout"),
+            "failover.heartbeat_period must be below replica_net_timeout (MariaDB refuses it otherwise)",
         ),
         (
             keepalived.priority_lb_01 != keepalived.priority_lb_02,

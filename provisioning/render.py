@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import base64
 import gzip
+import hashlib
 import ipaddress
 import json
 import pathlib
@@ -29,6 +30,7 @@ TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
 FILES = pathlib.Path(__file__).resolve().parent / "files"
 APP_DIR = pathlib.Path(__file__).resolve().parent.parent / "app"
 CONFIG_SYNC_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "configsync" / "webinfra_config_sync.py"
+FAILOVER_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "failover" / "webinfra_failover.py"
 
 # EC2 refuses user-data over 16 KB (before base64). We send gzip, and keep a margin below it.
 USER_DATA_LIMIT_BYTES = 16 * 1024
@@ -36,6 +38,9 @@ USER_DATA_LIMIT_BYTES = 16 * 1024
 DB_NAME = "webinfra"
 DB_APP_USER = "webinfra_app"
 DB_REPLICATION_USER = "webinfra_repl"
+DB_FAILOVER_USER = "webinfra_failover"
+FAILOVER_CONFIG = "/etc/webinfra/failover.json"
+FAILOVER = defaults.SERVER_DEFAULTS.failover
 HAPROXY_STATS_PORT = defaults.SERVER_DEFAULTS.haproxy.stats_port
 
 WEB_PACKAGES = (
@@ -51,7 +56,17 @@ WEB_PACKAGES = (
     "openssl",
     "python3-boto3",  # webinfra-config-sync
 )
-LB_PACKAGES = ("haproxy", "awscli", "curl", "ca-certificates", "nftables", "certbot", "openssl", "python3-boto3")
+LB_PACKAGES = (
+    "haproxy",
+    "awscli",
+    "curl",
+    "ca-certificates",
+    "nftables",
+    "certbot",
+    "openssl",
+    "python3-boto3",
+    "python3-pymysql",  # webinfra-failover
+)
 LB_PAIR_PACKAGES = ("keepalived",)
 VRRP_MARKER_ADDRESS = f"169.254.{defaults.SERVER_DEFAULTS.keepalived.router_id}.1"  # on lo of the active LB (AWS)
 CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
@@ -122,6 +137,13 @@ class StackFacts:
     @property
     def ssm_db_replication_password(self) -> str:
         return f"{self.ssm_prefix}/db/replication-password"
+
+    @property
+    def ssm_db_failover_password(self) -> str:
+        return f"{self.ssm_prefix}/db/failover-password"
+
+    def ssm_program(self, name: str) -> str:
+        return f"{self.ssm_prefix}/programs/{name}"
 
 
 @dataclass(frozen=True)
@@ -249,6 +271,12 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
                 f"ip saddr {{ {', '.join(facts.web_addresses)} }} tcp dport 3306", "MySQL from the web servers"
             )
         )
+        rules.append(
+            FirewallRule(
+                f"ip saddr {{ {', '.join(facts.lb_addresses)} }} tcp dport 3306",
+                "MySQL from the failover controllers on the load balancers",
+            )
+        )
     if facts.ssh_cidr:
         rules.append(FirewallRule(f"ip saddr {facts.ssh_cidr} tcp dport 22", "SSH from the admin network"))
     return render_template("host-firewall.nft.j2", hostname=hostname, role=role, rules=rules)
@@ -308,6 +336,51 @@ def shipped_python(path: pathlib.Path) -> str:
     return (
         f"#!/usr/bin/python3\n# {path.parent.name}/{path.name}, comments and docstrings left out\n{ast.unparse(tree)}\n"
     )
+
+
+# Programs too large for EC2's 16 KB of user-data travel through SSM Parameter Store (advanced
+# parameters hold 8 KB), gzipped, and webinfra-config-sync installs them at boot; the user-data
+# carries each one's SHA-256, so a host runs exactly the code declared, and a changed program still
+# changes the user-data (the hosts are replaced, as when the program was in it).
+PROGRAM_PARAMETER_LIMIT = 8 * 1024
+HOST_PROGRAMS = {
+    # name: (source, where it is installed)
+    "webinfra-app": (APP_DIR / "webinfra_app.py", "/opt/webinfra/app/webinfra_app.py"),
+    "webinfra-failover": (FAILOVER_PROGRAM, "/usr/local/sbin/webinfra-failover"),
+}
+
+
+def encode_program(text: str) -> tuple[str, str]:
+    """(gzip in base64, SHA-256 of the text): the parameters' value and what the host checks."""
+    encoded = base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode()
+    return encoded, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _program_chunks(name: str) -> list[str]:
+    """The encoded program cut into pieces an SSM parameter holds, in order."""
+    encoded = encode_program(shipped_python(HOST_PROGRAMS[name][0]))[0]
+    return [encoded[i : i + PROGRAM_PARAMETER_LIMIT] for i in range(0, len(encoded), PROGRAM_PARAMETER_LIMIT)]
+
+
+def program_parameters(facts: StackFacts) -> dict[str, str]:
+    """SSM parameter name → value, for every host program's pieces (components/host_programs.py declares them)."""
+    return {
+        f"{facts.ssm_program(name)}/{index}": chunk
+        for name in HOST_PROGRAMS
+        for index, chunk in enumerate(_program_chunks(name))
+    }
+
+
+def program_sync(facts: StackFacts, name: str) -> dict:
+    source, path = HOST_PROGRAMS[name]
+    return {
+        "name": name,
+        "parameter": [f"{facts.ssm_program(name)}/{index}" for index in range(len(_program_chunks(name)))],
+        "format": "gzip-base64",
+        "sha256": encode_program(shipped_python(source))[1],
+        "files": [{"path": path, "mode": "0755", "owner": "root:root"}],
+        "validate": [["python3", "-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", "{files[0]}"]],
+    }
 
 
 def config_sync_manifest(entries: Sequence[dict]) -> str:
@@ -433,6 +506,8 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         "WEBINFRA_DB_LOCAL_SOCKET": "/run/mysqld/mysqld.sock",
         "WEBINFRA_DB_PRIMARY_HOST": primary_address or "local",
         "WEBINFRA_MAX_LAG": str(facts.max_replication_lag_seconds),
+        "WEBINFRA_ORPHAN_READS_SECONDS": f"{FAILOVER.seconds('orphan_reads'):g}",
+        "WEBINFRA_DB_HEARTBEAT_PERIOD": f"{FAILOVER.seconds('heartbeat_period'):g}",
         "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
         "WEBINFRA_WEB_ADDRESSES": ",".join(facts.web_addresses),
     }
@@ -446,7 +521,9 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             [
                 password_sync("db-app", facts.ssm_db_app_password, "WEBINFRA_DB_PASSWORD"),
                 password_sync("db-replication", facts.ssm_db_replication_password, "WEBINFRA_DB_REPLICATION_PASSWORD"),
+                password_sync("db-failover", facts.ssm_db_failover_password, "WEBINFRA_DB_FAILOVER_PASSWORD"),
                 db_tls_sync(facts, hostname),
+                program_sync(facts, "webinfra-app"),
             ],
         ),
         _file(
@@ -466,13 +543,18 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
                 db_name=DB_NAME,
                 app_user=DB_APP_USER,
                 replication_user=DB_REPLICATION_USER,
+                failover_user=DB_FAILOVER_USER,
                 app_client_hosts=["localhost", *network_hosts],
                 replication_client_hosts=network_hosts,
+                failover_client_hosts=network_hosts,
             ),
             "0600",
         ),
+        _file(
+            "/etc/webinfra/db-self-fence.sql",
+            render_template("webinfra-db-self-fence.sql.j2", failover_user=DB_FAILOVER_USER),
+        ),
         _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
-        _file("/opt/webinfra/app/webinfra_app.py", shipped_python(APP_DIR / "webinfra_app.py")),
         _file("/opt/webinfra/app/schema.sql", (APP_DIR / "schema.sql").read_text()),
         _file("/etc/systemd/system/webinfra-app.service", render_template("webinfra-app.service.j2")),
         restart_drop_in("nginx", read_file("restart-on-failure.conf")),
@@ -521,7 +603,31 @@ def haproxy_config(
     )
 
 
-def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend]) -> str:
+FAILOVER_STATE = "/run/webinfra-failover/state.json"
+
+
+def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
+    """What webinfra-failover reads: the database servers (the stack's first primary first), how to
+    reach them, its timings (server-defaults.yaml, `failover`), and who decides (keepalived's state
+    on a pair; a lone load balancer always)."""
+    config = {
+        "servers": [{"name": b.name, "address": b.address} for b in backends],
+        "user": DB_FAILOVER_USER,
+        "password_file": "/etc/webinfra/secrets/db-failover.env",
+        "tls_ca": f"{DB_TLS_DIR}/ca.pem",
+        "interval": FAILOVER.seconds("poll_interval"),
+        "failure_after": FAILOVER.seconds("failure_after"),
+        "silence_after": FAILOVER.seconds("silence_after"),
+        "drain_timeout": FAILOVER.seconds("drain_timeout"),
+        "active_file": "/run/webinfra/lb-state" if facts.lb_pair else None,
+        "state_file": FAILOVER_STATE,
+        "region": facts.region,
+        "endpoint_url": facts.aws_endpoint_url,
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend], *, db_ca: str) -> str:
     """The cloud-config of one HAProxy load balancer (alone, or one of a keepalived pair)."""
     paths = {"certificate_path": CERTIFICATE_PATH, "acme_port": ACME_PORT}
     env = {
@@ -532,7 +638,19 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
     }
     files = [
         _env_file(facts, **env),
-        *_common_files(facts, hostname, "lb", [lb_certificate_sync(facts)]),
+        *_common_files(
+            facts,
+            hostname,
+            "lb",
+            [
+                lb_certificate_sync(facts),
+                password_sync("db-failover", facts.ssm_db_failover_password, "WEBINFRA_DB_FAILOVER_PASSWORD"),
+                program_sync(facts, "webinfra-failover"),
+            ],
+        ),
+        _file(FAILOVER_CONFIG, failover_config(facts, backends)),
+        _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
+        _file("/etc/systemd/system/webinfra-failover.service", read_file("webinfra-failover.service")),
         _file(
             "/usr/local/sbin/webinfra-check-haproxy-certificate",
             read_file("webinfra-check-haproxy-certificate.sh"),

@@ -25,13 +25,9 @@ systemctl enable mariadb
 systemctl restart mariadb
 /usr/local/sbin/webinfra-db-setup
 
-step "database role and write target (scripts/promote changes them later; the app re-reads them)"
-[ -e /etc/webinfra/db-role ] || echo "$WEBINFRA_ROLE" > /etc/webinfra/db-role
-[ -e /etc/webinfra/db-primary ] || echo "$WEBINFRA_DB_PRIMARY_HOST" > /etc/webinfra/db-primary
-
 step "app server"
 systemctl daemon-reload
-systemctl enable webinfra-db-fence  # at every later boot: no split brain after a promotion
+systemctl enable webinfra-db-fence  # at every later boot: an old primary rejoins the new one
 systemctl enable webinfra-app
 systemctl restart webinfra-app
 

@@ -8,8 +8,10 @@
 # It never stops MariaDB from starting: an unreachable primary only means nothing to end.
 set -uo pipefail
 . /etc/webinfra/webinfra.env
-[ "$(cat /etc/webinfra/db-role 2>/dev/null)" = replica ] || exit 0
-primary=$(cat /etc/webinfra/db-primary 2>/dev/null) && [ -n "$primary" ] || exit 0
+# The server is not running yet: its replication settings are read from master.info, whose fourth
+# line is the primary's address. Pointing at itself (a primary's stored settings): nothing to end.
+primary=$(sed -n 4p /var/lib/mysql/master.info 2>/dev/null) && [ -n "$primary" ] || exit 0
+[ "$primary" != "$WEBINFRA_PRIVATE_ADDRESS" ] || exit 0
 . /etc/webinfra/secrets/db-replication.env || exit 0
 
 on_primary() {

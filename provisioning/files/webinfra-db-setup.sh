@@ -6,6 +6,7 @@ set -euo pipefail
 . /etc/webinfra/webinfra.env
 . /etc/webinfra/secrets/db-app.env
 . /etc/webinfra/secrets/db-replication.env
+. /etc/webinfra/secrets/db-failover.env
 
 state_dir=/var/lib/webinfra
 initialised=$state_dir/db-initialised
@@ -25,6 +26,8 @@ retry() {  # retry TRIES DELAY DESCRIPTION COMMAND...: bounded, never an open-en
 }
 
 retry 60 1 "the local MariaDB server" mariadb -e 'SELECT 1'
+# Every server's own self-fence (not replicated): see webinfra-db-self-fence.sql.
+mariadb < /etc/webinfra/db-self-fence.sql
 
 if [ "$WEBINFRA_ROLE" = primary ]; then
     if [ ! -e "$initialised" ]; then
@@ -33,9 +36,17 @@ if [ "$WEBINFRA_ROLE" = primary ]; then
         mariadb -e 'RESET MASTER'
     fi
     mariadb < /opt/webinfra/app/schema.sql
-    { printf "SET @app_password='%s', @replication_password='%s';\n" \
-          "$WEBINFRA_DB_PASSWORD" "$WEBINFRA_DB_REPLICATION_PASSWORD"
+    { printf "SET @app_password='%s', @replication_password='%s', @failover_password='%s';\n" \
+          "$WEBINFRA_DB_PASSWORD" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_FAILOVER_PASSWORD"
       cat /etc/webinfra/db-users.sql; } | mariadb
+    if [ ! -e "$initialised" ]; then
+        # Replication settings pointing at itself, never started: the failover controller can make
+        # this server a replica later by changing only the address.
+        webinfra-db-follow "$WEBINFRA_PRIVATE_ADDRESS" current_pos --stored
+        # The stack's first primary, at its first boot: the one time a server makes itself writable
+        # (every server boots read-only; from now on the failover controller decides).
+        mariadb -e 'SET GLOBAL read_only = OFF'
+    fi
     touch "$initialised"
     say "primary ready: $(mariadb -N -e 'SELECT @@gtid_binlog_pos')"
     exit 0

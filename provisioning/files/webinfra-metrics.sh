@@ -15,8 +15,9 @@ metric() {  # metric NAME VALUE UNIT
 }
 
 role=$WEBINFRA_ROLE
-if [ "$role" != lb ] && [ -r /etc/webinfra/db-role ]; then
-    role=$(cat /etc/webinfra/db-role)  # after a promotion
+if [ "$role" != lb ]; then
+    # What the database is now (a failover or a promotion changes it): writable is the primary.
+    role=$(mariadb -N -e 'SELECT IF(@@global.read_only, "replica", "primary")')
 fi
 case $role in
     lb)

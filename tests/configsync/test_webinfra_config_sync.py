@@ -385,3 +385,30 @@ def test_a_manifest_entry_needs_its_parameter_and_files(host):
     with pytest.raises(ValueError, match=r"missing keys \['parameter'\]"):
         sync.load_manifest(host.manifest([entry]))
     assert sync.load_manifest(host.manifest([host.lb_entry()]))[0]["service"] is None
+
+
+def test_a_program_is_installed_only_with_the_digest_the_host_expects(ssm, host):
+    from provisioning import render
+
+    program = "#!/usr/bin/python3\nprint('webinfra')\n"
+    encoded, sha256 = render.encode_program(program)
+    entry: dict[str, Any] = {
+        "name": "program",
+        "parameter": "/webinfra/test/programs/example",
+        "format": "gzip-base64",
+        "sha256": sha256,
+        "files": [{"path": str(host.root / "bin/example"), "mode": "0755", "owner": OWNER}],
+    }
+    manifest = host.manifest([entry])
+    # Another program under the same name (a parameter overwritten by someone else): refused, nothing written.
+    put(ssm, render.encode_program("#!/usr/bin/python3\nimport os\nos.system('id')\n")[0], entry["parameter"])
+    assert run(manifest, ssm) == 1
+    assert not (host.root / "bin/example").exists()
+    put(ssm, "not base64 at all", entry["parameter"])
+    assert run(manifest, ssm) == 1
+    put(ssm, encoded, entry["parameter"])
+    assert run(manifest, ssm) == 0
+    installed = host.root / "bin/example"
+    assert installed.read_text() == program and oct(installed.stat().st_mode & 0o777) == "0o755"
+    with pytest.raises(ValueError, match="needs the content's sha256"):
+        sync.load_manifest(host.manifest([{**entry, "sha256": None}]))

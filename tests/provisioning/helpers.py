@@ -29,6 +29,10 @@ def web_config(*args, **kwargs) -> str:
     return render.web_cloud_config(*args, db_ca=DB_CA, **kwargs)
 
 
+def lb_config(*args, **kwargs) -> str:
+    return render.lb_cloud_config(*args, db_ca=DB_CA, **kwargs)
+
+
 ACME: dict[str, Any] = {
     "domain": "www.example.com",
     "acme_email": "ops@example.com",

@@ -12,7 +12,7 @@ import yaml
 from provisioning import defaults, render
 from provisioning.defaults import SERVER_DEFAULTS, ServerDefaultsError
 from tests.helpers import require_tool
-from tests.provisioning.helpers import ACME, BACKENDS_2, FACTS, PAIR, files_of, web_config
+from tests.provisioning.helpers import ACME, BACKENDS_2, FACTS, PAIR, files_of, lb_config, web_config
 
 
 def test_the_table_loads_with_every_setting_typed_and_explained():
@@ -118,9 +118,9 @@ class _Recorder:
 
 def _every_rendered_file() -> list[str]:
     lb_variants = [
-        render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2),
+        lb_config(FACTS, "lb-01", BACKENDS_2),
         *(
-            render.lb_cloud_config(dataclasses.replace(PAIR, admin_cidr="203.0.113.0/28", **ACME), lb, BACKENDS_2)
+            lb_config(dataclasses.replace(PAIR, admin_cidr="203.0.113.0/28", **ACME), lb, BACKENDS_2)
             for lb in ("lb-01", "lb-02")
         ),
     ]
@@ -161,7 +161,7 @@ def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, mon
         raw["keepalived"]["advert_interval"]["value"] = 2
 
     monkeypatch.setattr(defaults, "SERVER_DEFAULTS", defaults.load(_broken_copy(tmp_path, change)))
-    lb = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
+    lb = files_of(lb_config(PAIR, "lb-01", BACKENDS_2))
     web = files_of(web_config(FACTS, "web-01", "primary", None))
     assert "timeout server 7s\n" in lb["/etc/webinfra/haproxy.cfg"]["content"]
     assert "advert_int 2\n" in lb["/etc/webinfra/keepalived.conf"]["content"]

@@ -23,6 +23,7 @@ from tests.provisioning.helpers import (
     FACTS,
     PAIR,
     files_of,
+    lb_config,
     run,
     web_config,
 )
@@ -41,7 +42,7 @@ def test_cloud_configs_start_with_the_header_on_the_very_first_line():
     for text in (
         web_config(FACTS, "web-01", "primary", None),
         web_config(FACTS, "web-02", "replica", "10.0.0.11"),
-        render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2),
+        lb_config(FACTS, "lb-01", BACKENDS_2),
     ):
         assert text.startswith("#cloud-config\n")
         document = yaml.safe_load(text)
@@ -222,7 +223,7 @@ def certificate(tmp_path) -> str:
 @pytest.mark.parametrize("backends", [BACKENDS_2, BACKENDS_20], ids=["2 servers", "20 servers"])
 def test_haproxy_accepts_the_rendered_config(tmp_path, backends, acme, certificate):
     haproxy = require_tool("haproxy")
-    rendered = files_of(render.lb_cloud_config(dataclasses.replace(FACTS, **ACME if acme else {}), "lb-01", backends))
+    rendered = files_of(lb_config(dataclasses.replace(FACTS, **ACME if acme else {}), "lb-01", backends))
     config = rendered["/etc/webinfra/haproxy.cfg"]["content"].replace(render.CERTIFICATE_PATH, certificate)
     assert ("backend acme" in config) == acme
     path = tmp_path / "haproxy.cfg"
@@ -270,8 +271,8 @@ def all_rendered_files() -> dict[str, str]:
     configs = {
         "primary": web_config(FACTS, "web-01", "primary", None),
         "replica": web_config(FACTS, "web-02", "replica", "10.0.0.11"),
-        "lb": render.lb_cloud_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2),
-        "lb-pair": render.lb_cloud_config(dataclasses.replace(PAIR, **ACME), "lb-02", BACKENDS_2),
+        "lb": lb_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2),
+        "lb-pair": lb_config(dataclasses.replace(PAIR, **ACME), "lb-02", BACKENDS_2),
     }
     return {f"{kind}:{path}": f["content"] for kind, text in configs.items() for path, f in files_of(text).items()}
 
@@ -415,8 +416,8 @@ def test_keepalived_accepts_the_rendered_config(tmp_path, hostname, virtual_addr
 def test_keepalived_is_for_pairs_only():
     with pytest.raises(ValueError, match="pair"):
         render.keepalived_config(FACTS, "lb-01")
-    assert "/etc/webinfra/keepalived.conf" not in files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
-    pair = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
+    assert "/etc/webinfra/keepalived.conf" not in files_of(lb_config(FACTS, "lb-01", BACKENDS_2))
+    pair = files_of(lb_config(PAIR, "lb-01", BACKENDS_2))
     assert {
         "/etc/webinfra/keepalived.conf",
         "/usr/local/sbin/webinfra-lb-takeover",
@@ -537,7 +538,7 @@ def manifest_of(cloud_config: str) -> dict[str, dict]:
 
 
 def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
-    lb = manifest_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
+    lb = manifest_of(lb_config(FACTS, "lb-01", BACKENDS_2))
     assert list(lb) == ["lb-certificate"]
     entry = lb["lb-certificate"]
     assert entry["parameter"] == FACTS.ssm_lb_certificate and entry["files"][0]["path"] == render.CERTIFICATE_PATH
@@ -545,7 +546,7 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     assert entry["validate"][0][0] == "/usr/local/sbin/webinfra-check-haproxy-certificate" and not entry["once"]
     assert entry["skip_if_exists"] == []
     # with a domain, certbot's certificate, once there, is never replaced by the stack's self-signed one
-    acme = manifest_of(render.lb_cloud_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2))
+    acme = manifest_of(lb_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2))
     assert acme["lb-certificate"]["skip_if_exists"] == [render.ACME_LINEAGE]
 
     web = manifest_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
@@ -591,7 +592,7 @@ def test_the_password_check_accepts_a_generated_password_only(tmp_path):
 
 def test_haproxy_checks_a_candidate_certificate_before_it_replaces_the_served_one(tmp_path, certificate):
     require_tool("haproxy")
-    files = files_of(render.lb_cloud_config(FACTS, "lb-01", BACKENDS_2))
+    files = files_of(lb_config(FACTS, "lb-01", BACKENDS_2))
     script = tmp_path / "webinfra-check-haproxy-certificate"
     script.write_text(files["/usr/local/sbin/webinfra-check-haproxy-certificate"]["content"])
     script.chmod(0o755)
@@ -644,7 +645,7 @@ def test_every_service_a_host_runs_restarts_by_itself_after_a_crash():
         return parser.get("Service", "Restart", fallback=None)
 
     web = files_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
-    pair = files_of(render.lb_cloud_config(PAIR, "lb-01", BACKENDS_2))
+    pair = files_of(lb_config(PAIR, "lb-01", BACKENDS_2))
 
     def drop_in(files: dict, service: str) -> str:
         return files[f"/etc/systemd/system/{service}.service.d/webinfra-restart.conf"]["content"]
