@@ -49,20 +49,22 @@ import pymysql
 
 CONFIG = "/etc/webinfra/failover.json"
 LOCK = "webinfra_failover"  # GET_LOCK on the replicas while one controller fails over
+ASYNCHRONOUS = "the primary replicates asynchronously (no replica acknowledges): a failover could lose writes"
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    servers: tuple[tuple[str, str], ...]  # (name, address), the first the stack's initial primary
+    servers: tuple[tuple[str, str, int], ...]  # (name, address, port), the first the stack's initial primary
     user: str
     password: str
     tls_ca: str
-    port: int = 3306
     interval: float = 0.5
     connect_timeout: float = 1.0
     failure_after: float = 5.0  # above the self-fence's 3 s: a live but cut-off primary is read-only by then
-    silence_after: float = 3.0  # replicas get a heartbeat every second (MASTER_HEARTBEAT_PERIOD = 1)
+    silence_after: float = 3.0  # replicas get a heartbeat every heartbeat_period
+    heartbeat_period: float = 1.0
     drain_timeout: float = 10.0
+    fallback_after: float = 3.0  # commits waiting this long for an acknowledgement: disarm, then asynchronous
     active_file: str | None = None  # keepalived's state; None: always active (a lone load balancer)
     state_file: str | None = None  # what `scripts/lab status` and people read
     alarm_topic_arn: str | None = None
@@ -74,7 +76,7 @@ class Settings:
         raw = json.loads(pathlib.Path(path).read_text())
         password = pathlib.Path(raw.pop("password_file")).read_text().strip()
         password = password.split("=", 1)[1] if "=" in password else password  # KEY=value env file
-        raw["servers"] = tuple((s["name"], s["address"]) for s in raw["servers"])
+        raw["servers"] = tuple((s["name"], s["address"], int(s.get("port", 3306))) for s in raw["servers"])
         return cls(password=password, **raw)
 
 
@@ -84,6 +86,7 @@ class Observation:
 
     name: str
     address: str
+    port: int
     at: float
     reachable: bool = False
     error: str = ""
@@ -91,6 +94,7 @@ class Observation:
     binlog_pos: str = ""
     current_pos: str = ""
     master_host: str | None = None  # None: no replication configured
+    master_port: int = 0
     io_running: str = ""
     sql_running: str = ""
     io_pos: str = ""
@@ -99,6 +103,17 @@ class Observation:
     progress: tuple = ()  # what changes while a replica receives anything: events or heartbeats
     semi_sync_on: bool = False
     semi_sync_clients: int = 0
+    semi_sync_waiting: int = 0  # sessions waiting for an acknowledgement now
+    semi_sync_acknowledged: int = 0  # commits acknowledged so far (a counter)
+
+    @property
+    def source(self) -> tuple[str, int] | None:
+        """Where its replication settings point (itself, for a primary's stored settings)."""
+        return None if self.master_host is None else (self.master_host, self.master_port)
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return (self.address, self.port)
 
     @property
     def replicating(self) -> bool:
@@ -131,15 +146,15 @@ class Server:
     """One database server: a connection kept open (the self-fence event counts it as the controller's
     lease while it is fresh), reopened after any error."""
 
-    def __init__(self, name: str, address: str, settings: Settings):
-        self.name, self.address, self.settings = name, address, settings
+    def __init__(self, name: str, address: str, port: int, settings: Settings):
+        self.name, self.address, self.port, self.settings = name, address, port, settings
         self._conn: pymysql.connections.Connection | None = None
 
     def _connection(self) -> pymysql.connections.Connection:
         if self._conn is None:
             self._conn = pymysql.connect(
                 host=self.address,
-                port=self.settings.port,
+                port=self.port,
                 user=self.settings.user,
                 password=self.settings.password,
                 ssl_ca=self.settings.tls_ca,
@@ -175,13 +190,14 @@ class Server:
             self._conn = None
 
     def observe(self, now: float) -> Observation:
-        seen = Observation(self.name, self.address, now)
+        seen = Observation(self.name, self.address, self.port, now)
         try:
             row = self.query(
                 "SELECT @@global.read_only AS read_only, @@global.gtid_binlog_pos AS binlog_pos, "
                 "@@global.gtid_current_pos AS current_pos"
             )[0]
-            slave = self.query("SHOW SLAVE STATUS")
+            # ALL: the only form that shows Slave_received_heartbeats (an idle primary's sign of life).
+            slave = self.query("SHOW ALL SLAVES STATUS")
             semi = {
                 r["Variable_name"]: r["Value"] for r in self.query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")
             }
@@ -193,7 +209,7 @@ class Server:
         seen.binlog_pos, seen.current_pos = row["binlog_pos"] or "", row["current_pos"] or ""
         if slave:
             s = slave[0]
-            seen.master_host = s["Master_Host"]
+            seen.master_host, seen.master_port = s["Master_Host"], int(s["Master_Port"])
             seen.io_running, seen.sql_running = s["Slave_IO_Running"], s["Slave_SQL_Running"]
             seen.io_pos = s.get("Gtid_IO_Pos") or ""
             seen.last_io_errno, seen.last_sql_errno = int(s["Last_IO_Errno"] or 0), int(s["Last_SQL_Errno"] or 0)
@@ -201,10 +217,12 @@ class Server:
                 seen.io_pos,
                 s["Master_Log_File"],
                 s["Read_Master_Log_Pos"],
-                s.get("Slave_received_heartbeats"),
+                s["Slave_received_heartbeats"],
             )
         seen.semi_sync_on = semi.get("Rpl_semi_sync_master_status") == "ON"
         seen.semi_sync_clients = int(semi.get("Rpl_semi_sync_master_clients") or 0)
+        seen.semi_sync_waiting = int(semi.get("Rpl_semi_sync_master_wait_sessions") or 0)
+        seen.semi_sync_acknowledged = int(semi.get("Rpl_semi_sync_master_yes_tx") or 0)
         return seen
 
 
@@ -222,11 +240,13 @@ class Controller:
     ):
         self.settings, self.clock, self.say = settings, clock, say
         self.alarm = alarm or self._sns_alarm
-        self.servers = [Server(name, address, settings) for name, address in settings.servers]
-        self.by_address = {s.address: s.name for s in self.servers}
+        self.servers = [Server(name, address, port, settings) for name, address, port in settings.servers]
+        self.by_endpoint = {(s.address, s.port): s.name for s in self.servers}
         self.primary: str | None = None  # of record
         self.armed, self.arming = False, "no primary seen yet"
         self.primary_position = ""  # the primary's last position seen here
+        self.armed_from: str | None = None  # the primary's position when semi-sync was first seen on
+        self.stuck: tuple[int, float] | None = None  # (acknowledged count, since) while commits wait
         self.lost_since: float | None = None
         self.last_progress: dict[str, tuple[tuple, float]] = {}
         self.said: set[str] = set()  # conditions already reported (each once, until it clears)
@@ -314,8 +334,9 @@ class Controller:
                 self.say(f"{primary.name} is the primary")
             self.primary, self.lost_since = primary.name, None
             self._clear("primary-lost")
-            self._note_arming(primary)
+            self._note_arming(primary, seen)
             if acting:
+                self._manage_semi_sync(primary, seen)
                 for other in seen.values():
                     if other is not primary and other.reachable and not self._follows(other, primary):
                         self._rejoin(other, primary)
@@ -331,16 +352,16 @@ class Controller:
             self.say(f"the primary {record.name} does not answer ({record.error})")
         if now - self.lost_since < self.settings.failure_after:
             return f"primary {record.name} unanswered for {now - self.lost_since:.1f} s"
-        replicas = [
-            o for o in seen.values() if o.reachable and o.name != record.name and o.master_host == record.address
-        ]
+        replicas = [o for o in seen.values() if o.reachable and o is not record and o.source == record.endpoint]
         if not replicas:
             return self._refuse("no-replica", f"the primary {record.name} is down and no replica of it answers")
+        # Silence as of each replica's own observation: a poll that waited for an unanswering primary
+        # must not make a replica that was receiving at the poll's start look silent.
         hearing = [
             o.name
             for o in replicas
             if o.io_running == "Yes"
-            and now - self.last_progress.get(o.name, ((), now))[1] < self.settings.silence_after
+            and o.at - self.last_progress.get(o.name, ((), o.at))[1] < self.settings.silence_after
         ]
         if hearing:
             return f"primary {record.name} unanswered here, but {', '.join(hearing)} still receive from it"
@@ -356,26 +377,83 @@ class Controller:
         self._once(f"{key}:{message}", message, alarm)
         return message
 
-    def _note_arming(self, primary: Observation) -> None:
+    def _note_arming(self, primary: Observation, seen: dict[str, Observation]) -> None:
+        """Armed (automatic failover allowed) while every commit of the primary waits for a replica's
+        acknowledgement (semi-sync on: it never falls back by itself before this controller disarms),
+        and a replica has received everything the primary had when that began."""
+        previous = self.primary_position
         self.primary_position = primary.binlog_pos
-        armed = primary.semi_sync_on and primary.semi_sync_clients > 0
-        reason = (
-            "semi-synchronous replication is on and acknowledged"
-            if armed
-            else "the primary replicates asynchronously (no replica acknowledges): a failover could lose writes"
-        )
+        if not primary.semi_sync_on:
+            self.armed_from = None
+            armed = False
+            reason = ASYNCHRONOUS
+        else:
+            if self.armed_from is None:
+                self.armed_from = previous or primary.binlog_pos
+            followers = [o for o in seen.values() if o is not primary and self._follows(o, primary)]
+            armed = any(gtid_reached(o.io_pos, self.armed_from) for o in followers)
+            reason = (
+                "semi-synchronous replication is on and a replica has everything"
+                if armed
+                else "semi-synchronous replication is on; no replica has caught up yet"
+            )
         if armed != self.armed:
             self.say(("armed: " if armed else "disarmed: ") + reason)
         self.armed, self.arming = armed, reason
 
+    def _manage_semi_sync(self, primary: Observation, seen: dict[str, Observation]) -> None:
+        """Patroni's rule: off (asynchronous) only after disarming; on again once a replica caught up."""
+        now = self.clock()
+        server = self._server(primary.name)
+        if primary.semi_sync_on:
+            if primary.semi_sync_waiting == 0:
+                self.stuck = None
+                return
+            if self.stuck is None or self.stuck[0] != primary.semi_sync_acknowledged:
+                self.stuck = (primary.semi_sync_acknowledged, now)
+                return
+            if now - self.stuck[1] < self.settings.fallback_after:
+                return
+            waited = now - self.stuck[1]
+            # Disarmed first (and said so), then asynchronous: a commit acknowledged without a replica's
+            # copy from here on can no longer be lost to an automatic failover.
+            self.armed, self.armed_from, self.arming = False, None, ASYNCHRONOUS
+            self._write_state(True, "disarmed")
+            self._did(
+                f"no replica acknowledged {primary.name}'s writes for {waited:.1f} s: automatic failover "
+                "disarmed; switching to asynchronous replication (writes go on)",
+                "webinfra database: automatic failover disarmed",
+            )
+            self.stuck = None
+            try:
+                server.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF", timeout=10)
+            except Exception as error:  # noqa: BLE001 - seen at the next poll, and done again if needed
+                self.say(f"switching {primary.name} to asynchronous replication: {error}")
+            return
+        caught_up = [
+            o.name
+            for o in seen.values()
+            if o is not primary
+            and self._follows(o, primary)
+            and o.io_running == "Yes"
+            and gtid_reached(o.io_pos, primary.binlog_pos)
+        ]
+        if caught_up:
+            try:
+                server.query("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+            except Exception as error:  # noqa: BLE001 - tried again at the next poll
+                self.say(f"could not switch {primary.name} to semi-synchronous replication: {error}")
+                return
+            self._did(f"semi-synchronous replication on for {primary.name} ({', '.join(caught_up)} caught up)")
+
     def _follows(self, other: Observation, primary: Observation) -> bool:
         """Replicates from the primary (or is reconnecting to it), without a replication error."""
-        return other.master_host == primary.address and other.replicating and not other.last_sql_errno
+        return other.source == primary.endpoint and other.replicating and not other.last_sql_errno
 
     def _primary_of_record(self, seen: dict[str, Observation]) -> Observation | None:
         if self.primary:
             return seen[self.primary]
-        followed = [self.by_address.get(o.master_host or "") for o in seen.values() if o.replicating]
+        followed = [self.by_endpoint.get(o.source) for o in seen.values() if o.replicating and o.source]
         followed = [name for name in followed if name]
         name = max(set(followed), key=followed.count) if followed else self.servers[0].name
         return seen[name]
@@ -406,7 +484,7 @@ class Controller:
                 f"{record.name} is read-only and {', '.join(ahead)} have writes it lacks: not making it writable",
                 alarm=True,
             )
-        if record.master_host not in (None, record.address) and record.io_running == "Yes":
+        if record.source not in (None, record.endpoint) and record.io_running == "Yes":
             return f"{record.name} replicates from {record.master_host}: not the primary"
         if not acting:
             return f"{record.name} is read-only; the active load balancer restores it"
@@ -420,7 +498,7 @@ class Controller:
     def _rejoin(self, other: Observation, primary: Observation) -> None:
         """Point a read-only server that follows no primary at the primary, if it has nothing extra."""
         key = f"diverged:{other.name}"
-        if other.last_sql_errno or (other.master_host == primary.address and other.last_io_errno == 1236):
+        if other.last_sql_errno or (other.source == primary.endpoint and other.last_io_errno == 1236):
             errno = other.last_sql_errno or other.last_io_errno
             self._once(key, f"{other.name} cannot replicate from {primary.name} (error {errno}): left out", True)
             return
@@ -432,18 +510,18 @@ class Controller:
                 alarm=True,
             )
             return
-        if other.master_host == primary.address and other.io_running == "No" and not other.last_io_errno:
-            statements = ["START SLAVE"]  # stopped (a controller that failed part-way): just restart it
-        else:
-            # Only the address changes: the user, password and TLS settings stored with the old
-            # replication configuration stay (CHANGE MASTER keeps what it is not given).
-            mode = "slave_pos" if other.master_host not in (None, other.address) else "current_pos"
-            statements = [
-                "STOP SLAVE",
-                f"CHANGE MASTER TO MASTER_HOST = '{primary.address}', MASTER_PORT = {self.settings.port}, "
-                f"MASTER_USE_GTID = {mode}, MASTER_HEARTBEAT_PERIOD = 1",
-                "START SLAVE",
-            ]
+        if other.source == primary.endpoint:
+            return  # replicating from the primary, stopped: someone's decision (it is out of the rotation)
+        # Only the address changes: the user, password and TLS settings stored with the old replication
+        # settings stay (CHANGE MASTER keeps what it is not given). An old primary (pointing at itself)
+        # continues from its own history; a replica of another server, from what it applied.
+        mode = "slave_pos" if other.source not in (None, other.endpoint) else "current_pos"
+        statements = [
+            "STOP SLAVE",
+            f"CHANGE MASTER TO MASTER_HOST = '{primary.address}', MASTER_PORT = {primary.port}, "
+            f"MASTER_USE_GTID = {mode}, MASTER_HEARTBEAT_PERIOD = {self.settings.heartbeat_period}",
+            "START SLAVE",
+        ]
         try:
             server = self._server(other.name)
             for statement in statements:
@@ -470,7 +548,7 @@ class Controller:
             usable = [o for o in drained if o is not None]
             if not usable:
                 return self._refuse("drain", "no replica finished applying what it received")
-            order = {name: index for index, (name, _) in enumerate(self.settings.servers)}
+            order = {name: index for index, (name, _, _) in enumerate(self.settings.servers)}
             candidate = max(usable, key=lambda o: (sequence(o.current_pos), -order[o.name]))
             if not gtid_reached(candidate.current_pos, self.primary_position):
                 for server in locked:
@@ -486,24 +564,26 @@ class Controller:
             # pointed at itself, for the day it is made a replica again.
             new.query("STOP SLAVE")
             new.query(
-                f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {self.settings.port}, "
+                f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {candidate.port}, "
                 "MASTER_USE_GTID = current_pos"
             )
+            if len(locked) > 1:  # replicas will follow it: every commit waits for one (armed again once caught up)
+                new.query("SET GLOBAL rpl_semi_sync_master_enabled = ON")
             new.query("SET GLOBAL read_only = OFF")
             for other in locked:
                 if other is new:
                     continue
                 other.query("STOP SLAVE")
                 other.query(
-                    f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {self.settings.port}, "
-                    "MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1"
+                    f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {candidate.port}, "
+                    f"MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = {self.settings.heartbeat_period}"
                 )
                 other.query("START SLAVE")
         finally:
             for server in locked:
                 with contextlib.suppress(Exception):
                     server.query(f"SELECT RELEASE_LOCK('{LOCK}')")
-        self.primary, self.lost_since, self.armed = candidate.name, None, False
+        self.primary, self.lost_since, self.armed, self.armed_from = candidate.name, None, False, None
         self.arming = "the new primary has not been seen with an acknowledging replica yet"
         self._did(
             f"failed over from {old.name} to {candidate.name} at {candidate.current_pos} in "
@@ -542,7 +622,7 @@ class Controller:
                     "reachable": o.reachable,
                     "read_only": o.read_only,
                     "gtid": o.current_pos,
-                    "replicates_from": self.by_address.get(o.master_host or "", o.master_host),
+                    "replicates_from": self.by_endpoint.get(o.source, o.master_host) if o.source else None,
                     "io": o.io_running,
                     **({"error": o.error} if o.error else {}),
                 }
@@ -557,7 +637,7 @@ class Controller:
         candidate.replace(path)
 
     def run(self) -> None:
-        self.say(f"watching {', '.join(name for name, _ in self.settings.servers)}")
+        self.say(f"watching {', '.join(name for name, _, _ in self.settings.servers)}")
         while True:
             started = self.clock()
             try:

@@ -144,6 +144,7 @@ class FailoverDefaults:
     silence_after: str = field(metadata=DURATION)
     heartbeat_period: str = field(metadata=DURATION)
     replica_net_timeout: str = field(metadata=WHOLE_SECONDS)
+    fallback_after: str = field(metadata=DURATION)
     drain_timeout: str = field(metadata=DURATION)
     orphan_reads: str = field(metadata=DURATION)
 
@@ -271,6 +272,11 @@ def _contradictions(table: ServerDefaults) -> list[str]:
         (
             failover.seconds("heartbeat_period") * 2 <= failover.seconds("silence_after"),
             "failover.silence_after must be at least two heartbeat_periods (an idle primary is not a dead one)",
+        ),
+        (
+            failover.seconds("fallback_after") * 1000 < table.mariadb.semi_sync_timeout_ms,
+            "failover.fallback_after must be below mariadb.semi_sync_timeout_ms (the controller disarms failover "
+            "before the server falls back to asynchronous replication on its own)",
         ),
         (
             failover.seconds("heartbeat_period") < failover.seconds("replica_net_timeout"),

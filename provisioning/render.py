@@ -619,6 +619,7 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
         "failure_after": FAILOVER.seconds("failure_after"),
         "silence_after": FAILOVER.seconds("silence_after"),
         "drain_timeout": FAILOVER.seconds("drain_timeout"),
+        "fallback_after": FAILOVER.seconds("fallback_after"),
         "active_file": "/run/webinfra/lb-state" if facts.lb_pair else None,
         "state_file": FAILOVER_STATE,
         "region": facts.region,

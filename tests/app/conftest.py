@@ -7,7 +7,6 @@ import pytest
 
 from provisioning import render
 from tests.app.helpers import (
-    LOOPBACK_HOSTS,
     App,
     MariaDB,
     Stack,
@@ -16,6 +15,7 @@ from tests.app.helpers import (
     password,
     start_app,
     start_mariadb,
+    users_script,
     wait_for,
 )
 
@@ -23,29 +23,19 @@ from tests.app.helpers import (
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory):
     base = tmp_path_factory.mktemp("mariadb")
-    app_password, replication_password = password(), password()
+    app_password, replication_password, failover_password = password(), password(), password()
     tls = make_tls(base)
     primary = start_mariadb(base, "web-01", "primary", tls)
     replica = start_mariadb(base, "web-02", "replica", tls)
     try:
-        users_sql = render.render_template(
-            "db-users.sql.j2",
-            db_name=render.DB_NAME,
-            app_user=render.DB_APP_USER,
-            replication_user=render.DB_REPLICATION_USER,
-            app_client_hosts=LOOPBACK_HOSTS,
-            replication_client_hosts=LOOPBACK_HOSTS[1:],
-        )
         # The primary's boot, as webinfra-db-setup does it: clean binlog, schema, users (stdin).
         primary.client("RESET MASTER;")
         primary.client((render.APP_DIR / "schema.sql").read_text())
-        primary.client(
-            f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql
-        )
-        # ...and twice, since boots re-run it (idempotent)
-        primary.client(
-            f"SET @app_password='{app_password}', @replication_password='{replication_password}';\n" + users_sql
-        )
+        stack = Stack(primary, replica, app_password, replication_password, tls, failover_password)
+        primary.client(users_script(stack))
+        primary.client(users_script(stack))  # ...and twice, since boots re-run it (idempotent)
+        # Every server boots read-only; the first primary's first boot makes it writable (webinfra-db-setup).
+        primary.client("SET GLOBAL read_only = OFF;")
         replica.client(
             f"""STOP SLAVE; RESET SLAVE ALL; RESET MASTER; SET GLOBAL gtid_slave_pos = '';
             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port},
@@ -55,7 +45,7 @@ def databases(tmp_path_factory):
             START SLAVE;"""
         )
         wait_for("replication", lambda: replica.sql("SHOW TABLES FROM webinfra LIKE 'messages'"), seconds=60)
-        yield Stack(primary, replica, app_password, replication_password, tls)
+        yield stack
     finally:
         for server in (replica, primary):
             server.stop()

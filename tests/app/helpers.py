@@ -38,7 +38,7 @@ FACTS = render.StackFacts(
     max_replication_lag_seconds=30,
     rate_limit_per_10s=200,
     lb_addresses=("10.0.0.5",),
-    web_addresses=("10.0.0.11", "10.0.1.12"),
+    web_addresses=("10.0.0.11", "10.0.1.12", "10.0.2.13"),
 )
 LOOPBACK_HOSTS = ["localhost", render.mariadb_host_pattern("127.0.0.0/8")]
 
@@ -194,6 +194,7 @@ class Stack:
     app_password: str
     replication_password: str
     tls: pathlib.Path
+    failover_password: str = ""
 
 
 @dataclass
@@ -231,6 +232,24 @@ def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
     return app
 
 
+def users_script(stack: Stack) -> str:
+    """db-users.sql as the primary's boot feeds it to the client: the passwords as session variables first."""
+    users_sql = render.render_template(
+        "db-users.sql.j2",
+        db_name=render.DB_NAME,
+        app_user=render.DB_APP_USER,
+        replication_user=render.DB_REPLICATION_USER,
+        failover_user=render.DB_FAILOVER_USER,
+        app_client_hosts=LOOPBACK_HOSTS,
+        replication_client_hosts=LOOPBACK_HOSTS[1:],
+        failover_client_hosts=LOOPBACK_HOSTS[1:],
+    )
+    return (
+        f"SET @app_password='{stack.app_password}', @replication_password='{stack.replication_password}', "
+        f"@failover_password='{stack.failover_password}';\n" + users_sql
+    )
+
+
 def app_env(stack: Stack, server: MariaDB, role: str, **overrides) -> dict[str, str]:
     env = {
         "WEBINFRA_ROLE": role,
@@ -238,8 +257,6 @@ def app_env(stack: Stack, server: MariaDB, role: str, **overrides) -> dict[str, 
         "WEBINFRA_DB_USER": render.DB_APP_USER,
         "WEBINFRA_DB_PASSWORD": stack.app_password,
         "WEBINFRA_DB_LOCAL_SOCKET": server.socket,
-        "WEBINFRA_DB_PRIMARY_HOST": "local" if role == "primary" else "127.0.0.1",
-        "WEBINFRA_DB_PRIMARY_PORT": str(stack.primary.port),
         "WEBINFRA_MAX_LAG": "30",
         "WEBINFRA_DB_TLS_CA": str(stack.tls / "ca.pem"),
     }
@@ -248,16 +265,22 @@ def app_env(stack: Stack, server: MariaDB, role: str, **overrides) -> dict[str, 
 
 class PausableRelay:
     """A TCP relay on 127.0.0.1 to `port` that can stop passing bytes while keeping every connection
-    open: a replication stream that has stalled, the replica's I/O thread still connected."""
+    open: a replication stream that has stalled, the replica's I/O thread still connected. Connections
+    are numbered as they come; `pause(spare=N)` leaves the first N flowing (the app's own connections
+    to the primary, which only the stream's stall must not touch) and every later one."""
 
     def __init__(self, port: int):
         self.target = port
-        self.flowing = threading.Event()
-        self.flowing.set()
+        self.flows: list[threading.Event] = []
+        self.hold_new = False  # new connections start paused too
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def connections(self) -> int:
+        return len(self.flows)
 
     def _accept(self) -> None:
         while not self.closed:
@@ -266,28 +289,36 @@ class PausableRelay:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target))
+            flowing = threading.Event()
+            if not self.hold_new:
+                flowing.set()
+            self.flows.append(flowing)
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, flowing), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, flowing: threading.Event) -> None:
         with contextlib.suppress(OSError):
-            while self.flowing.wait() and not self.closed:
+            while flowing.wait() and not self.closed:
                 data = source.recv(65536)
                 if not data:
                     break
-                self.flowing.wait()
+                flowing.wait()
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def pause(self) -> None:
-        self.flowing.clear()
+    def pause(self, spare: int = 0, hold_new: bool = False) -> None:
+        self.hold_new = hold_new
+        for flowing in self.flows[spare:]:
+            flowing.clear()
 
     def resume(self) -> None:
-        self.flowing.set()
+        self.hold_new = False
+        for flowing in self.flows:
+            flowing.set()
 
     def close(self) -> None:
         self.closed = True
-        self.flowing.set()
+        self.resume()
         self.listener.close()

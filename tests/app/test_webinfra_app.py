@@ -10,7 +10,7 @@ from app import webinfra_app
 from app.webinfra_app import gtid_reached
 from provisioning import render
 from provisioning.defaults import SERVER_DEFAULTS, seconds
-from tests.app.helpers import PausableRelay, free_port, make_tls
+from tests.app.helpers import PausableRelay, free_port, make_tls, start_mariadb, users_script
 
 BAD_REQUESTS = [
     # (method, path, body, headers, expected status)
@@ -186,15 +186,21 @@ def test_a_replica_whose_stream_has_stalled_leaves_the_rotation_until_it_has_cau
     relay = PausableRelay(databases.primary.port)
     replica = databases.replica
 
-    def point_replica_at(port: int) -> None:
+    def point_replica_at(port: int) -> int:
+        """Returns how many connections the app's workers opened before replication's own."""
         replica.sql("STOP SLAVE")
         replica.sql(f"CHANGE MASTER TO MASTER_PORT = {port}")
+        # The app's position threads follow the replica's settings within a poll: one connection per worker.
+        wait_until(lambda: relay.connections >= 2, seconds=5)
+        opened = relay.connections
         replica.sql("START SLAVE")
+        return opened
 
-    point_replica_at(relay.port)
+    spare = point_replica_at(relay.port)
     try:
+        assert spare == 2  # both workers' threads, and not yet replication
         assert wait_until(lambda: apps["replica"].json("GET", "/health")[0] == 200, seconds=15)
-        relay.pause()
+        relay.pause(spare=spare)
         # Semi-sync waits its timeout for the replica's acknowledgement, then commits asynchronously.
         databases.primary.sql("INSERT INTO webinfra.messages (text, host) VALUES ('while stalled', 'test')")
         status, body = apps["replica"].json("GET", "/health")
@@ -217,10 +223,65 @@ def test_a_replica_whose_stream_has_stalled_leaves_the_rotation_until_it_has_cau
     assert wait_until(lambda: apps["replica"].json("GET", "/health")[0] == 200, seconds=15)
 
 
-def test_replica_health_names_an_unreachable_primary_and_leaves_the_verdict_to_replication(start_extra_app, databases):
-    nowhere = start_extra_app(databases.replica, "replica", WEBINFRA_DB_PRIMARY_PORT=str(free_port()))
-    status, body = nowhere.json("GET", "/health")
-    assert status == 200 and body["replication"]["primary_position"] == "unreachable", body
+def test_a_replica_whose_primary_is_gone_serves_reads_for_a_bounded_time_and_says_so(start_extra_app, databases):
+    """Issue 13: every replica turned 503 once its I/O thread noticed the dead primary, and the whole
+    site went down, reads included. A replica that cannot reach its primary serves reads of everything
+    it received, for WEBINFRA_ORPHAN_READS_SECONDS, and says so; then it leaves the rotation."""
+    replica = databases.replica
+    patient = start_extra_app(replica, "replica", WEBINFRA_ORPHAN_READS_SECONDS="600")
+    brief = start_extra_app(replica, "replica", WEBINFRA_ORPHAN_READS_SECONDS="3")
+    replica.sql("STOP SLAVE")
+    replica.sql(f"CHANGE MASTER TO MASTER_PORT = {free_port()}")  # the primary's address answers no more
+    replica.sql("START SLAVE")
+    try:
+        assert wait_until(lambda: patient.json("GET", "/health")[1]["replication"].get("serving"), seconds=10)
+        status, body = patient.json("GET", "/health")
+        assert status == 200 and body["healthy"] is True, body
+        assert body["replication"]["io_running"] in ("Connecting", "No"), body
+        assert body["replication"]["serving"].startswith("reads only: the primary has been unreachable"), body
+        assert patient.json("GET", "/api/messages?limit=1")[0] == 200
+        assert patient.json("POST", "/api/messages", {"text": "nowhere to go"})[0] == 503
+        assert wait_until(
+            lambda: "over 3 s" in brief.json("GET", "/health")[1]["replication"].get("reason", ""), seconds=10
+        )
+        assert brief.json("GET", "/health")[0] == 503
+        assert patient.json("GET", "/health")[0] == 200
+    finally:
+        replica.sql("STOP SLAVE")
+        replica.sql(f"CHANGE MASTER TO MASTER_PORT = {databases.primary.port}")
+        replica.sql("START SLAVE")
+    assert wait_until(
+        lambda: (
+            patient.json("GET", "/health")[0] == 200
+            and "serving" not in patient.json("GET", "/health")[1]["replication"]
+        ),
+        seconds=15,
+    )
+
+
+class OneRowCursor:
+    def __init__(self, row):
+        self.row = row
+
+    def execute(self, statement):
+        pass
+
+    def fetchone(self):
+        return self.row
+
+
+def test_a_replica_with_a_relay_log_not_yet_applied_is_not_served_as_complete(monkeypatch):
+    monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "latest", lambda: ("unreachable", "timed out", 0.1))
+    monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "unreachable_for", lambda: 4.0)
+    behind = {"gtid_position": "0-1-40"}
+    assert not webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-39"}), behind)
+    assert "not applied yet" in behind["reason"]
+    complete = {"gtid_position": "0-1-40"}
+    assert webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-40"}), complete)
+    assert "data complete up to 0-1-40" in complete["serving"]
+    monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "latest", lambda: ("position", "0-1-40", 0.1))
+    answering = {"gtid_position": "0-1-40"}  # its primary answers: replication stopped for another reason
+    assert not webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-40"}), answering)
 
 
 def test_a_replicas_health_waits_for_the_primary_within_haproxys_check_timeout():
@@ -328,18 +389,27 @@ def test_network_connections_need_tls_and_replication_verifies_the_primary(datab
     assert status["Master_SSL_Allowed"] == "Yes" and status["Master_SSL_Verify_Server_Cert"] == "Yes"
 
 
-def test_role_and_write_target_are_re_read_on_every_request(start_extra_app, databases, tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "db-role").write_text("replica\n")
-    (state / "db-primary").write_text("local\n")  # wrong on purpose: the replica itself
-    app = start_extra_app(databases.replica, "replica", WEBINFRA_STATE_DIR=str(state))
-    before = count(databases.primary)
-    status, body = app.json("POST", "/api/messages", {"text": "to a read-only replica?"})
-    assert status == 503 and count(databases.primary) == before  # refused by read_only, nothing stored
-    (state / "db-primary").write_text("127.0.0.1\n")  # what scripts/promote writes: no restart
-    status, body = app.json("POST", "/api/messages", {"text": "to the primary"})
-    assert status == 201, body
-    assert app.json("GET", "/health")[1]["role"] == "replica"
-    (state / "db-role").write_text("primary\n")
-    assert app.json("GET", "/health")[1]["role"] == "primary"
+def test_the_database_says_where_writes_go_and_the_app_follows_without_a_restart(start_extra_app, databases, tmp_path):
+    """No copy of the role in a file: the failover controller changes the database (read_only, the
+    replication settings) and the app's next request follows."""
+    server = start_mariadb(tmp_path, "web-02", "primary", databases.tls)  # a third server, on its own
+    try:
+        server.client((render.APP_DIR / "schema.sql").read_text())
+        server.client(users_script(databases))
+        app = start_extra_app(server, "primary")
+        # Booted read-only (every server does), replicating from nobody: no write lands anywhere.
+        status, body = app.json("POST", "/api/messages", {"text": "before any decision"})
+        assert status == 503 and count(server) == 0, body
+        assert app.json("GET", "/health")[1]["role"] == "replica"
+        server.sql("SET GLOBAL read_only = OFF")  # made the primary
+        status, body = app.json("POST", "/api/messages", {"text": "to this server"})
+        assert status == 201 and count(server) == 1, body
+        assert app.json("GET", "/health")[1]["role"] == "primary"
+        # Made a replica of the stack's primary (settings only; the app writes where they point).
+        server.sql("SET GLOBAL read_only = ON")
+        server.sql(f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {databases.primary.port}")
+        before = count(databases.primary)
+        status, body = app.json("POST", "/api/messages", {"text": "to the primary"})
+        assert status == 201 and count(databases.primary) == before + 1 and count(server) == 1, body
+    finally:
+        server.stop()

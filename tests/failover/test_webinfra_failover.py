@@ -1,0 +1,404 @@
+"""The failover controller against three real MariaDB servers (Debian's mariadbd, the stack's own
+60-webinfra.cnf, users and self-fence event): a primary and two semi-synchronous replicas on
+loopback. Kills are real (SIGKILL); what only a network can do (a primary cut off, not dead) is
+the lab's (tests/lab)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import signal
+import threading
+import time
+
+import pymysql
+import pytest
+
+from failover.webinfra_failover import Controller, Settings, gtid_reached
+from provisioning import render
+from provisioning.defaults import SERVER_DEFAULTS
+from tests.app.helpers import (
+    MariaDB,
+    PausableRelay,
+    Stack,
+    make_tls,
+    password,
+    start_mariadb,
+    users_script,
+    wait_for,
+)
+
+HEARTBEAT = 0.5
+
+
+@dataclasses.dataclass
+class Cluster:
+    servers: dict[str, MariaDB]
+    stack: Stack
+    base: pathlib.Path
+    alarms: list[tuple[str, str]]
+    said: list[str]
+
+    def settings(self, **overrides) -> Settings:
+        values = dict(
+            servers=tuple((name, "127.0.0.1", server.port) for name, server in self.servers.items()),
+            user=render.DB_FAILOVER_USER,
+            password=self.stack.failover_password,
+            tls_ca=str(self.stack.tls / "ca.pem"),
+            interval=0.2,
+            failure_after=2.0,
+            silence_after=1.5,
+            heartbeat_period=HEARTBEAT,
+            drain_timeout=5.0,
+        )
+        return Settings(**{**values, **overrides})
+
+    def controller(self, **overrides) -> Controller:
+        return Controller(
+            self.settings(**overrides),
+            say=self.said.append,
+            alarm=lambda subject, message: self.alarms.append((subject, message)),
+        )
+
+    def restart(self, name: str) -> MariaDB:
+        """Start a stopped server again on its data directory and port (it boots read-only, as on a host)."""
+        old = self.servers[name]
+        import subprocess
+
+        process = subprocess.Popen(["mariadbd", f"--defaults-file={old.directory / 'my.cnf'}", "--user=root"])
+        server = MariaDB(name, old.directory, old.port, process)
+        wait_for(f"MariaDB {name}", lambda: server.sql("SELECT 1"), seconds=60)
+        self.servers[name] = server
+        return server
+
+
+def follow(server: MariaDB, primary: MariaDB, stack: Stack, start: bool = True, mode: str = "slave_pos") -> None:
+    """webinfra-db-follow's statement, with this machine's ports (the lab runs the script itself)."""
+    server.sql("STOP SLAVE")
+    server.sql(
+        f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {primary.port}, "
+        f"MASTER_USER = '{render.DB_REPLICATION_USER}', MASTER_PASSWORD = '{stack.replication_password}', "
+        f"MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = {HEARTBEAT}, MASTER_SSL = 1, "
+        f"MASTER_SSL_CA = '{stack.tls / 'ca.pem'}', MASTER_SSL_VERIFY_SERVER_CERT = 1, MASTER_USE_GTID = {mode}"
+    )
+    if start:
+        server.sql("START SLAVE")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    tls = make_tls(tmp_path)
+    names = ("web-01", "web-02", "web-03")
+    servers: dict[str, MariaDB] = {}
+    try:
+        for name in names:
+            servers[name] = start_mariadb(tmp_path, name, "primary" if name == "web-01" else "replica", tls)
+        primary = servers["web-01"]
+        stack = Stack(primary, servers["web-02"], password(), password(), tls, password())
+        fence = render.render_template("webinfra-db-self-fence.sql.j2", failover_user=render.DB_FAILOVER_USER)
+        for server in servers.values():
+            server.sql("RESET MASTER")
+            server.client(fence)
+        # webinfra-db-setup on the first primary: schema, users, its stored settings (pointing at
+        # itself), then writable; on each replica: follow the primary.
+        primary.client((render.APP_DIR / "schema.sql").read_text())
+        primary.client(users_script(stack))
+        follow(primary, primary, stack, start=False, mode="current_pos")
+        primary.sql("SET GLOBAL read_only = OFF")
+        for name in names[1:]:
+            servers[name].sql("SET GLOBAL gtid_slave_pos = ''")
+            follow(servers[name], primary, stack)
+        for name in names[1:]:
+            wait_for("replication", lambda n=name: servers[n].sql("SHOW TABLES FROM webinfra LIKE 'messages'"), 30)
+        yield Cluster(servers, stack, tmp_path, [], [])
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def semi_sync(server: MariaDB) -> tuple[str, int]:
+    status = {r["Variable_name"]: r["Value"] for r in server.sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")}
+    return status["Rpl_semi_sync_master_status"], int(status["Rpl_semi_sync_master_clients"])
+
+
+def write(server: MariaDB, text: str) -> None:
+    server.sql("INSERT INTO webinfra.messages (text, host) VALUES (%s, 'test')", (text,))
+
+
+def texts(server: MariaDB) -> set[str]:
+    return {r["text"] for r in server.sql("SELECT text FROM webinfra.messages")}
+
+
+def read_only(server: MariaDB) -> bool:
+    return bool(server.sql("SELECT @@global.read_only AS r")[0]["r"])
+
+
+def kill(server: MariaDB) -> None:
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=30)
+
+
+def run_until(controller: Controller, verdict: str, seconds: float = 30.0) -> list[str]:
+    """Poll as the service does, until a verdict starts with `verdict`; every verdict seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = controller.step()
+        if not seen or seen[-1] != result:
+            seen.append(result)
+        if result.startswith(verdict):
+            return seen
+        time.sleep(controller.settings.interval)
+    raise AssertionError(f"no {verdict!r} within {seconds} s; verdicts: {seen}")
+
+
+def arm(controller: Controller, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not controller.armed:
+        assert time.monotonic() < deadline, controller.arming
+        controller.step()
+        time.sleep(controller.settings.interval)
+
+
+class Running:
+    """The controller polling in the background, as the service runs it."""
+
+    def __init__(self, controller: Controller):
+        self.controller, self.verdicts, self.stop = controller, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.verdicts.append(self.controller.step())
+            time.sleep(self.controller.settings.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_the_controller_turns_semi_sync_on_and_arms_once_a_replica_has_caught_up(cluster):
+    primary = cluster.servers["web-01"]
+    assert semi_sync(primary)[0] == "OFF"  # every server boots with it off: the controller owns it
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    assert not controller.armed
+    arm(controller)
+    assert semi_sync(primary) == ("ON", 2)
+    assert any("semi-synchronous replication on for web-01" in m for m in cluster.said), cluster.said
+
+
+def test_a_dead_primary_is_replaced_by_a_replica_with_every_acknowledged_write(cluster):
+    servers = cluster.servers
+    controller = cluster.controller()
+    assert run_until(controller, "primary web-01")[-1] == "primary web-01"
+    arm(controller)
+    acknowledged = []
+    for n in range(50):
+        write(servers["web-01"], f"row {n}")
+        acknowledged.append(f"row {n}")
+    controller.step()
+    kill(servers["web-01"])
+    started = time.monotonic()
+    verdicts = run_until(controller, "failed over to")
+    took = time.monotonic() - started
+    new_name = verdicts[-1].split()[-1]
+    new, other = servers[new_name], servers[({"web-02", "web-03"} - {new_name}).pop()]
+    assert not read_only(new) and read_only(other)
+    assert set(acknowledged) <= texts(new)
+    write(new, "after the failover")
+    wait_for("the other replica follows", lambda: "after the failover" in texts(other), 15)
+    status = other.sql("SHOW SLAVE STATUS")[0]
+    assert (status["Master_Port"], status["Slave_IO_Running"]) == (new.port, "Yes")
+    # The other replica kept its stored credentials and TLS: only the address changed.
+    assert (status["Master_User"], status["Master_SSL_Verify_Server_Cert"]) == (render.DB_REPLICATION_USER, "Yes")
+    assert any(new_name in subject for subject, _ in cluster.alarms), cluster.alarms
+    # It waited for failure_after and the replicas' silence, no longer than a few polls more.
+    assert 2.0 <= took < 10, (took, verdicts)
+    assert any(v.startswith("primary web-01 unanswered for") for v in verdicts), verdicts
+
+
+def test_the_old_primary_returns_read_only_and_rejoins_the_new_one(cluster):
+    servers = cluster.servers
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    arm(controller)
+    write(servers["web-01"], "before")
+    controller.step()
+    kill(servers["web-01"])
+    new_name = run_until(controller, "failed over to")[-1].split()[-1]
+    write(servers[new_name], "while web-01 was away")
+    old = cluster.restart("web-01")
+    assert read_only(old)  # every server boots read-only: no split brain at its return
+    run_until(controller, "primary " + new_name)
+    wait_for("web-01 rejoins", lambda: "while web-01 was away" in texts(old), 20)
+    status = old.sql("SHOW SLAVE STATUS")[0]
+    assert status["Master_Port"] == servers[new_name].port and status["Slave_IO_Running"] == "Yes"
+    assert read_only(old)
+    assert any(m.startswith("web-01 now replicates from") for m in cluster.said), cluster.said
+
+
+def test_with_no_replica_acknowledging_it_disarms_first_then_goes_asynchronous_and_never_fails_over(cluster):
+    """Patroni's rule. The write that waited is acknowledged only once failover is disarmed, so the
+    primary's death right after it cannot cost it: no failover happens."""
+    servers = cluster.servers
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    arm(controller)
+    for name in ("web-02", "web-03"):  # the replicas stop receiving: web-01's next writes are its own
+        servers[name].sql("STOP SLAVE IO_THREAD")
+    with Running(controller) as running:
+        started = time.monotonic()
+        write(servers["web-01"], "only on web-01")  # waits for an acknowledgement, then for the controller
+        waited = time.monotonic() - started
+        assert not controller.armed, controller.arming
+        kill(servers["web-01"])
+        for name in ("web-02", "web-03"):
+            servers[name].sql("START SLAVE IO_THREAD")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("no automatic failover" in v for v in running.verdicts):
+            time.sleep(0.2)
+    assert 3.0 <= waited < 6, waited  # fallback_after, and a poll or two
+    assert any("no automatic failover" in v for v in running.verdicts), running.verdicts
+    assert not any("failed over" in v for v in running.verdicts), running.verdicts
+    subjects = [subject for subject, _ in cluster.alarms]
+    print("\n".join(cluster.said))
+    assert any("failover disarmed" in s for s in subjects) and any("disarmed" in s for s in subjects[1:]), subjects
+    assert read_only(servers["web-02"]) and read_only(servers["web-03"])
+
+
+def test_a_restarted_primary_with_everything_is_made_writable_again_without_a_failover(cluster):
+    servers = cluster.servers
+    controller = cluster.controller(failure_after=30.0)
+    run_until(controller, "primary web-01")
+    write(servers["web-01"], "before the restart")
+    servers["web-01"].stop()
+    old = cluster.restart("web-01")
+    assert read_only(old)
+    run_until(controller, "restored web-01")
+    assert not read_only(old)
+    write(old, "after the restart")
+    for name in ("web-02", "web-03"):
+        wait_for("replication resumes", lambda n=name: "after the restart" in texts(servers[n]), 20)
+
+
+def test_no_failover_while_the_replicas_still_hear_the_primary(cluster):
+    """The controller loses the primary (its own network path), the replicas do not: no failover. The
+    primary fences itself meanwhile (no controller renews its lease): writes wait for the path."""
+    servers = cluster.servers
+    relay = PausableRelay(servers["web-01"].port)  # web-01's address, as everyone sees it
+    try:
+        for name in ("web-02", "web-03"):
+            servers[name].sql("STOP SLAVE")
+            servers[name].sql(f"CHANGE MASTER TO MASTER_PORT = {relay.port}")
+            servers[name].sql("START SLAVE")
+        wait_for("both replicas connected", lambda: relay.connections >= 2, 10)
+        via_relay = tuple((n, a, relay.port if n == "web-01" else p) for n, a, p in cluster.settings().servers)
+        controller = cluster.controller(servers=via_relay)
+        run_until(controller, "primary web-01")
+        arm(controller)
+        relay.pause(spare=2, hold_new=True)  # the controller's path only: its connections, now and new
+        stop = threading.Event()
+
+        def writes():  # a busy primary: events keep reaching the replicas
+            n = 0
+            while not stop.is_set():
+                write(servers["web-01"], f"busy {n}")
+                n += 1
+                time.sleep(0.05)
+
+        writer = threading.Thread(target=writes, daemon=True)
+        writer.start()
+        try:
+            verdicts = []
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                verdicts.append(controller.step())
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            writer.join()
+        assert not any("failed over" in v for v in verdicts), verdicts
+        assert any("still receive from it" in v for v in verdicts), verdicts
+        # Cut off from every controller, web-01 fenced itself (its lease ran out): writes stop, and
+        # nobody else was made writable. The replicas still follow it.
+        assert read_only(servers["web-01"]) and read_only(servers["web-02"]) and read_only(servers["web-03"])
+        for name in ("web-02", "web-03"):
+            assert servers[name].sql("SHOW SLAVE STATUS")[0]["Master_Port"] == relay.port
+        relay.resume()  # the path is back: the controller makes it writable again, with everything
+        run_until(controller, "restored web-01")
+        assert not read_only(servers["web-01"])
+    finally:
+        relay.close()
+
+
+def test_a_second_writable_server_is_fenced_at_once(cluster):
+    servers = cluster.servers
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    servers["web-03"].sql("SET GLOBAL read_only = OFF")  # by mistake, or an old primary back unfenced
+    controller.step()
+    assert read_only(servers["web-03"]) and not read_only(servers["web-01"])
+    assert any("fenced web-03" in m for m in cluster.said), cluster.said
+
+
+def test_the_standby_controller_watches_but_does_not_act(cluster, tmp_path):
+    state = tmp_path / "lb-state"
+    state.write_text("BACKUP\n")
+    servers = cluster.servers
+    controller = cluster.controller(active_file=str(state), state_file=str(tmp_path / "failover.json"))
+    run_until(controller, "primary web-01")
+    servers["web-01"].sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")  # the active controller's doing
+    arm(controller)
+    kill(servers["web-01"])
+    run_until(controller, "primary web-01 is down; the active load balancer fails over")
+    assert read_only(servers["web-02"]) and read_only(servers["web-03"])
+    state.write_text("MASTER\n")  # keepalived made this load balancer the active one
+    run_until(controller, "failed over to")
+    import json
+
+    written = json.loads((tmp_path / "failover.json").read_text())
+    assert written["active"] is True and written["primary"] in ("web-02", "web-03")
+
+
+def test_a_primary_cut_off_from_every_controller_fences_itself(cluster):
+    """The event: a controller's session that stops speaking is a lease that ran out."""
+    primary = cluster.servers["web-01"]
+    lease_seconds = SERVER_DEFAULTS.failover.seconds("self_fence_after")
+    session = pymysql.connect(
+        host="127.0.0.1",
+        port=primary.port,
+        user=render.DB_FAILOVER_USER,
+        password=cluster.stack.failover_password,
+        ssl_ca=str(cluster.stack.tls / "ca.pem"),
+        ssl_verify_cert=True,
+    )
+    try:
+        started = time.monotonic()
+        deadline = started + lease_seconds - 1
+        while time.monotonic() < deadline:  # a controller speaking every 0.5 s: the lease holds
+            session.query("SELECT 1")
+            assert not read_only(primary)
+            time.sleep(0.5)
+        silent = time.monotonic()  # ...then silent, its connection still open (a host gone)
+        wait_for("the self-fence", lambda: read_only(primary), seconds=lease_seconds + 3)
+        took = time.monotonic() - silent
+        assert lease_seconds - 0.5 <= took <= lease_seconds + 2, took
+    finally:
+        session.close()
+
+
+def test_a_primary_no_controller_has_spoken_to_stays_writable(cluster):
+    """A first boot before the load balancers exist, or controllers that closed their connections."""
+    time.sleep(SERVER_DEFAULTS.failover.seconds("self_fence_after") + 1.5)
+    assert not read_only(cluster.servers["web-01"])
+
+
+def test_gtid_reached_compares_each_domain():
+    assert gtid_reached("0-1-10,1-2-3", "0-1-10")
+    assert not gtid_reached("0-1-9", "0-2-10")
+    assert gtid_reached("0-1-9", "")
