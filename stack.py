@@ -75,15 +75,15 @@ def _web_host_role(
             tags={**settings.base_tags, "Role": "web"},
             statements=[
                 read_parameters(
-                    "ReadOwnDatabaseSecrets",
+                    "ReadOwnDatabaseSecretsAndProgram",
                     [
                         arns["db-app"],
                         arns["db-replication"],
                         arns["db-failover"],  # the primary creates the failover controllers' user
                         *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots),
+                        *_program_arns(programs, facts, "webinfra-app"),
                     ],
                 ),
-                read_parameters("ReadOwnPrograms", _program_arns(programs, facts, "webinfra-app")),
                 SESSION_MANAGER_STATEMENT,
                 put_metrics(settings.stack),
             ],
@@ -104,10 +104,13 @@ def _lb_host_role(
             tags={**settings.base_tags, "Role": "lb"},
             statements=[
                 read_parameters(
-                    "ReadOwnCertificateAndFailoverPassword",
-                    [secrets.parameter_arns["lb-certificate"], secrets.parameter_arns["db-failover"]],
+                    "ReadOwnCertificateFailoverPasswordAndProgram",
+                    [
+                        secrets.parameter_arns["lb-certificate"],
+                        secrets.parameter_arns["db-failover"],  # the failover controller's database user
+                        *_program_arns(programs, facts, "webinfra-failover"),
+                    ],
                 ),
-                read_parameters("ReadOwnPrograms", _program_arns(programs, facts, "webinfra-failover")),
                 SESSION_MANAGER_STATEMENT,
                 put_metrics(settings.stack),
                 *(

@@ -2,8 +2,8 @@
 
 Every rule is its own resource with a description (CKV_AWS_23). Only 80/443 are open to the world,
 and only on the load balancer (EC2.18); 3306 only to the web servers, from themselves and from the
-load balancers (the failover controller); SSH only from `admin_cidr` (CKV_AWS_24, EC2.13); egress only where the hosts need it (CKV_AWS_382); the VPC's default security
-group is emptied (EC2.2).
+load balancers (the failover controller); SSH only from `admin_cidr` (CKV_AWS_24, EC2.13); egress
+only where the hosts need it (CKV_AWS_382); the VPC's default security group is emptied (EC2.2).
 """
 
 from __future__ import annotations

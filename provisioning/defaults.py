@@ -148,9 +148,6 @@ class FailoverDefaults:
     drain_timeout: str = field(metadata=DURATION)
     orphan_reads: str = field(metadata=DURATION)
 
-    def seconds(self, name: str) -> float:
-        return seconds(getattr(self, name))
-
 
 @dataclass(frozen=True)
 class KeepalivedDefaults:
@@ -264,22 +261,21 @@ def _contradictions(table: ServerDefaults) -> list[str]:
             "keepalived.check_request_timeout must be below check_timeout (the request's own verdict comes first)",
         ),
         (
-            failover.seconds("failure_after")
-            > failover.seconds("self_fence_after") + 2 * failover.seconds("poll_interval"),
+            seconds(failover.failure_after) > seconds(failover.self_fence_after) + 2 * seconds(failover.poll_interval),
             "failover.failure_after must exceed self_fence_after by two polls (a cut-off primary must have "
             "fenced itself before another is promoted)",
         ),
         (
-            failover.seconds("heartbeat_period") * 2 <= failover.seconds("silence_after"),
+            seconds(failover.heartbeat_period) * 2 <= seconds(failover.silence_after),
             "failover.silence_after must be at least two heartbeat_periods (an idle primary is not a dead one)",
         ),
         (
-            failover.seconds("fallback_after") * 1000 < table.mariadb.semi_sync_timeout_ms,
+            seconds(failover.fallback_after) * 1000 < table.mariadb.semi_sync_timeout_ms,
             "failover.fallback_after must be below mariadb.semi_sync_timeout_ms (the controller disarms failover "
             "before the server falls back to asynchronous replication on its own)",
         ),
         (
-            failover.seconds("heartbeat_period") < failover.seconds("replica_net_timeout"),
+            seconds(failover.heartbeat_period) < seconds(failover.replica_net_timeout),
             "failover.heartbeat_period must be below replica_net_timeout (MariaDB refuses it otherwise)",
         ),
         (

@@ -40,7 +40,6 @@ DB_APP_USER = "webinfra_app"
 DB_REPLICATION_USER = "webinfra_repl"
 DB_FAILOVER_USER = "webinfra_failover"
 FAILOVER_CONFIG = "/etc/webinfra/failover.json"
-FAILOVER = defaults.SERVER_DEFAULTS.failover
 HAPROXY_STATS_PORT = defaults.SERVER_DEFAULTS.haproxy.stats_port
 
 WEB_PACKAGES = (
@@ -89,6 +88,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=False,
 )
+_env.filters["seconds"] = defaults.seconds  # "3s" | seconds → 3.0
 
 
 @dataclass(frozen=True)
@@ -506,8 +506,8 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         "WEBINFRA_DB_LOCAL_SOCKET": "/run/mysqld/mysqld.sock",
         "WEBINFRA_DB_PRIMARY_HOST": primary_address or "local",
         "WEBINFRA_MAX_LAG": str(facts.max_replication_lag_seconds),
-        "WEBINFRA_ORPHAN_READS_SECONDS": f"{FAILOVER.seconds('orphan_reads'):g}",
-        "WEBINFRA_DB_HEARTBEAT_PERIOD": f"{FAILOVER.seconds('heartbeat_period'):g}",
+        "WEBINFRA_ORPHAN_READS_SECONDS": f"{defaults.seconds(defaults.SERVER_DEFAULTS.failover.orphan_reads):g}",
+        "WEBINFRA_DB_HEARTBEAT_PERIOD": f"{defaults.seconds(defaults.SERVER_DEFAULTS.failover.heartbeat_period):g}",
         "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
         "WEBINFRA_WEB_ADDRESSES": ",".join(facts.web_addresses),
     }
@@ -615,11 +615,11 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
         "user": DB_FAILOVER_USER,
         "password_file": "/etc/webinfra/secrets/db-failover.env",
         "tls_ca": f"{DB_TLS_DIR}/ca.pem",
-        "interval": FAILOVER.seconds("poll_interval"),
-        "failure_after": FAILOVER.seconds("failure_after"),
-        "silence_after": FAILOVER.seconds("silence_after"),
-        "drain_timeout": FAILOVER.seconds("drain_timeout"),
-        "fallback_after": FAILOVER.seconds("fallback_after"),
+        "interval": defaults.seconds(defaults.SERVER_DEFAULTS.failover.poll_interval),
+        "failure_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.failure_after),
+        "silence_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.silence_after),
+        "drain_timeout": defaults.seconds(defaults.SERVER_DEFAULTS.failover.drain_timeout),
+        "fallback_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.fallback_after),
         "active_file": "/run/webinfra/lb-state" if facts.lb_pair else None,
         "state_file": FAILOVER_STATE,
         "region": facts.region,

@@ -57,7 +57,7 @@ def test_user_data_fits_ec2s_limit_at_every_count(program):
 
 
 def test_no_generated_password_in_any_user_data_or_export(program):
-    assert len(program.passwords) == 2
+    assert len(program.passwords) == 3  # the app's, replication's, the failover controllers'
     exported = repr(program.exports)
     for instance in program.of_type("aws:ec2/instance:Instance"):
         user_data = decode_user_data(instance.inputs["userDataBase64"])

@@ -45,6 +45,8 @@ def databases(tmp_path_factory):
             START SLAVE;"""
         )
         wait_for("replication", lambda: replica.sql("SHOW TABLES FROM webinfra LIKE 'messages'"), seconds=60)
+        # What the failover controller does once a replica has caught up: semi-synchronous on the primary.
+        primary.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
         yield stack
     finally:
         for server in (replica, primary):

@@ -93,14 +93,12 @@ def test_server_keys_reach_the_hosts_only_through_secure_strings(program):
         assert not [text for text in user_data if body in text], f"{host}'s database key is in user-data"
 
 
-def test_every_web_server_trusts_the_stack_ca_and_the_load_balancer_does_not_need_it(program):
+def test_every_host_trusts_the_stack_ca(program):
+    """Web servers verify each other with it; load balancers, the databases (the failover controller)."""
     ca = program.named("db-tls-ca").outputs["certPem"]
     for instance in program.of_type("aws:ec2/instance:Instance"):
         files = {
             f["path"]: f["content"]
             for f in yaml.safe_load(decode_user_data(instance.inputs["userDataBase64"]))["write_files"]
         }
-        if instance.inputs["tags"]["Role"] == "web":
-            assert files["/etc/mysql/webinfra-tls/ca.pem"] == ca, instance
-        else:
-            assert "/etc/mysql/webinfra-tls/ca.pem" not in files, instance
+        assert files["/etc/mysql/webinfra-tls/ca.pem"] == ca, instance

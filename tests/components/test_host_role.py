@@ -16,6 +16,18 @@ def statements_of(run, role: str) -> list[dict]:
     return json.loads(policy.inputs["policy"])["Statement"]
 
 
+def program_pieces(run, name: str, arn: str) -> list[str]:
+    """The ARNs of a host program's pieces (components/host_programs.py), in order."""
+    prefix = arn.split(":parameter", 1)[1] + f"/programs/{name}/"
+    names = [
+        p.inputs["name"] for p in run.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].startswith(prefix)
+    ]
+    assert names, name
+    return [
+        f"{arn.split(':parameter', 1)[0]}:parameter{n}" for n in sorted(names, key=lambda n: int(n.rsplit("/", 1)[1]))
+    ]
+
+
 def test_each_kind_of_host_has_a_role_and_an_instance_profile_its_instances_use(program):
     roles = {r.name: r for r in program.of_type("aws:iam/role:Role")}
     profiles = {p.name: p for p in program.of_type("aws:iam/instanceProfile:InstanceProfile")}
@@ -49,9 +61,18 @@ def test_each_role_reads_exactly_its_own_parameters_of_this_stack():
         for role in ("web-host", "lb-host")
     }
     assert [s["Resource"] for s in reads["web-host"]] == [
-        [f"{arn}/db/app-password", f"{arn}/db/replication-password", f"{arn}/tls/web-01", f"{arn}/tls/web-02"]
+        [
+            f"{arn}/db/app-password",
+            f"{arn}/db/replication-password",
+            f"{arn}/db/failover-password",
+            f"{arn}/tls/web-01",
+            f"{arn}/tls/web-02",
+            *program_pieces(run, "webinfra-app", arn),
+        ]
     ]
-    assert [s["Resource"] for s in reads["lb-host"]] == [[f"{arn}/tls/lb-certificate"]]
+    assert [s["Resource"] for s in reads["lb-host"]] == [
+        [f"{arn}/tls/lb-certificate", f"{arn}/db/failover-password", *program_pieces(run, "webinfra-failover", arn)]
+    ]
     for role in ("web-host", "lb-host"):
         for statement in statements_of(run, role):
             actions = statement["Action"]
@@ -74,10 +95,19 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
     assert web_reads["Resource"] == [
         f"{arn}/db/app-password",
         f"{arn}/db/replication-password",
+        f"{arn}/db/failover-password",
         *(f"{arn}/tls/{host}" for host in hosts),
+        *program_pieces(program, "webinfra-app", arn),
     ]
     (lb_reads,) = [s for s in statements_of(program, "lb-host") if "ssm:GetParameter" in s["Action"]]
-    assert (lb_reads["Action"], lb_reads["Resource"]) == (["ssm:GetParameter"], [f"{arn}/tls/lb-certificate"])
+    assert (lb_reads["Action"], lb_reads["Resource"]) == (
+        ["ssm:GetParameter"],
+        [
+            f"{arn}/tls/lb-certificate",
+            f"{arn}/db/failover-password",
+            *program_pieces(program, "webinfra-failover", arn),
+        ],
+    )
 
 
 def test_a_role_grants_its_secrets_session_manager_and_metrics_and_nothing_more(program):

@@ -56,15 +56,17 @@ def test_only_http_and_https_on_the_lb_are_open_to_the_world(program):
     ), open_to_world
 
 
-def test_web_servers_take_http_only_from_the_lb_and_mysql_only_from_each_other(program):
+def test_web_servers_take_http_only_from_the_lb_and_mysql_only_from_each_other_and_the_lb(program):
     web_ingress = [r for r in rules(program, INGRESS) if group_of(r) == "net-web-sg-id"]
     assert {(r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId")) for r in web_ingress} == {
         (80, "net-lb-sg-id"),
         (3306, "net-web-sg-id"),
+        (3306, "net-lb-sg-id"),  # the failover controller
     }, [str(r) for r in web_ingress]
     for rule in rules(program, INGRESS):
         if rule.inputs["fromPort"] <= 3306 <= rule.inputs["toPort"]:
-            assert rule.inputs.get("referencedSecurityGroupId") == "net-web-sg-id", f"{rule} opens 3306 wider"
+            assert group_of(rule) == "net-web-sg-id", f"{rule} opens 3306 on something else"
+            assert rule.inputs.get("referencedSecurityGroupId") in ("net-web-sg-id", "net-lb-sg-id"), rule
             assert not rule.inputs.get("cidrIpv4") and not rule.inputs.get("cidrIpv6"), rule
 
 
@@ -95,6 +97,7 @@ def test_egress_is_limited_to_http_https_and_the_internal_flows(program):
             assert (group_of(rule), port, rule.inputs["referencedSecurityGroupId"]) in {
                 ("net-lb-sg-id", 80, "net-web-sg-id"),
                 ("net-web-sg-id", 3306, "net-web-sg-id"),
+                ("net-lb-sg-id", 3306, "net-web-sg-id"),
             }, rule
         else:
             assert port in (80, 443), f"{rule} lets port {port} out to the world"

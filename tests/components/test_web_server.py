@@ -46,10 +46,11 @@ def test_every_replica_replicates_from_the_primary(program):
         user_data = decode_user_data(server.inputs["userDataBase64"])
         if server.inputs["tags"]["DbRole"] == "replica":
             assert f"WEBINFRA_DB_PRIMARY_HOST={primary_ip}\n" in user_data, server
-            assert "read_only                = ON" in user_data
         else:
             assert "WEBINFRA_DB_PRIMARY_HOST=local\n" in user_data
-            assert "read_only" not in user_data.split("60-webinfra.cnf", 1)[1].split("path:", 1)[0]
+        # Every server boots read-only, the primary too: only the failover controller (or the first
+        # primary's first boot) makes one writable.
+        assert "read_only                = ON" in user_data.split("60-webinfra.cnf", 1)[1].split("path:", 1)[0]
 
 
 def test_the_primary_ignores_user_data_and_key_pair_changes(program):

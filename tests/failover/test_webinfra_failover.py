@@ -16,7 +16,7 @@ import pytest
 
 from failover.webinfra_failover import Controller, Settings, gtid_reached
 from provisioning import render
-from provisioning.defaults import SERVER_DEFAULTS
+from provisioning.defaults import SERVER_DEFAULTS, seconds
 from tests.app.helpers import (
     MariaDB,
     PausableRelay,
@@ -368,7 +368,7 @@ def test_the_standby_controller_watches_but_does_not_act(cluster, tmp_path):
 def test_a_primary_cut_off_from_every_controller_fences_itself(cluster):
     """The event: a controller's session that stops speaking is a lease that ran out."""
     primary = cluster.servers["web-01"]
-    lease_seconds = SERVER_DEFAULTS.failover.seconds("self_fence_after")
+    lease_seconds = seconds(SERVER_DEFAULTS.failover.self_fence_after)
     session = pymysql.connect(
         host="127.0.0.1",
         port=primary.port,
@@ -394,7 +394,7 @@ def test_a_primary_cut_off_from_every_controller_fences_itself(cluster):
 
 def test_a_primary_no_controller_has_spoken_to_stays_writable(cluster):
     """A first boot before the load balancers exist, or controllers that closed their connections."""
-    time.sleep(SERVER_DEFAULTS.failover.seconds("self_fence_after") + 1.5)
+    time.sleep(seconds(SERVER_DEFAULTS.failover.self_fence_after) + 1.5)
     assert not read_only(cluster.servers["web-01"])
 
 

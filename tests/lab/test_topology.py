@@ -48,16 +48,21 @@ def test_plan_has_every_instance_with_its_exact_user_data(plan):
     assert plan.router_address == "10.77.0.1" and plan.api_address == "10.77.0.2"
 
 
-def test_parameters_are_the_declared_secrets_unwrapped(plan):
-    assert sorted(plan.parameters) == [
+def test_parameters_are_the_declared_secrets_and_programs_unwrapped(plan):
+    secrets = sorted(name for name in plan.parameters if "/programs/" not in name)
+    assert secrets == [
         "/webinfra/lab/db/app-password",
+        "/webinfra/lab/db/failover-password",
         "/webinfra/lab/db/replication-password",
         "/webinfra/lab/tls/lb-certificate",
         "/webinfra/lab/tls/web-01",
         "/webinfra/lab/tls/web-02",
         "/webinfra/lab/tls/web-03",
     ]
-    for name, (kind, value) in plan.parameters.items():
+    programs = sorted(name for name in plan.parameters if "/programs/" in name)
+    assert programs and all(plan.parameters[name][0] == "String" for name in programs), programs
+    for name in secrets:
+        kind, value = plan.parameters[name]
         assert kind == "SecureString" and isinstance(value, str)
         if "password" in name:
             assert value.isalnum() and len(value) == 32

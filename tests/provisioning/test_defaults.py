@@ -135,6 +135,7 @@ def test_every_setting_of_the_table_is_read_by_a_rendered_file(monkeypatch):
     class RecordingDefaults:
         haproxy_health_check = recording["haproxy_health_check"]
         keepalived = recording["keepalived"]
+        failover = recording["failover"]
 
         @staticmethod
         def for_templates():
@@ -157,7 +158,7 @@ def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, mon
         raw["haproxy"]["timeout_server"]["value"] = "7s"
         raw["nginx"]["proxy_read_timeout"]["value"] = "31s"
         raw["gunicorn"]["workers"]["value"] = 5
-        raw["mariadb"]["semi_sync_timeout_ms"]["value"] = 2500
+        raw["mariadb"]["semi_sync_timeout_ms"]["value"] = 25000
         raw["keepalived"]["advert_interval"]["value"] = 2
 
     monkeypatch.setattr(defaults, "SERVER_DEFAULTS", defaults.load(_broken_copy(tmp_path, change)))
@@ -167,7 +168,7 @@ def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, mon
     assert "advert_int 2\n" in lb["/etc/webinfra/keepalived.conf"]["content"]
     assert "proxy_read_timeout 31s;" in web["/etc/webinfra/nginx-site.conf"]["content"]
     assert "--workers 5 " in web["/etc/systemd/system/webinfra-app.service"]["content"]
-    assert "rpl_semi_sync_master_timeout    = 2500\n" in web["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
+    assert "rpl_semi_sync_master_timeout    = 25000\n" in web["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
 
 
 @pytest.mark.parametrize("hostname, role, primary", [("web-01", "primary", None), ("web-02", "replica", "10.0.0.11")])

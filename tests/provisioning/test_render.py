@@ -53,7 +53,7 @@ def test_cloud_configs_start_with_the_header_on_the_very_first_line():
 def test_files_are_written_verbatim_from_the_templates_and_the_app():
     files = files_of(web_config(FACTS, "web-01", "primary", None))
     app_dir = pathlib.Path(render.APP_DIR)
-    assert files["/opt/webinfra/app/webinfra_app.py"]["content"] == render.shipped_python(app_dir / "webinfra_app.py")
+    assert "/opt/webinfra/app/webinfra_app.py" not in files  # through SSM: test_host_programs_*
     assert files["/opt/webinfra/app/schema.sql"]["content"] == (app_dir / "schema.sql").read_text()
     # scripts and configs: the template's every line of code, its whole-line comments left out
     template = render.read_file("webinfra-db-setup.sh")
@@ -76,7 +76,8 @@ def test_server_ids_are_unique_and_replicas_are_read_only():
     primary = files_of(web_config(FACTS, "web-01", "primary", None))["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"][
         "content"
     ]
-    assert "server_id                = 1\n" in primary and "read_only" not in primary
+    # The primary boots read-only too: only the first boot's setup or the failover controller lifts it.
+    assert "server_id                = 1\n" in primary and "read_only                = ON" in primary
     for setting in (
         "gtid_strict_mode         = ON",
         "binlog_format            = ROW",
@@ -539,7 +540,8 @@ def manifest_of(cloud_config: str) -> dict[str, dict]:
 
 def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     lb = manifest_of(lb_config(FACTS, "lb-01", BACKENDS_2))
-    assert list(lb) == ["lb-certificate"]
+    assert list(lb) == ["lb-certificate", "db-failover", "webinfra-failover"]
+    assert lb["db-failover"]["once"] and lb["db-failover"]["parameter"] == FACTS.ssm_db_failover_password
     entry = lb["lb-certificate"]
     assert entry["parameter"] == FACTS.ssm_lb_certificate and entry["files"][0]["path"] == render.CERTIFICATE_PATH
     assert entry["reload"] == [["systemctl", "reload", "haproxy"]], "a restart would drop connections"
@@ -550,7 +552,7 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     assert acme["lb-certificate"]["skip_if_exists"] == [render.ACME_LINEAGE]
 
     web = manifest_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
-    assert list(web) == ["db-app", "db-replication", "db-tls"]
+    assert list(web) == ["db-app", "db-replication", "db-failover", "db-tls", "webinfra-app"]
     assert web["db-app"]["once"] and web["db-replication"]["once"], (
         "a running database would not know a changed password"
     )
@@ -564,11 +566,14 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     assert ["openssl", "verify", "-CAfile", f"{render.DB_TLS_DIR}/ca.pem", "{files[0]}"] in tls["validate"]
     assert tls["reload"] == [["mariadb", "--connect-timeout=10", "-e", "FLUSH SSL"]], "a restart would cut replication"
     # every parameter a host reads is one its role may read (stack.py grants exactly these)
-    assert {e["parameter"] for e in web.values()} == {
+    assert {str(e["parameter"]) for e in web.values()} == {
         FACTS.ssm_db_app_password,
         FACTS.ssm_db_replication_password,
+        FACTS.ssm_db_failover_password,
         FACTS.ssm_db_tls("web-02"),
+        str(web["webinfra-app"]["parameter"]),
     }
+    assert all(p.startswith(FACTS.ssm_program("webinfra-app") + "/") for p in web["webinfra-app"]["parameter"])
 
 
 def test_a_wrong_sync_entry_fails_at_render_time():
@@ -623,17 +628,25 @@ def test_host_programs_ship_as_their_source_without_comments_and_run(tmp_path):
         return ast.dump(tree)
 
     files = files_of(web_config(FACTS, "web-01", "primary", None))
-    for path, source in (
-        ("/usr/local/sbin/webinfra-config-sync", render.CONFIG_SYNC_PROGRAM),
-        ("/opt/webinfra/app/webinfra_app.py", render.APP_DIR / "webinfra_app.py"),
+    shipped_through_ssm = {
+        name: render.shipped_python(source) for name, (source, _path) in render.HOST_PROGRAMS.items()
+    }
+    for shipped, source in (
+        (files["/usr/local/sbin/webinfra-config-sync"]["content"], render.CONFIG_SYNC_PROGRAM),
+        (shipped_through_ssm["webinfra-app"], render.APP_DIR / "webinfra_app.py"),
+        (shipped_through_ssm["webinfra-failover"], render.FAILOVER_PROGRAM),
     ):
-        shipped = files[path]["content"]
+        path = str(source)
         assert shipped.startswith("#!/usr/bin/python3\n") and code_only(shipped) == code_only(source.read_text()), path
         assert len(shipped) < len(source.read_text())
     program = tmp_path / "webinfra-config-sync"
     program.write_text(files["/usr/local/sbin/webinfra-config-sync"]["content"])
     result = run("/usr/bin/python3", str(program), "--help")
     assert result.returncode == 0 and "runtime configuration from SSM" in result.stdout, result.stderr
+    controller = tmp_path / "webinfra-failover"
+    controller.write_text(shipped_through_ssm["webinfra-failover"])
+    result = run("/usr/bin/python3", str(controller), "--help")
+    assert result.returncode == 0 and "automatic failover" in result.stdout, result.stderr
 
 
 def test_every_service_a_host_runs_restarts_by_itself_after_a_crash():
