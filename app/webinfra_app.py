@@ -266,23 +266,24 @@ def _replication_health(cur, report: dict, status: dict | None) -> bool:
         "primary": status["Master_Host"],
         "gtid_position": status.get("Gtid_IO_Pos"),
     }
+    target = (status["Master_Host"], int(status["Master_Port"]))
     if status.get("Last_Error"):
         replication["last_error"] = status["Last_Error"]
     if status.get("Last_SQL_Errno"):
         replication["reason"] = "applying replicated writes failed"
         return False
     if io_ok and sql_ok and lag is not None and lag <= max_lag:
-        return _received_what_the_primary_has(cur, replication)
-    return _serving_without_primary(cur, replication)
+        return _received_what_the_primary_has(cur, replication, target)
+    return _serving_without_primary(cur, replication, target)
 
 
-def _serving_without_primary(cur, replication: dict) -> bool:
+def _serving_without_primary(cur, replication: dict, target: tuple[str, int] | None = None) -> bool:
     """Replication is not receiving. If that is because the primary is gone (this server cannot reach
     it), serve reads of everything received, for ORPHAN_READS_SECONDS at most: with every replica
     turning 503 the moment its primary died, the whole site went down, reads included, until a
     promotion (issue 13). A reachable primary that this server does not replicate from, or a relay log
     not yet applied, fails the check."""
-    latest = PRIMARY_POSITION.latest()
+    latest = PRIMARY_POSITION.latest(target)
     if latest is None or latest[0] != "unreachable":
         replication["reason"] = "replication is not running"
         return False
@@ -311,8 +312,8 @@ class PrimaryPosition:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._state: tuple[str, str, float] | None = None  # (position|unreachable|refused, value, when)
-        self._first = threading.Event()
+        # (position|unreachable|refused, value, when, the primary it is about)
+        self._state: tuple[str, str, float, tuple[str, int] | None] | None = None
         self._unreachable_since: float | None = None
 
     def start(self) -> None:
@@ -322,15 +323,21 @@ class PrimaryPosition:
                 self._thread = threading.Thread(target=self._poll, name="primary-position", daemon=True)
                 self._thread.start()
 
-    def latest(self) -> tuple[str, str, float] | None:
-        """(kind, value, age in seconds), or None before the thread's first answer (waited for briefly)."""
+    def latest(self, target: tuple[str, int] | None = None) -> tuple[str, str, float] | None:
+        """(kind, value, age in seconds) about `target` (the primary this server replicates from now), or
+        None before the thread's first answer about it (waited for briefly: the thread follows a change
+        of primary at its next poll)."""
         self.start()
-        self._first.wait(FIRST_POSITION_WAIT_SECONDS)
-        with self._lock:
-            if self._state is None:
+        deadline = time.monotonic() + FIRST_POSITION_WAIT_SECONDS
+        while True:
+            with self._lock:
+                state = self._state
+            if state is not None and (target is None or state[3] == target):
+                kind, value, when, _ = state
+                return kind, value, time.monotonic() - when
+            if time.monotonic() >= deadline:
                 return None
-            kind, value, when = self._state
-        return kind, value, time.monotonic() - when
+            time.sleep(0.01)
 
     def unreachable_for(self) -> float:
         """Seconds the primary has been out of reach without a break (0 when it answers)."""
@@ -338,20 +345,20 @@ class PrimaryPosition:
             since = self._unreachable_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def _record(self, state: tuple[str, str] | None) -> None:
+    def _record(self, state: tuple[str, str] | None, target: tuple[str, int] | None = None) -> None:
         with self._lock:
             now = time.monotonic()
+            same_primary = self._state is not None and self._state[3] == target
             if state is not None and state[0] == "unreachable":
-                self._unreachable_since = self._unreachable_since or now
+                self._unreachable_since = (self._unreachable_since if same_primary else None) or now
             else:
                 self._unreachable_since = None
-            self._state = None if state is None else (*state, now)
-        if state is not None:
-            self._first.set()
+            self._state = None if state is None else (*state, now, target)
 
     def _poll(self) -> None:
         conn, connected_to = None, None
         while True:
+            host = None
             try:
                 host = write_target()
                 if host is None:
@@ -363,14 +370,14 @@ class PrimaryPosition:
                 with conn.cursor() as cur:
                     cur.execute("SELECT @@gtid_binlog_pos AS position")
                     row = cur.fetchone()
-                self._record(("position", row["position"] if row else ""))
+                self._record(("position", row["position"] if row else ""), host)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive anything; /health shows it
                 if isinstance(exc, LookupError):
                     self._record(None)  # a primary now: nothing to compare with
                 elif isinstance(exc, pymysql.MySQLError):
-                    self._record(_primary_error(exc))
+                    self._record(_primary_error(exc), host)
                 else:
-                    self._record(("refused", f"{exc.__class__.__name__}: {exc}"))
+                    self._record(("refused", f"{exc.__class__.__name__}: {exc}"), host)
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
@@ -395,7 +402,7 @@ if "WEBINFRA_ROLE" in os.environ:  # a server's worker (gunicorn imports the app
     PRIMARY_POSITION.start()
 
 
-def _received_what_the_primary_has(cur, replication: dict) -> bool:
+def _received_what_the_primary_has(cur, replication: dict, target: tuple[str, int] | None = None) -> bool:
     """Seconds_Behind_Master only measures what this replica has received and not yet applied: a
     replica whose stream has stalled (its I/O thread connected, the primary sending nothing) reads 0
     while missing every write since. Seen in the lab after a replica's hard restart: the primary's
@@ -404,7 +411,7 @@ def _received_what_the_primary_has(cur, replication: dict) -> bool:
     primary's position, waiting CATCH_UP_WAIT_SECONDS at most. A primary out of reach leaves the
     verdict to the replication threads (it fails writes anyway; a replica that keeps serving reads
     is what the stack has left); one that refuses us, or no answer yet, fails the check."""
-    latest = PRIMARY_POSITION.latest()
+    latest = PRIMARY_POSITION.latest(target)
     if latest is None:
         replication["primary_position"] = "not yet known"
         replication["reason"] = "the primary's position is not known yet"

@@ -205,6 +205,8 @@ def test_a_replica_whose_stream_has_stalled_leaves_the_rotation_until_it_has_cau
         # No acknowledgement can come: the failover controller would switch the primary to asynchronous.
         databases.primary.sql("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
         databases.primary.sql("INSERT INTO webinfra.messages (text, host) VALUES ('while stalled', 'test')")
+        # Each worker's thread reads the primary's new position at its next poll (every 0.25 s).
+        time.sleep(2 * webinfra_app.POSITION_POLL_SECONDS + 0.1)
         status, body = apps["replica"].json("GET", "/health")
         replication = body["replication"]
         assert (replication["io_running"], replication["sql_running"], replication["seconds_behind"]) == (
@@ -238,6 +240,7 @@ def test_a_replica_whose_primary_is_gone_serves_reads_for_a_bounded_time_and_say
     replica.sql("START SLAVE")
     try:
         assert wait_until(lambda: patient.json("GET", "/health")[1]["replication"].get("serving"), seconds=10)
+        time.sleep(2 * webinfra_app.POSITION_POLL_SECONDS + 0.1)  # every worker's thread has seen it
         status, body = patient.json("GET", "/health")
         assert status == 200 and body["healthy"] is True, body
         assert body["replication"]["io_running"] in ("Connecting", "No"), body
@@ -274,7 +277,7 @@ class OneRowCursor:
 
 
 def test_a_replica_with_a_relay_log_not_yet_applied_is_not_served_as_complete(monkeypatch):
-    monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "latest", lambda: ("unreachable", "timed out", 0.1))
+    monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "latest", lambda target=None: ("unreachable", "timed out", 0.1))
     monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "unreachable_for", lambda: 4.0)
     behind = {"gtid_position": "0-1-40"}
     assert not webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-39"}), behind)
@@ -282,7 +285,7 @@ def test_a_replica_with_a_relay_log_not_yet_applied_is_not_served_as_complete(mo
     complete = {"gtid_position": "0-1-40"}
     assert webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-40"}), complete)
     assert "data complete up to 0-1-40" in complete["serving"]
-    monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "latest", lambda: ("position", "0-1-40", 0.1))
+    monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "latest", lambda target=None: ("position", "0-1-40", 0.1))
     answering = {"gtid_position": "0-1-40"}  # its primary answers: replication stopped for another reason
     assert not webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-40"}), answering)
 
@@ -325,7 +328,7 @@ def test_only_a_refusal_by_the_primary_fails_a_replica_not_a_primary_out_of_reac
 @pytest.mark.parametrize("kind", ["unreachable", "position"])
 def test_an_old_answer_fails_the_check_whatever_it_said(monkeypatch, kind):
     class Stuck:
-        def latest(self):
+        def latest(self, target=None):
             return kind, "0-1-5", webinfra_app.POSITION_MAX_AGE_SECONDS + 1
 
     monkeypatch.setattr(webinfra_app, "PRIMARY_POSITION", Stuck())
