@@ -176,6 +176,7 @@ class Monitoring(pulumi.ComponentResource):
                 periods=2,
             )
         )
+        self._failover_alarms([h.hostname for h in args.hosts if h.kind == HostKind.WEB])
         for host in args.hosts:
             if host.db_role == DbRole.REPLICA:
                 self._alarm(
@@ -301,6 +302,52 @@ class Monitoring(pulumi.ComponentResource):
                     missing="breaching",
                 )
             )
+
+    def _failover_alarms(self, web_hosts: list[str]) -> None:
+        """What the failover controller (failover/webinfra_failover.py) reports, as alarms."""
+        for host in web_hosts:
+            self._alarm(
+                AlarmSpec(
+                    key=f"{host}-became-primary",
+                    metric="BecamePrimary",
+                    namespace=self.namespace,
+                    dimensions={"Host": host},
+                    comparison="GreaterThanOrEqualToThreshold",
+                    threshold=1,
+                    description=f"{host} is the database primary now: automatic failover (the previous primary "
+                    "stopped answering; the controller's log on the active load balancer says why)",
+                    missing="notBreaching",
+                )
+            )
+        self._alarm(
+            AlarmSpec(
+                key="failover-disarmed",
+                metric="FailoverArmed",
+                namespace=self.namespace,
+                dimensions={},
+                comparison="LessThanThreshold",
+                threshold=1,
+                description="Automatic database failover is disarmed (no replica acknowledges the primary's "
+                "writes) or no load balancer runs its controller: a primary's failure now needs scripts/promote",
+                statistic="Minimum",
+                periods=2,
+                missing="breaching",
+            )
+        )
+        self._alarm(
+            AlarmSpec(
+                key="database-attention",
+                metric="DatabaseAttention",
+                namespace=self.namespace,
+                dimensions={},
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=1,
+                description="The database failover controller needs a person: a failover it refused (it could "
+                "lose writes), a server holding writes no one else has, or a second writable server it fenced "
+                "(journalctl -u webinfra-failover on the active load balancer)",
+                missing="notBreaching",
+            )
+        )
 
     def _alarm(self, spec: AlarmSpec) -> None:
         """One alarm named webinfra-<stack>-<key>, notifying the topic when it fires and when it clears."""

@@ -30,7 +30,12 @@ Fencing: a primary cut off from the controllers fences itself (the `webinfra_sel
 every server: read-only once no controller session has spoken to it for 3 s), so by the time a
 failover happens (`failure_after` > 3 s) the old primary refuses writes even if it is alive.
 
-Standard library and python3-pymysql (Debian), plus boto3 (python3-boto3) for the alarm.
+Alarms: it publishes CloudWatch metrics (namespace webinfra/<stack>) that the stack's alarms watch:
+BecamePrimary (per server: it was promoted), FailoverArmed (0 or 1, every minute: no data means no
+active controller), DatabaseAttention (something a person must look at: a refused failover, a server
+holding writes no one else has, a second writable server fenced). The log says the details.
+
+Standard library and python3-pymysql (Debian), plus boto3 (python3-boto3) for the metrics.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ class Settings:
     fallback_after: float = 3.0  # commits waiting this long for an acknowledgement: disarm, then asynchronous
     active_file: str | None = None  # keepalived's state; None: always active (a lone load balancer)
     state_file: str | None = None  # what `scripts/lab status` and people read
-    alarm_topic_arn: str | None = None
+    stack: str | None = None  # the metrics' namespace is webinfra/<stack>; None: no metrics
     region: str | None = None
     endpoint_url: str | None = None
 
@@ -236,10 +241,11 @@ class Controller:
         *,
         clock: Callable[[], float] = time.monotonic,
         say: Callable[[str], None] = lambda message: print(f"webinfra-failover: {message}", flush=True),
-        alarm: Callable[[str, str], None] | None = None,
+        metric: Callable[[str, float, str | None], None] | None = None,
     ):
         self.settings, self.clock, self.say = settings, clock, say
-        self.alarm = alarm or self._sns_alarm
+        self.metric = metric or self._cloudwatch_metric
+        self.armed_published: tuple[bool, float] | None = None
         self.servers = [Server(name, address, port, settings) for name, address, port in settings.servers]
         self.by_endpoint = {(s.address, s.port): s.name for s in self.servers}
         self.primary: str | None = None  # of record
@@ -260,32 +266,53 @@ class Controller:
             self.said.add(key)
             self.say(message)
             if alarm:
-                self.alarm("webinfra database: " + key.split(":")[0], message)
+                self.metric("DatabaseAttention", 1, None)
 
     def _clear(self, prefix: str) -> None:
         self.said = {key for key in self.said if not key.startswith(prefix)}
 
-    def _did(self, message: str, subject: str | None = None) -> None:
+    def _did(self, message: str, metric: tuple[str, str | None] | None = None) -> None:
         self.say(message)
         self.events = [*self.events[-19:], f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}"]
-        if subject:
-            self.alarm(subject, message)
+        if metric:
+            self.metric(metric[0], 1, metric[1])
 
-    def _sns_alarm(self, subject: str, message: str) -> None:
-        if not self.settings.alarm_topic_arn:
+    def _cloudwatch_metric(self, name: str, value: float, host: str | None) -> None:
+        if not self.settings.stack:
             return
         try:
             import boto3
             from botocore.config import Config
 
             boto3.client(
-                "sns",
+                "cloudwatch",
                 region_name=self.settings.region,
                 endpoint_url=self.settings.endpoint_url,
                 config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}),
-            ).publish(TopicArn=self.settings.alarm_topic_arn, Subject=subject[:100], Message=message)
-        except Exception as error:  # noqa: BLE001 - an alarm that cannot be sent must not stop a failover
-            self.say(f"could not publish the alarm ({type(error).__name__}: {error})")
+            ).put_metric_data(
+                Namespace=f"webinfra/{self.settings.stack}",
+                MetricData=[
+                    {
+                        "MetricName": name,
+                        "Value": value,
+                        "Unit": "Count",
+                        "Dimensions": [{"Name": "Host", "Value": host}] if host else [],
+                    }
+                ],
+            )
+        except Exception as error:  # noqa: BLE001 - a metric that cannot be sent must not stop a failover
+            self.say(f"could not publish {name} ({type(error).__name__}: {error})")
+
+    def _publish_arming(self, acting: bool) -> None:
+        """FailoverArmed from the active controller: on every change, and every minute."""
+        if not acting:
+            self.armed_published = None
+            return
+        now = self.clock()
+        last = self.armed_published
+        if last is None or last[0] != self.armed or now - last[1] >= 60:
+            self.armed_published = (self.armed, now)
+            self.metric("FailoverArmed", 1 if self.armed else 0, None)
 
     def active(self) -> bool:
         if not self.settings.active_file:
@@ -314,6 +341,7 @@ class Controller:
         seen = self.observe()
         acting = self.active()
         verdict = self._decide(seen, acting)
+        self._publish_arming(acting)
         self._write_state(acting, verdict)
         return verdict
 
@@ -421,9 +449,9 @@ class Controller:
             self._write_state(True, "disarmed")
             self._did(
                 f"no replica acknowledged {primary.name}'s writes for {waited:.1f} s: automatic failover "
-                "disarmed; switching to asynchronous replication (writes go on)",
-                "webinfra database: automatic failover disarmed",
+                "disarmed; switching to asynchronous replication (writes go on)"
             )
+            self._publish_arming(True)
             self.stuck = None
             try:
                 server.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF", timeout=10)
@@ -466,7 +494,7 @@ class Controller:
     def _fence(self, target: Observation, why: str) -> None:
         try:
             self._server(target.name).query("SET GLOBAL read_only = ON")
-            self._did(f"fenced {target.name} (read-only): {why}", "webinfra database: second writable server fenced")
+            self._did(f"fenced {target.name} (read-only): {why}", ("DatabaseAttention", None))
         except Exception as error:  # noqa: BLE001 - tried again at the next poll
             self.say(f"could not fence {target.name}: {error}")
 
@@ -588,7 +616,7 @@ class Controller:
         self._did(
             f"failed over from {old.name} to {candidate.name} at {candidate.current_pos} in "
             f"{self.clock() - started:.1f} s (the old primary stopped answering: {old.error})",
-            f"webinfra database: failover, {candidate.name} is the primary",
+            ("BecamePrimary", candidate.name),
         )
         return f"failed over to {candidate.name}"
 

@@ -622,6 +622,7 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
         "fallback_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.fallback_after),
         "active_file": "/run/webinfra/lb-state" if facts.lb_pair else None,
         "state_file": FAILOVER_STATE,
+        "stack": facts.stack,
         "region": facts.region,
         "endpoint_url": facts.aws_endpoint_url,
     }

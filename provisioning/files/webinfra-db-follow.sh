@@ -14,7 +14,7 @@ case $gtid_mode in slave_pos|current_pos) ;; *) echo "webinfra-db-follow: GTID m
 case ${3:-} in "") ;; --stored) start=no ;; *) echo "webinfra-db-follow: unknown option $3" >&2; exit 2 ;; esac
 
 {
-    [ "$start" = yes ] && echo "SET GLOBAL read_only = ON;"
+    if [ "$start" = yes ]; then echo "SET GLOBAL read_only = ON;"; fi
     cat <<SQL
 STOP SLAVE;
 CHANGE MASTER TO
@@ -29,7 +29,7 @@ CHANGE MASTER TO
     MASTER_SSL_VERIFY_SERVER_CERT = 1,
     MASTER_USE_GTID = $gtid_mode;
 SQL
-    [ "$start" = yes ] && echo "START SLAVE;"
+    if [ "$start" = yes ]; then echo "START SLAVE;"; fi
 } | mariadb
 if [ "$start" = yes ]; then
     echo "webinfra-db-follow: replicating from $primary ($gtid_mode)"

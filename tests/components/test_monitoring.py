@@ -119,3 +119,30 @@ def test_the_key_alias_is_valid_for_any_stack_name():
 
     (alias,) = run_program({}, stack="team.dev").of_type("aws:kms/alias:Alias")
     assert alias.inputs["name"] == "alias/webinfra-team-dev-alerts"
+
+
+def test_the_failover_controllers_reports_are_alarms_naming_the_new_primary(program):
+    """The names and dimensions the controller publishes (failover/webinfra_failover.py) have alarms."""
+    import inspect
+
+    from failover import webinfra_failover
+
+    found = alarms(program)
+    topic = program.exports["alarm_topic_arn"]
+    source = inspect.getsource(webinfra_failover)
+    for n in range(1, len(program.exports["web_private_ips"]) + 1):
+        promoted = found[f"webinfra-dev-web-{n:02d}-became-primary"]
+        assert (promoted["metricName"], promoted["dimensions"]) == ("BecamePrimary", {"Host": f"web-{n:02d}"})
+        assert f"web-{n:02d} is the database primary now" in promoted["alarmDescription"]
+        assert promoted["alarmActions"] == [topic] and promoted["treatMissingData"] == "notBreaching"
+    disarmed = found["webinfra-dev-failover-disarmed"]
+    assert (disarmed["metricName"], disarmed["comparisonOperator"], disarmed["threshold"]) == (
+        "FailoverArmed",
+        "LessThanThreshold",
+        1,
+    )
+    assert disarmed["treatMissingData"] == "breaching"  # no active controller publishing: no failover either
+    assert found["webinfra-dev-database-attention"]["metricName"] == "DatabaseAttention"
+    for metric in ("BecamePrimary", "FailoverArmed", "DatabaseAttention"):
+        assert f'"{metric}"' in source, metric
+    assert all(a["namespace"] == "webinfra/dev" for k, a in found.items() if "primary" in k or "failover" in k)

@@ -36,7 +36,7 @@ class Cluster:
     servers: dict[str, MariaDB]
     stack: Stack
     base: pathlib.Path
-    alarms: list[tuple[str, str]]
+    metrics: list[tuple[str, float, str | None]]
     said: list[str]
 
     def settings(self, **overrides) -> Settings:
@@ -57,7 +57,7 @@ class Cluster:
         return Controller(
             self.settings(**overrides),
             say=self.said.append,
-            alarm=lambda subject, message: self.alarms.append((subject, message)),
+            metric=lambda name, value, host: self.metrics.append((name, value, host)),
         )
 
     def restart(self, name: str) -> MariaDB:
@@ -216,7 +216,7 @@ def test_a_dead_primary_is_replaced_by_a_replica_with_every_acknowledged_write(c
     assert (status["Master_Port"], status["Slave_IO_Running"]) == (new.port, "Yes")
     # The other replica kept its stored credentials and TLS: only the address changed.
     assert (status["Master_User"], status["Master_SSL_Verify_Server_Cert"]) == (render.DB_REPLICATION_USER, "Yes")
-    assert any(new_name in subject for subject, _ in cluster.alarms), cluster.alarms
+    assert ("BecamePrimary", 1, new_name) in cluster.metrics, cluster.metrics
     # It waited for failure_after and the replicas' silence, no longer than a few polls more.
     assert 2.0 <= took < 10, (took, verdicts)
     assert any(v.startswith("primary web-01 unanswered for") for v in verdicts), verdicts
@@ -265,9 +265,10 @@ def test_with_no_replica_acknowledging_it_disarms_first_then_goes_asynchronous_a
     assert 3.0 <= waited < 6, waited  # fallback_after, and a poll or two
     assert any("no automatic failover" in v for v in running.verdicts), running.verdicts
     assert not any("failed over" in v for v in running.verdicts), running.verdicts
-    subjects = [subject for subject, _ in cluster.alarms]
-    print("\n".join(cluster.said))
-    assert any("failover disarmed" in s for s in subjects) and any("disarmed" in s for s in subjects[1:]), subjects
+    # Published: armed, then disarmed at the fallback; then the refusal, for a person to look at.
+    armed = [value for name, value, _ in cluster.metrics if name == "FailoverArmed"]
+    assert armed[:2] == [1, 0] or armed[-1] == 0, cluster.metrics
+    assert ("DatabaseAttention", 1, None) in cluster.metrics, cluster.metrics
     assert read_only(servers["web-02"]) and read_only(servers["web-03"])
 
 
