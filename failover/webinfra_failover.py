@@ -571,7 +571,8 @@ class Controller:
                     return f"another controller is failing over ({replica.name} is locked)"
                 locked.append(server)
             for server in locked:
-                server.query("STOP SLAVE IO_THREAD")
+                # Its I/O thread may be blocked on the dead primary's socket: stopping it can take seconds.
+                server.query("STOP SLAVE IO_THREAD", timeout=self.settings.drain_timeout)
             drained = [self._drain(server) for server in locked]
             usable = [o for o in drained if o is not None]
             if not usable:

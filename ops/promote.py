@@ -4,14 +4,18 @@
     scripts/promote --stack NAME [--region R] [--force] [--dry-run]  the stack's EC2 hosts, through
                                                                      SSM Run Command
 
+0. Hold the automatic failover: its controller stops on every load balancer (and starts again at the
+   end, whatever happened), so that one decision is made at a time: this one.
 1. Fence the old primary when it answers (read_only, so nothing new lands there).
 2. Stop every replica's I/O thread and let its SQL thread drain the relay log (bounded wait).
 3. Pick the replica that has applied the most (highest GTID sequence in domain 0).
 4. Refuse, unless --force, when that would lose data: the old primary answers and holds
    transactions no replica has, or no replica answers at all. Say why.
-5. Promote it (replication off, read_only off, persisted), point every other server, the old
-   primary included when it answers, at it, and rewrite every app's write target
-   (/etc/webinfra/db-primary, which the app re-reads on each request: no redeploy).
+5. Promote it (replication off, semi-synchronous replication on if a replica will follow it,
+   read_only off), and point every other server, the old primary included when it answers, at it.
+   The apps follow at their next request (each asks its database where writes go: no redeploy).
+   Every server boots read-only: a promoted server that restarts waits for the failover controller
+   to make it writable again (it does once it sees the server has everything).
 
 Semi-synchronous replication means an acknowledged write is on at least one replica, so picking
 the most advanced one keeps every acknowledged write even when the old primary is gone.
@@ -28,9 +32,6 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
     from mypy_boto3_ec2.type_defs import FilterTypeDef
-
-ROLE_CNF = "/etc/mysql/mariadb.conf.d/61-webinfra-role.cnf"  # read_only after a promotion, kept across restarts
-STATE = "/etc/webinfra"
 
 
 class PromotionRefused(RuntimeError):
@@ -55,6 +56,8 @@ class Server:
 class Runner(Protocol):
     def run(self, host: str, script: str, timeout: float = 60) -> tuple[int, str]: ...
 
+    def balancers(self) -> list[str]: ...
+
 
 def sql(statement: str) -> str:
     return f"mariadb -N -B -e {shell_quote(statement)}"
@@ -76,13 +79,14 @@ class Promotion:
 
     def survey(self) -> None:
         for server in self.servers:
+            # The database says what it is: writable is the primary.
             status, output = self.runner.run(
-                server.name, f"cat {STATE}/db-role && {sql('SELECT @@gtid_current_pos')}", 20
+                server.name, sql('SELECT IF(@@global.read_only, "replica", "primary"), @@gtid_current_pos'), 20
             )
             server.reachable = status == 0
             if server.reachable:
-                lines = output.strip().splitlines()
-                server.role, server.gtid = lines[0], lines[1] if len(lines) > 1 else ""
+                fields = output.strip().split("\t")
+                server.role, server.gtid = fields[0], fields[1] if len(fields) > 1 else ""
         described = ", ".join(f"{s.name} ({s.role if s.reachable else 'unreachable'})" for s in self.servers)
         self.say(f"servers: {described}")
 
@@ -90,7 +94,7 @@ class Promotion:
         old = next((s for s in self.servers if s.role == "primary" and s.reachable), None)
         if old:
             self.say(f"fencing the old primary {old.name}: read_only")
-            self._run(old, sql("SET GLOBAL read_only = ON; FLUSH TABLES") + f" && echo replica > {STATE}/db-role")
+            self._run(old, sql("SET GLOBAL read_only = ON; FLUSH TABLES"))
             old.gtid = self._run(old, sql("SELECT @@gtid_binlog_pos")).strip()
         replicas = [s for s in self.servers if s.reachable and s is not old and s.role == "replica"]
         if not replicas:
@@ -112,7 +116,7 @@ class Promotion:
             if not force:
                 for replica in replicas:  # put things back as they were
                     self._run(replica, sql("START SLAVE"))
-                self._run(old, sql("SET GLOBAL read_only = OFF") + f" && echo primary > {STATE}/db-role")
+                self._run(old, sql("SET GLOBAL read_only = OFF"))
                 raise PromotionRefused(message + ". Re-run with --force to accept the loss.")
             self.say(f"--force: {message}")
         return candidate, old
@@ -132,17 +136,16 @@ class Promotion:
 
     def promote(self, candidate: Server, old: Server | None) -> None:
         self.say(f"promoting {candidate.name}")
+        followers = [s for s in self.servers if s is not candidate and s.reachable]
         self._run(
             candidate,
-            "\n".join(
-                [
-                    "set -e",
-                    sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF"),
-                    "printf '[mariadb]\\n# scripts/promote: this server is the primary\\nread_only = OFF\\n' "
-                    f"> {ROLE_CNF}",
-                    f"echo primary > {STATE}/db-role",
-                    f"echo local > {STATE}/db-primary",
-                ]
+            sql(
+                # Its replication settings stay (pointing at itself), credentials and TLS included, for
+                # the day it is made a replica again by changing only the address.
+                f"STOP SLAVE; CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = 3306, "
+                "MASTER_USE_GTID = current_pos; "
+                + ("SET GLOBAL rpl_semi_sync_master_enabled = ON; " if followers else "")
+                + "SET GLOBAL read_only = OFF"
             ),
         )
         for server in self.servers:
@@ -167,10 +170,36 @@ def run_promotion(
             + (max(replicas, key=lambda s: s.sequence).name if replicas else "nothing (no replica answers)")
         )
         return servers[0]
-    candidate, old = promotion.plan(force)
-    promotion.promote(candidate, old)
+    held = hold_failover(runner, say)
+    try:
+        promotion.survey()  # again: the controllers may have acted before they stopped
+        candidate, old = promotion.plan(force)
+        promotion.promote(candidate, old)
+    finally:
+        release_failover(runner, held, say)
     say(f"{candidate.name} is the primary ({time.monotonic() - started:.1f} s)")
     return candidate
+
+
+def hold_failover(runner: Runner, say=print) -> list[str]:
+    """Stop the failover controller on every load balancer that answers; returns where it stopped."""
+    held = []
+    for balancer in runner.balancers():
+        status, output = runner.run(balancer, "systemctl stop webinfra-failover", 30)
+        if status == 0:
+            held.append(balancer)
+        else:
+            say(f"{balancer}: could not stop the failover controller ({output.strip()[:200]}); going on")
+    if held:
+        say(f"automatic failover held on {', '.join(held)} while promoting")
+    return held
+
+
+def release_failover(runner: Runner, held: list[str], say=print) -> None:
+    for balancer in held:
+        status, output = runner.run(balancer, "systemctl start webinfra-failover", 30)
+        if status != 0:
+            say(f"{balancer}: could not start the failover controller again: {output.strip()[:200]}")
 
 
 # --- runners ---------------------------------------------------------------------------------------------
@@ -184,6 +213,9 @@ class LabRunner:
 
     def servers(self) -> list[Server]:
         return [Server(h.name, h.private_ip) for h in self.plan.hosts if h.role == "web"]
+
+    def balancers(self) -> list[str]:
+        return [h.name for h in self.plan.hosts if h.role == "lb"]
 
     def run(self, host: str, script: str, timeout: float = 60) -> tuple[int, str]:
         from lab import hosts
@@ -209,11 +241,11 @@ class SsmRunner:
         self.ec2 = ec2 or boto3.client("ec2", region_name=region)
         self.instances: dict[str, str] = {}
 
-    def servers(self) -> list[Server]:
+    def _instances(self, role: str) -> list[tuple[str, dict]]:
         filters: list[FilterTypeDef] = [
             {"Name": "tag:Project", "Values": ["webinfra"]},
             {"Name": "tag:Stack", "Values": [self.stack]},
-            {"Name": "tag:Role", "Values": ["web"]},
+            {"Name": "tag:Role", "Values": [role]},
             {"Name": "instance-state-name", "Values": ["running", "stopped", "stopping"]},
         ]
         found = []
@@ -221,8 +253,14 @@ class SsmRunner:
             for instance in reservation["Instances"]:
                 name = next(t["Value"] for t in instance["Tags"] if t["Key"] == "Name")
                 self.instances[name] = instance["InstanceId"]
-                found.append(Server(name, instance["PrivateIpAddress"]))
-        return sorted(found, key=lambda s: s.name)
+                found.append((name, instance))
+        return sorted(found, key=lambda pair: pair[0])
+
+    def servers(self) -> list[Server]:
+        return [Server(name, instance["PrivateIpAddress"]) for name, instance in self._instances("web")]
+
+    def balancers(self) -> list[str]:
+        return [name for name, _ in self._instances("lb")]
 
     def run(self, host: str, script: str, timeout: float = 60) -> tuple[int, str]:
         try:

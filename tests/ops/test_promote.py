@@ -23,13 +23,18 @@ class FakeHosts:
         self.state = servers
         self.log: list[tuple[str, str]] = []
 
+    def balancers(self):
+        return ["lb-01", "lb-02"]
+
     def run(self, host, script, timeout=60):
         self.log.append((host, script))
+        if host.startswith("lb-"):
+            return 0, ""
         server = self.state[host]
         if not server["up"]:
             return 255, "unreachable"
-        if script.startswith("cat /etc/webinfra/db-role"):
-            return 0, f"{server['role']}\n{server['gtid']}\n"
+        if '@@global.read_only, "replica", "primary"' in script:
+            return 0, f"{server['role']}\t{server['gtid']}\n"
         if "gtid_binlog_pos" in script or "gtid_slave_pos" in script:
             return 0, server["gtid"] + "\n"
         if "SHOW SLAVE STATUS" in script:
@@ -57,8 +62,19 @@ def test_the_most_advanced_replica_is_promoted_and_the_others_follow_it():
     )
     chosen = promote.run_promotion(hosts, servers(), say=lambda *_: None)
     assert chosen.name == "web-03"
-    promoted = [s for h, s in hosts.log if h == "web-03" and "RESET SLAVE ALL" in s]
-    assert promoted and "read_only = OFF" in promoted[0] and "echo local > /etc/webinfra/db-primary" in promoted[0]
+    promoted = [s for h, s in hosts.log if h == "web-03" and "read_only = OFF" in s]
+    assert promoted and promote.sql("CHANGE MASTER TO MASTER_HOST = '10.0.0.13'")[17:-1] in promoted[0], promoted
+    assert "rpl_semi_sync_master_enabled = ON" in promoted[0]  # web-02 follows it: every commit waits for it
+    # The automatic failover held on both load balancers meanwhile, and started again after.
+    balancers = [(h, s) for h, s in hosts.log if h.startswith("lb-")]
+    assert balancers[:2] == [
+        ("lb-01", "systemctl stop webinfra-failover"),
+        ("lb-02", "systemctl stop webinfra-failover"),
+    ]
+    assert balancers[2:] == [
+        ("lb-01", "systemctl start webinfra-failover"),
+        ("lb-02", "systemctl start webinfra-failover"),
+    ]
     repointed = [s for h, s in hosts.log if h == "web-02" and "webinfra-db-follow" in s]
     assert repointed == ["webinfra-db-follow 10.0.0.13 slave_pos"]  # credentials and TLS stay on the host
 
@@ -73,11 +89,9 @@ def test_refuses_when_the_reachable_old_primary_is_ahead_and_puts_things_back():
     )
     with pytest.raises(PromotionRefused, match="web-01 has transactions up to 0-1-31 that no replica has"):
         promote.run_promotion(hosts, servers(), say=lambda *_: None)
-    assert not [s for _, s in hosts.log if "RESET SLAVE ALL" in s]
-    assert (
-        "web-01",
-        "mariadb -N -B -e 'SET GLOBAL read_only = OFF' && echo primary > /etc/webinfra/db-role",
-    ) in hosts.log
+    assert not [s for h, s in hosts.log if h != "web-01" and "read_only = OFF" in s]
+    assert ("web-01", "mariadb -N -B -e 'SET GLOBAL read_only = OFF'") in hosts.log  # put back
+    assert ("lb-01", "systemctl start webinfra-failover") in hosts.log  # released though refused
     assert all((f"web-0{n}", "mariadb -N -B -e 'START SLAVE'") in hosts.log for n in (2, 3))
     # --force accepts the loss, and fences the old primary as a replica of the new one
     chosen = promote.run_promotion(hosts, servers(), force=True, say=lambda *_: None)
@@ -108,7 +122,7 @@ def test_dry_run_changes_nothing():
     said: list[str] = []
     promote.run_promotion(hosts, servers(), dry_run=True, say=said.append)
     assert said[-1] == "dry run: would promote web-02"
-    assert all(script.startswith("cat /etc/webinfra/db-role") for _, script in hosts.log)
+    assert all("SELECT IF(@@global.read_only" in script for _, script in hosts.log)  # a survey, nothing else
 
 
 @mock_aws
