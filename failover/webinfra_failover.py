@@ -255,6 +255,7 @@ class Controller:
         self.stuck: tuple[int, float] | None = None  # (acknowledged count, since) while commits wait
         self.lost_since: float | None = None
         self.last_progress: dict[str, tuple[tuple, float]] = {}
+        self.last_answered: dict[str, float] = {}  # server → when its last answered poll began
         self.said: set[str] = set()  # conditions already reported (each once, until it clears)
         self.observations: dict[str, Observation] = {}
         self.events: list[str] = []  # what this controller did, newest last (for the state file)
@@ -330,6 +331,8 @@ class Controller:
             answers = pool.map(lambda s: s.observe(now), self.servers)
             seen = dict(zip((s.name for s in self.servers), answers, strict=True))
         for name, observation in seen.items():
+            if observation.reachable:
+                self.last_answered[name] = observation.at
             previous = self.last_progress.get(name)
             if observation.reachable and (previous is None or previous[0] != observation.progress):
                 self.last_progress[name] = (observation.progress, now)
@@ -376,7 +379,9 @@ class Controller:
         if record.reachable:
             return self._restore(record, seen, acting)
         if self.lost_since is None:
-            self.lost_since = now
+            # Since its last answer (the start of the last poll it answered): a poll that waited for it
+            # in vain must not count as time it was alive. The self-fence counts from there too.
+            self.lost_since = self.last_answered.get(record.name, record.at)
             self.say(f"the primary {record.name} does not answer ({record.error})")
         if now - self.lost_since < self.settings.failure_after:
             return f"primary {record.name} unanswered for {now - self.lost_since:.1f} s"

@@ -1043,7 +1043,7 @@ def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_an
 
         def rejoined():
             status = guest(old, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
-            address = next(h["private_ip"] for h in hosts(running_lab, "web") if h["name"] == new)
+            address = next(h["address"] for h in hosts(running_lab, "web") if h["name"] == new)
             return f"Master_Host: {address}" in status and "Slave_IO_Running: Yes" in status
 
         wait_until(f"{old} rejoins as {new}'s replica", rejoined, 120, 1)
