@@ -103,6 +103,7 @@ class Observation:
     io_running: str = ""
     sql_running: str = ""
     io_pos: str = ""
+    sql_state: str = ""
     last_io_errno: int = 0
     last_sql_errno: int = 0
     progress: tuple = ()  # what changes while a replica receives anything: events or heartbeats
@@ -138,6 +139,16 @@ def gtid_reached(position: str, wanted: str) -> bool:
     """Whether `position` has, in every domain of `wanted`, a sequence at least as high."""
     have = sequences(position)
     return all(have.get(domain, -1) >= sequence for domain, sequence in sequences(wanted).items())
+
+
+def applied_all(seen: Observation) -> bool:
+    """Applied everything complete it received. Its relay log may end with part of a transaction (the
+    stream was cut mid-transaction): the SQL thread then waits at the end of the relay log for the
+    rest, which never comes. That part was never acknowledged (a replica acknowledges whole
+    transactions), so it is nobody's write: the replica counts as drained."""
+    return gtid_reached(seen.current_pos, seen.io_pos) or (
+        seen.sql_running == "Yes" and "read all relay log" in seen.sql_state
+    )
 
 
 def sequence(position: str) -> int:
@@ -217,6 +228,7 @@ class Server:
             seen.master_host, seen.master_port = s["Master_Host"], int(s["Master_Port"])
             seen.io_running, seen.sql_running = s["Slave_IO_Running"], s["Slave_SQL_Running"]
             seen.io_pos = s.get("Gtid_IO_Pos") or ""
+            seen.sql_state = s.get("Slave_SQL_Running_State") or ""
             seen.last_io_errno, seen.last_sql_errno = int(s["Last_IO_Errno"] or 0), int(s["Last_SQL_Errno"] or 0)
             seen.progress = (
                 seen.io_pos,
@@ -630,10 +642,10 @@ class Controller:
         deadline = self.clock() + self.settings.drain_timeout
         while True:
             seen = server.observe(self.clock())
-            if seen.last_sql_errno or (seen.sql_running != "Yes" and not gtid_reached(seen.current_pos, seen.io_pos)):
+            if seen.last_sql_errno or (seen.sql_running != "Yes" and not applied_all(seen)):
                 self.say(f"{server.name} cannot apply its relay log (error {seen.last_sql_errno}): not a candidate")
                 return None
-            if seen.reachable and gtid_reached(seen.current_pos, seen.io_pos):
+            if seen.reachable and applied_all(seen):
                 return seen
             if self.clock() > deadline:
                 self.say(f"{server.name} did not apply its relay log within {self.settings.drain_timeout:.0f} s")

@@ -284,6 +284,9 @@ def test_a_replica_with_a_relay_log_not_yet_applied_is_not_served_as_complete(mo
     assert "not applied yet" in behind["reason"]
     complete = {"gtid_position": "0-1-40"}
     assert webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-40"}), complete)
+    # Cut mid-transaction: 0-1-40 only begun in the relay log, the SQL thread waiting for its rest at the end.
+    cut = {"gtid_position": "0-1-40", "sql_state": "Slave has read all relay log; waiting for more updates"}
+    assert webinfra_app._serving_without_primary(OneRowCursor({"applied": "0-1-39"}), cut)
     assert "data complete up to 0-1-40" in complete["serving"]
     monkeypatch.setattr(webinfra_app.PRIMARY_POSITION, "latest", lambda target=None: ("position", "0-1-40", 0.1))
     answering = {"gtid_position": "0-1-40"}  # its primary answers: replication stopped for another reason

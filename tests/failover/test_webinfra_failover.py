@@ -403,3 +403,16 @@ def test_gtid_reached_compares_each_domain():
     assert gtid_reached("0-1-10,1-2-3", "0-1-10")
     assert not gtid_reached("0-1-9", "0-2-10")
     assert gtid_reached("0-1-9", "")
+
+
+def test_a_replica_cut_off_mid_transaction_counts_as_drained():
+    """The black-holed primary's stream ends inside a transaction: the relay log holds its beginning,
+    the SQL thread waits at the end for the rest. That transaction was never acknowledged: drained."""
+    from failover.webinfra_failover import Observation, applied_all
+
+    cut = Observation("web-02", "10.0.0.12", 3306, 0.0, reachable=True, current_pos="0-1-241", io_pos="0-1-242")
+    assert not applied_all(cut)  # still applying, as far as anyone can tell
+    cut.sql_running, cut.sql_state = "Yes", "Slave has read all relay log; waiting for more updates"
+    assert applied_all(cut)
+    cut.sql_running = "No"  # stopped: it would not be waiting for anything
+    assert not applied_all(cut)

@@ -6,6 +6,7 @@ loosely, not timed tightly: machines here are shared.
 """
 
 import contextlib
+import itertools
 import json
 import pathlib
 import re
@@ -1056,10 +1057,10 @@ def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_an
     since_writes = lost_at - writes_began
     acknowledged = [r["id"] for r in write_records if r["status"] == 201]
     failed_writes = [r for r in write_records if r["status"] != 201]
-    back = min(
-        (r["t"] + r["latency"] for r in write_records if r["status"] == 201 and r["t"] > since_writes), default=None
-    )
-    writes_back = None if back is None else back - since_writes
+    # Writes were unavailable for the longest gap between two acknowledged writes around the fault.
+    done = sorted(r["t"] + r["latency"] for r in write_records if r["status"] == 201)
+    around = [t for t in done if t >= since_writes - 1]
+    writes_back = max((b - a for a, b in itertools.pairwise(around)), default=None)
     ids = ",".join(map(str, acknowledged))
     present = sql(new, f"SELECT GROUP_CONCAT(id ORDER BY id) FROM webinfra.messages WHERE id IN ({ids})")
     missing = sorted(set(acknowledged) - {int(i) for i in present.split(",") if i})
@@ -1067,8 +1068,8 @@ def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_an
     print(
         f"primary {old} {fault} under {rate} reads/s + 5 writes/s: {read_report['sent']} reads, "
         f"{len(failed_reads)} failed, slowest after the fault {slowest:.2f} s; {write_report['sent']} writes, "
-        f"{len(acknowledged)} acknowledged, {len(failed_writes)} failed, writes back "
-        f"{writes_back if writes_back is None else round(writes_back, 1)} s after the fault; new primary {new}, "
+        f"{len(acknowledged)} acknowledged, {len(failed_writes)} failed, no write acknowledged for "
+        f"{writes_back if writes_back is None else round(writes_back, 1)} s at most; new primary {new}, "
         f"acknowledged writes missing on it: {len(missing)}; {len(sampler.rounds)} samples of every server's "
         f"read_only (at most {sampler.spacing():.2f} s apart), split brains: {len(sampler.split_brains())}; "
         f"{old} rejoined as a replica {rejoin_took:.1f} s after `{'start' if fault == 'kill' else 'heal'}`; "
@@ -1109,83 +1110,58 @@ def promote(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(running_lab):
+def primary_of(names: list[str]) -> str:
+    (writable,) = writable_servers(names)
+    return writable
+
+
+def test_with_three_web_servers_a_dead_primary_is_replaced_and_a_disarmed_one_waits_for_a_person(running_lab):
+    """webCount 3. (1) The primary dies under a stream of writes: the controller promotes the most
+    advanced replica, every acknowledged write is on it, the other replica follows it, and the old
+    primary returns as a replica. (2) No replica acknowledging (their replication stopped): the
+    controller disarms before the primary goes asynchronous; scripts/promote refuses to lose the
+    write only the primary has; the primary then dies: no automatic failover, the reason visible;
+    `scripts/promote --force` promotes; the old primary, back with that write, stays out and read-only."""
     up = lab("up", "--web-count", "3", timeout=1200, check=False)
     assert up.returncode == 0, up.stdout + up.stderr
-    url = json.loads(lab("status", "--json").stdout)["url"]
+    status = json.loads(lab("status", "--json").stdout)
+    url, names = status["url"], web_names(status)
+    address = {h["name"]: h["address"] for h in hosts(status, "web")}
+    wait_until("automatic failover armed", lambda: failover_state()["armed"], 60, 1)
 
-    # 1. A primary that holds writes no replica has: promotion refuses and says why.
-    for replica in ("web-02", "web-03"):
-        sql(replica, "STOP SLAVE")
-    lonely = post_message(url, "only on the primary")  # semi-sync times out (3 s), then asynchronous
-    refused = promote()
-    assert refused.returncode == 3 and "no replica has" in refused.stderr and "--force" in refused.stderr, (
-        refused.stdout + refused.stderr
-    )
-    assert guest("web-01", "cat", "/etc/webinfra/db-role").stdout.strip() == "primary"
-    for replica in ("web-02", "web-03"):
-        sql(replica, "START SLAVE")
-        wait_until(
-            f"{replica} caught up",
-            lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={lonely['id']}") == "1",  # noqa: B023 (called at once)
-            30,
-        )
-
-    # 2. The primary dies under a stream of writes; every write it acknowledged survives the promotion.
+    # 1. The primary dies under writes.
     acknowledged: list[int] = []
     failed: list[str] = []
-    stop = time.monotonic() + 60
-    killed_at = promoted_at = None
-    while time.monotonic() < stop and len(acknowledged) < 60:
-        result = client(
-            "curl",
-            "-sS",
-            "-m",
-            "10",
-            "--cacert",
-            CA,
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            json.dumps({"text": f"write {len(acknowledged) + len(failed)}"}),
-            "-w",
-            "\n%{http_code}",
-            url + "api/messages",
-        )
-        body, _, code = result.stdout.rpartition("\n")
-        (acknowledged.append(json.loads(body)["id"]) if code == "201" else failed.append(code))
+    killed_at = back_at = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(acknowledged) < 60:
+        began = time.monotonic()
+        stored = _try_post(url, f"write {len(acknowledged) + len(failed)}")
+        if stored:
+            acknowledged.append(stored["id"])
+            if killed_at and back_at is None:
+                back_at = began
+        else:
+            failed.append(f"{began - (killed_at or began):.1f}")
         if len(acknowledged) == 20 and killed_at is None:
             lab("kill", "web-01")
             killed_at = time.monotonic()
-            began = time.monotonic()
-            promotion = promote()
-            promoted_at = time.monotonic()
-            assert promotion.returncode == 0, promotion.stdout + promotion.stderr
-            print(promotion.stdout.strip().splitlines()[-1] + f" (scripts/promote took {promoted_at - began:.1f} s)")
-    new_primary = json.loads(lab("status", "--json").stdout)
-    primary = next(
-        h for h in ("web-02", "web-03") if guest(h, "cat", "/etc/webinfra/db-role").stdout.strip() == "primary"
-    )
+    new = primary_of(["web-02", "web-03"])
+    other = ({"web-02", "web-03"} - {new}).pop()
     ids = ",".join(map(str, acknowledged))
-    present = int(sql(primary, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})"))
+    present = int(sql(new, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})"))
     print(
-        f"failover: {len(acknowledged)} writes acknowledged ({len(acknowledged) - 20} after the promotion), "
-        f"{len(failed)} refused while no primary answered {failed}; "
-        f"{present} of {len(acknowledged)} present on {primary}; "
-        f"lost: {len(acknowledged) - present}"
+        f"webCount 3, primary killed under writes: {len(acknowledged)} acknowledged, {len(failed)} refused "
+        f"(seconds after the kill: {failed}); writes back {back_at - killed_at:.1f} s after the kill; "
+        f"new primary {new}; {present} of {len(acknowledged)} on it"
     )
-    assert new_primary and present == len(acknowledged) and len(acknowledged) >= 40
-    other = ({"web-02", "web-03"} - {primary}).pop()
-    status = guest(other, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
-    assert "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status, status
-
-    # 3. The old primary comes back and rejoins as a replica of the new one (no split brain).
+    assert present == len(acknowledged) and len(acknowledged) == 60
+    status_other = guest(other, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
+    assert f"Master_Host: {address[new]}" in status_other and "Slave_IO_Running: Yes" in status_other, status_other
     lab("start", "web-01")
     wait_until(
-        "web-01 back as a replica",
-        lambda: guest("web-01", "cat", "/etc/webinfra/db-role").stdout.strip() == "replica",
+        "web-01 back as a replica of the new primary",
+        lambda: f"Master_Host: {address[new]}" in guest("web-01", "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout,
         120,
         2,
     )
@@ -1195,6 +1171,44 @@ def test_promotion_refuses_to_lose_writes_and_then_keeps_every_acknowledged_one(
         60,
         2,
     )
+    assert writable_servers(names) == [new]
+
+    # 2. No replica acknowledging: disarmed first, then asynchronous; promote refuses to lose a write.
+    wait_until("armed again", lambda: failover_state()["armed"], 60, 1)
+    followers = [h for h in names if h != new]
+    for replica in followers:
+        sql(replica, "STOP SLAVE")
+    lonely = post_message(url, "only on the primary")  # waits for the controller's fallback (3 s)
+    state = failover_state()
+    assert not state["armed"] and "asynchronous" in state["arming"], state
+    refused = promote()
+    assert refused.returncode == 3 and "no replica has" in refused.stderr and "--force" in refused.stderr, (
+        refused.stdout + refused.stderr
+    )
+    assert writable_servers(names) == [new]
+    # ...and the primary dies: no automatic failover, the reason said.
+    lab("kill", new)
+    time.sleep(12)
+    state = failover_state()
+    assert "no automatic failover" in state["verdict"] and writable_servers(followers) == [], state
+    for replica in followers:
+        sql(replica, "START SLAVE")
+    forced = promote("--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    forced_primary = primary_of(followers)
+    after = post_message(url, "after the forced promotion")
+    print(f"disarmed: {state['verdict']}; scripts/promote --force made {forced_primary} the primary")
+    # The old primary comes back holding the write no one else has: it stays read-only and out.
+    lab("start", new)
+    wait_until(f"{new} running", lambda: sql(new, "SELECT 1") == "1", 120, 2)
+    time.sleep(5)
+    assert writable_servers(names) == [forced_primary]
+    assert sql(new, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={lonely['id']}") == "1"
+    assert sql(new, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={after['id']}") == "0"
+    state = failover_state()
+    assert any("holds writes" in e or "cannot replicate" in e for e in state["events"] + [state["verdict"]]) or (
+        state["servers"][new]["io"] != "Yes"
+    ), state
 
 
 # ACME ------------------------------------------------------------------------------------------------------
