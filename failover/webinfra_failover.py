@@ -648,7 +648,11 @@ class Controller:
             if seen.reachable and applied_all(seen):
                 return seen
             if self.clock() > deadline:
-                self.say(f"{server.name} did not apply its relay log within {self.settings.drain_timeout:.0f} s")
+                self.say(
+                    f"{server.name} did not apply its relay log within {self.settings.drain_timeout:.0f} s "
+                    f"(reachable {seen.reachable} {seen.error}; SQL thread {seen.sql_running} {seen.sql_state!r}; "
+                    f"applied {seen.current_pos}, received {seen.io_pos}; I/O thread {seen.io_running})"
+                )
                 return None
             time.sleep(0.05)
 
