@@ -108,6 +108,7 @@ class Observation:
     last_sql_errno: int = 0
     progress: tuple = ()  # what changes while a replica receives anything: events or heartbeats
     semi_sync_on: bool = False
+    semi_sync_enabled: bool = False  # the primary side switched on (on a replica: a mistake, see _decide)
     semi_sync_clients: int = 0
     semi_sync_waiting: int = 0  # sessions waiting for an acknowledgement now
     semi_sync_acknowledged: int = 0  # commits acknowledged so far (a counter)
@@ -210,7 +211,8 @@ class Server:
         try:
             row = self.query(
                 "SELECT @@global.read_only AS read_only, @@global.gtid_binlog_pos AS binlog_pos, "
-                "@@global.gtid_current_pos AS current_pos"
+                "@@global.gtid_current_pos AS current_pos, "
+                "@@global.rpl_semi_sync_master_enabled AS semi_sync_enabled"
             )[0]
             # ALL: the only form that shows Slave_received_heartbeats (an idle primary's sign of life).
             slave = self.query("SHOW ALL SLAVES STATUS")
@@ -223,6 +225,7 @@ class Server:
         seen.reachable = True
         seen.read_only = bool(int(row["read_only"]))
         seen.binlog_pos, seen.current_pos = row["binlog_pos"] or "", row["current_pos"] or ""
+        seen.semi_sync_enabled = bool(int(row["semi_sync_enabled"]))
         if slave:
             s = slave[0]
             seen.master_host, seen.master_port = s["Master_Host"], int(s["Master_Port"])
@@ -381,7 +384,11 @@ class Controller:
             if acting:
                 self._manage_semi_sync(primary, seen)
                 for other in seen.values():
-                    if other is not primary and other.reachable and not self._follows(other, primary):
+                    if other is primary or not other.reachable:
+                        continue
+                    if other.semi_sync_enabled:
+                        self._semi_sync_off(other)
+                    if not self._follows(other, primary):
                         self._rejoin(other, primary)
             return f"primary {primary.name}"
 
@@ -540,6 +547,16 @@ class Controller:
         self._did(f"{record.name} is writable again (the primary, back with everything)")
         return f"restored {record.name}"
 
+    def _semi_sync_off(self, other: Observation) -> None:
+        """The primary side of semi-sync belongs on the primary only. A replica (a former primary) with it
+        on waits, for every transaction it applies and binlogs, for an acknowledgement no one sends:
+        for rpl_semi_sync_master_timeout each (seen in the lab: 190 transactions behind, issue 13)."""
+        try:
+            self._server(other.name).query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+            self.say(f"semi-synchronous replication's primary side off on {other.name} (a replica)")
+        except Exception as error:  # noqa: BLE001 - tried again at the next poll
+            self.say(f"could not switch semi-sync's primary side off on {other.name}: {error}")
+
     def _rejoin(self, other: Observation, primary: Observation) -> None:
         """Point a read-only server that follows no primary at the primary, if it has nothing extra."""
         key = f"diverged:{other.name}"
@@ -563,6 +580,7 @@ class Controller:
         mode = "slave_pos" if other.source not in (None, other.endpoint) else "current_pos"
         statements = [
             "STOP SLAVE",
+            "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
             f"CHANGE MASTER TO MASTER_HOST = '{primary.address}', MASTER_PORT = {primary.port}, "
             f"MASTER_USE_GTID = {mode}, MASTER_HEARTBEAT_PERIOD = {self.settings.heartbeat_period}",
             "START SLAVE",
@@ -620,6 +638,7 @@ class Controller:
                 if other is new:
                     continue
                 other.query("STOP SLAVE")
+                other.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
                 other.query(
                     f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {candidate.port}, "
                     f"MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = {self.settings.heartbeat_period}"

@@ -14,7 +14,9 @@ case $gtid_mode in slave_pos|current_pos) ;; *) echo "webinfra-db-follow: GTID m
 case ${3:-} in "") ;; --stored) start=no ;; *) echo "webinfra-db-follow: unknown option $3" >&2; exit 2 ;; esac
 
 {
-    if [ "$start" = yes ]; then echo "SET GLOBAL read_only = ON;"; fi
+    # A replica: read-only, and without semi-sync's primary side (it would wait, for each transaction
+    # it applies, for an acknowledgement that no one sends).
+    if [ "$start" = yes ]; then echo "SET GLOBAL read_only = ON; SET GLOBAL rpl_semi_sync_master_enabled = OFF;"; fi
     cat <<SQL
 STOP SLAVE;
 CHANGE MASTER TO

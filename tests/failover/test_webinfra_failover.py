@@ -416,3 +416,16 @@ def test_a_replica_cut_off_mid_transaction_counts_as_drained():
     assert applied_all(cut)
     cut.sql_running = "No"  # stopped: it would not be waiting for anything
     assert not applied_all(cut)
+
+
+def test_a_replica_with_semi_syncs_primary_side_on_gets_it_switched_off(cluster):
+    """A former primary made a replica by hand (scripts/promote) kept it on: each transaction it applied
+    waited for an acknowledgement nobody sends, and it fell 190 transactions behind (lab, issue 13)."""
+    servers = cluster.servers
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    servers["web-02"].sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+    controller.step()
+    assert servers["web-02"].sql("SELECT @@rpl_semi_sync_master_enabled AS e")[0]["e"] == 0
+    write(servers["web-01"], "applied at once")
+    wait_for("web-02 applies it at once", lambda: "applied at once" in texts(servers["web-02"]), 5)
