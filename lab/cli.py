@@ -569,6 +569,7 @@ def status_report() -> dict:
         )
     report = {
         "url": plan.url,
+        "failover": failover_report(plan),
         "ca_file": str(CERTIFICATE_FILE),
         "client_netns": network.CLIENT_NS,
         "client_address": CLIENT_ADDRESS,
@@ -581,6 +582,22 @@ def status_report() -> dict:
         "hosts": rows,
     }
     return report
+
+
+def failover_report(plan: LabPlan) -> dict | None:
+    """The active load balancer's failover controller, as its state file says: which server is the
+    primary, armed or not and why, its last verdict and what it did."""
+    for host in plan.hosts:
+        if host.role != "lb" or not lab_hosts.is_running(host):
+            continue
+        try:
+            result = lab_hosts.guest_command(host, ["cat", "/run/webinfra-failover/state.json"], timeout=5)
+            state = json.loads(result.stdout) if result.returncode == 0 else None
+        except (RuntimeError, subprocess.SubprocessError, ValueError):
+            state = None
+        if state and state.get("active"):
+            return {"controller": host.name, **state}
+    return None
 
 
 def status(as_json: bool) -> int:
@@ -603,6 +620,14 @@ def status(as_json: bool) -> int:
             else ""
         )
     )
+    failover = report["failover"]
+    if failover:
+        print(
+            f"database primary: {failover['primary'] or 'none'} (failover controller on {failover['controller']}: "
+            f"{'armed' if failover['armed'] else 'DISARMED'}, {failover['arming']}; {failover['verdict']})"
+        )
+    else:
+        print("database primary: no failover controller answers")
     print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<12}cloud-init")
     for r in rows:
         print(
