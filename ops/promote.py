@@ -99,7 +99,10 @@ class Promotion:
         replicas = [s for s in self.servers if s.reachable and s is not old and s.role == "replica"]
         if not replicas:
             raise PromotionRefused("no replica answers: there is nothing to promote")
+        receiving = []  # the replicas whose replication ran: only these are started again on a refusal
         for replica in replicas:
+            if "Slave_IO_Running: Yes" in self._run(replica, "mariadb -e 'SHOW SLAVE STATUS\\G'"):
+                receiving.append(replica)
             self._run(replica, sql("STOP SLAVE IO_THREAD"))
             self._drain(replica)
         candidate = max(replicas, key=lambda s: s.sequence)
@@ -114,7 +117,7 @@ class Promotion:
                 f"(most advanced: {candidate.name} at {candidate.gtid}); promoting would lose them"
             )
             if not force:
-                for replica in replicas:  # put things back as they were
+                for replica in receiving:  # put things back as they were (a stopped one stays stopped)
                     self._run(replica, sql("START SLAVE"))
                 self._run(old, sql("SET GLOBAL read_only = OFF"))
                 raise PromotionRefused(message + ". Re-run with --force to accept the loss.")

@@ -50,17 +50,13 @@ DATABASE = {
     "semi-sync.txt": "SHOW GLOBAL STATUS LIKE 'Rpl_semi%'; SHOW GLOBAL VARIABLES LIKE 'rpl_semi%'",
     "replication-variables.txt": "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('slave_net_timeout', "
     "'net_read_timeout', 'net_write_timeout', 'relay_log_recovery', 'skip_slave_start', 'master_retry_count', "
-    "'read_only', 'gtid_strict_mode', 'sync_binlog')",
+    "'read_only', 'gtid_strict_mode', 'sync_binlog', 'event_scheduler')",
     "processlist.txt": "SHOW FULL PROCESSLIST",
     "slave-hosts.txt": "SHOW SLAVE HOSTS",
     "messages.txt": "SELECT COUNT(*), MAX(id) FROM webinfra.messages",
 }
 WEB_FILES = {
-    "db-role-and-primary.txt": [
-        "sh",
-        "-c",
-        "grep -H . /etc/webinfra/db-role /etc/webinfra/db-primary /etc/mysql/mariadb.conf.d/61-webinfra-role.cnf",
-    ],
+    "self-fence-event.txt": ["mariadb", "-e", "SHOW CREATE EVENT mysql.webinfra_self_fence\\G"],
     "health.txt": ["curl", "-sS", "-m", "5", "http://127.0.0.1/health"],
 }
 # HAProxy's runtime API over its admin socket (python3: the image has no socat), then its metrics.
@@ -73,6 +69,7 @@ LOAD_BALANCER = {
     "haproxy-stat.txt": ["python3", "-c", HAPROXY_ASK, "show stat"],
     "haproxy-metrics.txt": ["sh", "-c", "curl -fsS -m 5 http://127.0.0.1:8404/metrics | grep '^haproxy_server_'"],
     "keepalived-state.txt": ["sh", "-c", "cat /run/webinfra/lb-state; systemctl status --no-pager keepalived"],
+    "failover-state.json": ["cat", "/run/webinfra-failover/state.json"],
 }
 
 
