@@ -1200,7 +1200,7 @@ def test_with_three_web_servers_a_dead_primary_is_replaced_and_a_disarmed_one_wa
     print(f"disarmed: {state['verdict']}; scripts/promote --force made {forced_primary} the primary")
     # The old primary comes back holding the write no one else has: it stays read-only and out.
     lab("start", new)
-    wait_until(f"{new} running", lambda: sql(new, "SELECT 1") == "1", 120, 2)
+    wait_until(f"{new} running", lambda: guest(new, "mariadb", "-e", "SELECT 1").returncode == 0, 120, 2)
     time.sleep(5)
     assert writable_servers(names) == [forced_primary]
     assert sql(new, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={lonely['id']}") == "1"
