@@ -46,7 +46,9 @@ import contextlib
 import dataclasses
 import json
 import pathlib
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -98,6 +100,7 @@ class Observation:
     read_only: bool = True
     binlog_pos: str = ""
     current_pos: str = ""
+    binlog_state: str = ""  # the last GTID of each (domain, server) in its binary log
     master_host: str | None = None  # None: no replication configured
     master_port: int = 0
     io_running: str = ""
@@ -150,6 +153,27 @@ def applied_all(seen: Observation) -> bool:
     return gtid_reached(seen.current_pos, seen.io_pos) or (
         seen.sql_running == "Yes" and "read all relay log" in seen.sql_state
     )
+
+
+def writes_not_in(state: str, primary_state: str) -> list[str]:
+    """The GTIDs of `state` (a @@gtid_binlog_state: the last GTID of each domain and server) beyond what
+    `primary_state` has from the same domain and server: transactions only that server has. Comparing
+    sequence numbers alone is not enough: MariaDB let a returning primary holding 0-2-85 replicate from
+    one whose domain 0 had reached 0-1-85, and both rows diverged silently (lab, issue 13)."""
+
+    def last(position: str) -> dict[tuple[int, int], int]:
+        result: dict[tuple[int, int], int] = {}
+        for gtid in filter(None, (part.strip() for part in position.split(","))):
+            domain, server, number = (int(field) for field in gtid.split("-"))
+            result[(domain, server)] = max(result.get((domain, server), 0), number)
+        return result
+
+    have = last(primary_state)
+    return [
+        f"{domain}-{server}-{number}"
+        for (domain, server), number in sorted(last(state).items())
+        if number > have.get((domain, server), 0)
+    ]
 
 
 def sequence(position: str) -> int:
@@ -211,7 +235,7 @@ class Server:
         try:
             row = self.query(
                 "SELECT @@global.read_only AS read_only, @@global.gtid_binlog_pos AS binlog_pos, "
-                "@@global.gtid_current_pos AS current_pos, "
+                "@@global.gtid_current_pos AS current_pos, @@global.gtid_binlog_state AS binlog_state, "
                 "@@global.rpl_semi_sync_master_enabled AS semi_sync_enabled"
             )[0]
             # ALL: the only form that shows Slave_received_heartbeats (an idle primary's sign of life).
@@ -226,6 +250,7 @@ class Server:
         seen.read_only = bool(int(row["read_only"]))
         seen.binlog_pos, seen.current_pos = row["binlog_pos"] or "", row["current_pos"] or ""
         seen.semi_sync_enabled = bool(int(row["semi_sync_enabled"]))
+        seen.binlog_state = row["binlog_state"] or ""
         if slave:
             s = slave[0]
             seen.master_host, seen.master_port = s["Master_Host"], int(s["Master_Port"])
@@ -260,6 +285,7 @@ class Controller:
     ):
         self.settings, self.clock, self.say = settings, clock, say
         self.metric = metric or self._cloudwatch_metric
+        self._metrics: queue.Queue | None = None
         self.armed_published: tuple[bool, float] | None = None
         self.servers = [Server(name, address, port, settings) for name, address, port in settings.servers]
         self.by_endpoint = {(s.address, s.port): s.name for s in self.servers}
@@ -294,30 +320,43 @@ class Controller:
             self.metric(metric[0], 1, metric[1])
 
     def _cloudwatch_metric(self, name: str, value: float, host: str | None) -> None:
+        """Queued for a thread of its own: a slow CloudWatch call (up to ~14 s with retries) must never
+        hold the control loop, whose queries are the primary's lease."""
         if not self.settings.stack:
             return
-        try:
-            import boto3
-            from botocore.config import Config
+        if self._metrics is None:
+            self._metrics = queue.Queue(maxsize=1000)
+            threading.Thread(target=self._publish_metrics, name="metrics", daemon=True).start()
+        with contextlib.suppress(queue.Full):
+            self._metrics.put_nowait((name, value, host))
 
-            boto3.client(
-                "cloudwatch",
-                region_name=self.settings.region,
-                endpoint_url=self.settings.endpoint_url,
-                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}),
-            ).put_metric_data(
-                Namespace=f"webinfra/{self.settings.stack}",
-                MetricData=[
-                    {
-                        "MetricName": name,
-                        "Value": value,
-                        "Unit": "Count",
-                        "Dimensions": [{"Name": "Host", "Value": host}] if host else [],
-                    }
-                ],
-            )
-        except Exception as error:  # noqa: BLE001 - a metric that cannot be sent must not stop a failover
-            self.say(f"could not publish {name} ({type(error).__name__}: {error})")
+    def _publish_metrics(self) -> None:
+        import boto3
+        from botocore.config import Config
+
+        assert self._metrics is not None
+        client = boto3.client(
+            "cloudwatch",
+            region_name=self.settings.region,
+            endpoint_url=self.settings.endpoint_url,
+            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}),
+        )
+        while True:
+            name, value, host = self._metrics.get()
+            try:
+                client.put_metric_data(
+                    Namespace=f"webinfra/{self.settings.stack}",
+                    MetricData=[
+                        {
+                            "MetricName": name,
+                            "Value": value,
+                            "Unit": "Count",
+                            "Dimensions": [{"Name": "Host", "Value": host}] if host else [],
+                        }
+                    ],
+                )
+            except Exception as error:  # noqa: BLE001 - a metric that cannot be sent must not stop anything
+                self.say(f"could not publish {name} ({type(error).__name__}: {error})")
 
     def _publish_arming(self, acting: bool) -> None:
         """FailoverArmed from the active controller: on every change, and every minute."""
@@ -355,9 +394,22 @@ class Controller:
         return seen
 
     def step(self) -> str:
-        """Observe, then act if active. Returns what it decided, in words (tests and the log read it)."""
-        seen = self.observe()
+        """Observe and act, if active. Returns what it decided, in words (tests and the log read it)."""
         acting = self.active()
+        if not acting:
+            # The standby holds no connection: a controller's session is the primary's lease, and only
+            # the one that can act may hold it (else a primary cut off from the active controller but
+            # not from the standby would stay writable). It starts from nothing when it takes over:
+            # armed only once it has seen the primary with a replica acknowledging.
+            for server in self.servers:
+                server.close()
+            self.primary, self.armed, self.armed_from, self.lost_since = None, False, None, None
+            self.arming, self.observations, self.last_progress, self.last_answered = "standby", {}, {}, {}
+            verdict = "standby: the active load balancer decides"
+            self._publish_arming(False)
+            self._write_state(False, verdict)
+            return verdict
+        seen = self.observe()
         verdict = self._decide(seen, acting)
         self._publish_arming(acting)
         self._write_state(acting, verdict)
@@ -564,11 +616,12 @@ class Controller:
             errno = other.last_sql_errno or other.last_io_errno
             self._once(key, f"{other.name} cannot replicate from {primary.name} (error {errno}): left out", True)
             return
-        if sequence(other.binlog_pos) > sequence(primary.current_pos):
+        extra = writes_not_in(other.binlog_state, primary.binlog_state)
+        if extra:
             self._once(
                 key,
-                f"{other.name} holds writes the primary {primary.name} has not ({other.binlog_pos} against "
-                f"{primary.current_pos}): left out of the rotation, read-only; see the README to resolve",
+                f"{other.name} holds writes the primary {primary.name} has not ({', '.join(extra)}): left out "
+                "of the rotation, read-only; see the README to resolve",
                 alarm=True,
             )
             return
@@ -596,9 +649,19 @@ class Controller:
         self._did(f"{other.name} now replicates from {primary.name}")
 
     def _failover(self, old: Observation, replicas: list[Observation]) -> str:
+        unseen = [o.name for o in self.observations.values() if o is not old and not o.reachable]
+        if unseen:
+            # A write acknowledged by the one replica that does not answer would be lost.
+            return self._refuse(
+                "unseen",
+                f"the primary {old.name} is down, but {', '.join(unseen)} do not answer either: "
+                "no automatic failover (one of them may hold the only copy of a write)",
+                alarm=True,
+            )
         started = self.clock()
         self.say(f"the primary {old.name} is down ({old.error}); every replica agrees; failing over")
         locked: list[Server] = []
+        promoted = False
         try:
             for replica in sorted(replicas, key=lambda o: o.name):
                 server = self._server(replica.name)
@@ -610,19 +673,20 @@ class Controller:
             with concurrent.futures.ThreadPoolExecutor(len(locked)) as pool:
                 drained = list(pool.map(self._stop_and_drain, locked))
             usable = [o for o in drained if o is not None]
-            if not usable:
-                return self._refuse("drain", "no replica finished applying what it received")
+            if len(usable) < len(drained):
+                return self._refuse(
+                    "drain", "a replica did not finish applying what it received: no automatic failover", alarm=True
+                )
             order = {name: index for index, (name, _, _) in enumerate(self.settings.servers)}
             candidate = max(usable, key=lambda o: (sequence(o.current_pos), -order[o.name]))
             if not gtid_reached(candidate.current_pos, self.primary_position):
-                for server in locked:
-                    server.query("START SLAVE IO_THREAD")
                 return self._refuse(
                     "behind",
                     f"the most advanced replica {candidate.name} ({candidate.current_pos}) lacks the primary's "
                     f"last position seen here ({self.primary_position}): no automatic failover",
                     alarm=True,
                 )
+            promoted = True  # from here on, the replicas are pointed at the candidate
             new = self._server(candidate.name)
             # Not replicating any more, yet the stored replication settings (user, password, TLS) stay,
             # pointed at itself, for the day it is made a replica again.
@@ -647,6 +711,8 @@ class Controller:
         finally:
             for server in locked:
                 with contextlib.suppress(Exception):
+                    if not promoted:  # refused or failed before promoting: as they were
+                        server.query("START SLAVE IO_THREAD")
                     server.query(f"SELECT RELEASE_LOCK('{LOCK}')")
         self.primary, self.lost_since, self.armed, self.armed_from = candidate.name, None, False, None
         self.arming = "the new primary has not been seen with an acknowledging replica yet"

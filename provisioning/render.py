@@ -570,8 +570,6 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         ),
         _file("/usr/local/sbin/webinfra-db-setup", read_file("webinfra-db-setup.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-db-follow", read_file("webinfra-db-follow.sh"), "0755"),
-        _file("/usr/local/sbin/webinfra-db-fence", read_file("webinfra-db-fence.sh"), "0755"),
-        _file("/etc/systemd/system/webinfra-db-fence.service", read_file("webinfra-db-fence.service")),
         _file("/usr/local/sbin/webinfra-bootstrap", read_file("web-bootstrap.sh"), "0755"),
     ]
     return _cloud_config(hostname, WEB_PACKAGES, files)

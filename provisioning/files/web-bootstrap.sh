@@ -27,7 +27,6 @@ systemctl restart mariadb
 
 step "app server"
 systemctl daemon-reload
-systemctl enable webinfra-db-fence  # at every later boot: an old primary rejoins the new one
 systemctl enable webinfra-app
 systemctl restart webinfra-app
 

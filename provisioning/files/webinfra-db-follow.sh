@@ -1,8 +1,9 @@
 #!/bin/bash
 # webinfra: make this server a read-only replica of PRIMARY, over verified TLS. The one place
-# replication settings are written with their credentials: the first boot (webinfra-db-setup), a
-# returning primary (webinfra-db-fence) and scripts/promote call it. The failover controller then
-# changes only the address (CHANGE MASTER keeps the user, password and TLS settings it is not given).
+# replication settings are written with their credentials: the first boot (webinfra-db-setup) and
+# scripts/promote call it. The failover controller then changes only the address (CHANGE MASTER keeps
+# the user, password and TLS settings it is not given), and rejoins a returning primary only after it
+# has checked that it holds nothing the primary lacks.
 #   webinfra-db-follow PRIMARY slave_pos|current_pos [--stored]
 # --stored: write the settings without starting replication: the first primary points at itself
 # (replication never runs), so that it can be made a replica later without its credentials.

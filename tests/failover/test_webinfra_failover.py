@@ -347,23 +347,62 @@ def test_a_second_writable_server_is_fenced_at_once(cluster):
     assert any("fenced web-03" in m for m in cluster.said), cluster.said
 
 
-def test_the_standby_controller_watches_but_does_not_act(cluster, tmp_path):
+def failover_sessions(server: MariaDB) -> int:
+    return server.sql(
+        "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE USER = %s", (render.DB_FAILOVER_USER,)
+    )[0]["n"]
+
+
+def test_the_standby_holds_no_lease_and_arms_only_once_it_has_seen_the_primary_itself(cluster, tmp_path):
+    """Only the active controller talks to the databases (its sessions are the primary's lease). One that
+    takes over starts from nothing: it fails over only after it has itself seen the primary armed."""
+    import json
+
     state = tmp_path / "lb-state"
     state.write_text("BACKUP\n")
     servers = cluster.servers
-    controller = cluster.controller(active_file=str(state), state_file=str(tmp_path / "failover.json"))
-    run_until(controller, "primary web-01")
-    servers["web-01"].sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")  # the active controller's doing
-    arm(controller)
+    standby = cluster.controller(active_file=str(state), state_file=str(tmp_path / "failover.json"))
+    active = cluster.controller()
+    run_until(active, "primary web-01")
+    arm(active)
+    active_sessions = failover_sessions(servers["web-01"])
+    assert standby.step() == "standby: the active load balancer decides"
+    assert failover_sessions(servers["web-01"]) == active_sessions  # the standby opened none
+    assert json.loads((tmp_path / "failover.json").read_text())["active"] is False
+    for server in active.servers:  # the active one goes away (its load balancer died)
+        server.close()
+    state.write_text("MASTER\n")  # keepalived made the standby the active one
+    run_until(standby, "primary web-01")
+    arm(standby)  # it sees the primary armed itself...
     kill(servers["web-01"])
-    run_until(controller, "primary web-01 is down; the active load balancer fails over")
-    assert read_only(servers["web-02"]) and read_only(servers["web-03"])
-    state.write_text("MASTER\n")  # keepalived made this load balancer the active one
-    run_until(controller, "failed over to")
-    import json
-
+    run_until(standby, "failed over to")  # ...so it may fail over
     written = json.loads((tmp_path / "failover.json").read_text())
     assert written["active"] is True and written["primary"] in ("web-02", "web-03")
+
+
+def test_a_controller_that_never_saw_the_primary_armed_does_not_fail_over(cluster, tmp_path):
+    servers = cluster.servers
+    active = cluster.controller()
+    run_until(active, "primary web-01")
+    arm(active)
+    kill(servers["web-01"])
+    fresh = cluster.controller()  # a controller started after the primary died (its LB took over late)
+    verdicts = run_until(fresh, "the primary web-01 is down; no automatic failover")
+    assert not any("failed over" in v for v in verdicts)
+
+
+def test_no_failover_while_a_replica_does_not_answer(cluster):
+    """webCount 3: the replica that does not answer may hold the only acknowledged copy of a write."""
+    servers = cluster.servers
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    arm(controller)
+    servers["web-03"].stop()
+    kill(servers["web-01"])
+    verdicts = run_until(controller, "the primary web-01 is down, but web-03 do not answer either")
+    assert not any("failed over" in v for v in verdicts)
+    assert read_only(servers["web-02"])
+    assert ("DatabaseAttention", 1, None) in cluster.metrics
 
 
 def test_a_primary_cut_off_from_every_controller_fences_itself(cluster):
@@ -429,3 +468,13 @@ def test_a_replica_with_semi_syncs_primary_side_on_gets_it_switched_off(cluster)
     assert servers["web-02"].sql("SELECT @@rpl_semi_sync_master_enabled AS e")[0]["e"] == 0
     write(servers["web-01"], "applied at once")
     wait_for("web-02 applies it at once", lambda: "applied at once" in texts(servers["web-02"]), 5)
+
+
+def test_a_write_only_one_server_has_is_told_by_server_not_by_sequence():
+    from failover.webinfra_failover import writes_not_in
+
+    # The returning primary (server 2) wrote 0-2-85 alone; the new primary (server 1) went on to 0-1-85.
+    assert writes_not_in("0-1-40,0-2-85", "0-1-85,0-2-84") == ["0-2-85"]
+    assert writes_not_in("0-1-40,0-2-84", "0-1-85,0-2-84") == []
+    assert writes_not_in("0-2-84", "0-1-85") == ["0-2-84"]  # nothing at all from server 2 there
+    assert writes_not_in("", "0-1-85") == []

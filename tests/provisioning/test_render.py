@@ -520,12 +520,17 @@ def test_replication_is_pointed_from_one_script_over_verified_tls():
         "read_only = ON",
     ):
         assert setting in follow, setting
-    for caller in ("webinfra-db-setup", "webinfra-db-fence"):
-        assert "CHANGE MASTER" not in files[f"replica:/usr/local/sbin/{caller}"], caller
+    assert "CHANGE MASTER" not in files["replica:/usr/local/sbin/webinfra-db-setup"]
     assert (
         'webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos' in files["replica:/usr/local/sbin/webinfra-db-setup"]
     )
-    assert 'webinfra-db-follow "$peer" current_pos' in files["primary:/usr/local/sbin/webinfra-db-fence"]
+    # The first primary stores its settings, pointing at itself, without starting replication.
+    assert (
+        'webinfra-db-follow "$WEBINFRA_PRIVATE_ADDRESS" current_pos --stored'
+        in files["primary:/usr/local/sbin/webinfra-db-setup"]
+    )
+    # No host rejoins a primary by itself at boot: only the failover controller does, once it has checked.
+    assert not [key for key in files if "db-fence" in key]
 
 
 # --- runtime configuration from SSM (webinfra-config-sync) -------------------------------------------------
