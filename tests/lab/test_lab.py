@@ -36,7 +36,7 @@ from tests.lab.helpers import (
 
 pytestmark = pytest.mark.lab  # boots the local lab: root, systemd-nspawn
 
-SERVICES = {"lb": ["haproxy"], "web": ["mariadb", "webinfra-app", "nginx"]}
+SERVICES = {"lb": ["haproxy", "webinfra-failover"], "web": ["mariadb", "webinfra-app", "nginx"]}
 
 
 def hosts(status, role=None):
@@ -883,9 +883,14 @@ def test_a_web_server_lost_under_load_costs_no_read_and_rejoins_with_every_write
 
 
 def test_the_primary_reboots_and_everything_returns_by_itself(healthy_lab):
+    """The primary reboots (it comes back read-only, as every server does): either it is back before the
+    failover controller gives up on it, which makes it writable again, or a replica was promoted and it
+    returns as that one's replica. Either way, with no person: one writable server, every other one
+    replicating from it, writes through the load balancer replicated everywhere."""
     running_lab = healthy_lab
-    url, primary = running_lab["url"], web_names(running_lab)[0]
-    replicas = web_names(running_lab)[1:]
+    url, names = running_lab["url"], web_names(running_lab)
+    primary = names[0]
+    address = {h["name"]: h["address"] for h in hosts(running_lab, "web")}
     # /run is a tmpfs of each boot: a marker there is gone once the host has really rebooted
     assert guest(primary, "touch", "/run/before-reboot").returncode == 0
     guest(primary, "systemctl", "reboot")
@@ -897,14 +902,19 @@ def test_the_primary_reboots_and_everything_returns_by_itself(healthy_lab):
 
     time.sleep(2)
     wait_until(f"{primary} healthy after reboot", back, 180, 1)
-    print(f"{primary} rebooted and healthy again after {time.monotonic() - began:.1f} s")
+    took = time.monotonic() - began
     assert guest(primary, "test", "-e", "/run/before-reboot").returncode == 1, "the host did not reboot"
     for service in SERVICES["web"]:
         assert guest(primary, "systemctl", "is-active", service).stdout.strip() == "active", service
     stored = wait_until(
         "a write through the LB after the reboot", lambda: _try_post(url, "after the primary's reboot"), 60, 2
     )
-    for replica in replicas:
+    (writable,) = writable_servers(names)
+    print(
+        f"{primary} rebooted and healthy again after {took:.1f} s; the primary is now {writable}"
+        + (" (it was back in time)" if writable == primary else " (a replica was promoted meanwhile)")
+    )
+    for replica in (h for h in names if h != writable):
         wait_until(
             f"replication to {replica} resumed",
             lambda: sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id={stored['id']}") == "1",  # noqa: B023 (called at once)
@@ -913,6 +923,11 @@ def test_the_primary_reboots_and_everything_returns_by_itself(healthy_lab):
         )
         status = guest(replica, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
         assert "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status, status
+        assert f"Master_Host: {address[writable]}" in status, status
+    if writable != primary:  # back to the lab's first layout for the tests after this one
+        restored = promote()
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert writable_servers(names) == [primary], restored.stdout
 
 
 def test_the_active_load_balancer_killed_under_load_hands_over_the_elastic_ip(healthy_lab):
