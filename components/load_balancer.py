@@ -53,14 +53,13 @@ class LoadBalancer(pulumi.ComponentResource):
             raise ValueError("a load balancer is one instance or a pair")
         self.instance_ids = {}
         ca = pulumi.Output.from_input(args.db_ca_certificate)
-        user_data = {
-            slot.hostname: ca.apply(
-                lambda pem, hostname=slot.hostname: encode_user_data(
-                    lb_cloud_config(args.facts, hostname, args.backends, db_ca=pem)
-                )
+
+        def rendered(hostname: str) -> pulumi.Output[str]:
+            return ca.apply(
+                lambda pem: encode_user_data(lb_cloud_config(args.facts, hostname, args.backends, db_ca=pem))
             )
-            for slot in args.slots
-        }
+
+        user_data = {slot.hostname: rendered(slot.hostname) for slot in args.slots}
         after: list[pulumi.Resource] = []
         for slot in args.slots:
             number = f"{slot.number:02d}"
@@ -85,7 +84,11 @@ class LoadBalancer(pulumi.ComponentResource):
             if len(args.slots) == 2 and not after:
                 # Run again whenever lb-01 is replaced, or lb-02 is about to be (its replacing inputs).
                 (second,) = args.slots[1:]
-                lb_02 = [user_data[second.hostname], second.private_ip, args.profile.key_name or ""]
+                lb_02: list[pulumi.Input[str]] = [
+                    user_data[second.hostname],
+                    second.private_ip,
+                    args.profile.key_name or "",
+                ]
                 after = [self._readiness_gate(f"{name}-{number}-ready", slot.hostname, instance.id, lb_02, args)]
         if len(args.slots) == 1:
             aws.ec2.EipAssociation(
@@ -104,7 +107,12 @@ class LoadBalancer(pulumi.ComponentResource):
         self.register_outputs({"public_ip": self.public_ip, "url": self.url, "instance_ids": self.instance_ids})
 
     def _readiness_gate(
-        self, name: str, hostname: str, instance_id: pulumi.Output[str], also_after: list[str], args: LoadBalancerArgs
+        self,
+        name: str,
+        hostname: str,
+        instance_id: pulumi.Output[str],
+        also_after: list[pulumi.Input[str]],
+        args: LoadBalancerArgs,
     ) -> command.local.Command:
         """Waits (on the machine running `pulumi up`) until `hostname` serves: it has reported HAProxy
         serving with a backend in the last minutes, and since its launch. Runs again whenever that

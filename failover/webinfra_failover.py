@@ -212,14 +212,15 @@ class Server:
     def query(self, statement: str, timeout: float | None = None) -> list[dict]:
         try:
             conn = self._connection()
+            default = conn._read_timeout  # type: ignore[attr-defined]  # PyMySQL's, per read
             if timeout is not None:
-                conn._read_timeout = timeout  # a statement known to wait (draining): its own bound
+                conn._read_timeout = timeout  # type: ignore[attr-defined]  # a statement known to wait
             try:
                 with conn.cursor() as cur:
                     cur.execute(statement)
-                    return list(cur.fetchall())
+                    return [dict(row) for row in cur.fetchall()]
             finally:
-                conn._read_timeout = max(2.0, self.settings.connect_timeout * 2)
+                conn._read_timeout = default  # type: ignore[attr-defined]
         except Exception:
             self.close()
             raise
@@ -557,8 +558,11 @@ class Controller:
     def _primary_of_record(self, seen: dict[str, Observation]) -> Observation | None:
         if self.primary:
             return seen[self.primary]
-        followed = [self.by_endpoint.get(o.source) for o in seen.values() if o.replicating and o.source]
-        followed = [name for name in followed if name]
+        followed = [
+            name
+            for o in seen.values()
+            if o.replicating and o.source and (name := self.by_endpoint.get(o.source)) is not None
+        ]
         name = max(set(followed), key=followed.count) if followed else self.servers[0].name
         return seen[name]
 

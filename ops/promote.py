@@ -28,7 +28,7 @@ import dataclasses
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
     from mypy_boto3_ec2.type_defs import FilterTypeDef
@@ -244,7 +244,7 @@ class SsmRunner:
         self.ec2 = ec2 or boto3.client("ec2", region_name=region)
         self.instances: dict[str, str] = {}
 
-    def _instances(self, role: str) -> list[tuple[str, dict]]:
+    def _instances(self, role: str) -> list[tuple[str, Any]]:
         filters: list[FilterTypeDef] = [
             {"Name": "tag:Project", "Values": ["webinfra"]},
             {"Name": "tag:Stack", "Values": [self.stack]},

@@ -164,7 +164,8 @@ class Running:
     """The controller polling in the background, as the service runs it."""
 
     def __init__(self, controller: Controller):
-        self.controller, self.verdicts, self.stop = controller, [], threading.Event()
+        self.controller, self.stop = controller, threading.Event()
+        self.verdicts: list[str] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -315,7 +316,7 @@ def test_no_failover_while_the_replicas_still_hear_the_primary(cluster):
         writer = threading.Thread(target=writes, daemon=True)
         writer.start()
         try:
-            verdicts = []
+            verdicts: list[str] = []
             deadline = time.monotonic() + 8
             while time.monotonic() < deadline:
                 verdicts.append(controller.step())

@@ -92,7 +92,8 @@ class WritableSampler:
 
         plan = cli.load_state()
         self.targets = [plan.host(name) for name in hosts]
-        self.interval, self.rounds = interval, []
+        self.interval = interval
+        self.rounds: list[tuple[float, dict[str, bool | None]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
