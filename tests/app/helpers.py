@@ -288,7 +288,11 @@ class PausableRelay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the server behind it is gone (a test tearing down): refuse this one
+                client.close()
+                continue
             flowing = threading.Event()
             if not self.hold_new:
                 flowing.set()
