@@ -293,6 +293,7 @@ class Controller:
         self.primary: str | None = None  # of record
         self.armed, self.arming = False, "no primary seen yet"
         self.primary_position = ""  # the primary's last position seen here
+        self.previous_primary_position = ""  # ...and the one before
         self.armed_from: str | None = None  # the primary's position when semi-sync was first seen on
         self.stuck: tuple[int, float] | None = None  # (acknowledged count, since) while commits wait
         self.lost_since: float | None = None
@@ -486,7 +487,7 @@ class Controller:
         """Armed (automatic failover allowed) while every commit of the primary waits for a replica's
         acknowledgement (semi-sync on: it never falls back by itself before this controller disarms),
         and a replica has received everything the primary had when that began."""
-        previous = self.primary_position
+        previous = self.previous_primary_position = self.primary_position
         self.primary_position = primary.binlog_pos
         if not primary.semi_sync_on:
             self.armed_from = None
@@ -535,13 +536,15 @@ class Controller:
             except Exception as error:  # noqa: BLE001 - seen at the next poll, and done again if needed
                 self.say(f"switching {primary.name} to asynchronous replication: {error}")
             return
+        # Caught up with where the primary was at the previous poll: under steady writes a replica is
+        # always a few transactions behind the very same poll's position.
         caught_up = [
             o.name
             for o in seen.values()
             if o is not primary
             and self._follows(o, primary)
             and o.io_running == "Yes"
-            and gtid_reached(o.io_pos, primary.binlog_pos)
+            and gtid_reached(o.io_pos, self.previous_primary_position or primary.binlog_pos)
         ]
         if caught_up:
             try:

@@ -479,3 +479,27 @@ def test_a_write_only_one_server_has_is_told_by_server_not_by_sequence():
     assert writes_not_in("0-1-40,0-2-84", "0-1-85,0-2-84") == []
     assert writes_not_in("0-2-84", "0-1-85") == ["0-2-84"]  # nothing at all from server 2 there
     assert writes_not_in("", "0-1-85") == []
+
+
+def test_semi_sync_comes_back_on_under_steady_writes(cluster):
+    """The replica is a few transactions behind the very poll's position all the time: it counts as
+    caught up once it has the previous poll's."""
+    servers = cluster.servers
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    stop = threading.Event()
+
+    def writes():
+        n = 0
+        while not stop.is_set():
+            write(servers["web-01"], f"steady {n}")
+            n += 1
+
+    writer = threading.Thread(target=writes, daemon=True)
+    writer.start()
+    try:
+        arm(controller)
+    finally:
+        stop.set()
+        writer.join()
+    assert semi_sync(servers["web-01"])[0] == "ON"
