@@ -183,12 +183,12 @@ def sequence(position: str) -> int:
 # --- talking to the servers --------------------------------------------------------------------------------------
 
 
-class Server:
-    """One database server: a connection kept open (the self-fence event counts it as the controller's
-    lease while it is fresh), reopened after any error."""
+class Link:
+    """One connection to a server, opened when needed and reopened after any error. Not shared between
+    threads: a server has one for its watcher and one for the controller's actions."""
 
-    def __init__(self, name: str, address: str, port: int, settings: Settings):
-        self.name, self.address, self.port, self.settings = name, address, port, settings
+    def __init__(self, address: str, port: int, settings: Settings):
+        self.address, self.port, self.settings = address, port, settings
         self._conn: pymysql.connections.Connection | None = None
 
     def _connection(self) -> pymysql.connections.Connection:
@@ -231,19 +231,82 @@ class Server:
                 self._conn.close()
             self._conn = None
 
-    def observe(self, now: float) -> Observation:
+
+class Server:
+    """One database server. A thread of its own watches it every `interval` over its own connection, so
+    a server that does not answer never delays what the controller sees of the others, nor the queries
+    that are the primary's lease (the self-fence event counts a controller's session fresh while it
+    speaks). The controller's actions use a second connection."""
+
+    def __init__(self, name: str, address: str, port: int, settings: Settings, clock: Callable[[], float]):
+        self.name, self.address, self.port, self.settings, self.clock = name, address, port, settings, clock
+        self.act = Link(address, port, settings)
+        self._watch = Link(address, port, settings)
+        self._latest: Observation | None = None
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+        self._first = threading.Event()
+
+    def query(self, statement: str, timeout: float | None = None) -> list[dict]:
+        return self.act.query(statement, timeout)
+
+    def watch(self) -> None:
+        """Start the watcher (again, if it was stopped)."""
+        if self._stop is not None:
+            return
+        stop = self._stop = threading.Event()
+        self._first.clear()
+        threading.Thread(target=self._watching, args=(stop,), name=f"watch-{self.name}", daemon=True).start()
+
+    def unwatch(self) -> None:
+        """Stop the watcher; it closes its connection itself (a standby holds no lease)."""
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+        with self._lock:
+            self._latest = None
+        self.act.close()
+
+    def _watching(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            began = self.clock()
+            seen = self.observe(began, self._watch)
+            with self._lock:
+                if not stop.is_set():
+                    self._latest = seen
+            self._first.set()
+            stop.wait(max(0.0, self.settings.interval - (self.clock() - began)))
+        self._watch.close()
+
+    def latest(self) -> Observation:
+        """Its newest observation; one older than a poll and a query's timeouts (its watcher waits on a
+        server that does not answer) counts as no answer."""
+        self._first.wait(self.settings.connect_timeout + 2 * max(2.0, self.settings.connect_timeout * 2))
+        now = self.clock()
+        with self._lock:
+            seen = self._latest
+        if seen is None:
+            return Observation(self.name, self.address, self.port, now, error="not watched yet")
+        stale_after = self.settings.interval + self.settings.connect_timeout + 0.5
+        if now - seen.at > stale_after:
+            return Observation(self.name, self.address, self.port, now, error=f"no answer for {now - seen.at:.1f} s")
+        return seen
+
+    def close(self) -> None:
+        self.unwatch()
+
+    def observe(self, now: float, link: Link | None = None) -> Observation:
+        query = (link or self.act).query
         seen = Observation(self.name, self.address, self.port, now)
         try:
-            row = self.query(
+            row = query(
                 "SELECT @@global.read_only AS read_only, @@global.gtid_binlog_pos AS binlog_pos, "
                 "@@global.gtid_current_pos AS current_pos, @@global.gtid_binlog_state AS binlog_state, "
                 "@@global.rpl_semi_sync_master_enabled AS semi_sync_enabled"
             )[0]
             # ALL: the only form that shows Slave_received_heartbeats (an idle primary's sign of life).
-            slave = self.query("SHOW ALL SLAVES STATUS")
-            semi = {
-                r["Variable_name"]: r["Value"] for r in self.query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")
-            }
+            slave = query("SHOW ALL SLAVES STATUS")
+            semi = {r["Variable_name"]: r["Value"] for r in query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")}
         except Exception as error:  # noqa: BLE001 - an unanswered poll is an answer
             seen.error = f"{type(error).__name__}: {error}"[:200]
             return seen
@@ -288,7 +351,7 @@ class Controller:
         self.metric = metric or self._cloudwatch_metric
         self._metrics: queue.Queue | None = None
         self.armed_published: tuple[bool, float] | None = None
-        self.servers = [Server(name, address, port, settings) for name, address, port in settings.servers]
+        self.servers = [Server(name, address, port, settings, clock) for name, address, port in settings.servers]
         self.by_endpoint = {(s.address, s.port): s.name for s in self.servers}
         self.primary: str | None = None  # of record
         self.armed, self.arming = False, "no primary seen yet"
@@ -382,16 +445,15 @@ class Controller:
     # -- one poll ----------------------------------------------------------------------------------------
 
     def observe(self) -> dict[str, Observation]:
-        now = self.clock()
-        with concurrent.futures.ThreadPoolExecutor(len(self.servers)) as pool:
-            answers = pool.map(lambda s: s.observe(now), self.servers)
-            seen = dict(zip((s.name for s in self.servers), answers, strict=True))
+        for server in self.servers:
+            server.watch()
+        seen = {server.name: server.latest() for server in self.servers}
         for name, observation in seen.items():
             if observation.reachable:
                 self.last_answered[name] = observation.at
             previous = self.last_progress.get(name)
             if observation.reachable and (previous is None or previous[0] != observation.progress):
-                self.last_progress[name] = (observation.progress, now)
+                self.last_progress[name] = (observation.progress, observation.at)
         self.observations = seen
         return seen
 
@@ -404,7 +466,7 @@ class Controller:
             # not from the standby would stay writable). It starts from nothing when it takes over:
             # armed only once it has seen the primary with a replica acknowledging.
             for server in self.servers:
-                server.close()
+                server.unwatch()
             self.primary, self.armed, self.armed_from, self.lost_since = None, False, None, None
             self.arming, self.observations, self.last_progress, self.last_answered = "standby", {}, {}, {}
             verdict = "standby: the active load balancer decides"
@@ -781,6 +843,11 @@ class Controller:
         candidate = path.with_suffix(".new")
         candidate.write_text(json.dumps(state, indent=1) + "\n")
         candidate.replace(path)
+
+    def stop(self) -> None:
+        """Stop watching and close every connection (tests; a controller going away)."""
+        for server in self.servers:
+            server.close()
 
     def run(self) -> None:
         self.say(f"watching {', '.join(name for name, _, _ in self.settings.servers)}")

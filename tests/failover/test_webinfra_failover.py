@@ -38,6 +38,7 @@ class Cluster:
     base: pathlib.Path
     metrics: list[tuple[str, float, str | None]]
     said: list[str]
+    controllers: list[Controller] = dataclasses.field(default_factory=list)
 
     def settings(self, **overrides) -> Settings:
         values = dict(
@@ -54,11 +55,13 @@ class Cluster:
         return Settings(**{**values, **overrides})
 
     def controller(self, **overrides) -> Controller:
-        return Controller(
+        controller = Controller(
             self.settings(**overrides),
             say=self.said.append,
             metric=lambda name, value, host: self.metrics.append((name, value, host)),
         )
+        self.controllers.append(controller)
+        return controller
 
     def restart(self, name: str) -> MariaDB:
         """Start a stopped server again on its data directory and port (it boots read-only, as on a host)."""
@@ -110,7 +113,10 @@ def cluster(tmp_path):
             follow(servers[name], primary, stack)
         for name in names[1:]:
             wait_for("replication", lambda n=name: servers[n].sql("SHOW TABLES FROM webinfra LIKE 'messages'"), 30)
-        yield Cluster(servers, stack, tmp_path, [], [])
+        cluster = Cluster(servers, stack, tmp_path, [], [])
+        yield cluster
+        for controller in cluster.controllers:  # their watchers (threads) stop with the test
+            controller.stop()
     finally:
         for server in servers.values():
             server.stop()
@@ -235,8 +241,7 @@ def test_the_old_primary_returns_read_only_and_rejoins_the_new_one(cluster):
     write(servers[new_name], "while web-01 was away")
     old = cluster.restart("web-01")
     assert read_only(old)  # every server boots read-only: no split brain at its return
-    run_until(controller, "primary " + new_name)
-    wait_for("web-01 rejoins", lambda: "while web-01 was away" in texts(old), 20)
+    wait_for("web-01 rejoins", lambda: controller.step() and "while web-01 was away" in texts(old), 20)
     status = old.sql("SHOW SLAVE STATUS")[0]
     assert status["Master_Port"] == servers[new_name].port and status["Slave_IO_Running"] == "Yes"
     assert read_only(old)
@@ -343,8 +348,8 @@ def test_a_second_writable_server_is_fenced_at_once(cluster):
     controller = cluster.controller()
     run_until(controller, "primary web-01")
     servers["web-03"].sql("SET GLOBAL read_only = OFF")  # by mistake, or an old primary back unfenced
-    controller.step()
-    assert read_only(servers["web-03"]) and not read_only(servers["web-01"])
+    wait_for("web-03 fenced", lambda: controller.step() and read_only(servers["web-03"]), 5)  # within polls
+    assert not read_only(servers["web-01"])
     assert any("fenced web-03" in m for m in cluster.said), cluster.said
 
 
@@ -370,8 +375,7 @@ def test_the_standby_holds_no_lease_and_arms_only_once_it_has_seen_the_primary_i
     assert standby.step() == "standby: the active load balancer decides"
     assert failover_sessions(servers["web-01"]) == active_sessions  # the standby opened none
     assert json.loads((tmp_path / "failover.json").read_text())["active"] is False
-    for server in active.servers:  # the active one goes away (its load balancer died)
-        server.close()
+    active.stop()  # the active one goes away (its load balancer died)
     state.write_text("MASTER\n")  # keepalived made the standby the active one
     run_until(standby, "primary web-01")
     arm(standby)  # it sees the primary armed itself...
@@ -465,8 +469,11 @@ def test_a_replica_with_semi_syncs_primary_side_on_gets_it_switched_off(cluster)
     controller = cluster.controller()
     run_until(controller, "primary web-01")
     servers["web-02"].sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
-    controller.step()
-    assert servers["web-02"].sql("SELECT @@rpl_semi_sync_master_enabled AS e")[0]["e"] == 0
+    wait_for(
+        "semi-sync's primary side off on web-02",
+        lambda: controller.step() and servers["web-02"].sql("SELECT @@rpl_semi_sync_master_enabled AS e")[0]["e"] == 0,
+        5,
+    )
     write(servers["web-01"], "applied at once")
     wait_for("web-02 applies it at once", lambda: "applied at once" in texts(servers["web-02"]), 5)
 

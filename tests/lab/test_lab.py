@@ -412,12 +412,13 @@ def test_security_groups_drop_forbidden_flows_and_pass_allowed_ones(running_lab)
     assert not client_reachable(replica["public_address"], 80), "client reached a web server directly"
     assert not client_reachable(primary["public_address"], 3306), "client reached MySQL"
     assert not client_reachable(lb["public_address"], 3306), "client reached :3306 on the LB"
-    assert not reachable(lb["name"], primary["address"], 3306), "the LB reached MySQL"
+    assert not reachable(lb["name"], primary["address"], 22), "the LB reached SSH on a web server"
     assert not reachable(primary["name"], replica["address"], 80), "web to web :80 is not a declared flow"
     # allowed
     assert client_reachable(lb["public_address"], 80)
     assert reachable(lb["name"], replica["address"], 80)
     assert reachable(replica["name"], primary["address"], 3306)
+    assert reachable(lb["name"], primary["address"], 3306)  # the failover controller
     # and nothing leads out of the lab
     assert not reachable(primary["name"], "192.0.2.1", 80)
 
@@ -429,7 +430,8 @@ def test_host_firewalls_drop_forbidden_flows_even_without_security_groups(runnin
     try:
         assert not client_reachable(replica["public_address"], 80), "web server's firewall let the internet in"
         assert not client_reachable(lb["public_address"], 3306)
-        assert not reachable(lb["name"], primary["address"], 3306), "web server's firewall let the LB reach MySQL"
+        assert not reachable(lb["name"], primary["address"], 22), "web server's firewall let the LB reach SSH"
+        assert reachable(lb["name"], primary["address"], 3306)  # the failover controller
         assert not reachable(primary["name"], replica["address"], 80)
         assert client_reachable(lb["public_address"], 443) and reachable(replica["name"], primary["address"], 3306)
         # and it is the host firewall doing it: without it, the same flow passes
