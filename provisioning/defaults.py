@@ -275,6 +275,11 @@ def _contradictions(table: ServerDefaults) -> list[str]:
             "before the server falls back to asynchronous replication on its own)",
         ),
         (
+            table.mariadb.semi_sync_timeout_ms / 1000 < seconds(failover.failure_after),
+            "mariadb.semi_sync_timeout_ms must be below failover.failure_after (a cut-off primary's waiting commit, "
+            "and so its self-fence, must end before another server is promoted)",
+        ),
+        (
             seconds(failover.heartbeat_period) < seconds(failover.replica_net_timeout),
             "failover.heartbeat_period must be below replica_net_timeout (MariaDB refuses it otherwise)",
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -158,7 +159,7 @@ def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, mon
         raw["haproxy"]["timeout_server"]["value"] = "7s"
         raw["nginx"]["proxy_read_timeout"]["value"] = "31s"
         raw["gunicorn"]["workers"]["value"] = 5
-        raw["mariadb"]["semi_sync_timeout_ms"]["value"] = 25000
+        raw["mariadb"]["semi_sync_timeout_ms"]["value"] = 4500
         raw["keepalived"]["advert_interval"]["value"] = 2
 
     monkeypatch.setattr(defaults, "SERVER_DEFAULTS", defaults.load(_broken_copy(tmp_path, change)))
@@ -168,7 +169,7 @@ def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, mon
     assert "advert_int 2\n" in lb["/etc/webinfra/keepalived.conf"]["content"]
     assert "proxy_read_timeout 31s;" in web["/etc/webinfra/nginx-site.conf"]["content"]
     assert "--workers 5 " in web["/etc/systemd/system/webinfra-app.service"]["content"]
-    assert "rpl_semi_sync_master_timeout    = 25000\n" in web["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
+    assert "rpl_semi_sync_master_timeout    = 4500\n" in web["/etc/mysql/mariadb.conf.d/60-webinfra.cnf"]["content"]
 
 
 @pytest.mark.parametrize("hostname, role, primary", [("web-01", "primary", None), ("web-02", "replica", "10.0.0.11")])
@@ -187,7 +188,8 @@ def test_mariadb_reads_every_setting_of_the_rendered_config(tmp_path, hostname, 
 
     result = check(path)
     assert result.returncode == 0, result.stderr
-    assert "rpl-semi-sync-master-timeout" in result.stdout and "3000" in result.stdout
+    timeout = SERVER_DEFAULTS.mariadb.semi_sync_timeout_ms
+    assert re.search(rf"^rpl-semi-sync-master-timeout\s+{timeout}$", result.stdout, re.M), "the table's value"
     path.write_text(path.read_text() + "rpl_semi_sync_master_timout = 3000\n")
     refused = check(path)
     assert refused.returncode != 0 and "unknown variable 'rpl_semi_sync_master_timout" in refused.stderr
