@@ -130,13 +130,19 @@ class Observation:
         return self.master_host is not None and self.io_running in ("Yes", "Connecting")
 
 
+def highest(position: str, by_server: bool = False) -> dict:
+    """A GTID list ("0-1-35,1-2-7") as {domain: highest sequence}, or {(domain, server): highest sequence}."""
+    result: dict = {}
+    for gtid in filter(None, (part.strip() for part in position.split(","))):
+        domain, server, number = (int(field) for field in gtid.split("-"))
+        key = (domain, server) if by_server else domain
+        result[key] = max(result.get(key, 0), number)
+    return result
+
+
 def sequences(position: str) -> dict[int, int]:
     """A GTID position ("0-1-35,1-2-7") as {domain: highest sequence}."""
-    result: dict[int, int] = {}
-    for gtid in filter(None, (part.strip() for part in position.split(","))):
-        domain, _server, sequence = (int(field) for field in gtid.split("-"))
-        result[domain] = max(result.get(domain, 0), sequence)
-    return result
+    return highest(position)
 
 
 def gtid_reached(position: str, wanted: str) -> bool:
@@ -161,17 +167,10 @@ def writes_not_in(state: str, primary_state: str) -> list[str]:
     sequence numbers alone is not enough: MariaDB let a returning primary holding 0-2-85 replicate from
     one whose domain 0 had reached 0-1-85, and both rows diverged silently (lab, issue 13)."""
 
-    def last(position: str) -> dict[tuple[int, int], int]:
-        result: dict[tuple[int, int], int] = {}
-        for gtid in filter(None, (part.strip() for part in position.split(","))):
-            domain, server, number = (int(field) for field in gtid.split("-"))
-            result[(domain, server)] = max(result.get((domain, server), 0), number)
-        return result
-
-    have = last(primary_state)
+    have = highest(primary_state, by_server=True)
     return [
         f"{domain}-{server}-{number}"
-        for (domain, server), number in sorted(last(state).items())
+        for (domain, server), number in sorted(highest(state, by_server=True).items())
         if number > have.get((domain, server), 0)
     ]
 
