@@ -12,6 +12,7 @@ comes from the environment (systemd EnvironmentFile):
   WEBINFRA_DB_TLS_CA       the stack's database CA: network connections verify the primary with it
   WEBINFRA_MAX_LAG         seconds of replication lag still reported healthy
   WEBINFRA_ORPHAN_READS_SECONDS  how long a replica whose primary is out of reach serves reads
+  RUNTIME_DIRECTORY        set by systemd (RuntimeDirectory=): state the workers share
 
 Where writes go is asked of the local database on every request: this server if it is writable, else
 the primary it replicates from (SHOW SLAVE STATUS). The failover controller and scripts/promote
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import os
 import socket
 import ssl
@@ -310,6 +312,56 @@ def _serving_without_primary(cur, replication: dict, target: tuple[str, int] | N
     return True
 
 
+class UnreachableClock:
+    """Since when this server's primary has been out of reach, shared by every gunicorn worker through a
+    file in the app's runtime directory (systemd's RuntimeDirectory=, $RUNTIME_DIRECTORY). Each worker
+    used to keep its own clock, started at its own poll: near ORPHAN_READS_SECONDS one worker said 503
+    and the next 200 (CI saw it), so HAProxy's checks of one server disagreed. The first worker to see
+    the primary gone writes the time; the others adopt it at their next poll; any worker that reaches
+    the primary clears it. CLOCK_MONOTONIC is one clock for every process of a boot, and /run does not
+    outlive a boot. Without a runtime directory, each worker keeps its own clock as before."""
+
+    NAME = "primary-unreachable-since.json"
+
+    def __init__(self, directory: str | None) -> None:
+        self.path = os.path.join(directory, self.NAME) if directory else None
+
+    def _read(self) -> dict | None:
+        if self.path is None:
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                recorded = json.load(file)
+            return recorded if isinstance(recorded, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def since(self, target: tuple[str, int] | None, mine: float | None, now: float) -> float:
+        """The shared start of the outage of `target`; `now` (recorded) when none is: another worker
+        that reached the primary since this one's last poll cleared it, ending this worker's outage too.
+        Without a runtime directory: `mine` (this worker's own start), or `now`."""
+        if self.path is None:
+            return mine or now
+        recorded = self._read()
+        if recorded is not None and recorded.get("primary") == list(target or ()):
+            return float(recorded["since"])
+        temporary = f"{self.path}.{os.getpid()}"
+        with contextlib.suppress(OSError):
+            with open(temporary, "w", encoding="utf-8") as file:
+                json.dump({"primary": list(target or ()), "since": now}, file)
+            os.replace(temporary, self.path)
+        return now
+
+    def forget(self, target: tuple[str, int] | None) -> None:
+        recorded = self._read()
+        if recorded is not None and (target is None or recorded.get("primary") == list(target)):
+            with contextlib.suppress(OSError):
+                os.remove(self.path or "")
+
+
+UNREACHABLE_CLOCK = UnreachableClock(os.environ.get("RUNTIME_DIRECTORY"))
+
+
 class PrimaryPosition:
     """The primary's GTID position (@@gtid_binlog_pos) as last read by a thread of this worker, or why
     it could not be read. The thread follows promotions: it asks the local database for its primary each time."""
@@ -351,13 +403,17 @@ class PrimaryPosition:
         return 0.0 if since is None else time.monotonic() - since
 
     def _record(self, state: tuple[str, str] | None, target: tuple[str, int] | None = None) -> None:
+        now = time.monotonic()
         with self._lock:
-            now = time.monotonic()
             same_primary = self._state is not None and self._state[3] == target
-            if state is not None and state[0] == "unreachable":
-                self._unreachable_since = (self._unreachable_since if same_primary else None) or now
-            else:
-                self._unreachable_since = None
+            mine = self._unreachable_since if same_primary else None
+        if state is not None and state[0] == "unreachable":
+            since: float | None = UNREACHABLE_CLOCK.since(target, mine, now)
+        else:
+            since = None
+            UNREACHABLE_CLOCK.forget(target)
+        with self._lock:
+            self._unreachable_since = since
             self._state = None if state is None else (*state, now, target)
 
     def _poll(self) -> None:

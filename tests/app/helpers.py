@@ -220,7 +220,10 @@ class App:
 def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
     gunicorn = require_tool("gunicorn")
     port = free_port()
-    full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
+    # What systemd's RuntimeDirectory= gives the service on a server: the workers share state there.
+    runtime = tmp_path / f"run-{port}"
+    runtime.mkdir()
+    full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "RUNTIME_DIRECTORY": str(runtime), **env}
     process = subprocess.Popen(
         [gunicorn, "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"],
         env=full_env,

@@ -250,7 +250,8 @@ def test_a_replica_whose_primary_is_gone_serves_reads_for_a_bounded_time_and_say
         assert wait_until(
             lambda: "over 3 s" in brief.json("GET", "/health")[1]["replication"].get("reason", ""), seconds=10
         )
-        assert brief.json("GET", "/health")[0] == 503
+        # Every worker answers the same from then on (each used to keep its own clock: CI saw 503 then 200).
+        assert [brief.json("GET", "/health")[0] for _ in range(8)] == [503] * 8
         assert patient.json("GET", "/health")[0] == 200
     finally:
         replica.sql("STOP SLAVE")
@@ -349,6 +350,27 @@ def test_the_position_thread_is_started_again_if_it_ends():
     position.start()
     position._thread.join(5)  # type: ignore[union-attr]
     assert len(runs) == 2
+
+
+def test_every_worker_counts_the_primarys_outage_from_the_first_that_saw_it(tmp_path, monkeypatch):
+    """Two workers (two PrimaryPosition objects, as after gunicorn's fork) sharing the runtime directory."""
+    monkeypatch.setattr(webinfra_app, "UNREACHABLE_CLOCK", webinfra_app.UnreachableClock(str(tmp_path)))
+    first, second = webinfra_app.PrimaryPosition(), webinfra_app.PrimaryPosition()
+    primary = ("10.0.1.10", 3306)
+    first._record(("unreachable", "can't connect"), primary)
+    time.sleep(0.3)
+    second._record(("unreachable", "can't connect"), primary)
+    assert second.unreachable_for() >= 0.3
+    assert abs(first.unreachable_for() - second.unreachable_for()) < 0.01
+    # Another primary (after a failover) is another outage; an answer from it ends it for every worker.
+    first._record(("unreachable", "can't connect"), ("10.0.1.11", 3306))
+    assert first.unreachable_for() < 0.1
+    time.sleep(0.3)
+    second._record(("position", "0-2-5"), ("10.0.1.11", 3306))
+    assert second.unreachable_for() == 0.0
+    assert not (tmp_path / webinfra_app.UnreachableClock.NAME).exists()
+    first._record(("unreachable", "can't connect"), ("10.0.1.11", 3306))  # a new outage, not the old one
+    assert first.unreachable_for() < 0.1
 
 
 @pytest.mark.parametrize(
