@@ -228,11 +228,23 @@ def create_message():
         return error(400, "text is required: a non-empty string")
     if len(text) > MAX_TEXT_LENGTH:
         return error(400, f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
-    with primary_db() as conn, conn.cursor() as cur:
+    target = write_target()
+    if target is not None and _primary_known_unreachable(target):
+        return error(503, "the primary database is unreachable: try again shortly"), {"Retry-After": "2"}
+    with primary_db(target=target) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO messages (text, host) VALUES (%s, %s)", (text, socket.gethostname()))
         cur.execute("SELECT id, text, host, created_at FROM messages WHERE id = %s", (cur.lastrowid,))
         stored = cur.fetchone()
     return jsonify(_row(stored)), 201
+
+
+def _primary_known_unreachable(target: tuple[str, int]) -> bool:
+    """This worker's position thread has just failed to reach `target` (the primary writes go to). A
+    write then fails at once instead of holding a worker for a connection's or a query's timeout: in
+    the lab, a frozen primary's writes held all 3 workers of a replica, whose health check then timed
+    out, and HAProxy had no server left for reads either (issue 13)."""
+    latest = PRIMARY_POSITION.latest(target)
+    return latest is not None and latest[0] == "unreachable" and latest[2] <= POSITION_MAX_AGE_SECONDS
 
 
 @app.get("/health")

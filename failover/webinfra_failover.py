@@ -359,6 +359,9 @@ class Controller:
         self.armed_from: str | None = None  # the primary's position when semi-sync was first seen on
         self.stuck: tuple[int, float] | None = None  # (acknowledged count, since) while commits wait
         self.lost_since: float | None = None
+        # When this controller last changed which server is primary: observations older than that
+        # show the cluster before the change (the new primary still read-only) and are not acted on.
+        self.changed_at = float("-inf")
         self.last_progress: dict[str, tuple[tuple, float]] = {}
         self.last_answered: dict[str, float] = {}  # server → when its last answered poll began
         self.said: set[str] = set()  # conditions already reported (each once, until it clears)
@@ -511,6 +514,8 @@ class Controller:
         if record is None:
             return "no primary known"
         if record.reachable:
+            if record.at < self.changed_at:
+                return f"primary {record.name}: waiting for an observation made after the change"
             return self._restore(record, seen, acting)
         if self.lost_since is None:
             # Since its last answer (the start of the last poll it answered): a poll that waited for it
@@ -783,6 +788,7 @@ class Controller:
                         server.query("START SLAVE IO_THREAD")
                     server.query(f"SELECT RELEASE_LOCK('{LOCK}')")
         self.primary, self.lost_since, self.armed, self.armed_from = candidate.name, None, False, None
+        self.changed_at = self.clock()
         self.arming = "the new primary has not been seen with an acknowledging replica yet"
         self._did(
             f"failed over from {old.name} to {candidate.name} at {candidate.current_pos} in "

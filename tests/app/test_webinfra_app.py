@@ -1,5 +1,7 @@
 """The app against a real MariaDB primary and replica: reads, writes, health, and bad input."""
 
+import json
+import socket
 import ssl
 import time
 
@@ -264,6 +266,35 @@ def test_a_replica_whose_primary_is_gone_serves_reads_for_a_bounded_time_and_say
         ),
         seconds=15,
     )
+
+
+def test_a_write_for_a_primary_that_does_not_answer_fails_at_once_and_holds_no_worker(start_extra_app, databases):
+    """Issue 13, seen in the lab: a frozen primary (its mariadbd stopped: connections accepted, never
+    answered) held each of a replica's workers for a timeout per write; the replica's health check
+    then timed out and HAProxy had no server left, for reads too. Once the worker's position thread
+    has found the primary silent, a write is refused at once (503, Retry-After) without trying."""
+    replica = databases.replica
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)  # accepts, never speaks: a frozen server
+    app = start_extra_app(replica, "replica")
+    replica.sql("STOP SLAVE")
+    replica.sql(f"CHANGE MASTER TO MASTER_PORT = {silent.getsockname()[1]}")
+    replica.sql("START SLAVE")
+    try:
+        assert wait_until(lambda: app.json("GET", "/health")[1]["replication"].get("serving"), seconds=15)
+        before = count(replica)
+        status, headers, text = app.request(
+            "POST", "/api/messages", json.dumps({"text": "to a frozen primary"}), {"Content-Type": "application/json"}
+        )
+        assert status == 503 and headers.get("Retry-After") == "2", (status, headers)
+        assert "unreachable: try again shortly" in json.loads(text)["error"], text
+        assert count(replica) == before
+        assert app.json("GET", "/health")[0] == 200  # reads still served
+    finally:
+        replica.sql("STOP SLAVE")
+        replica.sql(f"CHANGE MASTER TO MASTER_PORT = {databases.primary.port}")
+        replica.sql("START SLAVE")
+        silent.close()
+    assert wait_until(lambda: app.json("POST", "/api/messages", {"text": "back"})[0] == 201, seconds=15)
 
 
 class OneRowCursor:
