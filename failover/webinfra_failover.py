@@ -362,6 +362,7 @@ class Controller:
         # When this controller last changed which server is primary: observations older than that
         # show the cluster before the change (the new primary still read-only) and are not acted on.
         self.changed_at = float("-inf")
+        self.semi_sync_on_at = float("-inf")  # when this controller last switched semi-sync on
         self.last_progress: dict[str, tuple[tuple, float]] = {}
         self.last_answered: dict[str, float] = {}  # server → when its last answered poll began
         self.said: set[str] = set()  # conditions already reported (each once, until it clears)
@@ -612,12 +613,13 @@ class Controller:
             and o.io_running == "Yes"
             and gtid_reached(o.io_pos, self.previous_primary_position or primary.binlog_pos)
         ]
-        if caught_up:
+        if caught_up and primary.at >= self.semi_sync_on_at:  # not an observation from before the last switch
             try:
                 server.query("SET GLOBAL rpl_semi_sync_master_enabled = ON")
             except Exception as error:  # noqa: BLE001 - tried again at the next poll
                 self.say(f"could not switch {primary.name} to semi-synchronous replication: {error}")
                 return
+            self.semi_sync_on_at = self.clock()
             self._did(f"semi-synchronous replication on for {primary.name} ({', '.join(caught_up)} caught up)")
 
     def _follows(self, other: Observation, primary: Observation) -> bool:
