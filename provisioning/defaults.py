@@ -118,6 +118,7 @@ class NginxDefaults:
 @dataclass(frozen=True)
 class GunicornDefaults:
     workers: int
+    threads: int
     timeout: str = field(metadata=WHOLE_SECONDS)
     graceful_timeout: str = field(metadata=WHOLE_SECONDS)
 

@@ -28,6 +28,7 @@ import pymysql
 import yaml
 
 from provisioning import render
+from provisioning.defaults import SERVER_DEFAULTS
 from tests.helpers import require_tool
 
 FACTS = render.StackFacts(
@@ -225,7 +226,10 @@ def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
     runtime.mkdir()
     full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "RUNTIME_DIRECTORY": str(runtime), **env}
     process = subprocess.Popen(
-        [gunicorn, "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"],
+        [
+            *(gunicorn, "--workers", "2", "--threads", str(SERVER_DEFAULTS.gunicorn.threads)),
+            *("--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"),
+        ],
         env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / f"gunicorn-{port}.log", "w"),  # noqa: SIM115 - gunicorn's, for its lifetime
