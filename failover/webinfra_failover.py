@@ -65,6 +65,7 @@ class Settings:
     user: str
     password: str
     tls_ca: str
+    replication_user: str = "webinfra_repl"  # whose connections on a replica are leftover dump threads
     interval: float = 0.5
     connect_timeout: float = 1.0
     failure_after: float = 5.0  # above the self-fence's 3 s: a live but cut-off primary is read-only by then
@@ -684,6 +685,21 @@ class Controller:
         except Exception as error:  # noqa: BLE001 - tried again at the next poll
             self.say(f"could not switch semi-sync's primary side off on {other.name}: {error}")
 
+    def _end_dump_threads(self, server: Server) -> None:
+        """A server made a replica serves no replica: a binary-log dump thread still on it is left from
+        when it was a primary (its replica cut off then, since reconnected elsewhere). Ended before
+        semi-sync's primary side is switched off or on around it: in the lab such a thread, ended by its
+        replica's reconnection after semi-sync was switched off and on again on that server, hung
+        MariaDB 10.11.19 for good (every connection stuck until "Too many connections"; issue 13).
+        Every connection of the replication user on a replica is such a thread (its own I/O thread
+        connects out), so they are ended by user: CONNECTION ADMIN, and no PROCESS privilege to list
+        them (which would show this user every statement in flight)."""
+        registered = server.query("SHOW SLAVE HOSTS")  # replicas' dump threads (a binlog reader's are not listed)
+        server.query(f"KILL CONNECTION USER '{self.settings.replication_user}'")
+        if registered:
+            ids = ", ".join(str(r["Server_id"]) for r in registered)
+            self.say(f"ended the binary-log dump threads left on {server.name} (replica server ids {ids})")
+
     def _rejoin(self, other: Observation, primary: Observation) -> None:
         """Point a read-only server that follows no primary at the primary, if it has nothing extra."""
         key = f"diverged:{other.name}"
@@ -707,7 +723,6 @@ class Controller:
         # continues from its own history; a replica of another server, from what it applied.
         mode = "slave_pos" if other.source not in (None, other.endpoint) else "current_pos"
         statements = [
-            "STOP SLAVE",
             "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
             f"CHANGE MASTER TO MASTER_HOST = '{primary.address}', MASTER_PORT = {primary.port}, "
             f"MASTER_USE_GTID = {mode}, MASTER_HEARTBEAT_PERIOD = {self.settings.heartbeat_period}",
@@ -715,6 +730,8 @@ class Controller:
         ]
         try:
             server = self._server(other.name)
+            server.query("STOP SLAVE")
+            self._end_dump_threads(server)
             for statement in statements:
                 server.query(statement)
         except Exception as error:  # noqa: BLE001 - tried again at the next poll
@@ -766,6 +783,7 @@ class Controller:
             # Not replicating any more, yet the stored replication settings (user, password, TLS) stay,
             # pointed at itself, for the day it is made a replica again.
             new.query("STOP SLAVE")
+            self._end_dump_threads(new)  # from an earlier time as primary: its replicas connect afresh
             new.query(
                 f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {candidate.port}, "
                 "MASTER_USE_GTID = current_pos"
@@ -777,6 +795,7 @@ class Controller:
                 if other is new:
                     continue
                 other.query("STOP SLAVE")
+                self._end_dump_threads(other)
                 other.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
                 other.query(
                     f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {candidate.port}, "

@@ -84,12 +84,29 @@ class Fault:
     load_seconds: float = 30.0
 
 
-def _replica() -> str:
-    return _hosts("web", "replica")[-1]
+def _writable(host: str) -> bool:
+    return _guest(host, "mariadb", "-N", "-B", "-e", "SELECT @@global.read_only").strip() == "0"
 
 
 def _primary() -> str:
-    return _hosts("web", "primary")[0]
+    """The database primary now (the writable server): an earlier fault may have failed it over, so the
+    first boot's roles (`lab status`'s db column) are not asked."""
+    writable = [h for h in _hosts("web") if _writable(h)]
+    return writable[0] if writable else _hosts("web", "primary")[0]
+
+
+def _replica() -> str:
+    primary = _primary()
+    return [h for h in _hosts("web") if h != primary][-1]
+
+
+def _freeze_mariadb(host: str) -> None:
+    """SIGSTOP to MariaDB's server: alive to the kernel (connections accepted, never answered), deaf."""
+    _guest(host, "pkill", "-STOP", "-x", "mariadbd")
+
+
+def _thaw_mariadb(host: str) -> None:
+    _guest(host, "pkill", "-CONT", "-x", "mariadbd")
 
 
 def _reboot(host: str) -> None:
@@ -172,6 +189,10 @@ FAULTS = [
         load_seconds=320,
     ),
     Fault("primary rebooted", _primary, _reboot),
+    # Automatic failover (issue 13): the controller promotes the replica; the old primary rejoins.
+    Fault("primary killed", _primary, _by_lab("kill"), _by_lab("start")),
+    Fault("primary black-holed", _primary, _by_lab("blackhole"), _by_lab("heal")),
+    Fault("primary's MariaDB frozen 15 s (SIGSTOP, then SIGCONT)", _primary, _freeze_mariadb, _thaw_mariadb, 15),
     Fault("active load balancer killed", _active_lb, _by_lab("kill"), _by_lab("start")),
     Fault("active load balancer black-holed", _active_lb, _by_lab("blackhole"), _by_lab("heal")),
     Fault(

@@ -30,6 +30,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from provisioning.render import DB_REPLICATION_USER
+
 if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
     from mypy_boto3_ec2.type_defs import FilterTypeDef
 
@@ -147,6 +149,9 @@ class Promotion:
                 # the day it is made a replica again by changing only the address.
                 f"STOP SLAVE; CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = 3306, "
                 "MASTER_USE_GTID = current_pos; "
+                # Binary-log dump threads left from an earlier time as primary: its replicas connect
+                # afresh (one ended around semi-sync's switch hung MariaDB in the lab: issue 13).
+                f"KILL CONNECTION USER '{DB_REPLICATION_USER}'; "
                 + ("SET GLOBAL rpl_semi_sync_master_enabled = ON; " if followers else "")
                 + "SET GLOBAL read_only = OFF"
             ),

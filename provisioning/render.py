@@ -611,6 +611,7 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
     config = {
         "servers": [{"name": b.name, "address": b.address} for b in backends],
         "user": DB_FAILOVER_USER,
+        "replication_user": DB_REPLICATION_USER,
         "password_file": "/etc/webinfra/secrets/db-failover.env",
         "tls_ca": f"{DB_TLS_DIR}/ca.pem",
         "interval": defaults.seconds(defaults.SERVER_DEFAULTS.failover.poll_interval),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import signal
+import subprocess
 import threading
 import time
 
@@ -227,6 +228,45 @@ def test_a_dead_primary_is_replaced_by_a_replica_with_every_acknowledged_write(c
     # It waited for failure_after and the replicas' silence, no longer than a few polls more.
     assert 2.0 <= took < 10, (took, verdicts)
     assert any(v.startswith("primary web-01 unanswered for") for v in verdicts), verdicts
+
+
+def binlog_reader(server: MariaDB, stack: Stack) -> subprocess.Popen:
+    """A client streaming `server`'s binary log as the replication user: a dump thread on it, as a replica's."""
+    first = server.sql("SHOW BINARY LOGS")[0]["Log_name"]
+    return subprocess.Popen(
+        [
+            *("mariadb-binlog", "--read-from-remote-server", "--stop-never", "--host=127.0.0.1"),
+            *(f"--port={server.port}", f"--user={render.DB_REPLICATION_USER}"),
+            *(f"--password={stack.replication_password}", f"--ssl-ca={stack.tls / 'ca.pem'}", first),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def dump_threads(server: MariaDB) -> int:
+    return server.sql("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")[0]["n"]
+
+
+def test_a_failover_ends_the_binlog_dump_threads_left_on_the_servers_it_makes_replicas_or_primary(cluster):
+    """A dump thread left on a server from an earlier time as primary (its replica cut off, since gone
+    elsewhere) hung MariaDB in the lab once semi-sync was switched around it. The failover ends every
+    such thread on the replicas it stops and repoints and on the one it promotes, before any semi-sync change."""
+    servers = cluster.servers
+    controller = cluster.controller()
+    run_until(controller, "primary web-01")
+    arm(controller)
+    readers = {name: binlog_reader(servers[name], cluster.stack) for name in ("web-02", "web-03")}
+    try:
+        wait_for("the readers' dump threads", lambda: all(dump_threads(servers[name]) for name in readers), 15)
+        kill(servers["web-01"])
+        run_until(controller, "failed over to")
+        for name, reader in readers.items():
+            assert reader.wait(timeout=15) != 0, f"the binlog reader on {name} was not cut"
+    finally:
+        for reader in readers.values():
+            if reader.poll() is None:
+                reader.kill()
 
 
 def test_the_old_primary_returns_read_only_and_rejoins_the_new_one(cluster):

@@ -40,10 +40,23 @@ def test_every_fault_the_issue_names_is_in_the_matrix():
         "active load balancer killed",
         "active load balancer black-holed",
         "burst over the rate limit",
+        "primary killed",
+        "primary black-holed",
+        "primary's MariaDB frozen 15 s",
     ):
         assert fault in names, fault
     crashes = [f for f in faults.FAULTS if "crashed" in f.name]
     assert crashes and all(f.undo is None for f in crashes), "a crash must heal by itself"
+
+
+def test_the_primary_a_fault_hits_is_the_writable_server_now_not_the_first_boots(monkeypatch):
+    """After a failover row, web-02 is the primary: the next primary fault must hit it, and a replica fault web-01."""
+    monkeypatch.setattr(faults, "_hosts", lambda role, db_role=None: ["web-01"] if db_role else ["web-01", "web-02"])
+    read_only = {"web-01": "1\n", "web-02": "0\n"}
+    monkeypatch.setattr(faults, "_guest", lambda host, *command: read_only[host])
+    assert (faults._primary(), faults._replica()) == ("web-02", "web-01")
+    read_only["web-02"] = "1\n"  # none writable (mid-failover): the first boot's primary
+    assert faults._primary() == "web-01"
 
 
 def test_the_report_marks_what_did_not_heal_and_keeps_the_notes():
