@@ -12,6 +12,7 @@ comes from the environment (systemd EnvironmentFile):
   WEBINFRA_DB_TLS_CA       the stack's database CA: network connections verify the primary with it
   WEBINFRA_MAX_LAG         seconds of replication lag still reported healthy
   WEBINFRA_ORPHAN_READS_SECONDS  how long a replica whose primary is out of reach serves reads
+  WEBINFRA_WRITES_AT_ONCE  writes one worker serves at once (the rest of its threads are for reads)
   RUNTIME_DIRECTORY        set by systemd (RuntimeDirectory=): state the workers share
 
 Where writes go is asked of the local database on every request: this server if it is writable, else
@@ -55,6 +56,9 @@ CATCH_UP_POLL_SECONDS = 0.02
 REFUSED_ERRORS = {1044, 1045}
 
 MAX_BODY_BYTES = 8 * 1024  # nginx limits bodies too (16k); this keeps the app safe on its own
+# Writes this worker serves at once (its other threads stay free for reads and /health): writes waiting
+# on the primary must not take the server out of the rotation for reads too (issue 13).
+WRITE_SLOTS = threading.BoundedSemaphore(int(os.environ.get("WEBINFRA_WRITES_AT_ONCE", "2")))
 
 app = Flask(__name__)
 app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -228,13 +232,18 @@ def create_message():
         return error(400, "text is required: a non-empty string")
     if len(text) > MAX_TEXT_LENGTH:
         return error(400, f"text must be at most {MAX_TEXT_LENGTH} characters, got {len(text)}")
-    target = write_target()
-    if target is not None and _primary_known_unreachable(target):
-        return error(503, "the primary database is unreachable: try again shortly"), {"Retry-After": "2"}
-    with primary_db(target=target) as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO messages (text, host) VALUES (%s, %s)", (text, socket.gethostname()))
-        cur.execute("SELECT id, text, host, created_at FROM messages WHERE id = %s", (cur.lastrowid,))
-        stored = cur.fetchone()
+    if not WRITE_SLOTS.acquire(blocking=False):  # waiting for a slot would hold a thread reads need
+        return error(503, "too many writes in progress here: try again shortly"), {"Retry-After": "1"}
+    try:
+        target = write_target()
+        if target is not None and _primary_known_unreachable(target):
+            return error(503, "the primary database is unreachable: try again shortly"), {"Retry-After": "2"}
+        with primary_db(target=target) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO messages (text, host) VALUES (%s, %s)", (text, socket.gethostname()))
+            cur.execute("SELECT id, text, host, created_at FROM messages WHERE id = %s", (cur.lastrowid,))
+            stored = cur.fetchone()
+    finally:
+        WRITE_SLOTS.release()
     return jsonify(_row(stored)), 201
 
 

@@ -119,6 +119,7 @@ class NginxDefaults:
 class GunicornDefaults:
     workers: int
     threads: int
+    writes_at_once: int
     timeout: str = field(metadata=WHOLE_SECONDS)
     graceful_timeout: str = field(metadata=WHOLE_SECONDS)
 
@@ -253,6 +254,10 @@ def _contradictions(table: ServerDefaults) -> list[str]:
             "haproxy.timeout_server_read must be below timeout_server (reads are the ones that can be replayed)",
         ),
         (haproxy.stats_port not in LB_PORTS_TAKEN, f"haproxy.stats_port must not be one of {LB_PORTS_TAKEN}"),
+        (
+            gunicorn.writes_at_once < gunicorn.threads,
+            "gunicorn.writes_at_once must be below gunicorn.threads (writes must leave threads for reads)",
+        ),
         (
             seconds(nginx.proxy_read_timeout) >= seconds(gunicorn.timeout),
             "nginx.proxy_read_timeout must be at least gunicorn.timeout (nginx would give up on a live worker)",

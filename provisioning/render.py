@@ -507,6 +507,7 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         "WEBINFRA_DB_PRIMARY_HOST": primary_address or "local",
         "WEBINFRA_MAX_LAG": str(facts.max_replication_lag_seconds),
         "WEBINFRA_ORPHAN_READS_SECONDS": f"{defaults.seconds(defaults.SERVER_DEFAULTS.failover.orphan_reads):g}",
+        "WEBINFRA_WRITES_AT_ONCE": str(defaults.SERVER_DEFAULTS.gunicorn.writes_at_once),
         "WEBINFRA_DB_HEARTBEAT_PERIOD": f"{defaults.seconds(defaults.SERVER_DEFAULTS.failover.heartbeat_period):g}",
         "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
         "WEBINFRA_WEB_ADDRESSES": ",".join(facts.web_addresses),

@@ -3,6 +3,7 @@
 import json
 import socket
 import ssl
+import threading
 import time
 
 import pymysql
@@ -295,6 +296,48 @@ def test_a_write_for_a_primary_that_does_not_answer_fails_at_once_and_holds_no_w
         replica.sql("START SLAVE")
         silent.close()
     assert wait_until(lambda: app.json("POST", "/api/messages", {"text": "back"})[0] == 201, seconds=15)
+
+
+def test_writes_waiting_on_the_primary_leave_threads_for_reads_and_the_extra_ones_are_refused(
+    start_extra_app, databases
+):
+    """Issue 13, seen in the lab: 8 writers waiting on a dying primary held every thread of a server, and
+    its reads went past HAProxy's 1 s read timeout. Each worker serves WEBINFRA_WRITES_AT_ONCE writes at
+    once; one more is refused at once (503, Retry-After) and stores nothing; reads and /health answer
+    while the writes wait."""
+    primary = databases.primary
+    app = start_extra_app(primary, "primary", WEBINFRA_WRITES_AT_ONCE="1")  # 2 workers: 2 writes at once
+    before = count(primary)
+    lock = primary.root()
+    results: list[tuple[int, str]] = []
+    try:
+        with lock.cursor() as cur:
+            cur.execute("FLUSH TABLES WITH READ LOCK")  # every INSERT waits (until the app's 5 s timeout)
+
+        def post(n: int) -> None:
+            status, _, text = app.request(
+                "POST", "/api/messages", json.dumps({"text": f"held {n}"}), {"Content-Type": "application/json"}
+            )
+            results.append((status, text))
+
+        writers = [threading.Thread(target=post, args=(n,)) for n in range(6)]
+        for writer in writers:
+            writer.start()
+        assert wait_until(lambda: sum(1 for status, _ in results if status == 503) >= 4, seconds=4), results
+        refused = [json.loads(text)["error"] for status, text in results if status == 503]
+        assert all("too many writes in progress" in e for e in refused), refused
+        # The two held writes wait for the lock; reads and the health check do not.
+        assert [app.json("GET", "/api/messages?limit=1")[0] for _ in range(6)] == [200] * 6
+        assert app.json("GET", "/health")[0] == 200
+        assert len(results) == 4, results  # the held ones are still waiting
+    finally:
+        with lock.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+        lock.close()
+    for writer in writers:
+        writer.join(timeout=15)
+    assert sorted(status for status, _ in results) == [201, 201, 503, 503, 503, 503], results
+    assert count(primary) == before + 2
 
 
 class OneRowCursor:
