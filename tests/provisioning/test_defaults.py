@@ -137,6 +137,7 @@ def test_every_setting_of_the_table_is_read_by_a_rendered_file(monkeypatch):
         haproxy_health_check = recording["haproxy_health_check"]
         keepalived = recording["keepalived"]
         failover = recording["failover"]
+        gunicorn = recording["gunicorn"]  # the app's environment reads writes_at_once
 
         @staticmethod
         def for_templates():
