@@ -347,37 +347,41 @@ class UnreachableClock:
     def __init__(self, directory: str | None) -> None:
         self.path = os.path.join(directory, self.NAME) if directory else None
 
-    def _read(self) -> dict | None:
+    def _read(self) -> tuple[list, float] | None:
+        """(the primary it is about, since when), or None when there is no valid record."""
         if self.path is None:
             return None
         try:
             with open(self.path, encoding="utf-8") as file:
                 recorded = json.load(file)
-            return recorded if isinstance(recorded, dict) else None
-        except (OSError, ValueError):
+            return list(recorded["primary"]), float(recorded["since"])
+        except (OSError, ValueError, KeyError, TypeError):  # none, or torn by hand: as if none
             return None
 
     def since(self, target: tuple[str, int] | None, mine: float | None, now: float) -> float:
         """The shared start of the outage of `target`; `now` (recorded) when none is: another worker
         that reached the primary since this one's last poll cleared it, ending this worker's outage too.
-        Without a runtime directory: `mine` (this worker's own start), or `now`."""
+        Without a runtime directory, or when it cannot be written: `mine` (this worker's own start), or `now`."""
         if self.path is None:
             return mine or now
         recorded = self._read()
-        if recorded is not None and recorded.get("primary") == list(target or ()):
-            return float(recorded["since"])
+        if recorded is not None and recorded[0] == list(target or ()):
+            return recorded[1]
         temporary = f"{self.path}.{os.getpid()}"
-        with contextlib.suppress(OSError):
+        try:
             with open(temporary, "w", encoding="utf-8") as file:
                 json.dump({"primary": list(target or ()), "since": now}, file)
             os.replace(temporary, self.path)
+        except OSError as error:
+            app.logger.warning("cannot record the primary's outage in %s: %s", self.path, error)
+            return mine or now
         return now
 
-    def forget(self, target: tuple[str, int] | None) -> None:
-        recorded = self._read()
-        if recorded is not None and (target is None or recorded.get("primary") == list(target)):
+    def forget(self) -> None:
+        """The primary answered: no outage is going on (a record about an earlier primary is stale too)."""
+        if self.path is not None and os.path.exists(self.path):
             with contextlib.suppress(OSError):
-                os.remove(self.path or "")
+                os.remove(self.path)
 
 
 UNREACHABLE_CLOCK = UnreachableClock(os.environ.get("RUNTIME_DIRECTORY"))
@@ -432,7 +436,7 @@ class PrimaryPosition:
             since: float | None = UNREACHABLE_CLOCK.since(target, mine, now)
         else:
             since = None
-            UNREACHABLE_CLOCK.forget(target)
+            UNREACHABLE_CLOCK.forget()
         with self._lock:
             self._unreachable_since = since
             self._state = None if state is None else (*state, now, target)

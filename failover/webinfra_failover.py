@@ -65,7 +65,6 @@ class Settings:
     user: str
     password: str
     tls_ca: str
-    replication_user: str = "webinfra_repl"  # whose connections on a replica are leftover dump threads
     interval: float = 0.5
     connect_timeout: float = 1.0
     failure_after: float = 5.0  # above the self-fence's 3 s: a live but cut-off primary is read-only by then
@@ -485,6 +484,9 @@ class Controller:
 
     def _decide(self, seen: dict[str, Observation], acting: bool) -> str:
         now = self.clock()
+        stale = [o.name for o in seen.values() if o.reachable and o.at < self.changed_at]
+        if stale:  # seen before this controller's last change: acting on it would undo or repeat it
+            return f"waiting for observations made after the last change ({', '.join(stale)})"
         writable = [o for o in seen.values() if o.reachable and not o.read_only]
         if len(writable) > 1:
             keep = next((o for o in writable if o.name == self.primary), None)
@@ -516,8 +518,6 @@ class Controller:
         if record is None:
             return "no primary known"
         if record.reachable:
-            if record.at < self.changed_at:
-                return f"primary {record.name}: waiting for an observation made after the change"
             return self._restore(record, seen, acting)
         if self.lost_since is None:
             # Since its last answer (the start of the last poll it answered): a poll that waited for it
@@ -680,25 +680,25 @@ class Controller:
         on waits, for every transaction it applies and binlogs, for an acknowledgement no one sends:
         for rpl_semi_sync_master_timeout each (seen in the lab: 190 transactions behind, issue 13)."""
         try:
-            self._server(other.name).query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+            server = self._server(other.name)
+            self._end_dump_threads(server)  # first: see _end_dump_threads
+            server.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
             self.say(f"semi-synchronous replication's primary side off on {other.name} (a replica)")
         except Exception as error:  # noqa: BLE001 - tried again at the next poll
             self.say(f"could not switch semi-sync's primary side off on {other.name}: {error}")
 
     def _end_dump_threads(self, server: Server) -> None:
-        """A server made a replica serves no replica: a binary-log dump thread still on it is left from
-        when it was a primary (its replica cut off then, since reconnected elsewhere). Ended before
-        semi-sync's primary side is switched off or on around it: in the lab such a thread, ended by its
-        replica's reconnection after semi-sync was switched off and on again on that server, hung
-        MariaDB 10.11.19 for good (every connection stuck until "Too many connections"; issue 13).
-        Every connection of the replication user on a replica is such a thread (its own I/O thread
-        connects out), so they are ended by user: CONNECTION ADMIN, and no PROCESS privilege to list
-        them (which would show this user every statement in flight)."""
-        registered = server.query("SHOW SLAVE HOSTS")  # replicas' dump threads (a binlog reader's are not listed)
-        server.query(f"KILL CONNECTION USER '{self.settings.replication_user}'")
-        if registered:
-            ids = ", ".join(str(r["Server_id"]) for r in registered)
-            self.say(f"ended the binary-log dump threads left on {server.name} (replica server ids {ids})")
+        """A server made a replica, or promoted, serves no replica at that moment: every binary-log dump
+        thread on it is left from an earlier time as primary (its replica cut off, since reconnected
+        elsewhere). Ended, and waited for, before semi-sync's primary side is switched around it: in the
+        lab one ended later by its replica's reconnection, after semi-sync had been switched off and on,
+        hung MariaDB 10.11.19 for good (issue 13). Through mysql.webinfra_end_dump_threads, the one
+        thing this user may EXECUTE (webinfra-db-end-dump-threads.sql); raises if some remain."""
+        (row,) = server.query("CALL mysql.webinfra_end_dump_threads()")
+        if row["ended"]:
+            self.say(f"ended {row['ended']} binary-log dump thread(s) left on {server.name}")
+        if row["remaining"]:
+            raise RuntimeError(f"{row['remaining']} binary-log dump thread(s) on {server.name} did not end")
 
     def _rejoin(self, other: Observation, primary: Observation) -> None:
         """Point a read-only server that follows no primary at the primary, if it has nothing extra."""
@@ -738,6 +738,7 @@ class Controller:
             self.say(f"could not point {other.name} at {primary.name}: {error}")
             return
         self._clear(key)
+        self.changed_at = self.clock()
         self._did(f"{other.name} now replicates from {primary.name}")
 
     def _failover(self, old: Observation, replicas: list[Observation]) -> str:
@@ -778,12 +779,13 @@ class Controller:
                     f"last position seen here ({self.primary_position}): no automatic failover",
                     alarm=True,
                 )
+            for server in locked:  # every one is about to be a replica or the new primary
+                self._end_dump_threads(server)
             promoted = True  # from here on, the replicas are pointed at the candidate
             new = self._server(candidate.name)
             # Not replicating any more, yet the stored replication settings (user, password, TLS) stay,
             # pointed at itself, for the day it is made a replica again.
             new.query("STOP SLAVE")
-            self._end_dump_threads(new)  # from an earlier time as primary: its replicas connect afresh
             new.query(
                 f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {candidate.port}, "
                 "MASTER_USE_GTID = current_pos"
@@ -795,7 +797,6 @@ class Controller:
                 if other is new:
                     continue
                 other.query("STOP SLAVE")
-                self._end_dump_threads(other)
                 other.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
                 other.query(
                     f"CHANGE MASTER TO MASTER_HOST = '{candidate.address}', MASTER_PORT = {candidate.port}, "
@@ -803,6 +804,8 @@ class Controller:
                 )
                 other.query("START SLAVE")
         finally:
+            if promoted:  # observations made before this are of the cluster before the change
+                self.changed_at = self.clock()
             for server in locked:
                 with contextlib.suppress(Exception):
                     if not promoted:  # refused or failed before promoting: as they were

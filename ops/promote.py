@@ -30,8 +30,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from provisioning.render import DB_REPLICATION_USER
-
 if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
     from mypy_boto3_ec2.type_defs import FilterTypeDef
 
@@ -151,7 +149,7 @@ class Promotion:
                 "MASTER_USE_GTID = current_pos; "
                 # Binary-log dump threads left from an earlier time as primary: its replicas connect
                 # afresh (one ended around semi-sync's switch hung MariaDB in the lab: issue 13).
-                f"KILL CONNECTION USER '{DB_REPLICATION_USER}'; "
+                "CALL mysql.webinfra_end_dump_threads(); "
                 + ("SET GLOBAL rpl_semi_sync_master_enabled = ON; " if followers else "")
                 + "SET GLOBAL read_only = OFF"
             ),

@@ -555,6 +555,10 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             "/etc/webinfra/db-self-fence.sql",
             render_template("webinfra-db-self-fence.sql.j2", failover_user=DB_FAILOVER_USER),
         ),
+        _file(
+            "/etc/webinfra/db-end-dump-threads.sql",
+            render_template("webinfra-db-end-dump-threads.sql.j2", replication_user=DB_REPLICATION_USER),
+        ),
         _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
         _file("/opt/webinfra/app/schema.sql", (APP_DIR / "schema.sql").read_text()),
         _file("/etc/systemd/system/webinfra-app.service", render_template("webinfra-app.service.j2")),
@@ -612,7 +616,6 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
     config = {
         "servers": [{"name": b.name, "address": b.address} for b in backends],
         "user": DB_FAILOVER_USER,
-        "replication_user": DB_REPLICATION_USER,
         "password_file": "/etc/webinfra/secrets/db-failover.env",
         "tls_ca": f"{DB_TLS_DIR}/ca.pem",
         "interval": defaults.seconds(defaults.SERVER_DEFAULTS.failover.poll_interval),

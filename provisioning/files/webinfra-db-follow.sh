@@ -16,11 +16,10 @@ case ${3:-} in "") ;; --stored) start=no ;; *) echo "webinfra-db-follow: unknown
 
 {
     # A replica: read-only, and without semi-sync's primary side (it would wait, for each transaction
-    # it applies, for an acknowledgement that no one sends). It serves no replica: every connection of
-    # the replication user here is a binary-log dump thread left from when it was a primary, ended
-    # first (one ended later, around semi-sync's switches, hung MariaDB in the lab: issue 13).
+    # it applies, for an acknowledgement that no one sends). It serves no replica: the binary-log dump
+    # threads left from when it was a primary are ended first (webinfra-db-end-dump-threads.sql).
     if [ "$start" = yes ]; then
-        echo "SET GLOBAL read_only = ON; KILL CONNECTION USER '$WEBINFRA_DB_REPLICATION_USER';"
+        echo "SET GLOBAL read_only = ON; CALL mysql.webinfra_end_dump_threads();"
         echo "SET GLOBAL rpl_semi_sync_master_enabled = OFF;"
     fi
     cat <<SQL

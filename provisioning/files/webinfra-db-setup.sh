@@ -26,8 +26,10 @@ retry() {  # retry TRIES DELAY DESCRIPTION COMMAND...: bounded, never an open-en
 }
 
 retry 60 1 "the local MariaDB server" mariadb -e 'SELECT 1'
-# Every server's own self-fence (not replicated): see webinfra-db-self-fence.sql.
+# Every server's own self-fence and dump-thread cleanup (not replicated; before db-users.sql, whose
+# grant of the latter replicates): see webinfra-db-self-fence.sql and webinfra-db-end-dump-threads.sql.
 mariadb < /etc/webinfra/db-self-fence.sql
+mariadb < /etc/webinfra/db-end-dump-threads.sql
 
 if [ "$WEBINFRA_ROLE" = primary ]; then
     if [ ! -e "$initialised" ]; then

@@ -158,12 +158,13 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
         capture_output=True,
         timeout=120,
     )
-    stack_cnf = yaml.safe_load(
+    declared = yaml.safe_load(
         render.web_cloud_config(
             FACTS, hostname, role, "127.0.0.1" if role == "replica" else None, db_ca=(tls / "ca.pem").read_text()
         )
     )
-    stack_cnf = next(f["content"] for f in stack_cnf["write_files"] if f["path"].endswith("60-webinfra.cnf"))
+    files = {f["path"]: f["content"] for f in declared["write_files"]}
+    stack_cnf = next(content for path, content in files.items() if path.endswith("60-webinfra.cnf"))
     port = free_port()
     # The stack's settings first, then only what must differ on a test machine (later lines win).
     (directory / "my.cnf").write_text(
@@ -185,6 +186,8 @@ ssl_key = {tls / "server-key.pem"}
     process = subprocess.Popen(["mariadbd", f"--defaults-file={directory / 'my.cnf'}", *as_root])
     server = MariaDB(hostname, directory, port, process)
     wait_for(f"MariaDB {hostname}", lambda: server.sql("SELECT 1"), seconds=60)
+    # What webinfra-db-setup applies on every server before anything replicates (the declared file).
+    server.client(files["/etc/webinfra/db-end-dump-threads.sql"])
     return server
 
 
@@ -228,6 +231,7 @@ def start_app(tmp_path: pathlib.Path, env: dict[str, str]) -> App:
     process = subprocess.Popen(
         [
             *(gunicorn, "--workers", "2", "--threads", str(SERVER_DEFAULTS.gunicorn.threads)),
+            *("--worker-connections", str(SERVER_DEFAULTS.gunicorn.threads)),
             *("--bind", f"127.0.0.1:{port}", "--chdir", str(render.APP_DIR), "webinfra_app:app"),
         ],
         env=full_env,

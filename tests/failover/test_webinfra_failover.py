@@ -78,6 +78,8 @@ class Cluster:
 
 def follow(server: MariaDB, primary: MariaDB, stack: Stack, start: bool = True, mode: str = "slave_pos") -> None:
     """webinfra-db-follow's statement, with this machine's ports (the lab runs the script itself)."""
+    if start:
+        server.sql("CALL mysql.webinfra_end_dump_threads()")
     server.sql("STOP SLAVE")
     server.sql(
         f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {primary.port}, "

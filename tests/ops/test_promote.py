@@ -70,7 +70,7 @@ def test_the_most_advanced_replica_is_promoted_and_the_others_follow_it():
     assert promoted and promote.shell_quote("MASTER_HOST = '10.0.0.13'")[1:-1] in promoted[0], promoted
     assert "rpl_semi_sync_master_enabled = ON" in promoted[0]  # web-02 follows it: every commit waits for it
     # Dump threads left from an earlier time as primary are ended before semi-sync is switched on.
-    kill = promoted[0].index("KILL CONNECTION USER")
+    kill = promoted[0].index("CALL mysql.webinfra_end_dump_threads()")
     assert kill < promoted[0].index("rpl_semi_sync_master_enabled = ON"), promoted[0]
     # The automatic failover held on both load balancers meanwhile, and started again after.
     balancers = [(h, s) for h, s in hosts.log if h.startswith("lb-")]
