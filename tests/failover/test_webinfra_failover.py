@@ -480,9 +480,34 @@ def test_a_primary_cut_off_from_every_controller_fences_itself(cluster):
 
 
 def test_a_primary_no_controller_has_spoken_to_stays_writable(cluster):
-    """A first boot before the load balancers exist, or controllers that closed their connections."""
+    """A first boot before the load balancers exist, or controllers that closed their connections. The
+    event's own bookkeeping (when it last ran) adds no GTID: nothing for a replica to differ on."""
+    primary = cluster.servers["web-01"]
+    before = primary.sql("SELECT @@global.gtid_binlog_state AS s")[0]["s"]
     time.sleep(seconds(SERVER_DEFAULTS.failover.self_fence_after) + 1.5)
-    assert not read_only(cluster.servers["web-01"])
+    assert not read_only(primary)
+    assert primary.sql("SELECT @@global.gtid_binlog_state AS s")[0]["s"] == before
+
+
+def test_a_primary_frozen_past_the_lease_is_read_only_as_soon_as_it_resumes(cluster):
+    """The lab froze a primary's mariadbd 15 s (SIGSTOP): back, it was writable until the controller's
+    next poll, and its controllers' sessions were already gone, so the lease rule could not fire. The
+    event sees the gap since its own last run and fences it at its first run after the thaw."""
+    primary = cluster.servers["web-01"]
+    lease = seconds(SERVER_DEFAULTS.failover.self_fence_after)
+    time.sleep(1.5)  # the event has run: it knows when
+    primary.process.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(lease + 1.5)
+    finally:
+        primary.process.send_signal(signal.SIGCONT)
+    samples = []
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        samples.append(read_only(primary))
+        time.sleep(0.05)
+    assert samples[-1], samples
+    print(f"read_only after the thaw, every 50 ms: {samples}")
 
 
 def test_gtid_reached_compares_each_domain():
