@@ -48,6 +48,9 @@ QUERY_TIMEOUT_SECONDS = 5
 POSITION_POLL_SECONDS = 0.25
 POSITION_QUERY_TIMEOUT_SECONDS = 1.0
 POSITION_MAX_AGE_SECONDS = 2.0  # a poll plus a query's timeout: older means the thread is stuck
+# Writes are refused at once only once the primary has been out of reach this long: one missed poll
+# (a primary stalled a second) must not fail writes that would have waited and succeeded.
+WRITES_REFUSED_AFTER_SECONDS = 1.0
 FIRST_POSITION_WAIT_SECONDS = 0.1
 CATCH_UP_WAIT_SECONDS = 0.15
 CATCH_UP_POLL_SECONDS = 0.02
@@ -253,7 +256,12 @@ def _primary_known_unreachable(target: tuple[str, int]) -> bool:
     the lab, a frozen primary's writes held all 3 workers of a replica, whose health check then timed
     out, and HAProxy had no server left for reads either (issue 13)."""
     latest = PRIMARY_POSITION.latest(target)
-    return latest is not None and latest[0] == "unreachable" and latest[2] <= POSITION_MAX_AGE_SECONDS
+    return (
+        latest is not None
+        and latest[0] == "unreachable"
+        and latest[2] <= POSITION_MAX_AGE_SECONDS
+        and PRIMARY_POSITION.unreachable_for() >= WRITES_REFUSED_AFTER_SECONDS
+    )
 
 
 @app.get("/health")

@@ -282,6 +282,8 @@ def test_a_write_for_a_primary_that_does_not_answer_fails_at_once_and_holds_no_w
     replica.sql("START SLAVE")
     try:
         assert wait_until(lambda: app.json("GET", "/health")[1]["replication"].get("serving"), seconds=15)
+        # Refused at once once out of reach for WRITES_REFUSED_AFTER_SECONDS (one missed poll is not enough).
+        time.sleep(webinfra_app.WRITES_REFUSED_AFTER_SECONDS + 2 * webinfra_app.POSITION_POLL_SECONDS)
         status, headers, text = app.request(
             "POST", "/api/messages", json.dumps({"text": "to a frozen primary"}), {"Content-Type": "application/json"}
         )
@@ -304,6 +306,8 @@ def test_writes_waiting_on_the_primary_leave_threads_for_reads_and_the_extra_one
     once; one more is refused at once (503, Retry-After) and stores nothing; reads and /health answer
     while the writes wait."""
     primary = databases.primary
+    # The replica acknowledges (semi-sync): the held writes complete once released, not after a timeout.
+    assert wait_until(lambda: databases.replica.sql("SHOW SLAVE STATUS")[0]["Slave_IO_Running"] == "Yes", 15)
     app = start_extra_app(primary, "primary", WEBINFRA_WRITES_AT_ONCE="1")  # 2 workers: 2 writes at once
     before = count(primary)
     lock = primary.root()
