@@ -306,7 +306,29 @@ def _replication_health(cur, report: dict, status: dict | None) -> bool:
         return False
     if io_ok and sql_ok and lag is not None and lag <= max_lag:
         return _received_what_the_primary_has(cur, replication, target)
+    if status["Slave_IO_Running"] == "Connecting" and sql_ok:
+        return _reconnecting_with_everything(cur, replication, target)
     return _serving_without_primary(cur, replication, target)
+
+
+def _reconnecting_with_everything(cur, replication: dict, target: tuple[str, int]) -> bool:
+    """The I/O thread is reconnecting (it lost the primary; it tries again every few seconds). The
+    primary may be gone (then: _serving_without_primary) or back already: a primary whose MariaDB
+    restarted comes back read-only with nothing new, yet every replica turned 503 until its next
+    attempt, and with the old primary out too the site had no server for reads (the fault matrix:
+    36 failed reads). A primary that answers, whose position this replica has received and applied,
+    leaves it complete: it serves."""
+    latest = PRIMARY_POSITION.latest(target)
+    if latest is None or latest[0] != "position" or latest[2] > POSITION_MAX_AGE_SECONDS:
+        return _serving_without_primary(cur, replication, target)
+    wanted = replication["primary_position"] = latest[1]
+    cur.execute("SELECT @@global.gtid_slave_pos AS applied")
+    applied = cur.fetchone()["applied"] or ""
+    if not (gtid_reached(replication["gtid_position"] or "", wanted) and gtid_reached(applied, wanted)):
+        replication["reason"] = "reconnecting to the primary, and behind it"
+        return False
+    replication["serving"] = f"reconnecting to the primary; has everything it has ({wanted or 'nothing'})"
+    return True
 
 
 def _serving_without_primary(cur, replication: dict, target: tuple[str, int] | None = None) -> bool:

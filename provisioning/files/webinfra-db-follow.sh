@@ -22,6 +22,8 @@ case ${3:-} in "") ;; --stored) start=no ;; *) echo "webinfra-db-follow: unknown
         echo "SET GLOBAL read_only = ON; CALL mysql.webinfra_end_dump_threads();"
         echo "SET GLOBAL rpl_semi_sync_master_enabled = OFF;"
     fi
+    # MASTER_CONNECT_RETRY 1: a lost primary is tried again every second (a restarted MariaDB is back
+    # within seconds, and until this replica reconnects it may not know it is complete).
     cat <<SQL
 STOP SLAVE;
 CHANGE MASTER TO
@@ -29,7 +31,7 @@ CHANGE MASTER TO
     MASTER_PORT = 3306,
     MASTER_USER = '$WEBINFRA_DB_REPLICATION_USER',
     MASTER_PASSWORD = '$WEBINFRA_DB_REPLICATION_PASSWORD',
-    MASTER_CONNECT_RETRY = 5,
+    MASTER_CONNECT_RETRY = 1,
     MASTER_HEARTBEAT_PERIOD = $WEBINFRA_DB_HEARTBEAT_PERIOD,
     MASTER_SSL = 1,
     MASTER_SSL_CA = '$WEBINFRA_DB_TLS_CA',
