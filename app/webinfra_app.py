@@ -61,7 +61,7 @@ REFUSED_ERRORS = {1044, 1045}
 MAX_BODY_BYTES = 8 * 1024  # nginx limits bodies too (16k); this keeps the app safe on its own
 # Writes this worker serves at once (its other threads stay free for reads and /health): writes waiting
 # on the primary must not take the server out of the rotation for reads too (issue 13).
-WRITE_SLOTS = threading.BoundedSemaphore(int(os.environ.get("WEBINFRA_WRITES_AT_ONCE", "2")))
+WRITE_SLOTS = threading.BoundedSemaphore(int(os.environ.get("WEBINFRA_WRITES_AT_ONCE", "4")))
 
 app = Flask(__name__)
 app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
