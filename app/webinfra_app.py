@@ -311,6 +311,12 @@ def _replication_health(cur, report: dict, status: dict | None) -> bool:
     return _serving_without_primary(cur, replication, target)
 
 
+def _applied_position(cur) -> str:
+    """The GTID position this replica's SQL thread has applied."""
+    cur.execute("SELECT @@global.gtid_slave_pos AS applied")
+    return cur.fetchone()["applied"] or ""
+
+
 def _reconnecting_with_everything(cur, replication: dict, target: tuple[str, int]) -> bool:
     """The I/O thread is reconnecting (it lost the primary; it tries again every few seconds). The
     primary may be gone (then: _serving_without_primary) or back already: a primary whose MariaDB
@@ -322,8 +328,7 @@ def _reconnecting_with_everything(cur, replication: dict, target: tuple[str, int
     if latest is None or latest[0] != "position" or latest[2] > POSITION_MAX_AGE_SECONDS:
         return _serving_without_primary(cur, replication, target)
     wanted = replication["primary_position"] = latest[1]
-    cur.execute("SELECT @@global.gtid_slave_pos AS applied")
-    applied = cur.fetchone()["applied"] or ""
+    applied = _applied_position(cur)
     if not (gtid_reached(replication["gtid_position"] or "", wanted) and gtid_reached(applied, wanted)):
         replication["reason"] = "reconnecting to the primary, and behind it"
         return False
@@ -346,8 +351,7 @@ def _serving_without_primary(cur, replication: dict, target: tuple[str, int] | N
     if gone > bound:
         replication["reason"] = f"the primary has been unreachable for {gone:.0f} s, over {bound:.0f} s"
         return False
-    cur.execute("SELECT @@global.gtid_slave_pos AS applied")
-    applied = cur.fetchone()["applied"] or ""
+    applied = _applied_position(cur)
     received = replication["gtid_position"] or ""
     # A relay log that ends with part of a transaction (the stream cut mid-transaction) leaves the SQL
     # thread at its end waiting for the rest: everything complete is applied (the part was never
