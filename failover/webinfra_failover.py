@@ -73,6 +73,12 @@ class Settings:
     drain_timeout: float = 10.0
     fallback_after: float = 3.0  # commits waiting this long for an acknowledgement: disarm, then asynchronous
     active_file: str | None = None  # keepalived's state; None: always active (a lone load balancer)
+    # A pair's arbiter: which instance the stack's Elastic IP points at (EC2's answer, one at a time).
+    # {"filters": DescribeAddresses filters, "instance_id_file": this instance's id}; None: keepalived alone.
+    elastic_ip: dict | None = None
+    arbiter_interval: float = 1.0  # how often a MASTER asks EC2 who holds the address
+    arbiter_valid_for: float = 2.0  # an answer counts this long, from when it was asked
+    takeover_after: float = 2.5  # a new holder waits this long (> arbiter_valid_for) before it acts
     state_file: str | None = None  # what `scripts/lab status` and people read
     stack: str | None = None  # the metrics' namespace is webinfra/<stack>; None: no metrics
     region: str | None = None
@@ -334,6 +340,99 @@ class Server:
         return seen
 
 
+# --- who decides, on a pair of load balancers ------------------------------------------------------------------
+
+
+class ElasticIpArbiter:
+    """Which load balancer of a pair may act: the one the stack's Elastic IP points at, as EC2 says.
+
+    keepalived alone cannot decide: cut off from each other (one availability zone from the other),
+    both load balancers are MASTER, and two active controllers can each keep a different server
+    writable (one promotes the replica it still sees; the other keeps the primary it still sees
+    writable and switches it to asynchronous replication). An Elastic IP points at one instance at a
+    time, and only EC2's API moves it, so it names one decider, and the one that receives the site's
+    traffic. Its answers are time-bounded, like a lease:
+
+    * An answer counts for `arbiter_valid_for` seconds from when it was asked, not answered: a holder
+      that can no longer ask (EC2 out of reach) stops acting then (and closes its sessions).
+    * A load balancer that finds the address newly on itself waits `takeover_after` (longer than an
+      answer counts) before it acts: by then the previous holder has stopped acting.
+    * What cannot be undone (making a server writable, switching the primary to asynchronous
+      replication) is asked again right before it is done (`confirm`).
+
+    One DescribeAddresses call every `arbiter_interval` while this load balancer is keepalived's
+    MASTER (the BACKUP never acts, and asks nothing)."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float], client: object | None = None):
+        assert settings.elastic_ip is not None
+        self.settings, self.clock = settings, clock
+        self.filters = settings.elastic_ip["filters"]
+        self.instance_id = pathlib.Path(settings.elastic_ip["instance_id_file"]).read_text().strip()
+        self._client = client
+        self._lock = threading.Lock()
+        self._answer: tuple[float, str | None] | None = None  # (asked at, the instance holding the address)
+        self.error = ""
+        self._thread: threading.Thread | None = None
+
+    def client(self):  # boto3 makes the client class at run time: no annotation
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "ec2",
+                region_name=self.settings.region,
+                endpoint_url=self.settings.endpoint_url,
+                # one attempt, answered well within arbiter_valid_for; the next interval asks again
+                config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}),
+            )
+        return self._client
+
+    def ask(self) -> str | None:
+        """Asks EC2 now; returns the holder (None: unknown, or the address points nowhere)."""
+        asked = self.clock()
+        try:
+            addresses = self.client().describe_addresses(Filters=self.filters)["Addresses"]
+        except Exception as error:  # noqa: BLE001 - no answer: the last one ages out
+            self.error = f"{type(error).__name__}: {error}"[:200]
+            return None
+        holder = addresses[0].get("InstanceId") if addresses else None
+        with self._lock:
+            if self._answer is None or self._answer[0] <= asked:
+                self._answer, self.error = (asked, holder), ""
+        return holder
+
+    def holds(self) -> bool:
+        """This instance held the address at an answer that still counts."""
+        with self._lock:
+            answer = self._answer
+        return (
+            answer is not None
+            and answer[1] == self.instance_id
+            and self.clock() - answer[0] < self.settings.arbiter_valid_for
+        )
+
+    def confirm(self) -> bool:
+        """Asked again, now: right before something that cannot be undone."""
+        return self.ask() == self.instance_id
+
+    def keep_asking(self, wanted: Callable[[], bool]) -> None:
+        """Ask every arbiter_interval, in a thread of its own (a slow EC2 never holds the control loop),
+        while `wanted` (this load balancer is keepalived's MASTER)."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while True:
+                began = self.clock()
+                if wanted():
+                    self.ask()
+                time.sleep(max(0.05, self.settings.arbiter_interval - (self.clock() - began)))
+
+        self._thread = threading.Thread(target=loop, name="arbiter", daemon=True)
+        self._thread.start()
+
+
 # --- the controller ---------------------------------------------------------------------------------------------
 
 
@@ -345,8 +444,14 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
         say: Callable[[str], None] = lambda message: print(f"webinfra-failover: {message}", flush=True),
         metric: Callable[[str, float, str | None], None] | None = None,
+        arbiter: ElasticIpArbiter | None = None,
     ):
         self.settings, self.clock, self.say = settings, clock, say
+        if arbiter is None and settings.elastic_ip and settings.active_file:
+            arbiter = ElasticIpArbiter(settings, clock)
+        self.arbiter = arbiter
+        self.holder_since: float | None = None  # since when the arbiter has said this instance holds the address
+        self.standby_reason = "standby: the active load balancer decides"
         self.metric = metric or self._cloudwatch_metric
         self._metrics: queue.Queue | None = None
         self.armed_published: tuple[bool, float] | None = None
@@ -437,13 +542,48 @@ class Controller:
             self.armed_published = (self.armed, now)
             self.metric("FailoverArmed", 1 if self.armed else 0, None)
 
-    def active(self) -> bool:
-        if not self.settings.active_file:
-            return True
+    def _keepalived_master(self) -> bool:
+        assert self.settings.active_file
         try:
             return pathlib.Path(self.settings.active_file).read_text().strip() == "MASTER"
         except OSError:
             return False
+
+    def active(self) -> bool:
+        """A lone load balancer always; one of a pair while keepalived says MASTER and, with an arbiter,
+        EC2 says the stack's Elastic IP points here (for takeover_after already: see ElasticIpArbiter)."""
+        if not self.settings.active_file:
+            return True
+        if not self._keepalived_master():
+            self.holder_since, self.standby_reason = None, "standby: the active load balancer decides"
+            return False
+        if self.arbiter is None:
+            return True
+        self.arbiter.keep_asking(self._keepalived_master)
+        if not self.arbiter.holds():
+            self.holder_since = None
+            why = f" (EC2 does not answer: {self.arbiter.error})" if self.arbiter.error else ""
+            self.standby_reason = f"standby: keepalived's MASTER, but the Elastic IP is not here{why}"
+            return False
+        now = self.clock()
+        if self.holder_since is None:
+            self.holder_since = now
+            self.say("the Elastic IP points here: taking over the decisions")
+        if now - self.holder_since < self.settings.takeover_after:
+            self.standby_reason = "standby: taking over (the previous holder of the Elastic IP stops acting first)"
+            return False
+        return True
+
+    def _still_the_decider(self, what: str) -> bool:
+        """Asked again right before `what`, which cannot be undone: still keepalived's MASTER, and EC2
+        says the address is still here. False: not done (said so)."""
+        if not self.settings.active_file:
+            return True
+        if self._keepalived_master() and (self.arbiter is None or self.arbiter.confirm()):
+            return True
+        self.say(f"not {what}: this load balancer is no longer the one that decides")
+        self.holder_since = None
+        return False
 
     # -- one poll ----------------------------------------------------------------------------------------
 
@@ -472,7 +612,7 @@ class Controller:
                 server.unwatch()
             self.primary, self.armed, self.armed_from, self.lost_since = None, False, None, None
             self.arming, self.observations, self.last_progress, self.last_answered = "standby", {}, {}, {}
-            verdict = "standby: the active load balancer decides"
+            verdict = self.standby_reason
             self._publish_arming(False)
             self._write_state(False, verdict)
             return verdict
@@ -589,6 +729,8 @@ class Controller:
             if now - self.stuck[1] < self.settings.fallback_after:
                 return
             waited = now - self.stuck[1]
+            if not self._still_the_decider(f"switching {primary.name} to asynchronous replication"):
+                return
             # Disarmed first (and said so), then asynchronous: a commit acknowledged without a replica's
             # copy from here on can no longer be lost to an automatic failover.
             self.armed, self.armed_from, self.arming = False, None, ASYNCHRONOUS
@@ -666,8 +808,20 @@ class Controller:
             )
         if record.source not in (None, record.endpoint) and record.io_running == "Yes":
             return f"{record.name} replicates from {record.master_host}: not the primary"
+        unseen = [o.name for o in seen.values() if o is not record and not o.reachable]
+        if unseen and self.primary is None:
+            # This controller has not seen a primary since it began to decide: one it cannot see may
+            # have been promoted before (by the load balancer that decided then).
+            return self._refuse(
+                "restore-unseen",
+                f"{record.name} is read-only and {', '.join(unseen)} do not answer: not making it writable "
+                "before this controller has seen every server",
+                alarm=True,
+            )
         if not acting:
             return f"{record.name} is read-only; the active load balancer restores it"
+        if not self._still_the_decider(f"making {record.name} writable"):
+            return f"{record.name} is read-only; no longer the active load balancer"
         try:
             self._server(record.name).query("SET GLOBAL read_only = OFF")
         except Exception as error:  # noqa: BLE001 - tried again at the next poll
@@ -781,6 +935,8 @@ class Controller:
                 )
             for server in locked:  # every one is about to be a replica or the new primary
                 self._end_dump_threads(server)
+            if not self._still_the_decider(f"promoting {candidate.name}"):
+                return "no longer the active load balancer: not failing over"
             promoted = True  # from here on, the replicas are pointed at the candidate
             new = self._server(candidate.name)
             # Not replicating any more, yet the stored replication settings (user, password, TLS) stay,

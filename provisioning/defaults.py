@@ -148,6 +148,9 @@ class FailoverDefaults:
     replica_net_timeout: str = field(metadata=WHOLE_SECONDS)
     fallback_after: str = field(metadata=DURATION)
     drain_timeout: str = field(metadata=DURATION)
+    arbiter_interval: str = field(metadata=DURATION)
+    arbiter_valid_for: str = field(metadata=DURATION)
+    takeover_after: str = field(metadata=DURATION)
     orphan_reads: str = field(metadata=DURATION)
 
 
@@ -284,6 +287,16 @@ def _contradictions(table: ServerDefaults) -> list[str]:
             table.mariadb.semi_sync_timeout_ms / 1000 < seconds(failover.failure_after),
             "mariadb.semi_sync_timeout_ms must be below failover.failure_after (a cut-off primary's waiting commit, "
             "and so its self-fence, must end before another server is promoted)",
+        ),
+        (
+            seconds(failover.arbiter_valid_for) >= 2 * seconds(failover.arbiter_interval),
+            "failover.arbiter_valid_for must be at least two arbiter_intervals (one lost answer must not stop "
+            "the load balancer that decides)",
+        ),
+        (
+            seconds(failover.takeover_after) > seconds(failover.arbiter_valid_for),
+            "failover.takeover_after must exceed arbiter_valid_for (the previous holder of the Elastic IP must "
+            "have stopped deciding before the next one starts)",
         ),
         (
             seconds(failover.heartbeat_period) < seconds(failover.replica_net_timeout),

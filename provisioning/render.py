@@ -25,6 +25,7 @@ import yaml
 
 from provisioning import defaults
 from provisioning.defaults import HealthCheck
+from settings import PROJECT
 
 TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
 FILES = pathlib.Path(__file__).resolve().parent / "files"
@@ -624,6 +625,20 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
         "drain_timeout": defaults.seconds(defaults.SERVER_DEFAULTS.failover.drain_timeout),
         "fallback_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.fallback_after),
         "active_file": "/run/webinfra/lb-state" if facts.lb_pair else None,
+        # A pair decides where the stack's Elastic IP points (webinfra-lb-takeover's filters).
+        "elastic_ip": {
+            "filters": [
+                {"Name": "tag:Project", "Values": [PROJECT]},
+                {"Name": "tag:Stack", "Values": [facts.stack]},
+                {"Name": "tag:Role", "Values": ["lb"]},
+            ],
+            "instance_id_file": "/var/lib/cloud/data/instance-id",
+        }
+        if facts.lb_pair
+        else None,
+        "arbiter_interval": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_interval),
+        "arbiter_valid_for": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_valid_for),
+        "takeover_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.takeover_after),
         "state_file": FAILOVER_STATE,
         "stack": facts.stack,
         "region": facts.region,

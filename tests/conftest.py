@@ -1,7 +1,10 @@
+from collections.abc import Iterator
+
 import pytest
+from moto import mock_aws
 
 from lab.mock_cloud import ProgramRun, run_program
-from tests.helpers import WEB_COUNTS
+from tests.helpers import MOTO_REGION, WEB_COUNTS
 
 # scripts/test --repeat N: the pass count of each test at the end
 pytest_plugins = ["tests.repeat_report"]
@@ -22,3 +25,16 @@ def pair() -> ProgramRun:
 @pytest.fixture(params=WEB_COUNTS, ids=lambda c: f"webCount={c}")
 def program(request, programs) -> ProgramRun:
     return programs[request.param]
+
+
+@pytest.fixture
+def mocked_aws(monkeypatch) -> Iterator[None]:
+    """moto's AWS in this process, with fake credentials set before any client is made (moto's docs)."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": MOTO_REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        yield

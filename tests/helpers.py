@@ -16,5 +16,5 @@ def require_tool(name: str) -> str:
     return path
 
 
-# The region of the tests that run against moto in this process (tests/ops/conftest.py mocked_aws).
+# The region of the tests that run against moto in this process (tests/conftest.py mocked_aws).
 MOTO_REGION = "eu-west-1"

@@ -577,3 +577,126 @@ def test_semi_sync_comes_back_on_under_steady_writes(cluster):
         stop.set()
         writer.join()
     assert semi_sync(servers["web-01"])[0] == "ON"
+
+
+# --- a pair of load balancers: the Elastic IP's holder decides -------------------------------------------------
+
+
+@dataclasses.dataclass
+class ElasticIp:
+    """The stack's Elastic IP and its two load balancers, in moto's EC2 (this process)."""
+
+    ec2: object
+    allocation: str
+    lbs: dict[str, str]  # lb name → instance id
+    filters: list[dict]
+
+    def move_to(self, lb: str) -> None:
+        self.ec2.associate_address(  # type: ignore[attr-defined]
+            AllocationId=self.allocation, InstanceId=self.lbs[lb], AllowReassociation=True
+        )
+
+
+@pytest.fixture
+def elastic_ip(mocked_aws) -> ElasticIp:
+    import boto3
+    from mypy_boto3_ec2.type_defs import TagTypeDef
+
+    from tests.helpers import MOTO_REGION
+
+    ec2 = boto3.client("ec2", region_name=MOTO_REGION)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags: list[TagTypeDef] = [
+        {"Key": "Project", "Value": "webinfra"},
+        {"Key": "Stack", "Value": "test"},
+        {"Key": "Role", "Value": "lb"},
+    ]
+    lbs = {}
+    for name in ("lb-01", "lb-02"):
+        made = ec2.run_instances(
+            ImageId=image,
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [*tags, {"Key": "Name", "Value": name}]}],
+        )
+        lbs[name] = made["Instances"][0]["InstanceId"]
+    allocation = ec2.allocate_address(Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": tags}])[
+        "AllocationId"
+    ]
+    ec2.allocate_address(Domain="vpc")  # another stack's address: the filters must leave it out
+    filters = [{"Name": f"tag:{t['Key']}", "Values": [t["Value"]]} for t in tags]
+    address = ElasticIp(ec2, allocation, lbs, filters)
+    address.move_to("lb-01")
+    return address
+
+
+def pair_controller(cluster: Cluster, elastic_ip: ElasticIp, lb: str, **overrides) -> Controller:
+    """The controller of one load balancer of a pair: keepalived's MASTER (both are, when cut off from
+    each other), its instance id where cloud-init records it, the stack's Elastic IP to ask about."""
+    state = cluster.base / f"{lb}-state"
+    state.write_text("MASTER\n")
+    instance_id = cluster.base / f"{lb}-instance-id"
+    instance_id.write_text(elastic_ip.lbs[lb] + "\n")
+    settings = dict(
+        active_file=str(state),
+        elastic_ip={"filters": elastic_ip.filters, "instance_id_file": str(instance_id)},
+        region=None,  # the client's region: AWS_DEFAULT_REGION (mocked_aws)
+        arbiter_interval=0.2,
+        arbiter_valid_for=0.5,
+        takeover_after=0.8,
+    )
+    return cluster.controller(**{**settings, **overrides})
+
+
+def test_two_masters_of_a_pair_only_the_elastic_ips_holder_decides_and_the_other_holds_no_session(cluster, elastic_ip):
+    """A pair cut off from each other: keepalived makes both MASTER. EC2 says where the address points;
+    only that one decides, the other opens no connection (a session is the primary's lease)."""
+    primary = cluster.servers["web-01"]
+    lb_01 = pair_controller(cluster, elastic_ip, "lb-01")
+    lb_02 = pair_controller(cluster, elastic_ip, "lb-02")
+    verdicts = run_until(lb_01, "primary web-01")
+    assert any(v.startswith("standby: taking over") for v in verdicts), verdicts  # waited takeover_after first
+    arm(lb_01)
+    for _ in range(5):
+        assert lb_02.step().startswith("standby: keepalived's MASTER, but the Elastic IP is not here")
+        time.sleep(0.2)
+    sessions = failover_sessions(primary)
+    lb_01.step()
+    assert failover_sessions(primary) == sessions  # lb-01's own (watcher and actions); lb-02 opened none
+
+    elastic_ip.move_to("lb-02")  # keepalived's notify_master on lb-02, or a person
+    moved = time.monotonic()
+    verdicts = run_until(lb_01, "standby: keepalived's MASTER, but the Elastic IP is not here", seconds=5)
+    stopped = time.monotonic() - moved
+    assert stopped < lb_01.settings.arbiter_valid_for + lb_01.settings.arbiter_interval + 0.5, (stopped, verdicts)
+    wait_for("lb-01's sessions closed", lambda: failover_sessions(primary) == 0, seconds=5)
+    verdicts = run_until(lb_02, "primary web-01", seconds=10)
+    assert any(v.startswith("standby: taking over") for v in verdicts), verdicts
+    arm(lb_02)  # from what it has seen itself: the primary semi-synchronous, a replica with everything
+
+
+def test_a_holder_that_lost_the_elastic_ip_does_not_promote_even_on_a_stale_answer(cluster, elastic_ip):
+    """The answer that the address is here still counts (its valid_for has not passed), but the address
+    moved: the failover asks EC2 again right before promoting, and stops."""
+    servers = cluster.servers
+    lb_01 = pair_controller(cluster, elastic_ip, "lb-01", arbiter_interval=60.0, arbiter_valid_for=120.0)
+    run_until(lb_01, "primary web-01", seconds=10)
+    arm(lb_01)
+    elastic_ip.move_to("lb-02")
+    kill(servers["web-01"])
+    run_until(lb_01, "no longer the active load balancer: not failing over")
+    assert all(read_only(servers[name]) for name in ("web-02", "web-03"))
+    assert any("not promoting" in said for said in cluster.said), cluster.said
+
+
+def test_a_new_decider_does_not_make_the_primary_writable_while_it_cannot_see_every_server(cluster):
+    """A controller that has not seen a primary since it began (its load balancer just took over) finds
+    the primary of record read-only (it fenced itself) and a replica silent: that replica may have been
+    promoted by the load balancer that decided before. It waits to see every server."""
+    servers = cluster.servers
+    servers["web-01"].sql("SET GLOBAL read_only = ON")  # as the self-fence leaves it
+    kill(servers["web-03"])
+    fresh = cluster.controller()
+    verdicts = run_until(fresh, "web-01 is read-only and web-03 do not answer")
+    assert read_only(servers["web-01"]), verdicts
+    assert ("DatabaseAttention", 1, None) in cluster.metrics

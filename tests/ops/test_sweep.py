@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from ops import sweep
 from tests.helpers import MOTO_REGION
 
-REGION = MOTO_REGION  # the fixture mocked_aws (tests/ops/conftest.py) sets it
+REGION = MOTO_REGION  # the fixture mocked_aws (tests/conftest.py) sets it
 ASSUME = json.dumps(
     {
         "Version": "2012-10-17",

@@ -13,7 +13,7 @@ import pytest
 from ops import wait_healthy
 from tests.helpers import MOTO_REGION
 
-REGION = MOTO_REGION  # the fixture mocked_aws (tests/ops/conftest.py) sets it
+REGION = MOTO_REGION  # the fixture mocked_aws (tests/conftest.py) sets it
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
