@@ -39,7 +39,10 @@ from werkzeug.exceptions import HTTPException
 MAX_TEXT_LENGTH = 280
 LIST_LIMIT = 50
 CONNECT_TIMEOUT_SECONDS = 2
-QUERY_TIMEOUT_SECONDS = 5
+# Below the primary's own fallback to asynchronous replication (mariadb.semi_sync_timeout_ms, 4 s): a
+# commit that ends only by that fallback (its replicas cut off, no controller able to disarm first) may be
+# lost to a failover, so it must never reach the client as stored.
+QUERY_TIMEOUT_SECONDS = 3
 # A replica's /health compares its relay log with the primary's position, which a thread of each
 # worker keeps (one connection, one query every POSITION_POLL_SECONDS: a check opens no connection).
 # A check waits FIRST_POSITION_WAIT_SECONDS at most for the thread's first answer and

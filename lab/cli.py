@@ -12,6 +12,7 @@ scripts/lab kill HOST              power a host off hard (its port goes quiet, l
 scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
 scripts/lab blackhole HOST         cut a running host's network silently (every packet lost, no RST, no ICMP)
 scripts/lab heal HOST              give a black-holed host its network back
+scripts/lab split HOST...          cut those hosts (a zone's) off from the others, silently; --heal ends it
 scripts/lab sg on|off              enforce the declared security groups, or let every flow through
 scripts/lab down                   remove everything the lab made (idempotent, also after a crash)
 """
@@ -551,7 +552,7 @@ def down(quiet: bool = False) -> dict[str, int]:
 def status_report() -> dict:
     """What `scripts/lab status --json` prints: the lab's hosts and addresses, as they are now."""
     plan = load_state()
-    cut = network.blackholed()
+    cut, split_off = network.blackholed(), network.split_side()
     rows = []
     for host in plan.hosts:
         rows.append(
@@ -564,6 +565,7 @@ def status_report() -> dict:
                 "netns": host.netns,
                 "running": lab_hosts.is_running(host),
                 "blackholed": host.veth in cut,
+                "split_off": host.veth in split_off,  # on the cut-off side of a split (scripts/lab split)
                 "cloud_init": cloud_init_state(host),
             }
         )
@@ -630,9 +632,12 @@ def status(as_json: bool) -> int:
         print("database primary: no failover controller answers")
     print(f"{'host':<8}{'role':<6}{'db':<9}{'private':<14}{'public':<17}{'running':<12}cloud-init")
     for r in rows:
+        running = (
+            ("black-holed" if r["blackholed"] else "split off" if r["split_off"] else "yes") if r["running"] else "no"
+        )
         print(
             f"{r['name']:<8}{r['role']:<6}{(r['db_role'] or '-'):<9}{r['address']:<14}{r['public_address']:<17}"
-            f"{('black-holed' if r['blackholed'] else 'yes') if r['running'] else 'no':<12}{r['cloud_init']}"
+            f"{running:<12}{r['cloud_init']}"
         )
     return 0
 
@@ -675,6 +680,25 @@ def blackhole(name: str, on: bool) -> int:
     host = load_state().host(name)
     network.set_blackhole(host, on=on)
     print(f"{name} black-holed: its packets vanish" if on else f"{name} reachable again")
+    return 0
+
+
+def split(names: list[str], heal: bool) -> int:
+    """Cut some hosts (an availability zone's, say) off from all the others, or heal the split."""
+    plan = load_state()
+    if heal:
+        network.set_split(None)
+        print("split healed: every host reaches every other")
+        return 0
+    if not names:
+        raise LabError("name the hosts of one side, e.g. scripts/lab split lb-01 web-01 (or --heal)")
+    side = [plan.host(name) for name in names]
+    network.set_split(side)
+    others = [h.name for h in plan.hosts if h not in side]
+    print(
+        f"split: {' '.join(names)} and {' '.join(others)} no longer reach each other "
+        "(each side still reaches the AWS API and the internet)"
+    )
     return 0
 
 
@@ -727,6 +751,9 @@ def main(argv: list[str]) -> int:
         ("heal", "give a black-holed host its network back"),
     ):
         sub.add_parser(name, help=text).add_argument("host")
+    p_split = sub.add_parser("split", help="cut some hosts off from the others (a zone from a zone)")
+    p_split.add_argument("host", nargs="*")
+    p_split.add_argument("--heal", action="store_true", help="end the split")
     p_sg = sub.add_parser("sg", help="security-group enforcement on or off")
     p_sg.add_argument("setting", choices=("on", "off"))
     args = parser.parse_args(argv)
@@ -765,6 +792,8 @@ def main(argv: list[str]) -> int:
             return start(args.host)
         if args.command in ("blackhole", "heal"):
             return blackhole(args.host, on=args.command == "blackhole")
+        if args.command == "split":
+            return split(args.host, args.heal)
         if args.command == "sg":
             return security_groups(args.setting)
     except (LabError, KeyError, RuntimeError, ValueError) as error:

@@ -43,6 +43,8 @@ def problems(status: dict | None = None) -> list[str]:
             continue
         if host["blackholed"]:
             found.append(f"{name} black-holed")
+        if host["split_off"]:
+            found.append(f"{name} split off from the other hosts")
         failed = _guest(name, "systemctl", "--failed", "--no-legend", "--plain").split()
         if failed:
             found.append(f"{name} failed units: {' '.join(u for u in failed if '.' in u)}")
@@ -65,13 +67,16 @@ def problems(status: dict | None = None) -> list[str]:
 
 
 def repair(status: dict | None = None) -> list[str]:
-    """The cheap repairs: start stopped hosts, heal black-holed ones, enforce the security groups.
+    """The cheap repairs: start stopped hosts, heal black-holed ones and a split, enforce the security groups.
     Returns what was done."""
     status = status or cli.status_report()
     done = []
     if not status["security_groups"]:
         network.set_security_groups(cli.load_state(), enabled=True)
         done.append("security groups enforced again")
+    if any(host["split_off"] for host in status["hosts"]):
+        cli.split([], heal=True)
+        done.append("split healed")
     for host in status["hosts"]:
         if not host["running"]:
             cli.start(host["name"])

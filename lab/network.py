@@ -33,6 +33,7 @@ BRIDGE = "vpc0"
 INTERNET_LINK = "v-inet"
 SG_TABLE = "webinfra_sg"
 BLACKHOLE_TABLE = "webinfra_blackhole"
+SPLIT_TABLE = "webinfra_split"
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -129,6 +130,42 @@ def set_blackhole(host: Host, on: bool) -> None:
 def blackholed() -> set[str]:
     """The ports (veths) black-holed now."""
     listed = in_ns(CLOUD_NS, "nft", "-j", "list", "set", "bridge", BLACKHOLE_TABLE, "ports", check=False)
+    if listed.returncode != 0:
+        return set()
+    for item in json.loads(listed.stdout)["nftables"]:
+        if "set" in item:
+            return {e for e in item["set"].get("elem", []) if isinstance(e, str)}
+    return set()
+
+
+# A split: the hosts on one side (an availability zone's) and the others exchange no IP packet, silently,
+# as when the network between two zones fails; each side still reaches the gateway and the AWS API
+# stand-in (regional services), and the lab's internet. Host-to-host traffic crosses the bridge's
+# forward hook only.
+SPLIT_RULESET = f"""
+table bridge {SPLIT_TABLE} {{
+    set side {{ type ifname; }}
+    chain forward {{
+        type filter hook forward priority -190; policy accept;
+        ether type {{ ip, ip6 }} iifname @side oifname != @side drop
+        ether type {{ ip, ip6 }} iifname != @side oifname @side drop
+    }}
+}}
+"""
+
+
+def set_split(side: list[Host] | None) -> None:
+    """Cut `side` off from every other host (None: heal the split)."""
+    in_ns(CLOUD_NS, "nft", "delete", "table", "bridge", SPLIT_TABLE, check=False)
+    if side:
+        apply_ruleset(SPLIT_RULESET)
+        ports = ", ".join(host.veth for host in side)
+        in_ns(CLOUD_NS, "nft", "add", "element", "bridge", SPLIT_TABLE, "side", f"{{ {ports} }}")
+
+
+def split_side() -> set[str]:
+    """The ports on the cut-off side of a split now (empty: no split)."""
+    listed = in_ns(CLOUD_NS, "nft", "-j", "list", "set", "bridge", SPLIT_TABLE, "side", check=False)
     if listed.returncode != 0:
         return set()
     for item in json.loads(listed.stdout)["nftables"]:

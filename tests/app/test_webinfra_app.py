@@ -301,6 +301,37 @@ def test_a_write_for_a_primary_that_does_not_answer_fails_at_once_and_holds_no_w
     assert wait_until(lambda: app.json("POST", "/api/messages", {"text": "back"})[0] == 201, seconds=15)
 
 
+def test_a_commit_acknowledged_only_by_the_primarys_own_fallback_is_not_reported_stored(start_extra_app, databases):
+    """Issue 13 (the zones split): a primary whose replicas are cut off, with no controller that can reach
+    it to disarm failover first, acknowledges a waiting commit by itself after
+    mariadb.semi_sync_timeout_ms, asynchronously: a failover on the other side may lose it. The app
+    gives up on the commit before that, so the client never hears "stored" (503); the row may exist
+    on that server alone, which the controller then keeps out of the rotation."""
+    primary, replica = databases.primary, databases.replica
+    timeout_ms = SERVER_DEFAULTS.mariadb.semi_sync_timeout_ms
+    app = start_extra_app(primary, "primary")
+    replica.sql("STOP SLAVE")
+    primary.sql(f"SET GLOBAL rpl_semi_sync_master_timeout = {timeout_ms}")
+    assert wait_until(lambda: semi_sync_clients(primary) == 0, seconds=15)
+    try:
+        began = time.monotonic()
+        status, body = app.json("POST", "/api/messages", {"text": "acknowledged by no replica"})
+        took = time.monotonic() - began
+        assert status == 503, (status, body)
+        assert took < timeout_ms / 1000, took  # the app gave up before the server's fallback
+    finally:
+        replica.sql("START SLAVE")
+        primary.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")  # the fallback switched it off
+    assert wait_until(lambda: app.json("POST", "/api/messages", {"text": "back"})[0] == 201, seconds=15)
+
+
+def semi_sync_clients(server) -> int:
+    status = {
+        r["Variable_name"]: r["Value"] for r in server.sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'")
+    }
+    return int(status["Rpl_semi_sync_master_clients"])
+
+
 def test_writes_waiting_on_the_primary_leave_threads_for_reads_and_the_extra_ones_are_refused(
     start_extra_app, databases
 ):
