@@ -1304,6 +1304,62 @@ def test_the_active_load_balancer_killed_then_the_primary_the_other_one_fails_ov
     back_to_the_first_layout(names)
 
 
+def test_the_old_primary_returning_cut_off_from_its_peers_stays_read_only_then_rejoins(healthy_lab):
+    """Issue 13. The primary dies under mixed load and a replica is promoted; the old primary then boots
+    again with its network cut (black-holed: it reaches neither the new primary nor the controllers,
+    and nothing reaches it) for 20 s. It must stay read-only all along (it boots so, and nothing may
+    make it writable), never two writable servers, no read failing, writes back within 10 s; once its
+    network is back it rejoins the new primary as a replica by itself, with every acknowledged write."""
+    running_lab = healthy_lab
+    url, names = running_lab["url"], web_names(running_lab)
+    (old,) = writable_servers(names)
+    wait_until("automatic failover armed", lambda: failover_state()["armed"], 60, 1)
+    with MixedLoad(url, names, duration=55) as mixed:
+        time.sleep(5)
+        lost_at = time.monotonic()
+        lab("kill", old)
+        new = wait_until(
+            "a new primary", lambda: next(iter(writable_servers([h for h in names if h != old])), None), 30, 0.5
+        )
+        lab("blackhole", old)  # before it boots: it comes back with no network at all
+        lab("start", old)
+        booted_at = time.monotonic()
+        wait_until(f"{old}'s database answers", lambda: sql(old, "SELECT 1") == "1", 90, 1)
+        answered_after = time.monotonic() - booted_at
+        time.sleep(20)
+        lab("heal", old)
+        healed_at = time.monotonic()
+        mixed.finish("old-primary-returns-cut-off")
+        wait_until(f"{old} rejoins as {new}'s replica", lambda: replicates_from(running_lab, old, new), 120, 1)
+        rejoin_took = time.monotonic() - healed_at
+        time.sleep(2)
+    figures = mixed.figures(lost_at, new)
+    old_writable = [(t, w) for t, w in mixed.sampler.rounds if t >= lost_at and w.get(old)]
+    cut_off_rounds = [w for t, w in mixed.sampler.rounds if booted_at + answered_after <= t < healed_at]
+    print(
+        f"primary {old} killed, {new} promoted; {old} booted black-holed (its database answered "
+        f"{answered_after:.1f} s after `start`), {len(cut_off_rounds)} samples of it cut off: writable in "
+        f"{sum(1 for w in cut_off_rounds if w.get(old))}; healed: rejoined {new} {rejoin_took:.1f} s later. Under "
+        f"{mixed.rate} reads/s + {mixed.write_rate} writes/s: {mixed.summary(figures)}"
+    )
+    assert cut_off_rounds and all(w.get(old) is False for w in cut_off_rounds), cut_off_rounds[:5]
+    assert not old_writable, old_writable[:5]
+    assert not mixed.sampler.split_brains(), mixed.sampler.split_brains()[:5]
+    assert not figures["failed_reads"], figures["failed_reads"]
+    assert figures["writes_back"] is not None and figures["writes_back"] <= 10, figures
+    assert not figures["missing"], figures["missing"]
+    acknowledged = figures["acknowledged"]
+    ids = ",".join(map(str, acknowledged))
+    wait_until(
+        f"every acknowledged write on {old}",
+        lambda: sql(old, f"SELECT COUNT(*) FROM webinfra.messages WHERE id IN ({ids})") == str(len(acknowledged)),
+        60,
+    )
+    _, still = health.wait_healthy(120)
+    assert not still, still
+    back_to_the_first_layout(names)
+
+
 def zone_of(running_lab: dict, name: str) -> list[str]:
     """The hosts in the same availability zone (subnet) as `name`: the program's subnets are the VPC's
     first azCount /24s, the same whatever azCount (settings.subnet_cidrs)."""
@@ -1378,15 +1434,21 @@ def active_balancer() -> str:
     return failover_state()["controller"]
 
 
-def failover_state() -> dict:
-    """The active load balancer's failover controller's state file."""
-    for balancer in ("lb-01", "lb-02"):
-        result = guest(balancer, "cat", "/run/webinfra-failover/state.json")
-        if result.returncode == 0:
-            state = json.loads(result.stdout)
-            if state["active"]:
-                return {"controller": balancer, **state}
-    raise AssertionError("no active failover controller")
+def failover_state(wait: float = 15) -> dict:
+    """The active load balancer's failover controller's state file. None may be active for a few seconds:
+    a controller started again (scripts/promote holds them), or one that found the Elastic IP newly on
+    its load balancer, waits takeover_after (2.5 s) before it acts."""
+    deadline = time.monotonic() + wait
+    while True:
+        for balancer in ("lb-01", "lb-02"):
+            result = guest(balancer, "cat", "/run/webinfra-failover/state.json")
+            if result.returncode == 0:
+                state = json.loads(result.stdout)
+                if state["active"]:
+                    return {"controller": balancer, **state}
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no active failover controller for {wait:.0f} s")
+        time.sleep(0.5)
 
 
 def promote(*args: str) -> subprocess.CompletedProcess:
@@ -1398,6 +1460,62 @@ def promote(*args: str) -> subprocess.CompletedProcess:
 def primary_of(names: list[str]) -> str:
     (writable,) = writable_servers(names)
     return writable
+
+
+def test_with_two_web_servers_and_the_replica_lost_first_no_automatic_failover_but_promote_force_works(healthy_lab):
+    """Issue 13, webCount 2. The replica is cut off (black-holed) under mixed load: the controller disarms
+    automatic failover, then makes replication asynchronous, and writes go on. Then the primary dies
+    and the replica's network returns: the replica lacks the writes made meanwhile, so no automatic
+    failover (a failover would lose them), with the reason in the controller's state and in
+    `scripts/lab status`. `scripts/promote --force` (the person's decision) promotes it, and writes work.
+    The old primary, started again with writes the new one lacks, stays read-only and out of the
+    rotation. Last before the three-server test: it leaves the lab so, and that test builds its own."""
+    running_lab = healthy_lab
+    url, names = running_lab["url"], web_names(running_lab)
+    (primary,) = writable_servers(names)
+    (replica,) = [h for h in names if h != primary]
+    wait_until("automatic failover armed", lambda: failover_state()["armed"], 60, 1)
+    with MixedLoad(url, names, duration=40) as mixed:
+        time.sleep(5)
+        lab("blackhole", replica)
+        wait_until("failover disarmed", lambda: not failover_state()["armed"], 30, 0.5)
+        disarmed = failover_state()
+        time.sleep(5)  # writes go on, asynchronously: the replica lacks them
+        lab("kill", primary)
+        lab("heal", replica)
+        killed_at = time.monotonic()
+        mixed.finish("replica-lost-first")
+    waited = time.monotonic() - killed_at
+    state = failover_state()
+    report = json.loads(lab("status", "--json").stdout)["failover"]
+    figures = mixed.figures(killed_at, replica)  # "missing": the acknowledged writes the replica lacks
+    print(
+        f"webCount 2, replica {replica} black-holed, then primary {primary} killed: disarmed "
+        f"({disarmed['arming']}); {waited:.0f} s after the kill, no failover: {state['verdict']!r}; "
+        f"{mixed.summary(figures)} (missing: the acknowledged writes only the dead primary has)"
+    )
+    assert writable_servers([replica]) == [], state  # no automatic failover
+    assert state["armed"] is False and "no automatic failover" in state["verdict"], state
+    assert "asynchronous" in state["verdict"], state  # the reason
+    assert report and report["verdict"] == state["verdict"], report
+    assert figures["missing"], "the scenario needs writes only the primary had"
+    assert not mixed.sampler.split_brains(), mixed.sampler.split_brains()[:5]
+    forced = promote("--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert writable_servers([replica]) == [replica]
+    stored = wait_until("a write on the promoted replica", lambda: _try_post(url, "after --force"), 30, 1)
+    assert sql(replica, f"SELECT COUNT(*) FROM webinfra.messages WHERE id = {stored['id']}") == "1"
+    lab("start", primary)
+    wait_until(
+        f"{primary} back, kept out read-only",
+        lambda: (
+            "holds writes the primary"
+            in guest(active_balancer(), "journalctl", "-u", "webinfra-failover", "--no-pager").stdout
+        ),
+        120,
+        1,
+    )
+    assert writable_servers(names) == [replica]
 
 
 def test_with_three_web_servers_a_dead_primary_is_replaced_and_a_disarmed_one_waits_for_a_person(running_lab):
