@@ -1324,7 +1324,12 @@ def test_the_old_primary_returning_cut_off_from_its_peers_stays_read_only_then_r
         lab("blackhole", old)  # before it boots: it comes back with no network at all
         lab("start", old)
         booted_at = time.monotonic()
-        wait_until(f"{old}'s database answers", lambda: sql(old, "SELECT 1") == "1", 90, 1)
+        wait_until(
+            f"{old}'s database answers",
+            lambda: guest(old, "mariadb", "-N", "-B", "-e", "SELECT 1").stdout.strip() == "1",
+            90,
+            1,
+        )
         answered_after = time.monotonic() - booted_at
         time.sleep(20)
         lab("heal", old)
