@@ -554,7 +554,9 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         ),
         _file(
             "/etc/webinfra/db-self-fence.sql",
-            render_template("webinfra-db-self-fence.sql.j2", failover_user=DB_FAILOVER_USER),
+            render_template(
+                "webinfra-db-self-fence.sql.j2", failover_user=DB_FAILOVER_USER, replication_user=DB_REPLICATION_USER
+            ),
         ),
         _file(
             "/etc/webinfra/db-end-dump-threads.sql",

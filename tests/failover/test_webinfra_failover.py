@@ -5,6 +5,7 @@ the lab's (tests/lab)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 import signal
@@ -101,7 +102,11 @@ def cluster(tmp_path):
             servers[name] = start_mariadb(tmp_path, name, "primary" if name == "web-01" else "replica", tls)
         primary = servers["web-01"]
         stack = Stack(primary, servers["web-02"], password(), password(), tls, password())
-        fence = render.render_template("webinfra-db-self-fence.sql.j2", failover_user=render.DB_FAILOVER_USER)
+        fence = render.render_template(
+            "webinfra-db-self-fence.sql.j2",
+            failover_user=render.DB_FAILOVER_USER,
+            replication_user=render.DB_REPLICATION_USER,
+        )
         for server in servers.values():
             server.sql("RESET MASTER")
             server.client(fence)
@@ -700,3 +705,75 @@ def test_a_new_decider_does_not_make_the_primary_writable_while_it_cannot_see_ev
     verdicts = run_until(fresh, "web-01 is read-only and web-03 do not answer")
     assert read_only(servers["web-01"]), verdicts
     assert ("DatabaseAttention", 1, None) in cluster.metrics
+
+
+def dump_thread_ids(server: MariaDB) -> set[int]:
+    return {
+        row["ID"]
+        for row in server.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND COMMAND = 'Binlog Dump'",
+            (render.DB_REPLICATION_USER,),
+        )
+    }
+
+
+@contextlib.contextmanager
+def black_hole(port: int):
+    """Every TCP packet to or from `port` on this machine dropped (nftables, loopback included): no RST,
+    no FIN gets through, as in the lab's black hole; what a relay cannot do (its kernel acknowledges)."""
+    table = f"webinfra_test_black_hole_{port}"
+    rules = (
+        f"table inet {table} {{\n chain output {{\n  type filter hook output priority -300; policy accept;\n"
+        f"  tcp dport {port} drop\n  tcp sport {port} drop\n }}\n}}\n"
+    )
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+
+
+def answers_within(server: MariaDB, seconds: float) -> bool:
+    """A new connection and a write, within `seconds` (a hung server: no)."""
+    done = threading.Event()
+
+    def ask() -> None:
+        with contextlib.suppress(Exception):
+            server.sql("INSERT INTO webinfra.messages (text, host) VALUES ('still answering', 'test')")
+            done.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    return done.wait(seconds)
+
+
+def test_a_primary_fallen_back_to_asynchronous_by_itself_ends_the_dump_threads_it_had_then(cluster):
+    """The zones cut off from each other in the lab: the primary's one semi-synchronous replica silent,
+    no controller reaching the primary, so it fell back to asynchronous replication by its own timeout.
+    Its dump thread for that replica, left alone, was ended only by the replica's reconnection after the
+    heal, which hung MariaDB for good (kill_zombie_dump_threads waiting on the ack receiver). The
+    self-fence event ends that thread itself, at its first run after the fallback; the replica, back,
+    reconnects, is left alone, catches up, and semi-sync is on again; the primary answers throughout."""
+    primary = cluster.servers["web-01"]  # web-02 its one semi-synchronous replica
+    cluster.servers["web-03"].sql("STOP SLAVE")
+    primary.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+    wait_for("a semi-synchronous replica", lambda: semi_sync(primary) == ("ON", 1), seconds=15)
+    write(primary, "acknowledged")
+    before = dump_thread_ids(primary)
+    assert len(before) == 1, before
+    try:
+        with black_hole(primary.port):  # the replica's link: every packet lost, both ways
+            began = time.monotonic()
+            write(primary, "acknowledged by no replica")  # waits rpl_semi_sync_master_timeout, then asynchronous
+            assert time.monotonic() - began >= SERVER_DEFAULTS.mariadb.semi_sync_timeout_ms / 1000 - 0.5
+            assert semi_sync(primary)[0] == "OFF"
+            wait_for("the dump thread of the fallback ended", lambda: not dump_thread_ids(primary) & before, 3)
+            time.sleep(8)  # the replica gives up on its silent primary (slave_net_timeout) and retries
+        wait_for("semi-sync on again", lambda: semi_sync(primary) == ("ON", 1), seconds=30)
+        assert answers_within(primary, 5)
+        reconnected = dump_thread_ids(primary)
+        time.sleep(2.5)  # two more runs of the event: the new thread is left alone
+        assert dump_thread_ids(primary) == reconnected
+        assert primary.sql("SELECT * FROM mysql.webinfra_semi_sync_fallback") == ()
+    finally:
+        if not answers_within(primary, 5):  # hung: the fixture's SIGTERM would wait for ever
+            primary.process.kill()
