@@ -77,8 +77,9 @@ class Settings:
     # {"filters": DescribeAddresses filters, "instance_id_file": this instance's id}; None: keepalived alone.
     elastic_ip: dict | None = None
     arbiter_interval: float = 1.0  # how often a MASTER asks EC2 who holds the address
-    arbiter_valid_for: float = 2.0  # an answer counts this long, from when it was asked
-    takeover_after: float = 2.5  # a new holder waits this long (> arbiter_valid_for) before it acts
+    arbiter_call_timeout: float = 0.5  # each call's connect and read timeouts (one attempt)
+    arbiter_valid_for: float = 3.0  # an answer counts this long, from when it was asked
+    takeover_after: float = 3.5  # a new holder waits this long (> arbiter_valid_for) before it acts
     state_file: str | None = None  # what `scripts/lab status` and people read
     stack: str | None = None  # the metrics' namespace is webinfra/<stack>; None: no metrics
     region: str | None = None
@@ -347,54 +348,68 @@ class ElasticIpArbiter:
     """Which load balancer of a pair may act: the one the stack's Elastic IP points at, as EC2 says.
 
     keepalived alone cannot decide: cut off from each other (one availability zone from the other),
-    both load balancers are MASTER, and two active controllers can each keep a different server
-    writable (one promotes the replica it still sees; the other keeps the primary it still sees
-    writable and switches it to asynchronous replication). An Elastic IP points at one instance at a
-    time, and only EC2's API moves it, so it names one decider, and the one that receives the site's
-    traffic. Its answers are time-bounded, like a lease:
+    both load balancers are MASTER, and two deciding controllers could each keep a different server
+    writable (one promotes the replica it still sees; the other keeps the primary it still sees writable
+    and switches it to asynchronous replication). An Elastic IP points at one instance at a time, only
+    EC2's API moves it, and it is where the site's traffic goes: it names the decider. EC2's API is
+    eventually consistent (its documentation: a change "might not be immediately visible to all
+    subsequent commands"), so this makes two deciders rare and brief, not impossible; what keeps a brief
+    overlap harmless is the controller's own rules: a new decider starts disarmed (it fails over only
+    after it has itself seen the primary semi-synchronous with a replica holding everything), it makes no
+    read-only primary writable while some server does not answer, and a primary nobody decides for
+    fences itself. The answers are time-bounded, like a lease:
 
     * An answer counts for `arbiter_valid_for` seconds from when it was asked, not answered: a holder
-      that can no longer ask (EC2 out of reach) stops acting then (and closes its sessions).
+      that can no longer ask (EC2 out of reach) stops acting then, and closes its sessions.
     * A load balancer that finds the address newly on itself waits `takeover_after` (longer than an
       answer counts) before it acts: by then the previous holder has stopped acting.
-    * What cannot be undone (making a server writable, switching the primary to asynchronous
-      replication) is asked again right before it is done (`confirm`).
+    * Promoting a replica and making a read-only primary writable again ask EC2 again right before
+      (`confirm`), under the same timeouts.
 
-    One DescribeAddresses call every `arbiter_interval` while this load balancer is keepalived's
-    MASTER (the BACKUP never acts, and asks nothing)."""
+    One DescribeAddresses call (one attempt: botocore's total_max_attempts, timeouts of
+    `arbiter_call_timeout`) every `arbiter_interval` while this load balancer is keepalived's MASTER (the
+    BACKUP never acts, and asks nothing)."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float], client: object | None = None):
         assert settings.elastic_ip is not None
         self.settings, self.clock = settings, clock
         self.filters = settings.elastic_ip["filters"]
         self.instance_id = pathlib.Path(settings.elastic_ip["instance_id_file"]).read_text().strip()
-        self._client = client
+        self._given_client = client
+        self._clients = threading.local()  # boto3 sessions are not thread-safe: one client per thread
         self._lock = threading.Lock()
         self._answer: tuple[float, str | None] | None = None  # (asked at, the instance holding the address)
         self.error = ""
         self._thread: threading.Thread | None = None
 
     def client(self):  # boto3 makes the client class at run time: no annotation
-        if self._client is None:
+        if self._given_client is not None:
+            return self._given_client
+        made = getattr(self._clients, "ec2", None)
+        if made is None:
             import boto3
             from botocore.config import Config
 
-            self._client = boto3.client(
+            timeout = self.settings.arbiter_call_timeout
+            made = self._clients.ec2 = boto3.session.Session().client(
                 "ec2",
                 region_name=self.settings.region,
                 endpoint_url=self.settings.endpoint_url,
-                # one attempt, answered well within arbiter_valid_for; the next interval asks again
-                config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}),
+                config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1}),
             )
-        return self._client
+        return made
 
     def ask(self) -> str | None:
-        """Asks EC2 now; returns the holder (None: unknown, or the address points nowhere)."""
+        """Asks EC2 now; returns the holder (None: no answer, or the address points nowhere)."""
         asked = self.clock()
         try:
             addresses = self.client().describe_addresses(Filters=self.filters)["Addresses"]
         except Exception as error:  # noqa: BLE001 - no answer: the last one ages out
             self.error = f"{type(error).__name__}: {error}"[:200]
+            self._clients.ec2 = None  # made again next time (credentials that were missing at first)
+            return None
+        if len(addresses) > 1:
+            self.error = f"{len(addresses)} addresses carry the stack's tags: which one decides is unclear"
             return None
         holder = addresses[0].get("InstanceId") if addresses else None
         with self._lock:
@@ -411,6 +426,11 @@ class ElasticIpArbiter:
             and answer[1] == self.instance_id
             and self.clock() - answer[0] < self.settings.arbiter_valid_for
         )
+
+    def last_holder(self) -> str | None:
+        """The holder at the last answer, however old (None: never answered)."""
+        with self._lock:
+            return None if self._answer is None else self._answer[1]
 
     def confirm(self) -> bool:
         """Asked again, now: right before something that cannot be undone."""
@@ -451,6 +471,8 @@ class Controller:
             arbiter = ElasticIpArbiter(settings, clock)
         self.arbiter = arbiter
         self.holder_since: float | None = None  # since when the arbiter has said this instance holds the address
+        self.lapsed_at: float | None = None  # since when EC2's answers (the address here) no longer count
+        self.keep_state = False  # standing by for a short lapse: what was seen is kept
         self.standby_reason = "standby: the active load balancer decides"
         self.metric = metric or self._cloudwatch_metric
         self._metrics: queue.Queue | None = None
@@ -551,21 +573,36 @@ class Controller:
 
     def active(self) -> bool:
         """A lone load balancer always; one of a pair while keepalived says MASTER and, with an arbiter,
-        EC2 says the stack's Elastic IP points here (for takeover_after already: see ElasticIpArbiter)."""
+        EC2 says the stack's Elastic IP points here (for takeover_after already: see ElasticIpArbiter).
+        Sets keep_state: a standby that keeps what it knew (a lapse of EC2's answers, shorter than
+        takeover_after, during which the address cannot have gone to a decider elsewhere and back)."""
+        self.keep_state = False
         if not self.settings.active_file:
             return True
         if not self._keepalived_master():
-            self.holder_since, self.standby_reason = None, "standby: the active load balancer decides"
+            self.holder_since, self.lapsed_at = None, None
+            self.standby_reason = "standby: the active load balancer decides"
             return False
         if self.arbiter is None:
             return True
         self.arbiter.keep_asking(self._keepalived_master)
+        now = self.clock()
         if not self.arbiter.holds():
-            self.holder_since = None
+            if self.holder_since is not None and self.arbiter.last_holder() == self.arbiter.instance_id:
+                # The address was here at the last answer; no answer since counts: stop deciding (and close
+                # the sessions) until one does, but remember what was seen, if it comes back soon.
+                self.lapsed_at = self.lapsed_at if self.lapsed_at is not None else now
+                self.keep_state = now - self.lapsed_at < self.settings.takeover_after
+                self.standby_reason = f"standby: EC2 has not confirmed the Elastic IP is here ({self.arbiter.error})"
+                return False
+            self.holder_since, self.lapsed_at = None, None
             why = f" (EC2 does not answer: {self.arbiter.error})" if self.arbiter.error else ""
             self.standby_reason = f"standby: keepalived's MASTER, but the Elastic IP is not here{why}"
             return False
-        now = self.clock()
+        if self.lapsed_at is not None:
+            if now - self.lapsed_at >= self.settings.takeover_after:
+                self.holder_since = None  # too long: the address may have been elsewhere meanwhile
+            self.lapsed_at = None
         if self.holder_since is None:
             self.holder_since = now
             self.say("the Elastic IP points here: taking over the decisions")
@@ -610,8 +647,10 @@ class Controller:
             # armed only once it has seen the primary with a replica acknowledging.
             for server in self.servers:
                 server.unwatch()
-            self.primary, self.armed, self.armed_from, self.lost_since = None, False, None, None
-            self.arming, self.observations, self.last_progress, self.last_answered = "standby", {}, {}, {}
+            # Unwatched, the servers' silence says nothing: timings start again from the next poll.
+            self.lost_since, self.observations, self.last_progress, self.last_answered = None, {}, {}, {}
+            if not self.keep_state:
+                self.primary, self.armed, self.armed_from, self.arming = None, False, None, "standby"
             verdict = self.standby_reason
             self._publish_arming(False)
             self._write_state(False, verdict)
@@ -729,7 +768,10 @@ class Controller:
             if now - self.stuck[1] < self.settings.fallback_after:
                 return
             waited = now - self.stuck[1]
-            if not self._still_the_decider(f"switching {primary.name} to asynchronous replication"):
+            # The answer at hand, not a new call to EC2: the waiting writes must not wait for it too.
+            if self.settings.active_file and not (
+                self._keepalived_master() and (self.arbiter is None or self.arbiter.holds())
+            ):
                 return
             # Disarmed first (and said so), then asynchronous: a commit acknowledged without a replica's
             # copy from here on can no longer be lost to an automatic failover.

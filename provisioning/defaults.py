@@ -32,6 +32,8 @@ SIZE = {"format": ("a size such as 16k", _SIZE)}
 PORT = {"range": (1, 65535)}
 # The load balancer's other listeners: HTTP, HTTPS and certbot's ACME answerer (render.ACME_PORT).
 LB_PORTS_TAKEN = (80, 443, 8888)
+# The app's QUERY_TIMEOUT_SECONDS (app/webinfra_app.py, which the hosts run; tests/app checks they agree).
+APP_QUERY_TIMEOUT_SECONDS = 3
 
 
 def seconds(duration: str) -> float:
@@ -149,6 +151,7 @@ class FailoverDefaults:
     fallback_after: str = field(metadata=DURATION)
     drain_timeout: str = field(metadata=DURATION)
     arbiter_interval: str = field(metadata=DURATION)
+    arbiter_call_timeout: str = field(metadata=DURATION)
     arbiter_valid_for: str = field(metadata=DURATION)
     takeover_after: str = field(metadata=DURATION)
     orphan_reads: str = field(metadata=DURATION)
@@ -289,14 +292,21 @@ def _contradictions(table: ServerDefaults) -> list[str]:
             "and so its self-fence, must end before another server is promoted)",
         ),
         (
-            seconds(failover.arbiter_valid_for) >= 2 * seconds(failover.arbiter_interval),
-            "failover.arbiter_valid_for must be at least two arbiter_intervals (one lost answer must not stop "
-            "the load balancer that decides)",
+            seconds(failover.arbiter_valid_for)
+            >= 2 * seconds(failover.arbiter_interval) + 2 * seconds(failover.arbiter_call_timeout),
+            "failover.arbiter_valid_for must be at least two arbiter_intervals and a call's two timeouts (one "
+            "lost answer must not stop the load balancer that decides)",
         ),
         (
             seconds(failover.takeover_after) > seconds(failover.arbiter_valid_for),
             "failover.takeover_after must exceed arbiter_valid_for (the previous holder of the Elastic IP must "
             "have stopped deciding before the next one starts)",
+        ),
+        (
+            seconds(failover.fallback_after) + 2 * seconds(failover.poll_interval) < APP_QUERY_TIMEOUT_SECONDS,
+            "failover.fallback_after plus two poll_intervals must be below the app's query timeout "
+            f"({APP_QUERY_TIMEOUT_SECONDS} s): a write waiting while a replica is lost must be acknowledged "
+            "before the app gives up on it",
         ),
         (
             seconds(failover.heartbeat_period) < seconds(failover.replica_net_timeout),

@@ -639,6 +639,7 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
         if facts.lb_pair
         else None,
         "arbiter_interval": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_interval),
+        "arbiter_call_timeout": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_call_timeout),
         "arbiter_valid_for": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_valid_for),
         "takeover_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.takeover_after),
         "state_file": FAILOVER_STATE,

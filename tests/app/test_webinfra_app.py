@@ -325,6 +325,14 @@ def test_a_commit_acknowledged_only_by_the_primarys_own_fallback_is_not_reported
     assert wait_until(lambda: app.json("POST", "/api/messages", {"text": "back"})[0] == 201, seconds=15)
 
 
+def test_the_server_defaults_know_the_apps_query_timeout():
+    """provisioning/defaults.py checks failover.fallback_after against it (a write waiting while a replica
+    is lost must be acknowledged before the app gives up)."""
+    from provisioning.defaults import APP_QUERY_TIMEOUT_SECONDS
+
+    assert webinfra_app.QUERY_TIMEOUT_SECONDS == APP_QUERY_TIMEOUT_SECONDS
+
+
 def semi_sync_clients(server) -> int:
     status = {
         r["Variable_name"]: r["Value"] for r in server.sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'")

@@ -777,3 +777,50 @@ def test_a_primary_fallen_back_to_asynchronous_by_itself_ends_the_dump_threads_i
     finally:
         if not answers_within(primary, 5):  # hung: the fixture's SIGTERM would wait for ever
             primary.process.kill()
+
+
+class FlakyEc2:
+    """moto's EC2 client, or no answer at all while `broken` (EC2 out of reach, throttled)."""
+
+    def __init__(self):
+        import boto3
+
+        self.client, self.broken = boto3.client("ec2"), False
+
+    def describe_addresses(self, **kwargs):
+        if self.broken:
+            raise ConnectionError("EC2 does not answer (test)")
+        return self.client.describe_addresses(**kwargs)
+
+
+def test_a_short_lapse_of_ec2s_answers_pauses_the_decider_without_forgetting_a_long_one_starts_it_again(
+    cluster, elastic_ip
+):
+    """No answer from EC2 (throttled, out of reach): the decider stops deciding and closes its sessions
+    once its last answer no longer counts. Answers back within takeover_after: the address cannot have
+    been with a decider elsewhere meanwhile, so it goes on at once, armed as it was. Longer: it starts
+    again from nothing (the takeover wait, then what it sees itself)."""
+    primary = cluster.servers["web-01"]
+    lb_01 = pair_controller(cluster, elastic_ip, "lb-01", takeover_after=2.0)
+    flaky = FlakyEc2()
+    assert lb_01.arbiter is not None
+    lb_01.arbiter._given_client = flaky
+    run_until(lb_01, "primary web-01", seconds=10)
+    arm(lb_01)
+
+    flaky.broken = True
+    run_until(lb_01, "standby: EC2 has not confirmed the Elastic IP is here", seconds=3)
+    wait_for("its sessions closed", lambda: failover_sessions(primary) == 0, seconds=5)
+    assert lb_01.armed and lb_01.primary == "web-01"  # kept, for a short lapse
+    flaky.broken = False
+    verdicts = run_until(lb_01, "primary web-01", seconds=3)
+    assert not any(v.startswith("standby: taking over") for v in verdicts), verdicts
+    assert lb_01.armed
+
+    flaky.broken = True
+    run_until(lb_01, "standby: EC2 has not confirmed", seconds=3)
+    time.sleep(lb_01.settings.takeover_after + 0.2)
+    lb_01.step()
+    flaky.broken = False
+    verdicts = run_until(lb_01, "primary web-01", seconds=10)
+    assert any(v.startswith("standby: taking over") for v in verdicts), verdicts  # from nothing again
