@@ -127,15 +127,20 @@ def set_blackhole(host: Host, on: bool) -> None:
         raise RuntimeError(f"cannot black-hole {host.name}: {result.stderr.strip()}")
 
 
-def blackholed() -> set[str]:
-    """The ports (veths) black-holed now."""
-    listed = in_ns(CLOUD_NS, "nft", "-j", "list", "set", "bridge", BLACKHOLE_TABLE, "ports", check=False)
+def _ports_in(table: str, name: str) -> set[str]:
+    """The ports (veths) in a bridge table's set now (none: no such table)."""
+    listed = in_ns(CLOUD_NS, "nft", "-j", "list", "set", "bridge", table, name, check=False)
     if listed.returncode != 0:
         return set()
     for item in json.loads(listed.stdout)["nftables"]:
         if "set" in item:
             return {e for e in item["set"].get("elem", []) if isinstance(e, str)}
     return set()
+
+
+def blackholed() -> set[str]:
+    """The ports (veths) black-holed now."""
+    return _ports_in(BLACKHOLE_TABLE, "ports")
 
 
 # A split: the hosts on one side (an availability zone's) and the others exchange no IP packet, silently,
@@ -165,13 +170,7 @@ def set_split(side: list[Host] | None) -> None:
 
 def split_side() -> set[str]:
     """The ports on the cut-off side of a split now (empty: no split)."""
-    listed = in_ns(CLOUD_NS, "nft", "-j", "list", "set", "bridge", SPLIT_TABLE, "side", check=False)
-    if listed.returncode != 0:
-        return set()
-    for item in json.loads(listed.stdout)["nftables"]:
-        if "set" in item:
-            return {e for e in item["set"].get("elem", []) if isinstance(e, str)}
-    return set()
+    return _ports_in(SPLIT_TABLE, "side")
 
 
 def apply_ruleset(text: str) -> None:
