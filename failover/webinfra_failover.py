@@ -364,7 +364,10 @@ class ElasticIpArbiter:
     * A load balancer that finds the address newly on itself waits `takeover_after` (longer than an
       answer counts) before it acts: by then the previous holder has stopped acting.
     * Promoting a replica and making a read-only primary writable again ask EC2 again right before
-      (`confirm`), under the same timeouts.
+      (`confirm`, two attempts at most): an answer naming another holder ends this one's tenure; no
+      answer only postpones the action to a later poll.
+    * An answer that no longer counts (two asks in a row unanswered) makes the next one a takeover
+      again: the wait, then only what is seen afterwards (the controller starts disarmed).
 
     One DescribeAddresses call (one attempt: botocore's total_max_attempts, timeouts of
     `arbiter_call_timeout`) every `arbiter_interval` while this load balancer is keepalived's MASTER (the
@@ -375,47 +378,51 @@ class ElasticIpArbiter:
         self.settings, self.clock = settings, clock
         self.filters = settings.elastic_ip["filters"]
         self.instance_id = pathlib.Path(settings.elastic_ip["instance_id_file"]).read_text().strip()
-        self._given_client = client
-        self._clients = threading.local()  # boto3 sessions are not thread-safe: one client per thread
+        self._client = client
+        self._client_lock = threading.Lock()  # boto3 clients are thread-safe once made; making one is not
         self._lock = threading.Lock()
         self._answer: tuple[float, str | None] | None = None  # (asked at, the instance holding the address)
         self.error = ""
         self._thread: threading.Thread | None = None
 
     def client(self):  # boto3 makes the client class at run time: no annotation
-        if self._given_client is not None:
-            return self._given_client
-        made = getattr(self._clients, "ec2", None)
-        if made is None:
-            import boto3
-            from botocore.config import Config
+        with self._client_lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
 
-            timeout = self.settings.arbiter_call_timeout
-            made = self._clients.ec2 = boto3.session.Session().client(
-                "ec2",
-                region_name=self.settings.region,
-                endpoint_url=self.settings.endpoint_url,
-                config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1}),
-            )
-        return made
+                timeout = self.settings.arbiter_call_timeout
+                self._client = boto3.session.Session().client(
+                    "ec2",
+                    region_name=self.settings.region,
+                    endpoint_url=self.settings.endpoint_url,
+                    config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1}),
+                )
+            return self._client
 
-    def ask(self) -> str | None:
-        """Asks EC2 now; returns the holder (None: no answer, or the address points nowhere)."""
+    def ask(self) -> tuple[bool, str | None]:
+        """Asks EC2 now: (answered, the instance holding the address; None: it points nowhere)."""
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
         asked = self.clock()
         try:
             addresses = self.client().describe_addresses(Filters=self.filters)["Addresses"]
+        except (NoCredentialsError, PartialCredentialsError) as error:
+            self.error = f"{type(error).__name__}: {error}"[:200]
+            with self._client_lock:
+                self._client = None  # made again next time: the instance role's credentials may come later
+            return False, None
         except Exception as error:  # noqa: BLE001 - no answer: the last one ages out
             self.error = f"{type(error).__name__}: {error}"[:200]
-            self._clients.ec2 = None  # made again next time (credentials that were missing at first)
-            return None
+            return False, None
         if len(addresses) > 1:
             self.error = f"{len(addresses)} addresses carry the stack's tags: which one decides is unclear"
-            return None
+            return False, None
         holder = addresses[0].get("InstanceId") if addresses else None
         with self._lock:
             if self._answer is None or self._answer[0] <= asked:
                 self._answer, self.error = (asked, holder), ""
-        return holder
+        return True, holder
 
     def holds(self) -> bool:
         """This instance held the address at an answer that still counts."""
@@ -432,9 +439,11 @@ class ElasticIpArbiter:
         with self._lock:
             return None if self._answer is None else self._answer[1]
 
-    def confirm(self) -> bool:
-        """Asked again, now: right before something that cannot be undone."""
-        return self.ask() == self.instance_id
+    def confirm(self) -> tuple[bool, str | None]:
+        """Asked again, now, right before something that cannot be undone: a second attempt if the first
+        gets no answer (this is the one call whose answer matters at once)."""
+        answered, holder = self.ask()
+        return (answered, holder) if answered else self.ask()
 
     def keep_asking(self, wanted: Callable[[], bool]) -> None:
         """Ask every arbiter_interval, in a thread of its own (a slow EC2 never holds the control loop),
@@ -471,8 +480,6 @@ class Controller:
             arbiter = ElasticIpArbiter(settings, clock)
         self.arbiter = arbiter
         self.holder_since: float | None = None  # since when the arbiter has said this instance holds the address
-        self.lapsed_at: float | None = None  # since when EC2's answers (the address here) no longer count
-        self.keep_state = False  # standing by for a short lapse: what was seen is kept
         self.standby_reason = "standby: the active load balancer decides"
         self.metric = metric or self._cloudwatch_metric
         self._metrics: queue.Queue | None = None
@@ -574,35 +581,28 @@ class Controller:
     def active(self) -> bool:
         """A lone load balancer always; one of a pair while keepalived says MASTER and, with an arbiter,
         EC2 says the stack's Elastic IP points here (for takeover_after already: see ElasticIpArbiter).
-        Sets keep_state: a standby that keeps what it knew (a lapse of EC2's answers, shorter than
-        takeover_after, during which the address cannot have gone to a decider elsewhere and back)."""
-        self.keep_state = False
+        An answer that no longer counts (two asks in a row unanswered) is a takeover again when answers
+        return: wait, and start from what is seen then (a decider elsewhere may have acted meanwhile, and
+        the primary may have fallen back to asynchronous replication unseen)."""
         if not self.settings.active_file:
             return True
         if not self._keepalived_master():
-            self.holder_since, self.lapsed_at = None, None
+            self.holder_since = None
             self.standby_reason = "standby: the active load balancer decides"
             return False
         if self.arbiter is None:
             return True
         self.arbiter.keep_asking(self._keepalived_master)
-        now = self.clock()
         if not self.arbiter.holds():
-            if self.holder_since is not None and self.arbiter.last_holder() == self.arbiter.instance_id:
-                # The address was here at the last answer; no answer since counts: stop deciding (and close
-                # the sessions) until one does, but remember what was seen, if it comes back soon.
-                self.lapsed_at = self.lapsed_at if self.lapsed_at is not None else now
-                self.keep_state = now - self.lapsed_at < self.settings.takeover_after
-                self.standby_reason = f"standby: EC2 has not confirmed the Elastic IP is here ({self.arbiter.error})"
-                return False
-            self.holder_since, self.lapsed_at = None, None
-            why = f" (EC2 does not answer: {self.arbiter.error})" if self.arbiter.error else ""
-            self.standby_reason = f"standby: keepalived's MASTER, but the Elastic IP is not here{why}"
+            self.holder_since = None
+            if self.arbiter.last_holder() == self.arbiter.instance_id:
+                why = self.arbiter.error or "no answer"
+                self.standby_reason = f"standby: EC2 has not confirmed the Elastic IP is here lately ({why})"
+            else:
+                why = f" (EC2 does not answer: {self.arbiter.error})" if self.arbiter.error else ""
+                self.standby_reason = f"standby: keepalived's MASTER, but the Elastic IP is not here{why}"
             return False
-        if self.lapsed_at is not None:
-            if now - self.lapsed_at >= self.settings.takeover_after:
-                self.holder_since = None  # too long: the address may have been elsewhere meanwhile
-            self.lapsed_at = None
+        now = self.clock()
         if self.holder_since is None:
             self.holder_since = now
             self.say("the Elastic IP points here: taking over the decisions")
@@ -613,13 +613,23 @@ class Controller:
 
     def _still_the_decider(self, what: str) -> bool:
         """Asked again right before `what`, which cannot be undone: still keepalived's MASTER, and EC2
-        says the address is still here. False: not done (said so)."""
+        says the address is still here. False: not done now (said so). Only an answer naming another
+        holder ends this controller's tenure; no answer just means not now (the next poll asks again)."""
         if not self.settings.active_file:
             return True
-        if self._keepalived_master() and (self.arbiter is None or self.arbiter.confirm()):
+        if not self._keepalived_master():
+            self.say(f"not {what}: this load balancer is no longer keepalived's MASTER")
+            return False
+        if self.arbiter is None:
             return True
-        self.say(f"not {what}: this load balancer is no longer the one that decides")
-        self.holder_since = None
+        answered, holder = self.arbiter.confirm()
+        if answered and holder == self.arbiter.instance_id:
+            return True
+        if answered:
+            self.holder_since = None
+            self.say(f"not {what}: the Elastic IP is no longer here ({holder})")
+        else:
+            self.say(f"not {what} now: EC2 did not confirm the Elastic IP is here ({self.arbiter.error})")
         return False
 
     # -- one poll ----------------------------------------------------------------------------------------
@@ -647,10 +657,8 @@ class Controller:
             # armed only once it has seen the primary with a replica acknowledging.
             for server in self.servers:
                 server.unwatch()
-            # Unwatched, the servers' silence says nothing: timings start again from the next poll.
-            self.lost_since, self.observations, self.last_progress, self.last_answered = None, {}, {}, {}
-            if not self.keep_state:
-                self.primary, self.armed, self.armed_from, self.arming = None, False, None, "standby"
+            self.primary, self.armed, self.armed_from, self.lost_since, self.stuck = None, False, None, None, None
+            self.arming, self.observations, self.last_progress, self.last_answered = "standby", {}, {}, {}
             verdict = self.standby_reason
             self._publish_arming(False)
             self._write_state(False, verdict)
@@ -978,7 +986,7 @@ class Controller:
             for server in locked:  # every one is about to be a replica or the new primary
                 self._end_dump_threads(server)
             if not self._still_the_decider(f"promoting {candidate.name}"):
-                return "no longer the active load balancer: not failing over"
+                return "not failing over: not confirmed as the load balancer that decides"
             promoted = True  # from here on, the replicas are pointed at the candidate
             new = self._server(candidate.name)
             # Not replicating any more, yet the stored replication settings (user, password, TLS) stay,
