@@ -30,6 +30,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from provisioning.render import DB_FAILOVER_USER
+
 if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime dependency
     from mypy_boto3_ec2.type_defs import FilterTypeDef
 
@@ -151,6 +153,11 @@ class Promotion:
                 # afresh (one ended around semi-sync's switch hung MariaDB in the lab: issue 13).
                 "CALL mysql.webinfra_end_dump_threads(); "
                 + ("SET GLOBAL rpl_semi_sync_master_enabled = ON; " if followers else "")
+                # The controllers are held: a session of theirs still open here is a dead one (its
+                # load balancer's end lost in a network cut). Left, it is a lease that stopped speaking,
+                # and the self-fence makes the new primary read-only again (seen in the lab, until the
+                # controller, back after its 3.5 s takeover, restored it).
+                + f"KILL CONNECTION USER '{DB_FAILOVER_USER}'; "
                 + "SET GLOBAL read_only = OFF"
             ),
         )

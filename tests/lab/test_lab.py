@@ -1312,14 +1312,14 @@ def test_the_active_load_balancer_killed_then_the_primary_the_other_one_fails_ov
 def test_the_old_primary_returning_cut_off_from_its_peers_stays_read_only_then_rejoins(healthy_lab):
     """Issue 13. The primary dies under mixed load and a replica is promoted; the old primary then boots
     again with its network cut (black-holed: it reaches neither the new primary nor the controllers,
-    and nothing reaches it) for 20 s. It must stay read-only all along (it boots so, and nothing may
+    and nothing reaches it) for 12 s. It must stay read-only all along (it boots so, and nothing may
     make it writable), never two writable servers, no read failing, writes back within 10 s; once its
     network is back it rejoins the new primary as a replica by itself, with every acknowledged write."""
     running_lab = healthy_lab
     url, names = running_lab["url"], web_names(running_lab)
     (old,) = writable_servers(names)
     wait_until("automatic failover armed", lambda: failover_state()["armed"], 60, 1)
-    with MixedLoad(url, names, duration=55) as mixed:
+    with MixedLoad(url, names, duration=45) as mixed:
         time.sleep(5)
         lost_at = time.monotonic()
         lab("kill", old)
@@ -1337,7 +1337,7 @@ def test_the_old_primary_returning_cut_off_from_its_peers_stays_read_only_then_r
             1,
         )
         answered_after = time.monotonic() - booted_at
-        time.sleep(20)
+        time.sleep(12)
         lab("heal", old)
         healed_at = time.monotonic()
         mixed.finish("old-primary-returns-cut-off")
@@ -1375,7 +1375,7 @@ def test_the_two_zones_cut_off_from_each_other_never_two_writable_servers_and_no
     healthy_lab,
 ):
     """Issue 13 (the cold review's AZ split). The load balancer that decides is in one zone, the primary in
-    the other; the network between the zones fails for 20 s under mixed load (each side still reaches the
+    the other; the network between the zones fails for 15 s under mixed load (each side still reaches the
     AWS API and the internet). keepalived makes both load balancers MASTER: two controllers would each
     keep a server writable (one promotes the replica it still sees, the other keeps or restores the
     primary it still sees). Only the holder of the Elastic IP decides: never two writable servers
@@ -1392,11 +1392,11 @@ def test_the_two_zones_cut_off_from_each_other_never_two_writable_servers_and_no
     (old,) = writable_servers(names)
     assert old not in side, (old, side)
     wait_until("automatic failover armed", lambda: failover_state()["armed"], 60, 1)
-    with MixedLoad(url, names, duration=50) as mixed:
+    with MixedLoad(url, names, duration=40) as mixed:
         time.sleep(5)
         split_at = time.monotonic()
         lab("split", *side)
-        time.sleep(20)
+        time.sleep(15)
         during = {
             "writable": writable_servers(names),
             "lb-state": {lb: guest(lb, "cat", "/run/webinfra/lb-state").stdout.strip() for lb in ("lb-01", "lb-02")},
@@ -1419,7 +1419,7 @@ def test_the_two_zones_cut_off_from_each_other_never_two_writable_servers_and_no
     figures = mixed.figures(split_at, primary)
     state = failover_state()
     print(
-        f"zones split for 20 s ({' '.join(side)} | the rest; {deciding} decided, {old} the primary) under "
+        f"zones split for 15 s ({' '.join(side)} | the rest; {deciding} decided, {old} the primary) under "
         f"{mixed.rate} reads/s + {mixed.write_rate} writes/s: {mixed.summary(figures)}; during the split: {during}; "
         f"primary after {primary}; controller {state['controller']}: {state['events'][-4:]}"
     )
@@ -1477,7 +1477,7 @@ def test_with_two_web_servers_and_the_replica_lost_first_no_automatic_failover_b
     (primary,) = writable_servers(names)
     (replica,) = [h for h in names if h != primary]
     wait_until("automatic failover armed", lambda: failover_state()["armed"], 60, 1)
-    with MixedLoad(url, names, duration=40) as mixed:
+    with MixedLoad(url, names, duration=30) as mixed:
         time.sleep(5)
         lab("blackhole", replica)
         wait_until("failover disarmed", lambda: not failover_state()["armed"], 30, 0.5)
@@ -1590,6 +1590,15 @@ def test_with_three_web_servers_a_dead_primary_is_replaced_and_a_disarmed_one_wa
         refused.stdout + refused.stderr
     )
     assert writable_servers(names) == [new]
+    # scripts/promote held the controllers and started them again: the one that decides takes over
+    # (3.5 s) and must have seen the primary itself, disarmed, before it dies (else it refuses for
+    # another reason: it restores nothing while a server it never saw does not answer).
+    wait_until(
+        "the controller decides again, primary and disarmed",
+        lambda: (s := failover_state())["primary"] == new and not s["armed"],
+        30,
+        0.5,
+    )
     # ...and the primary dies: no automatic failover, the reason said.
     lab("kill", new)
     time.sleep(12)
