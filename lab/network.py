@@ -162,6 +162,12 @@ table bridge {SPLIT_TABLE} {{
 def set_split(side: list[Host] | None) -> None:
     """Cut `side` off from every other host (None: heal the split)."""
     in_ns(CLOUD_NS, "nft", "delete", "table", "bridge", SPLIT_TABLE, check=False)
+    if not side:
+        # During the split both load balancers were keepalived's MASTER and announced the floating
+        # address; after it the one left MASTER announces nothing, and the router's cache may still
+        # name the other (seen: the site timed out for 6 s after a heal). The floating address stands in
+        # for the Elastic IP, whose association AWS applies at once: forget the stale answer.
+        ip("-n", CLOUD_NS, "neigh", "flush", "dev", BRIDGE, check=False)
     if side:
         apply_ruleset(SPLIT_RULESET)
         ports = ", ".join(host.veth for host in side)

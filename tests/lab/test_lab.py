@@ -1093,7 +1093,8 @@ class MixedLoad:
             "acknowledged": acknowledged,
             "failed_writes": [r for r in writes if r["status"] != 201],
             "writes_back": max((b - a for a, b in itertools.pairwise(around)), default=None),
-            "missing": sorted(set(acknowledged) - {int(i) for i in present.split(",") if i}),
+            # GROUP_CONCAT of no row is NULL: none of them there
+            "missing": sorted(set(acknowledged) - {int(i) for i in present.split(",") if i and i != "NULL"}),
         }
 
     def summary(self, figures: dict) -> str:
