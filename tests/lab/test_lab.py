@@ -1131,7 +1131,19 @@ def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_an
         (new,) = writable_servers([h for h in names if h != old])
         lab("start" if killed else "heal", old)
         returned_at = time.monotonic()
-        wait_until(f"{old} rejoins as {new}'s replica", lambda: replicates_from(running_lab, old, new), 120, 1)
+        journal = ""
+
+        def rejoined_or_kept_out():
+            # A transaction binary-logged on the old primary but never acknowledged (in flight when it
+            # died: seen once in CI under 8 writers, 0-1-744) is a write no one else has: it stays out,
+            # read-only, and the controller says so (the issue allows exactly this).
+            nonlocal journal
+            if replicates_from(running_lab, old, new):
+                return "rejoined"
+            journal = guest(active_balancer(), "journalctl", "-u", "webinfra-failover", "--no-pager").stdout
+            return "kept out" if f"{old} holds writes the primary {new} has not" in journal else None
+
+        ending = wait_until(f"{old} rejoins as {new}'s replica, or is kept out", rejoined_or_kept_out, 120, 1)
         rejoin_took = time.monotonic() - returned_at
         time.sleep(2)  # the sampler sees it settled
     figures = mixed.figures(lost_at, new)
@@ -1139,7 +1151,7 @@ def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_an
     print(
         f"primary {old} {fault} under {mixed.rate} reads/s + {mixed.write_rate} writes/s ({mixed.writers} writers): "
         f"{mixed.summary(figures)}; "
-        f"new primary {new}; {old} rejoined as a replica {rejoin_took:.1f} s after "
+        f"new primary {new}; {old} {ending} {rejoin_took:.1f} s after "
         f"`{'start' if killed else 'heal'}`; controller: {state['events'][-3:]}"
     )
     assert not figures["failed_reads"], figures["failed_reads"]
@@ -1147,6 +1159,10 @@ def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_an
     assert not figures["missing"], figures["missing"]
     assert not mixed.sampler.split_brains(), mixed.sampler.split_brains()[:5]
     assert mixed.sampler.spacing() < 2.0  # the sampling itself kept up
+    assert ending == "rejoined" or sql(old, "SELECT @@global.read_only") == "1", ending
+    if ending == "kept out":
+        print(f"{old} kept out: it holds a write never acknowledged (the next test repairs the lab)")
+        return
     rejoined_with_everything(old, figures["acknowledged"], names)
 
 
