@@ -1131,19 +1131,15 @@ def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_an
         (new,) = writable_servers([h for h in names if h != old])
         lab("start" if killed else "heal", old)
         returned_at = time.monotonic()
-        journal = ""
-
-        def rejoined_or_kept_out():
-            # A transaction binary-logged on the old primary but never acknowledged (in flight when it
-            # died: seen once in CI under 8 writers, 0-1-744) is a write no one else has: it stays out,
-            # read-only, and the controller says so (the issue allows exactly this).
-            nonlocal journal
-            if replicates_from(running_lab, old, new):
-                return "rejoined"
-            journal = guest(active_balancer(), "journalctl", "-u", "webinfra-failover", "--no-pager").stdout
-            return "kept out" if f"{old} holds writes the primary {new} has not" in journal else None
-
-        ending = wait_until(f"{old} rejoins as {new}'s replica, or is kept out", rejoined_or_kept_out, 120, 1)
+        # A transaction binary-logged on the old primary but never acknowledged (in flight when it died:
+        # seen once in CI under 8 writers, 0-1-744) is a write no one else has: it stays out, read-only,
+        # and the controller says so (the issue allows exactly this).
+        ending = wait_until(
+            f"{old} rejoins as {new}'s replica, or is kept out",
+            lambda: rejoined_or_kept_out(running_lab, old, new),
+            120,
+            1,
+        )
         rejoin_took = time.monotonic() - returned_at
         time.sleep(2)  # the sampler sees it settled
     figures = mixed.figures(lost_at, new)
@@ -1202,6 +1198,15 @@ def back_to_the_first_layout(names: list[str]) -> None:
     wait_until("automatic failover armed again", lambda: failover_state()["armed"], 60, 1)
 
 
+def rejoined_or_kept_out(running_lab: dict, old: str, primary: str) -> str | None:
+    """How an old primary ended: "rejoined" (it replicates from `primary`), "kept out" (the deciding
+    controller's log says it holds writes the primary has not), or None (neither yet)."""
+    if replicates_from(running_lab, old, primary):
+        return "rejoined"
+    journal = guest(active_balancer(), "journalctl", "-u", "webinfra-failover", "--no-pager").stdout
+    return "kept out" if f"{old} holds writes the primary {primary} has not" in journal else None
+
+
 def replicates_from(running_lab: dict, replica: str, primary: str) -> bool:
     status = guest(replica, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
     address = next(h["address"] for h in hosts(running_lab, "web") if h["name"] == primary)
@@ -1249,16 +1254,7 @@ def test_the_primarys_database_frozen_fails_over_only_when_frozen_long_and_takes
         return
     assert primary != old, state
     assert figures["writes_back"] is not None and figures["writes_back"] <= 10, figures
-    journal = ""
-
-    def rejoined_or_kept_out():
-        nonlocal journal
-        if replicates_from(running_lab, old, primary):
-            return "rejoined"
-        journal = guest(active_balancer(), "journalctl", "-u", "webinfra-failover", "--no-pager").stdout
-        return "kept out" if f"{old} holds writes the primary {primary} has not" in journal else None
-
-    ending = wait_until(f"{old} rejoins or is kept out", rejoined_or_kept_out, 60, 1)
+    ending = wait_until(f"{old} rejoins or is kept out", lambda: rejoined_or_kept_out(running_lab, old, primary), 60, 1)
     binlogs = {h: sql(h, "SELECT @@global.gtid_binlog_pos") for h in (old, primary)}
     print(f"{old} after SIGCONT: {ending} (binary logs at {binlogs})")
     assert sql(old, "SELECT @@global.read_only") == "1"
@@ -1527,10 +1523,7 @@ def test_with_two_web_servers_and_the_replica_lost_first_no_automatic_failover_b
     lab("start", primary)
     wait_until(
         f"{primary} back, kept out read-only",
-        lambda: (
-            "holds writes the primary"
-            in guest(active_balancer(), "journalctl", "-u", "webinfra-failover", "--no-pager").stdout
-        ),
+        lambda: rejoined_or_kept_out(running_lab, primary, replica) == "kept out",
         120,
         1,
     )
