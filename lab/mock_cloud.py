@@ -64,8 +64,13 @@ class ProgramRun:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Copies inputs to outputs and adds what AWS would compute (camelCase keys, as the engine)."""
 
-    def __init__(self, region: str, instance_ids: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, region: str, instance_ids: dict[str, str] | None = None, kept: dict[str, dict] | None = None
+    ) -> None:
         self.region = region
+        # What a stack's state keeps from an earlier run (lab/changes.py, generated_outputs): a password,
+        # key or certificate whose inputs did not change comes out the same, as on `pulumi up`.
+        self.kept = kept or {}
         # The ids EC2 gave the instances, by hostname (the lab's EC2 stand-in): a declaration that uses
         # an instance's id (a readiness gate, an alarm) then names the very instance the lab runs.
         self.instance_ids = instance_ids or {}
@@ -109,6 +114,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
             outputs["name"] = f"{args.name}-1a2b3c"
             outputs["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}"
+        earlier = self.kept.get(args.name)
+        if earlier is not None:
+            from lab.changes import digest  # lab.changes imports this module
+
+            if earlier["inputs"] == digest(dict(args.inputs)):
+                outputs = dict(earlier["outputs"])
         self.resources.append(Declared(typ, args.name, dict(args.inputs), outputs, id=resource_id))
         return [resource_id, outputs]
 
@@ -155,10 +166,11 @@ def run_program(
     region: str | None = "eu-west-1",
     instance_ids: dict[str, str] | None = None,
     aws_profile: str | None = None,
+    kept: dict[str, dict] | None = None,
 ) -> ProgramRun:
     """Run the program with `config` (setting name → value, without the `webinfra:` prefix), and, where
-    known, the ids EC2 gave the instances (by hostname)."""
-    mocks = RecordingMocks(region or "eu-west-1", instance_ids)
+    known, the ids EC2 gave the instances (by hostname) and what a state keeps from an earlier run."""
+    mocks = RecordingMocks(region or "eu-west-1", instance_ids, kept)
     pulumi.runtime.set_mocks(mocks, project="webinfra", stack=stack, preview=False)
     all_config = {f"webinfra:{key}": str(value) for key, value in config.items()}
     if region:
