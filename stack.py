@@ -20,10 +20,11 @@ from components.lb_certificate import LoadBalancerCertificate, LoadBalancerCerti
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import MonitoredHost, Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.runtime_config import RuntimeConfig, RuntimeConfigArgs
 from components.secrets import StackSecrets, StackSecretsArgs
 from components.smoke_test import SmokeTest, SmokeTestArgs
 from components.web_tier import WebTier, WebTierArgs
-from provisioning.render import Backend, StackFacts, program_parameters, role_processes
+from provisioning.render import Backend, StackFacts, program_parameters, role_processes, runtime_config
 from settings import HostKind, HostSlot, Settings, subnet_cidrs
 
 
@@ -64,7 +65,11 @@ def _program_arns(programs: HostPrograms, facts: StackFacts, name: str) -> list[
 
 
 def _web_host_role(
-    settings: Settings, secrets: StackSecrets, programs: HostPrograms, web_slots: list[HostSlot]
+    settings: Settings,
+    secrets: StackSecrets,
+    programs: HostPrograms,
+    config: RuntimeConfig,
+    web_slots: list[HostSlot],
 ) -> HostRole:
     arns = secrets.parameter_arns
     facts = stack_facts(settings)
@@ -82,6 +87,7 @@ def _web_host_role(
                         arns["db-failover"],  # the primary creates the failover controllers' user
                         *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots),
                         *_program_arns(programs, facts, "webinfra-app"),
+                        config.parameter_arns[facts.ssm_config("firewall-peers.nft")],
                     ],
                 ),
                 SESSION_MANAGER_STATEMENT,
@@ -92,7 +98,11 @@ def _web_host_role(
 
 
 def _lb_host_role(
-    settings: Settings, secrets: StackSecrets, programs: HostPrograms, eip_allocation_id: pulumi.Output[str]
+    settings: Settings,
+    secrets: StackSecrets,
+    programs: HostPrograms,
+    config: RuntimeConfig,
+    eip_allocation_id: pulumi.Output[str],
 ) -> HostRole:
     """A pair's load balancers also move the stack's Elastic IP (keepalived's takeover)."""
     facts = stack_facts(settings)
@@ -109,6 +119,8 @@ def _lb_host_role(
                         secrets.parameter_arns["lb-certificate"],
                         secrets.parameter_arns["db-failover"],  # the failover controller's database user
                         *_program_arns(programs, facts, "webinfra-failover"),
+                        config.parameter_arns[facts.ssm_config("haproxy.cfg")],
+                        config.parameter_arns[facts.ssm_config("failover.json")],
                     ],
                 ),
                 SESSION_MANAGER_STATEMENT,
@@ -212,8 +224,10 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     # Each kind of host reads exactly its own secrets of this stack, and may be reached through
     # Session Manager; nothing else.
     programs = HostPrograms("programs", HostProgramsArgs(parameters=program_parameters(facts), tags=tags))
-    web_role = _web_host_role(settings, secrets, programs, web_slots)
-    lb_role = _lb_host_role(settings, secrets, programs, network.lb_address.allocation_id)
+    backends = [Backend(slot.hostname, slot.private_ip) for slot in web_slots]
+    config = RuntimeConfig("config", RuntimeConfigArgs(parameters=runtime_config(facts, backends), tags=tags))
+    web_role = _web_host_role(settings, secrets, programs, config, web_slots)
+    lb_role = _lb_host_role(settings, secrets, programs, config, network.lb_address.allocation_id)
     web_profile, lb_profile = _host_profiles(settings, network, secrets, web_role, lb_role)
 
     tier = WebTier(
@@ -226,14 +240,13 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             subnet_ids=network.subnet_ids,
             tags=tags,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[secrets, programs, web_role]),
+        opts=pulumi.ResourceOptions(depends_on=[secrets, programs, config, web_role]),
     )
     lb = LoadBalancer(
         "lb",
         LoadBalancerArgs(
             slots=lb_slots,
             facts=facts,
-            backends=[Backend(slot.hostname, slot.private_ip) for slot in web_slots],
             db_ca_certificate=db_tls.ca_certificate_pem,
             profile=lb_profile,
             subnet_ids=network.subnet_ids,
@@ -242,7 +255,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             tags=tags,
             aws_profile=settings.aws_profile,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[secrets, programs, lb_role]),
+        opts=pulumi.ResourceOptions(depends_on=[secrets, programs, config, lb_role]),
     )
 
     monitoring = Monitoring(

@@ -22,7 +22,7 @@ import pulumi_aws as aws
 import pulumi_command as command
 
 from components.ec2 import HostProfile, hardened_instance
-from provisioning.render import Backend, StackFacts, encode_user_data, lb_cloud_config
+from provisioning.render import StackFacts, encode_user_data, lb_cloud_config
 from settings import HostSlot
 
 
@@ -30,7 +30,6 @@ from settings import HostSlot
 class LoadBalancerArgs:
     slots: list[HostSlot]  # lb-01 (and lb-02 of a pair)
     facts: StackFacts
-    backends: list[Backend]
     db_ca_certificate: pulumi.Input[str]  # public: the failover controller verifies the databases with it
     profile: HostProfile
     subnet_ids: Sequence[pulumi.Input[str]]
@@ -55,9 +54,7 @@ class LoadBalancer(pulumi.ComponentResource):
         ca = pulumi.Output.from_input(args.db_ca_certificate)
 
         def rendered(hostname: str) -> pulumi.Output[str]:
-            return ca.apply(
-                lambda pem: encode_user_data(lb_cloud_config(args.facts, hostname, args.backends, db_ca=pem))
-            )
+            return ca.apply(lambda pem: encode_user_data(lb_cloud_config(args.facts, hostname, db_ca=pem)))
 
         user_data = {slot.hostname: rendered(slot.hostname) for slot in args.slots}
         after: list[pulumi.Resource] = []

@@ -55,6 +55,10 @@ FORMATS = {
     # (provisioning/render.py, encode_program); installed only if its SHA-256 is the entry's `sha256`,
     # which the user-data carries: a host runs exactly the code the program declared.
     "gzip-base64": ("value",),
+    # Runtime configuration (HAProxy's, the firewall's allowlists), gzipped to fit a standard (4 KB)
+    # parameter: the stack changes it on a running host, so no digest in the user-data pins it; its
+    # entry's `validate` commands decide.
+    "gzip-base64-text": ("value",),
 }
 PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END \1-----")
 
@@ -91,7 +95,7 @@ def check_entry(item: dict) -> dict:
 
     name, parameter: the entry and its SSM parameter (or a list of them, whose values are joined: a
     value larger than one parameter holds). format: "text", "pem-certificate-and-key" or
-    "gzip-base64" (with sha256: the hex SHA-256 the decoded content must have).
+    "gzip-base64" (with sha256: the hex SHA-256 the decoded content must have) or "gzip-base64-text".
     files: [{path, part (value | certificates | key), mode, owner, prefix (written before the
     part: "KEY=" makes an environment file)}], written in this order.
     validate, reload: commands (argv lists; {files[N]} is the Nth candidate file in validate).
@@ -184,12 +188,12 @@ def parts_of(entry: dict, value: str) -> dict[str, bytes]:
     text = value.strip() + "\n"
     if entry["format"] == "text":
         return {"value": text.encode()}
-    if entry["format"] == "gzip-base64":
+    if entry["format"] in ("gzip-base64", "gzip-base64-text"):
         try:
             content = gzip.decompress(base64.b64decode(value.strip(), validate=True))
         except (ValueError, OSError, EOFError) as error:
             raise Refused(f"not gzip in base64 ({type(error).__name__})") from error
-        if hashlib.sha256(content).hexdigest() != entry["sha256"]:
+        if entry["sha256"] and hashlib.sha256(content).hexdigest() != entry["sha256"]:
             raise Refused(f"its SHA-256 is {digest(content)}…, not the {entry['sha256'][:12]}… this host expects")
         return {"value": content}
     blocks = [(m.group(1), m.group(0)) for m in PEM_BLOCK.finditer(value)]

@@ -1100,7 +1100,23 @@ class Controller:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=CONFIG)
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="read the configuration, say what it holds and exit (webinfra-config-sync runs this on a new one)",
+    )
     args = parser.parse_args(argv)
+    if args.check_config:
+        try:
+            settings = Settings.load(args.config)
+            names = [name for name, _, _ in settings.servers]
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"servers must be named once each, got {names}")
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            print(f"webinfra-failover: {args.config}: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
+        print(f"webinfra-failover: {args.config}: {len(names)} servers ({', '.join(names)})")
+        return 0
     Controller(Settings.load(args.config)).run()
     return 0
 

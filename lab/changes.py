@@ -34,17 +34,30 @@ EIP_ASSOCIATION = "aws:ec2/eipAssociation:EipAssociation"
 # An instance's type, tags, security groups, profile and metadata options change in place (a new
 # instance type stops and starts it); its user-data replaces it only with user_data_replace_on_change.
 REPLACED_BY = {
+    # ForceNew in the Terraform AWS provider's aws_instance schema (internal/service/ec2/ec2_instance.go),
+    # which pulumi-aws wraps.
     INSTANCE: frozenset(
         {
             "ami",
-            "availabilityZone",
-            "subnetId",
-            "privateIp",
-            "keyName",
-            "ipv6AddressCount",
-            "tenancy",
             "associatePublicIpAddress",
+            "availabilityZone",
+            "cpuCoreCount",
+            "cpuThreadsPerCore",
+            "cpuOptions",
+            "ebsOptimized",
+            "ephemeralBlockDevices",
+            "hibernation",
+            "hostId",
+            "ipv6AddressCount",
+            "ipv6Addresses",
+            "keyName",
+            "launchTemplate",
             "placementGroup",
+            "placementPartitionNumber",
+            "privateDnsNameOptions",
+            "privateIp",
+            "subnetId",
+            "tenancy",
         }
     ),
     PARAMETER: frozenset({"name"}),

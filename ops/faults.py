@@ -114,26 +114,24 @@ def _reboot(host: str) -> None:
 
 
 def install_haproxy_config(rate_limit_per_10s: int, check: HealthCheck | None = None) -> None:
-    """Render HAProxy's config (the program's own renderer) with this rate limit and these health checks onto
-    every load balancer, validated, then reloaded gracefully."""
-    from provisioning.render import Backend, haproxy_config
+    """HAProxy's config (the program's own renderer) with this rate limit and these health checks, the way
+    the stack changes it on a running lab: its SSM parameter in the AWS API stand-in, then the sync unit
+    started on every load balancer (as its timer starts it), which validates and reloads gracefully."""
+    from provisioning.render import Backend, encode_config, haproxy_config
 
+    plan = cli.load_state()
     status = cli.status_report()
     backends = [Backend(h["name"], h["address"]) for h in status["hosts"] if h["role"] == "web"]
-    for lb in _hosts("lb"):
-        config = haproxy_config(lb, backends, rate_limit_per_10s=rate_limit_per_10s, check=check)
-        from lab import hosts as lab_hosts
+    config = haproxy_config(backends, rate_limit_per_10s=rate_limit_per_10s, check=check)
+    name = f"/webinfra/{plan.stack}/config/haproxy.cfg"
+    result = cli.aws_api(plan, "put-parameter", name, input=encode_config(config))
+    if result.returncode != 0:
+        raise RuntimeError(f"put-parameter {name} failed: {result.stderr}")
+    from lab import hosts as lab_hosts
 
+    for lb in _hosts("lb"):
         lab_hosts.guest_command(
-            cli.load_state().host(lb),
-            [
-                "sh",
-                "-c",
-                "cat > /etc/haproxy/haproxy.cfg.bench && haproxy -c -q -f /etc/haproxy/haproxy.cfg.bench && "
-                "mv /etc/haproxy/haproxy.cfg.bench /etc/haproxy/haproxy.cfg && systemctl reload haproxy",
-            ],
-            input=config,
-            check=True,
+            plan.host(lb), ["systemctl", "start", "webinfra-config-sync.service"], timeout=120, check=True
         )
     time.sleep(3)
 

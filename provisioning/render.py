@@ -41,6 +41,10 @@ DB_APP_USER = "webinfra_app"
 DB_REPLICATION_USER = "webinfra_repl"
 DB_FAILOVER_USER = "webinfra_failover"
 FAILOVER_CONFIG = "/etc/webinfra/failover.json"
+HAPROXY_CONFIG = "/etc/haproxy/haproxy.cfg"
+FIREWALL_PEERS = "/etc/webinfra/firewall-peers.nft"
+# A standard SSM parameter holds 4 KB (free); runtime configuration travels gzipped to fit one.
+CONFIG_PARAMETER_LIMIT = 4 * 1024
 HAPROXY_STATS_PORT = defaults.SERVER_DEFAULTS.haproxy.stats_port
 
 WEB_PACKAGES = (
@@ -145,6 +149,9 @@ class StackFacts:
 
     def ssm_program(self, name: str) -> str:
         return f"{self.ssm_prefix}/programs/{name}"
+
+    def ssm_config(self, name: str) -> str:
+        return f"{self.ssm_prefix}/config/{name}"
 
 
 @dataclass(frozen=True)
@@ -262,25 +269,26 @@ def host_firewall(facts: StackFacts, hostname: str, role: str) -> str:
                 )
             )
     else:
-        if not facts.lb_addresses or not facts.web_addresses:
-            raise ValueError("a web server's firewall needs the load balancer's and the web servers' addresses")
-        rules.append(
-            FirewallRule(f"ip saddr {{ {', '.join(facts.lb_addresses)} }} tcp dport 80", "HTTP from the load balancer")
-        )
-        rules.append(
-            FirewallRule(
-                f"ip saddr {{ {', '.join(facts.web_addresses)} }} tcp dport 3306", "MySQL from the web servers"
-            )
-        )
+        # The peers are named sets, filled from SSM (firewall_peers): a web server added to or removed
+        # from a running stack changes them on every host, with no new user-data (no replacement).
+        rules.append(FirewallRule("ip saddr @load_balancers tcp dport 80", "HTTP from the load balancers"))
+        rules.append(FirewallRule("ip saddr @web_servers tcp dport 3306", "MySQL from the web servers"))
         rules.append(
             FirewallRule(
-                f"ip saddr {{ {', '.join(facts.lb_addresses)} }} tcp dport 3306",
-                "MySQL from the failover controllers on the load balancers",
+                "ip saddr @load_balancers tcp dport 3306", "MySQL from the failover controllers on the load balancers"
             )
         )
     if facts.ssh_cidr:
         rules.append(FirewallRule(f"ip saddr {facts.ssh_cidr} tcp dport 22", "SSH from the admin network"))
-    return render_template("host-firewall.nft.j2", hostname=hostname, role=role, rules=rules)
+    return render_template("host-firewall.nft.j2", hostname=hostname, role=role, rules=rules, peers_file=FIREWALL_PEERS)
+
+
+def firewall_peers(facts: StackFacts) -> str:
+    """The web servers' allowlists (nft commands on host-firewall.nft.j2's named sets): the stack's web
+    servers and load balancers as the program declares them now. One transaction: `nft -f` swaps them."""
+    if not facts.lb_addresses or not facts.web_addresses:
+        raise ValueError("a web server's firewall needs the load balancers' and the web servers' addresses")
+    return render_template("firewall-peers.nft.j2", web_servers=facts.web_addresses, load_balancers=facts.lb_addresses)
 
 
 ROLE_PROCESSES = {"lb": ["haproxy"], "web": ["nginx", "gunicorn", "mariadbd"]}
@@ -408,7 +416,7 @@ def lb_certificate_sync(facts: StackFacts) -> dict:
         "validate": [
             [
                 "/usr/local/sbin/webinfra-check-haproxy-certificate",
-                "/etc/webinfra/haproxy.cfg",
+                HAPROXY_CONFIG,
                 CERTIFICATE_PATH,
                 "{files[0]}",
             ]
@@ -450,6 +458,69 @@ def password_sync(name: str, parameter: str, env_key: str) -> dict:
         # Generated passwords are alphanumeric; anything else means a wrong or tampered value.
         "validate": [["grep", "-Eqx", f"{env_key}=[A-Za-z0-9]{{16,128}}", "{files[0]}"]],
         "once": True,
+    }
+
+
+def encode_config(text: str) -> str:
+    """Runtime configuration as its SSM parameter holds it: gzip in base64 (format gzip-base64-text)."""
+    encoded = base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode()
+    if len(encoded) > CONFIG_PARAMETER_LIMIT:
+        raise ValueError(f"a runtime configuration is {len(encoded)} bytes encoded, over {CONFIG_PARAMETER_LIMIT}")
+    return encoded
+
+
+def runtime_config(facts: StackFacts, backends: Sequence[Backend]) -> dict[str, str]:
+    """What a running stack's hosts reload, not what replaces them: SSM parameter name → value. A new
+    web server, a new rate limit or a second load balancer changes these, never a host's user-data."""
+    return {
+        facts.ssm_config("haproxy.cfg"): encode_config(
+            haproxy_config(
+                backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme, admin_cidr=facts.admin_cidr
+            )
+        ),
+        facts.ssm_config("failover.json"): encode_config(failover_config(facts, backends)),
+        facts.ssm_config("firewall-peers.nft"): encode_config(firewall_peers(facts)),
+    }
+
+
+def haproxy_config_sync(facts: StackFacts) -> dict:
+    """HAProxy's configuration (backends, rate limit, ...): checked by HAProxy, then a graceful reload
+    (the listening sockets pass to the new process: no connection dropped)."""
+    return {
+        "name": "haproxy-config",
+        "parameter": facts.ssm_config("haproxy.cfg"),
+        "format": "gzip-base64-text",
+        "files": [{"path": HAPROXY_CONFIG, "mode": "0644", "owner": "root:root"}],
+        "validate": [["haproxy", "-c", "-q", "-f", "{files[0]}"]],
+        "service": "haproxy",
+        "reload": [["systemctl", "reload", "haproxy"]],
+    }
+
+
+def failover_config_sync(facts: StackFacts) -> dict:
+    """The failover controller's configuration (the database servers): read by the controller itself
+    before it is installed; a restart picks it up (a takeover wait, then it decides again)."""
+    return {
+        "name": "failover-config",
+        "parameter": facts.ssm_config("failover.json"),
+        "format": "gzip-base64-text",
+        "files": [{"path": FAILOVER_CONFIG, "mode": "0644", "owner": "root:root"}],
+        "validate": [["/usr/local/sbin/webinfra-failover", "--check-config", "--config", "{files[0]}"]],
+        "service": "webinfra-failover",
+        "reload": [["systemctl", "try-restart", "webinfra-failover"]],
+    }
+
+
+def firewall_peers_sync(facts: StackFacts) -> dict:
+    """A web server's allowlists: checked by nft against the loaded firewall, applied in one transaction."""
+    return {
+        "name": "firewall-peers",
+        "parameter": facts.ssm_config("firewall-peers.nft"),
+        "format": "gzip-base64-text",
+        "files": [{"path": FIREWALL_PEERS, "mode": "0644", "owner": "root:root"}],
+        "validate": [["nft", "-c", "-f", "{files[0]}"]],
+        "service": "nftables",
+        "reload": [["nft", "-f", FIREWALL_PEERS]],
     }
 
 
@@ -511,7 +582,6 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         "WEBINFRA_WRITES_AT_ONCE": str(defaults.SERVER_DEFAULTS.gunicorn.writes_at_once),
         "WEBINFRA_DB_HEARTBEAT_PERIOD": f"{defaults.seconds(defaults.SERVER_DEFAULTS.failover.heartbeat_period):g}",
         "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
-        "WEBINFRA_WEB_ADDRESSES": ",".join(facts.web_addresses),
     }
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
     files = [
@@ -526,8 +596,11 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
                 password_sync("db-failover", facts.ssm_db_failover_password, "WEBINFRA_DB_FAILOVER_PASSWORD"),
                 db_tls_sync(facts, hostname),
                 program_sync(facts, "webinfra-app"),
+                firewall_peers_sync(facts),
             ],
         ),
+        # Until webinfra-config-sync brings the stack's peers (first boot): empty sets, nobody passes.
+        _file(FIREWALL_PEERS, "# webinfra: the stack's peers come from SSM Parameter Store (webinfra-config-sync)\n"),
         _file(
             "/etc/mysql/mariadb.conf.d/60-webinfra.cnf",
             render_template(
@@ -584,7 +657,6 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
 
 
 def haproxy_config(
-    hostname: str,
     backends: Sequence[Backend],
     *,
     rate_limit_per_10s: int,
@@ -598,7 +670,6 @@ def haproxy_config(
         raise ValueError("the load balancer needs at least one backend")
     return render_template(
         "haproxy.cfg.j2",
-        hostname=hostname,
         backends=list(backends),
         check=check or defaults.SERVER_DEFAULTS.haproxy_health_check,
         certificate_path=certificate_path,
@@ -650,7 +721,7 @@ def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend], *, db_ca: str) -> str:
+def lb_cloud_config(facts: StackFacts, hostname: str, *, db_ca: str) -> str:
     """The cloud-config of one HAProxy load balancer (alone, or one of a keepalived pair)."""
     paths = {"certificate_path": CERTIFICATE_PATH, "acme_port": ACME_PORT}
     env = {
@@ -666,28 +737,20 @@ def lb_cloud_config(facts: StackFacts, hostname: str, backends: Sequence[Backend
             hostname,
             "lb",
             [
+                # the certificate first: HAProxy's configuration names it, and is checked with it in place
                 lb_certificate_sync(facts),
+                haproxy_config_sync(facts),
                 password_sync("db-failover", facts.ssm_db_failover_password, "WEBINFRA_DB_FAILOVER_PASSWORD"),
                 program_sync(facts, "webinfra-failover"),
+                failover_config_sync(facts),
             ],
         ),
-        _file(FAILOVER_CONFIG, failover_config(facts, backends)),
         _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
         _file("/etc/systemd/system/webinfra-failover.service", read_file("webinfra-failover.service")),
         _file(
             "/usr/local/sbin/webinfra-check-haproxy-certificate",
             read_file("webinfra-check-haproxy-certificate.sh"),
             "0755",
-        ),
-        _file(
-            "/etc/webinfra/haproxy.cfg",
-            haproxy_config(
-                hostname,
-                backends,
-                rate_limit_per_10s=facts.rate_limit_per_10s,
-                acme=facts.acme,
-                admin_cidr=facts.admin_cidr,
-            ),
         ),
         _file(
             "/usr/local/sbin/webinfra-bootstrap",

@@ -44,7 +44,7 @@ fi
 systemctl enable nginx
 systemctl reload-or-restart nginx
 
-step "health metrics to CloudWatch, every minute; runtime configuration from SSM, every 5 minutes"
+step "health metrics to CloudWatch, every minute; runtime configuration from SSM, every 30 seconds"
 systemctl daemon-reload
 systemctl enable --now webinfra-metrics.timer webinfra-config-sync.timer
 

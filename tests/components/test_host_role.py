@@ -68,10 +68,17 @@ def test_each_role_reads_exactly_its_own_parameters_of_this_stack():
             f"{arn}/tls/web-01",
             f"{arn}/tls/web-02",
             *program_pieces(run, "webinfra-app", arn),
+            f"{arn}/config/firewall-peers.nft",
         ]
     ]
     assert [s["Resource"] for s in reads["lb-host"]] == [
-        [f"{arn}/tls/lb-certificate", f"{arn}/db/failover-password", *program_pieces(run, "webinfra-failover", arn)]
+        [
+            f"{arn}/tls/lb-certificate",
+            f"{arn}/db/failover-password",
+            *program_pieces(run, "webinfra-failover", arn),
+            f"{arn}/config/haproxy.cfg",
+            f"{arn}/config/failover.json",
+        ]
     ]
     for role in ("web-host", "lb-host"):
         for statement in statements_of(run, role):
@@ -98,6 +105,7 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
         f"{arn}/db/failover-password",
         *(f"{arn}/tls/{host}" for host in hosts),
         *program_pieces(program, "webinfra-app", arn),
+        f"{arn}/config/firewall-peers.nft",
     ]
     (lb_reads,) = [s for s in statements_of(program, "lb-host") if "ssm:GetParameter" in s["Action"]]
     assert (lb_reads["Action"], lb_reads["Resource"]) == (
@@ -106,6 +114,8 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
             f"{arn}/tls/lb-certificate",
             f"{arn}/db/failover-password",
             *program_pieces(program, "webinfra-failover", arn),
+            f"{arn}/config/haproxy.cfg",
+            f"{arn}/config/failover.json",
         ],
     )
 

@@ -5,16 +5,31 @@ import yaml
 from provisioning.render import decode_user_data
 
 
-def test_lb_user_data_names_every_web_server(program):
-    (lb,) = [i for i in program.of_type("aws:ec2/instance:Instance") if i.inputs["tags"]["Role"] == "lb"]
-    user_data = decode_user_data(lb.inputs["userDataBase64"])
+def runtime_config(program, name: str) -> str:
+    """A runtime configuration parameter's value, decoded as webinfra-config-sync decodes it."""
+    import base64
+    import gzip
+
+    (parameter,) = [p for p in program.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith(name)]
+    assert parameter.inputs["type"] == "String" and parameter.inputs["tier"] == "Standard"
+    from lab.mock_tls import unwrap  # the provider marks every parameter's value secret
+
+    return gzip.decompress(base64.b64decode(unwrap(parameter.inputs["value"]))).decode()
+
+
+def test_haproxy_names_every_web_server_in_runtime_configuration_not_in_user_data(program):
+    config = runtime_config(program, "/config/haproxy.cfg")
     ips = program.exports["web_private_ips"]
     for number, ip in enumerate(ips, start=1):
         # in the reads' backend, and in the writes' backend following the reads' health checks
-        assert f"server web-{number:02d} {ip}:80\n" in user_data, f"web-{number:02d} missing from the LB"
-        assert f"server web-{number:02d} {ip}:80 track web/web-{number:02d}\n" in user_data
-    assert user_data.count("    server web-") == 2 * len(ips)
-    assert "balance roundrobin" in user_data and "cookie" not in user_data.lower().replace("no cookie", "")
+        assert f"server web-{number:02d} {ip}:80\n" in config, f"web-{number:02d} missing from the LB"
+        assert f"server web-{number:02d} {ip}:80 track web/web-{number:02d}\n" in config
+    assert config.count("    server web-") == 2 * len(ips)
+    assert "balance roundrobin" in config and "cookie" not in config.lower().replace("no cookie", "")
+    # a web server added or removed changes no load balancer's user-data (which would replace it)
+    for lb in [i for i in program.of_type("aws:ec2/instance:Instance") if i.inputs["tags"]["Role"] == "lb"]:
+        user_data = decode_user_data(lb.inputs["userDataBase64"])
+        assert "server web-" not in user_data and not any(ip in user_data for ip in ips)
 
 
 def test_lb_has_an_elastic_ip_and_the_url_uses_it_over_https(program):

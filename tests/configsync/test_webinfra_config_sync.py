@@ -412,3 +412,34 @@ def test_a_program_is_installed_only_with_the_digest_the_host_expects(ssm, host)
     assert installed.read_text() == program and oct(installed.stat().st_mode & 0o777) == "0o755"
     with pytest.raises(ValueError, match="needs the content's sha256"):
         sync.load_manifest(host.manifest([{**entry, "sha256": None}]))
+
+
+def test_runtime_configuration_is_decoded_validated_installed_and_reloaded_on_each_change(ssm, host):
+    from provisioning import render
+
+    entry: dict[str, Any] = {
+        **render.haproxy_config_sync(render.StackFacts("test", "eu-west-1", "10.0.0.0/16", "/webinfra/test", 30, 200)),
+        "files": [{"path": str(host.root / "haproxy.cfg"), "mode": "0644", "owner": OWNER}],
+        # the rendered entry's own checks stand in for nothing: a command the test counts, refusing "broken"
+        "validate": [
+            ["sh", "-c", '! grep -q broken "$1"', "sh", "{files[0]}"],
+            [*host.record("validated"), "{files[0]}"],
+        ],
+        "reload": [host.record("reloaded")],
+        "service": None,
+    }
+    assert entry["format"] == "gzip-base64-text"
+    manifest = host.manifest([entry])
+    installed = host.root / "haproxy.cfg"
+    for value, status, content in (
+        ("global\n    maxconn 100\n", 0, "global\n    maxconn 100\n"),
+        ("global\n    maxconn 100\n", 0, "global\n    maxconn 100\n"),  # unchanged: no reload
+        ("global\n    broken\n", 1, "global\n    maxconn 100\n"),  # refused: the installed one stays
+        ("global\n    maxconn 200\n", 0, "global\n    maxconn 200\n"),
+    ):
+        put(ssm, render.encode_config(value), entry["parameter"])
+        assert run(manifest, ssm) == status
+        assert installed.read_text() == content
+    put(ssm, "not gzip", entry["parameter"])
+    assert run(manifest, ssm) == 1 and installed.read_text() == "global\n    maxconn 200\n"
+    assert host.log.read_text().count("reloaded") == 2

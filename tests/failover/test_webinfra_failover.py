@@ -832,3 +832,23 @@ def test_no_answer_right_before_a_promotion_postpones_it_and_the_next_poll_fails
     assert all(read_only(servers[name]) for name in ("web-02", "web-03"))
     flaky.broken = False
     run_until(lb_01, "failed over to")
+
+
+def test_the_rendered_configuration_passes_the_controllers_own_check_and_a_wrong_one_does_not(tmp_path, capsys):
+    import json
+
+    from failover.webinfra_failover import main
+    from tests.provisioning.helpers import BACKENDS_2, PAIR, runtime_files
+
+    rendered = json.loads(runtime_files(PAIR, BACKENDS_2)[render.FAILOVER_CONFIG])
+    password = tmp_path / "db-failover.env"
+    password.write_text("WEBINFRA_DB_FAILOVER_PASSWORD=secret\n")
+    config = tmp_path / "failover.json"
+    config.write_text(json.dumps({**rendered, "password_file": str(password)}))
+    assert main(["--check-config", "--config", str(config)]) == 0
+    assert "2 servers (web-01, web-02)" in capsys.readouterr().out
+    twice = {**rendered, "password_file": str(password), "servers": rendered["servers"] * 2}
+    for wrong in (twice, {**rendered, "password_file": str(password), "unknown": 1}, "not json"):
+        config.write_text(wrong if isinstance(wrong, str) else json.dumps(wrong))
+        assert main(["--check-config", "--config", str(config)]) == 2
+    assert "secret" not in capsys.readouterr().err

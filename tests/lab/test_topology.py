@@ -49,7 +49,7 @@ def test_plan_has_every_instance_with_its_exact_user_data(plan):
 
 
 def test_parameters_are_the_declared_secrets_and_programs_unwrapped(plan):
-    secrets = sorted(name for name in plan.parameters if "/programs/" not in name)
+    secrets = sorted(name for name in plan.parameters if "/programs/" not in name and "/config/" not in name)
     assert secrets == [
         "/webinfra/lab/db/app-password",
         "/webinfra/lab/db/failover-password",
@@ -61,6 +61,13 @@ def test_parameters_are_the_declared_secrets_and_programs_unwrapped(plan):
     ]
     programs = sorted(name for name in plan.parameters if "/programs/" in name)
     assert programs and all(plan.parameters[name][0] == "String" for name in programs), programs
+    config = sorted(name for name in plan.parameters if "/config/" in name)
+    assert config == [
+        "/webinfra/lab/config/failover.json",
+        "/webinfra/lab/config/firewall-peers.nft",
+        "/webinfra/lab/config/haproxy.cfg",
+    ]
+    assert all(plan.parameters[name][0] == "String" for name in config)
     for name in secrets:
         kind, value = plan.parameters[name]
         assert kind == "SecureString" and isinstance(value, str)

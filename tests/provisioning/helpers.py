@@ -48,3 +48,18 @@ def files_of(cloud_config: str) -> dict[str, dict]:
 
 def run(*command, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, input=input)
+
+
+def runtime_files(facts: StackFacts, backends) -> dict[str, str]:
+    """What webinfra-config-sync installs from the stack's runtime configuration parameters, by the path
+    its manifest entries name (the program's own entries and values, decoded as the host decodes them)."""
+    import base64
+    import gzip
+
+    values = render.runtime_config(facts, backends)
+    entries = [render.haproxy_config_sync(facts), render.failover_config_sync(facts), render.firewall_peers_sync(facts)]
+    assert {e["parameter"] for e in entries} == set(values)
+    return {
+        entry["files"][0]["path"]: gzip.decompress(base64.b64decode(values[entry["parameter"]])).decode()
+        for entry in entries
+    }

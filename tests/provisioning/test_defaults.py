@@ -13,7 +13,7 @@ import yaml
 from provisioning import defaults, render
 from provisioning.defaults import SERVER_DEFAULTS, ServerDefaultsError
 from tests.helpers import require_tool
-from tests.provisioning.helpers import ACME, BACKENDS_2, FACTS, PAIR, files_of, lb_config, web_config
+from tests.provisioning.helpers import ACME, BACKENDS_2, FACTS, PAIR, files_of, lb_config, runtime_files, web_config
 
 
 def test_the_table_loads_with_every_setting_typed_and_explained():
@@ -119,14 +119,12 @@ class _Recorder:
 
 def _every_rendered_file() -> list[str]:
     lb_variants = [
-        lb_config(FACTS, "lb-01", BACKENDS_2),
-        *(
-            lb_config(dataclasses.replace(PAIR, admin_cidr="203.0.113.0/28", **ACME), lb, BACKENDS_2)
-            for lb in ("lb-01", "lb-02")
-        ),
+        lb_config(FACTS, "lb-01"),
+        *(lb_config(dataclasses.replace(PAIR, admin_cidr="203.0.113.0/28", **ACME), lb) for lb in ("lb-01", "lb-02")),
     ]
     web_variants = [web_config(FACTS, "web-01", "primary", None), web_config(FACTS, "web-02", "replica", "10.0.0.11")]
-    return [f["content"] for text in lb_variants + web_variants for f in files_of(text).values()]
+    runtime = [*runtime_files(FACTS, BACKENDS_2).values(), *runtime_files(PAIR, BACKENDS_2).values()]
+    return [f["content"] for text in lb_variants + web_variants for f in files_of(text).values()] + runtime
 
 
 def test_every_setting_of_the_table_is_read_by_a_rendered_file(monkeypatch):
@@ -164,9 +162,9 @@ def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, mon
         raw["keepalived"]["advert_interval"]["value"] = 2
 
     monkeypatch.setattr(defaults, "SERVER_DEFAULTS", defaults.load(_broken_copy(tmp_path, change)))
-    lb = files_of(lb_config(PAIR, "lb-01", BACKENDS_2))
+    lb = files_of(lb_config(PAIR, "lb-01"))
     web = files_of(web_config(FACTS, "web-01", "primary", None))
-    assert "timeout server 7s\n" in lb["/etc/webinfra/haproxy.cfg"]["content"]
+    assert "timeout server 7s\n" in runtime_files(PAIR, BACKENDS_2)[render.HAPROXY_CONFIG]
     assert "advert_int 2\n" in lb["/etc/webinfra/keepalived.conf"]["content"]
     assert "proxy_read_timeout 31s;" in web["/etc/webinfra/nginx-site.conf"]["content"]
     assert "--workers 5 " in web["/etc/systemd/system/webinfra-app.service"]["content"]

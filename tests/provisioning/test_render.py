@@ -25,6 +25,7 @@ from tests.provisioning.helpers import (
     files_of,
     lb_config,
     run,
+    runtime_files,
     web_config,
 )
 
@@ -42,7 +43,7 @@ def test_cloud_configs_start_with_the_header_on_the_very_first_line():
     for text in (
         web_config(FACTS, "web-01", "primary", None),
         web_config(FACTS, "web-02", "replica", "10.0.0.11"),
-        lb_config(FACTS, "lb-01", BACKENDS_2),
+        lb_config(FACTS, "lb-01"),
     ):
         assert text.startswith("#cloud-config\n")
         document = yaml.safe_load(text)
@@ -98,7 +99,7 @@ def test_roles_are_checked():
 
 def test_templates_refuse_missing_values():
     with pytest.raises(jinja2.UndefinedError):
-        render.render_template("haproxy.cfg.j2", hostname="lb-01", backends=BACKENDS_2)
+        render.render_template("haproxy.cfg.j2", backends=BACKENDS_2)
 
 
 def test_endpoint_override_reaches_the_hosts():
@@ -154,7 +155,7 @@ def test_oversized_user_data_is_refused():
 
 
 def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
-    config = render.haproxy_config("lb-01", BACKENDS_2, rate_limit_per_10s=200)
+    config = render.haproxy_config(BACKENDS_2, rate_limit_per_10s=200)
     directives = [line.split()[0] for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     # stick-table only counts request rates for the rate limit; nothing pins a client to a server
     assert "balance roundrobin" in config and not {"cookie", "stick", "appsession"} & set(directives)
@@ -180,9 +181,7 @@ def test_haproxys_default_check_settings_render_for_comparison(tmp_path, certifi
     defaults = HealthCheck.haproxy_defaults()
     # a host gone quiet: up to 2 s to the first check, then 3 checks that each time out after 2 s, 2 s apart
     assert defaults.detect_seconds == 12.0 and SERVER_DEFAULTS.haproxy_health_check.detect_seconds == 1.75
-    config = render.haproxy_config(
-        "lb-01", BACKENDS_2, rate_limit_per_10s=200, check=defaults, certificate_path=certificate
-    )
+    config = render.haproxy_config(BACKENDS_2, rate_limit_per_10s=200, check=defaults, certificate_path=certificate)
     assert (
         "default-server check inter 2s fastinter 2s downinter 2s fall 3 rise 2\n" in config and "observe" not in config
     )
@@ -224,8 +223,8 @@ def certificate(tmp_path) -> str:
 @pytest.mark.parametrize("backends", [BACKENDS_2, BACKENDS_20], ids=["2 servers", "20 servers"])
 def test_haproxy_accepts_the_rendered_config(tmp_path, backends, acme, certificate):
     haproxy = require_tool("haproxy")
-    rendered = files_of(lb_config(dataclasses.replace(FACTS, **ACME if acme else {}), "lb-01", backends))
-    config = rendered["/etc/webinfra/haproxy.cfg"]["content"].replace(render.CERTIFICATE_PATH, certificate)
+    rendered = runtime_files(dataclasses.replace(FACTS, **ACME if acme else {}), backends)
+    config = rendered[render.HAPROXY_CONFIG].replace(render.CERTIFICATE_PATH, certificate)
     assert ("backend acme" in config) == acme
     path = tmp_path / "haproxy.cfg"
     path.write_text(config)
@@ -272,8 +271,8 @@ def all_rendered_files() -> dict[str, str]:
     configs = {
         "primary": web_config(FACTS, "web-01", "primary", None),
         "replica": web_config(FACTS, "web-02", "replica", "10.0.0.11"),
-        "lb": lb_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2),
-        "lb-pair": lb_config(dataclasses.replace(PAIR, **ACME), "lb-02", BACKENDS_2),
+        "lb": lb_config(dataclasses.replace(FACTS, **ACME), "lb-01"),
+        "lb-pair": lb_config(dataclasses.replace(PAIR, **ACME), "lb-02"),
     }
     return {f"{kind}:{path}": f["content"] for kind, text in configs.items() for path, f in files_of(text).items()}
 
@@ -310,10 +309,18 @@ def test_host_firewalls_are_valid_nftables_that_drop_by_default(tmp_path, kind):
     ruleset = all_rendered_files()[f"{kind}:/etc/webinfra/nftables.conf"]
     assert "type filter hook input priority filter; policy drop;" in ruleset
     if kind == "lb":
-        assert "tcp dport { 80, 443 } accept" in ruleset and "3306" not in ruleset
+        assert "tcp dport { 80, 443 } accept" in ruleset and "3306" not in ruleset and "include" not in ruleset
     else:
-        assert "ip saddr { 10.0.0.5 } tcp dport 80 accept" in ruleset
-        assert f"ip saddr {{ {', '.join(FACTS.web_addresses)} }} tcp dport 3306 accept" in ruleset
+        assert "ip saddr @load_balancers tcp dport 80 accept" in ruleset
+        assert "ip saddr @web_servers tcp dport 3306 accept" in ruleset
+        # the sets' members: from the stack's runtime configuration, which the ruleset includes
+        peers = runtime_files(FACTS, BACKENDS_2)[render.FIREWALL_PEERS]
+        assert "add element inet webinfra_host load_balancers { 10.0.0.5 }" in peers
+        assert f"add element inet webinfra_host web_servers {{ {', '.join(FACTS.web_addresses)} }}" in peers
+        peers_file = tmp_path / "firewall-peers.nft"
+        peers_file.write_text(peers)
+        assert f'include "{render.FIREWALL_PEERS}"' in ruleset
+        ruleset = ruleset.replace(render.FIREWALL_PEERS, str(peers_file))
     assert "dport 22" not in ruleset  # no SSH unless the stack enables it
     namespace = f"wt-nftcheck-{kind}"
     run("ip", "netns", "add", namespace)
@@ -417,8 +424,8 @@ def test_keepalived_accepts_the_rendered_config(tmp_path, hostname, virtual_addr
 def test_keepalived_is_for_pairs_only():
     with pytest.raises(ValueError, match="pair"):
         render.keepalived_config(FACTS, "lb-01")
-    assert "/etc/webinfra/keepalived.conf" not in files_of(lb_config(FACTS, "lb-01", BACKENDS_2))
-    pair = files_of(lb_config(PAIR, "lb-01", BACKENDS_2))
+    assert "/etc/webinfra/keepalived.conf" not in files_of(lb_config(FACTS, "lb-01"))
+    pair = files_of(lb_config(PAIR, "lb-01"))
     assert {
         "/etc/webinfra/keepalived.conf",
         "/usr/local/sbin/webinfra-lb-takeover",
@@ -481,10 +488,10 @@ def test_cloudwatch_agent_config_watches_memory_disk_and_the_roles_processes(kin
 
 
 def test_stats_port_opens_to_the_admin_network_only_when_set(certificate, tmp_path):
-    local = render.haproxy_config("lb-01", BACKENDS_2, rate_limit_per_10s=200)
+    local = render.haproxy_config(BACKENDS_2, rate_limit_per_10s=200)
     assert "bind 127.0.0.1:8404" in local and "bind :8404" not in local
     admin = render.haproxy_config(
-        "lb-01", BACKENDS_2, rate_limit_per_10s=200, admin_cidr="203.0.113.0/28", certificate_path=certificate
+        BACKENDS_2, rate_limit_per_10s=200, admin_cidr="203.0.113.0/28", certificate_path=certificate
     )
     assert "bind :8404" in admin and "http-request deny unless { src 127.0.0.1 } || { src 203.0.113.0/28 }" in admin
     path = tmp_path / "haproxy.cfg"
@@ -544,8 +551,10 @@ def manifest_of(cloud_config: str) -> dict[str, dict]:
 
 
 def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
-    lb = manifest_of(lb_config(FACTS, "lb-01", BACKENDS_2))
-    assert list(lb) == ["lb-certificate", "db-failover", "webinfra-failover"]
+    lb = manifest_of(lb_config(FACTS, "lb-01"))
+    # the certificate before HAProxy's configuration (which names it), the program before its configuration
+    # (which it checks)
+    assert list(lb) == ["lb-certificate", "haproxy-config", "db-failover", "webinfra-failover", "failover-config"]
     assert lb["db-failover"]["once"] and lb["db-failover"]["parameter"] == FACTS.ssm_db_failover_password
     entry = lb["lb-certificate"]
     assert entry["parameter"] == FACTS.ssm_lb_certificate and entry["files"][0]["path"] == render.CERTIFICATE_PATH
@@ -553,11 +562,11 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     assert entry["validate"][0][0] == "/usr/local/sbin/webinfra-check-haproxy-certificate" and not entry["once"]
     assert entry["skip_if_exists"] == []
     # with a domain, certbot's certificate, once there, is never replaced by the stack's self-signed one
-    acme = manifest_of(lb_config(dataclasses.replace(FACTS, **ACME), "lb-01", BACKENDS_2))
+    acme = manifest_of(lb_config(dataclasses.replace(FACTS, **ACME), "lb-01"))
     assert acme["lb-certificate"]["skip_if_exists"] == [render.ACME_LINEAGE]
 
     web = manifest_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
-    assert list(web) == ["db-app", "db-replication", "db-failover", "db-tls", "webinfra-app"]
+    assert list(web) == ["db-app", "db-replication", "db-failover", "db-tls", "webinfra-app", "firewall-peers"]
     assert web["db-app"]["once"] and web["db-replication"]["once"], (
         "a running database would not know a changed password"
     )
@@ -577,6 +586,7 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
         FACTS.ssm_db_failover_password,
         FACTS.ssm_db_tls("web-02"),
         str(web["webinfra-app"]["parameter"]),
+        FACTS.ssm_config("firewall-peers.nft"),
     }
     assert all(p.startswith(FACTS.ssm_program("webinfra-app") + "/") for p in web["webinfra-app"]["parameter"])
 
@@ -602,12 +612,12 @@ def test_the_password_check_accepts_a_generated_password_only(tmp_path):
 
 def test_haproxy_checks_a_candidate_certificate_before_it_replaces_the_served_one(tmp_path, certificate):
     require_tool("haproxy")
-    files = files_of(lb_config(FACTS, "lb-01", BACKENDS_2))
+    files = files_of(lb_config(FACTS, "lb-01"))
     script = tmp_path / "webinfra-check-haproxy-certificate"
     script.write_text(files["/usr/local/sbin/webinfra-check-haproxy-certificate"]["content"])
     script.chmod(0o755)
     config = tmp_path / "haproxy.cfg"
-    config.write_text(files["/etc/webinfra/haproxy.cfg"]["content"])
+    config.write_text(runtime_files(FACTS, BACKENDS_2)[render.HAPROXY_CONFIG])
     assert run(str(script), str(config), render.CERTIFICATE_PATH, certificate).returncode == 0
     broken = tmp_path / "broken.pem"
     broken.write_text(pathlib.Path(certificate).read_text().split("-----BEGIN PRIVATE KEY-----")[0])  # no key
@@ -663,7 +673,7 @@ def test_every_service_a_host_runs_restarts_by_itself_after_a_crash():
         return parser.get("Service", "Restart", fallback=None)
 
     web = files_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
-    pair = files_of(lb_config(PAIR, "lb-01", BACKENDS_2))
+    pair = files_of(lb_config(PAIR, "lb-01"))
 
     def drop_in(files: dict, service: str) -> str:
         return files[f"/etc/systemd/system/{service}.service.d/webinfra-restart.conf"]["content"]
