@@ -5,7 +5,8 @@ balancer of a pair moves the address through it), and receiving the hosts' Cloud
 `python -m lab.aws_api load ENDPOINT REGION` reads {name: [type, value]} as JSON on standard input
 (never on the command line) and stores them; the lab runs it inside its cloud namespace.
 `put-parameter` changes one (its value on standard input too), as a `pulumi up` that re-mints a
-certificate does; `get-parameter` prints one.
+certificate does; `get-parameter` prints one. `run-instances`, `terminate-instances` and
+`delete-parameters` are what `scripts/lab update` does in EC2 and SSM for a changed program.
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ def seed_ec2(ec2, instances: dict[str, dict[str, str]], elastic_ip_tags: dict[st
     EC2 chooses ids, so the lab takes its hosts' instance ids from here. Returns
     {"instances": {hostname: instance id}, "allocation_id": ...}.
     """
+    ids = run_instances(ec2, instances)
+    address = ec2.allocate_address(
+        Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": _tag_list(elastic_ip_tags)}]
+    )
+    if associate_with:  # a single load balancer: the program's association; a pair: keepalived's to make
+        ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=ids[associate_with])
+    return {"instances": ids, "allocation_id": address["AllocationId"]}
+
+
+def run_instances(ec2, instances: dict[str, dict[str, str]]) -> dict[str, str]:
+    """New instances (a `pulumi up` that creates or replaces them): {hostname: instance id}."""
     ids = {}
     for name, tags in sorted(instances.items()):
         reservation = ec2.run_instances(
@@ -82,12 +94,7 @@ def seed_ec2(ec2, instances: dict[str, dict[str, str]], elastic_ip_tags: dict[st
             TagSpecifications=[{"ResourceType": "instance", "Tags": _tag_list(tags)}],
         )
         ids[name] = reservation["Instances"][0]["InstanceId"]
-    address = ec2.allocate_address(
-        Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": _tag_list(elastic_ip_tags)}]
-    )
-    if associate_with:  # a single load balancer: the program's association; a pair: keepalived's to make
-        ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=ids[associate_with])
-    return {"instances": ids, "allocation_id": address["AllocationId"]}
+    return ids
 
 
 def elastic_ip_holder(ec2, allocation_id: str) -> str:
@@ -134,6 +141,18 @@ def main(argv: list[str]) -> int:
             )
         )
         return 0
+    if len(argv) == 3 and argv[0] == "run-instances":
+        print(json.dumps(run_instances(aws_client("ec2", argv[1], argv[2]), json.load(sys.stdin))))
+        return 0
+    if len(argv) > 3 and argv[0] == "terminate-instances":
+        aws_client("ec2", argv[1], argv[2]).terminate_instances(InstanceIds=argv[3:])
+        return 0
+    if len(argv) == 3 and argv[0] == "delete-parameters":
+        names = json.load(sys.stdin)
+        if names:
+            ssm_client(argv[1], argv[2]).delete_parameters(Names=names)
+        print(f"deleted {len(names)} parameters")
+        return 0
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
         return 0
@@ -167,6 +186,9 @@ def main(argv: list[str]) -> int:
         print(
             "usage: python -m lab.aws_api load ENDPOINT REGION  < parameters.json\n"
             "       python -m lab.aws_api seed-ec2 ENDPOINT REGION  < instances.json\n"
+            "       python -m lab.aws_api run-instances ENDPOINT REGION  < instances.json\n"
+            "       python -m lab.aws_api terminate-instances ENDPOINT REGION INSTANCE_ID...\n"
+            "       python -m lab.aws_api delete-parameters ENDPOINT REGION  < names.json\n"
             "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
             "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
             "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"

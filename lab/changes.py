@@ -114,6 +114,7 @@ class Recorded:
     id: str
     inputs: dict[str, str]  # property → digest
     mentions: dict[str, list[str]] = field(default_factory=dict)  # property → ids of other resources in it
+    label: str = ""  # what it is called outside Pulumi: a parameter's name, an instance's hostname
 
 
 def record(run: ProgramRun) -> dict[str, Recorded]:
@@ -123,9 +124,22 @@ def record(run: ProgramRun) -> dict[str, Recorded]:
         others = ids - {declared.id}
         mentions = {key: found for key, value in declared.inputs.items() if (found := _mentions(value, others))}
         state[declared.name] = Recorded(
-            declared.type, declared.name, declared.id, {k: digest(v) for k, v in declared.inputs.items()}, mentions
+            declared.type,
+            declared.name,
+            declared.id,
+            {k: digest(v) for k, v in declared.inputs.items()},
+            mentions,
+            label_of(declared),
         )
     return state
+
+
+def label_of(declared: Declared) -> str:
+    if declared.type == PARAMETER:
+        return str(declared.inputs.get("name", ""))
+    if declared.type == INSTANCE:
+        return str((declared.inputs.get("tags") or {}).get("Name", ""))
+    return ""
 
 
 def generated_outputs(run: ProgramRun) -> dict[str, dict]:
@@ -151,6 +165,7 @@ class Change:
     forced_by: tuple[str, ...] = ()  # for a replacement: those the provider cannot change in place
     delete_first: bool = False  # a replacement with delete_before_replace
     why: str = ""
+    label: str = ""  # for a deletion: what the state calls it outside Pulumi (lab/changes.py, label_of)
 
 
 def _replacing(declared: Declared, changed: set[str]) -> set[str]:
@@ -200,7 +215,7 @@ def plan(state: Mapping[str, Recorded], run: ProgramRun) -> list[Change]:
             break
     for name, old in state.items():
         if name not in by_name:
-            changes[name] = Change(name, old.type, "delete", why="no longer in the program")
+            changes[name] = Change(name, old.type, "delete", why="no longer in the program", label=old.label)
     return ordered(list(changes.values()), run)
 
 

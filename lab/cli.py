@@ -3,6 +3,9 @@
 scripts/lab up [--web-count N] [--lb-count 1|2] [--acme] [--set SETTING=VALUE ...]
                                    build (cached) and boot every instance of the `lab` stack;
                                    --acme: with a domain, certified by the lab's ACME server
+scripts/lab update --set SETTING=VALUE... [--preview]
+                                   `pulumi up` on the running lab: the plan (as `pulumi preview`), then
+                                   carried out with Pulumi's semantics (lab/update.py)
 scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
 scripts/lab exec HOST -- CMD...    run a command inside a host
 scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import TYPE_CHECKING
 
 from lab import acme as lab_acme
 from lab import aws_downloads, network
@@ -38,12 +42,17 @@ from lab.declared import run_local_command
 from lab.mounts import unmount_below
 from lab.topology import CLIENT_ADDRESS, Host, LabPlan, Rule
 
+if TYPE_CHECKING:
+    from lab.mock_cloud import ProgramRun
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STATE_FILE = lab_hosts.STATE / "state.json"
 CERTIFICATE_FILE = lab_hosts.STATE / "lb-certificate.pem"  # the exported certificate, for clients
 LOGS = lab_hosts.STATE / "logs"
 DOWNLOADS = lab_hosts.STATE / "aws-downloads"  # the agent packages, the listener's certificate, the access log
 STACK_FILE = REPO / "Pulumi.lab.yaml"
+PROGRAM_STATE = lab_hosts.STATE / "program-state.json"  # the lab's stack state (scripts/lab update)
+PROGRAM_SECRETS = lab_hosts.STATE / "program-secrets.json"  # root-only: what Pulumi keeps encrypted
 CLOUD_INIT_TIMEOUT = 900
 
 
@@ -124,17 +133,14 @@ def load_state() -> LabPlan:
 # --- the program, evaluated under mocks -------------------------------------------------------------------
 
 
-def evaluate_program(
+def lab_config(
     web_count: int | None,
     acme: bool = False,
     lb_count: int | None = None,
     overrides: dict[str, str] | None = None,
-    instance_ids: dict[str, str] | None = None,
-) -> LabPlan:
-    from lab.mock_cloud import run_program, stack_config  # imports Pulumi: only when needed
-    from lab.topology import lab_plan
-
-    config, region = stack_config(STACK_FILE)
+) -> dict:
+    """The lab stack's settings: Pulumi.lab.yaml's, with these changes (as `pulumi config set` makes them)."""
+    config, _ = stack_config()
     if web_count is not None:
         config["webCount"] = web_count
     if lb_count == 1:  # one load balancer: nothing floats
@@ -143,8 +149,50 @@ def evaluate_program(
     if acme:
         config.update(lab_acme.overrides())
     config.update(overrides or {})
-    run = run_program(config, stack="lab", region=region, instance_ids=instance_ids)
-    return lab_plan(run, config, region)
+    return config
+
+
+def stack_config() -> tuple[dict, str]:
+    from lab.mock_cloud import stack_config as read  # imports Pulumi: only when needed
+
+    return read(STACK_FILE)
+
+
+def evaluate(
+    config: dict, instance_ids: dict[str, str] | None = None, kept: dict[str, dict] | None = None
+) -> tuple[ProgramRun, LabPlan]:
+    """The program run under mocks with these settings (and, as a stack's state holds them, the ids EC2
+    gave the instances and the outputs of passwords and keys made earlier), and the lab's plan of it."""
+    from lab.mock_cloud import run_program
+    from lab.topology import lab_plan
+
+    _, region = stack_config()
+    run = run_program(dict(config), stack="lab", region=region, instance_ids=instance_ids, kept=kept)
+    return run, lab_plan(run, config, region)
+
+
+def save_program_state(config: dict, run: ProgramRun) -> None:
+    """What `pulumi up` keeps in a stack's state, for `scripts/lab update`: the settings, every resource's
+    inputs (as digests: lab/changes.py) and, root-only, the outputs of passwords and keys made once."""
+    from lab import changes
+
+    PROGRAM_STATE.write_text(
+        json.dumps({"config": config, "resources": changes.state_to_json(changes.record(run))}, indent=1)
+    )
+    PROGRAM_STATE.chmod(0o600)
+    PROGRAM_SECRETS.touch(mode=0o600)
+    PROGRAM_SECRETS.chmod(0o600)
+    PROGRAM_SECRETS.write_text(json.dumps(changes.generated_outputs(run)))
+
+
+def load_program_state() -> tuple[dict, dict, dict]:
+    """(settings, recorded resources, kept outputs) of the running lab."""
+    from lab import changes
+
+    if not PROGRAM_STATE.exists():
+        raise LabError("the running lab has no program state (made by an older scripts/lab up): scripts/lab up again")
+    state = json.loads(PROGRAM_STATE.read_text())
+    return state["config"], changes.state_from_json(state["resources"]), json.loads(PROGRAM_SECRETS.read_text())
 
 
 # --- up ---------------------------------------------------------------------------------------------------
@@ -338,14 +386,8 @@ def up(
         ]
         + [f", {key}={value}" for key, value in (overrides or {}).items()]
     )
-    plan = steps.run(
-        f"evaluate the Pulumi program under mocks (stack lab{label})",
-        evaluate_program,
-        web_count,
-        acme,
-        lb_count,
-        overrides,
-    )
+    config = lab_config(web_count, acme, lb_count, overrides)
+    _, plan = steps.run(f"evaluate the Pulumi program under mocks (stack lab{label})", evaluate, config)
     LOGS.mkdir(parents=True, exist_ok=True)
     package_sets = {h.packages for h in plan.hosts}
     cached = lab_image.is_built(package_sets)
@@ -371,20 +413,13 @@ def up(
     # names the instances EC2 made: evaluate it again with their ids. Everything the network was built
     # from must come out the same.
     first = plan
-    plan = steps.run(
-        "evaluate the program with the instance ids EC2 gave",
-        evaluate_program,
-        web_count,
-        acme,
-        lb_count,
-        overrides,
-        ids,
-    )
+    run, plan = steps.run("evaluate the program with the instance ids EC2 gave", evaluate, config, ids)
     if topology(plan) != topology(first):
         raise LabError("the program declared a different topology on its second evaluation")
     plan = dataclasses.replace(plan, elastic_ip_allocation=allocation)
     steps.run(f"SSM parameters in the AWS API stand-in ({len(plan.parameters)})", load_parameters, plan)
     save_state(plan)
+    save_program_state(config, run)
     arch = aws_downloads.native_arch()
     downloads_ca = steps.run(
         f"AWS's agent buckets, stood in on https://{plan.api_address} "
@@ -479,28 +514,31 @@ def smoke() -> int:
 
 
 def ready() -> int:
-    """The readiness gates a load-balancer pair declares (lb-02 waits for lb-01), exactly as declared,
-    from the cloud namespace where the AWS API stand-in answers. What the operator's machine has and
-    this one lacks is added: the API's endpoint and (dummy) credentials."""
+    """The readiness gates a load-balancer pair declares (lb-02 waits for lb-01), exactly as declared."""
     plan = load_state()
-    gates = {name: inputs for name, inputs in plan.local_commands.items() if name.endswith("-ready")}
+    gates = sorted(name for name in plan.local_commands if name.endswith("-ready"))
     if not gates:
         print("the program declares no readiness gate (one load balancer)")
         return 0
+    status = 0
+    for name in gates:
+        status = status or run_declared_gate(plan, name)
+    return status
+
+
+def run_declared_gate(plan: LabPlan, name: str) -> int:
+    """One declared readiness gate, from the cloud namespace where the AWS API stand-in answers. What the
+    operator's machine has and this one lacks is added: the API's endpoint and (dummy) credentials."""
+    inputs = plan.local_commands[name]
     environment = {
         "AWS_ENDPOINT_URL": plan.aws_endpoint_url,
         "AWS_ACCESS_KEY_ID": "lab",
         "AWS_SECRET_ACCESS_KEY": "lab",
     }
-    status = 0
-    for name, inputs in sorted(gates.items()):
-        print(f"{name}: $ {inputs['create']}", flush=True)
-        result = run_local_command(
-            inputs, namespace=network.CLOUD_NS, extra_environment=environment, timeout=SMOKE_TIMEOUT
-        )
-        print(result.stdout + result.stderr, end="", flush=True)
-        status = status or result.returncode
-    return status
+    print(f"{name}: $ {inputs['create']}", flush=True)
+    result = run_local_command(inputs, namespace=network.CLOUD_NS, extra_environment=environment, timeout=SMOKE_TIMEOUT)
+    print(result.stdout + result.stderr, end="", flush=True)
+    return result.returncode
 
 
 # --- down -------------------------------------------------------------------------------------------------
@@ -527,7 +565,7 @@ def down(quiet: bool = False) -> dict[str, int]:
     lab_hosts.remove_cgroups()
     unmount_below(lab_image.CACHE)  # an image build interrupted mid-chroot
     counts["namespaces"] = len(network.remove_all())
-    for path in (STATE_FILE, CERTIFICATE_FILE, SMOKE_CA_FILE):
+    for path in (STATE_FILE, CERTIFICATE_FILE, SMOKE_CA_FILE, PROGRAM_STATE, PROGRAM_SECRETS):
         path.unlink(missing_ok=True)
     shutil.rmtree(LOGS, ignore_errors=True)
     shutil.rmtree(DOWNLOADS, ignore_errors=True)
@@ -734,6 +772,9 @@ def main(argv: list[str]) -> int:
     p_up.add_argument(
         "--acme", action="store_true", help=f"set domain {lab_acme.DOMAIN}: certbot gets its certificate from pebble"
     )
+    p_update = sub.add_parser("update", help="apply changed settings to the running lab, as `pulumi up` would")
+    p_update.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE")
+    p_update.add_argument("--preview", action="store_true", help="print the plan only, as `pulumi preview`")
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
     sub.add_parser("down", help="remove everything the lab made")
@@ -762,17 +803,21 @@ def main(argv: list[str]) -> int:
         print("scripts/lab needs root (namespaces, mounts, systemd-nspawn): sudo scripts/lab ...", file=sys.stderr)
         return 1
     strip = lambda cmd: cmd[1:] if cmd and cmd[0] == "--" else cmd  # noqa: E731
+    overrides = {}
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set wants SETTING=VALUE, got {item!r}")
+        overrides[key.removeprefix("webinfra:")] = value
     try:
         if args.command == "up":
             if args.web_count is not None and not 2 <= args.web_count <= 20:
                 parser.error("--web-count must be from 2 to 20")
-            overrides = {}
-            for item in args.set:
-                key, sep, value = item.partition("=")
-                if not sep or not key:
-                    parser.error(f"--set wants SETTING=VALUE, got {item!r}")
-                overrides[key.removeprefix("webinfra:")] = value
             return up(args.web_count, args.timeout, args.acme, args.lb_count, overrides)
+        if args.command == "update":
+            from lab import update as lab_update
+
+            return lab_update.update(overrides, args.preview)
         if args.command == "down":
             down()
             return 0

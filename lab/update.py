@@ -1,0 +1,249 @@
+"""scripts/lab update: `pulumi up` on the running lab, with Pulumi's semantics, as the program declares them.
+
+    scripts/lab update --set webCount=3 [--set ...] [--preview]
+
+1. The program is evaluated with the running lab's settings plus these changes, and with what the
+   lab's state keeps (lab/cli.py, save_program_state): the instances' ids, the outputs of passwords
+   and keys made earlier.
+2. lab/changes.py compares it with the state and prints the plan, as `pulumi preview` does: what is
+   created, updated, replaced (and what forces it) or deleted. `--preview` stops there.
+3. The changes are carried out in the plan's order: SSM parameters put into (or deleted from) the AWS
+   API stand-in; instances created (booted from their user-data), replaced (deleted first, as the
+   program declares: a fresh root, the new user-data), stopped and started (a new instance type), or
+   terminated; the declared commands that are created, replaced or updated run exactly as declared
+   (a pair's readiness gate, the smoke test). Security groups and the gateway follow the new plan
+   before any instance boots. What has no counterpart in the lab (IAM, alarms, KMS) is only listed.
+4. The state is saved: a later update compares with what this one left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from lab import aws_downloads, network
+from lab import hosts as lab_hosts
+from lab import image as lab_image
+from lab.changes import INSTANCE, LOCAL_COMMAND, PARAMETER, Change, plan
+from lab.cli import (
+    DOWNLOADS,
+    LOGS,
+    LabError,
+    Steps,
+    aws_api,
+    evaluate,
+    load_program_state,
+    load_state,
+    run_declared_gate,
+    save_program_state,
+    save_state,
+    smoke_test,
+)
+from lab.mounts import unmount_below
+from lab.topology import Host, LabPlan
+
+SYMBOLS = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
+GATE_SUFFIX = "-ready"
+
+
+def settings_after(config: dict, overrides: dict[str, str]) -> dict:
+    """The running lab's settings with these changes. lbCount 1 drops the floating address (a pair's)."""
+    changed = {**config, **overrides}
+    if str(changed.get("lbCount")) == "1":
+        changed.pop("lbVirtualIp", None)
+    return changed
+
+
+def describe(change: Change) -> str:
+    kind = change.type.split(":")[-1]
+    detail = ""
+    if change.action == "replace":
+        detail = f"[{', '.join(change.forced_by)}]" + (" delete first" if change.delete_first else "")
+    elif change.action == "update":
+        detail = f"[{', '.join(change.properties)}]"
+    why = f" ({change.why})" if change.why else ""
+    return f"  {SYMBOLS[change.action]:<3}{kind:<28}{change.name:<44}{change.action} {detail}{why}".rstrip()
+
+
+def preview(changes: list[Change]) -> str:
+    lines = [describe(c) for c in changes]
+    counts = {action: sum(1 for c in changes if c.action == action) for action in SYMBOLS}
+    lines.append(
+        "  resources: " + ", ".join(f"{n} to {action}" for action, n in counts.items() if n)
+        if changes
+        else "  no changes"
+    )
+    return "\n".join(lines)
+
+
+def hostname_of(run, name: str) -> str:
+    return run.named(name).inputs["tags"]["Name"]
+
+
+def update(overrides: dict[str, str], preview_only: bool = False) -> int:
+    steps = Steps()
+    current = load_state()
+    config, recorded, kept = load_program_state()
+    if config.get("domain"):
+        raise LabError("scripts/lab update does not carry out a lab started with --acme (its ACME server's trust)")
+    changed_config = settings_after(config, overrides)
+    ids = {h.name: h.instance_id for h in current.hosts}
+    label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "no setting changed"
+    run, new_plan = steps.run(
+        f"evaluate the program ({label}) with the lab's state", evaluate, changed_config, ids, kept
+    )
+    changes = plan(recorded, run)
+    print(f"Previewing update (lab):\n{preview(changes)}", flush=True)
+    if preview_only or not changes:
+        return 0
+
+    # EC2 gives a created or replaced instance its id when it launches: the program, evaluated again with
+    # them, names the new instances where it names an instance (a readiness gate, the smoke test).
+    launched = {
+        hostname_of(run, c.name): c for c in changes if c.type == INSTANCE and c.action in ("create", "replace")
+    }
+    if launched:
+        tags = {
+            host: {
+                k: v for k, v in run.named(c.name).inputs["tags"].items() if k in ("Project", "Stack", "Role", "Name")
+            }
+            for host, c in launched.items()
+        }
+        result = aws_api(current, "run-instances", input=json.dumps(tags))
+        if result.returncode != 0:
+            raise LabError(f"EC2 (the AWS API stand-in) did not launch {', '.join(launched)}:\n{result.stderr}")
+        ids.update(json.loads(result.stdout))
+        run, new_plan = steps.run(
+            "evaluate the program with the new instances' ids", evaluate, changed_config, ids, kept
+        )
+        changes = plan(recorded, run)
+    new_plan = dataclasses.replace(
+        new_plan,
+        elastic_ip_allocation=current.elastic_ip_allocation,
+        eip_associated_with=new_plan.eip_associated_with,
+    )
+    steps.run("security groups and gateway as the program now declares them", apply_network, current, new_plan)
+    began = time.monotonic()
+    for change in changes:
+        carry_out(steps, change, run, current, new_plan)
+    save_state(new_plan)
+    save_program_state(changed_config, run)
+    print(
+        f"\n✓ lab update in {time.monotonic() - steps.started:.0f}s ({time.monotonic() - began:.0f}s carrying it out)"
+    )
+    return 0
+
+
+def apply_network(current: LabPlan, new: LabPlan) -> None:
+    """New hosts' ports, and the rulesets (security groups, gateway NAT) rebuilt from the new plan."""
+    existing = {h.name for h in current.hosts}
+    for host in new.hosts:
+        if host.name not in existing:
+            network.attach_host(new, host)
+    network.in_ns(network.CLOUD_NS, "nft", "delete", "table", "ip", "webinfra_igw", check=False)
+    network.apply_ruleset(network.gateway_ruleset(new, bridge=network.BRIDGE, internet_link=network.INTERNET_LINK))
+    network.set_security_groups(new, enabled=network.security_groups_enabled())
+
+
+def carry_out(steps: Steps, change: Change, run, current: LabPlan, new: LabPlan) -> None:
+    if change.type == PARAMETER:
+        if change.action == "delete":
+            steps.run(f"delete SSM parameter {change.label}", _delete_parameters, current, [change.label])
+            return
+        name = run.named(change.name).inputs["name"]
+        kind, value = new.parameters[name]
+        steps.run(
+            f"{change.action} SSM parameter {name}",
+            _put_parameters,
+            current,
+            {name: (kind, value)},
+        )
+    elif change.type == INSTANCE:
+        _instance(steps, change, run, current, new)
+    elif change.type == LOCAL_COMMAND and change.action != "delete":
+        if change.name.endswith(GATE_SUFFIX):
+            steps.run(f"{change.action}: the readiness gate {change.name}, as declared", _gate, new, change.name)
+        else:
+            steps.run(f"{change.action}: {change.name}, as declared", smoke_test, new, False)
+    else:
+        print(f"  · {change.action} {change.type.split(':')[-1]} {change.name}: nothing to do in the lab")
+
+
+def _put_parameters(plan: LabPlan, parameters: dict[str, tuple[str, str]]) -> None:
+    result = aws_api(plan, "load", input=json.dumps({k: list(v) for k, v in parameters.items()}))
+    if result.returncode != 0:
+        raise LabError(f"the AWS API stand-in refused {', '.join(parameters)}:\n{result.stderr}")
+
+
+def _delete_parameters(plan: LabPlan, names: list[str]) -> None:
+    result = aws_api(plan, "delete-parameters", input=json.dumps(names))
+    if result.returncode != 0:
+        raise LabError(f"the AWS API stand-in did not delete {', '.join(names)}:\n{result.stderr}")
+
+
+def _gate(plan: LabPlan, name: str) -> None:
+    if run_declared_gate(plan, name) != 0:
+        raise LabError(f"the readiness gate {name} failed: `pulumi up` stops here")
+
+
+def _instance(steps: Steps, change: Change, run, current: LabPlan, new: LabPlan) -> None:
+    if change.action == "delete":
+        host = current.host(change.label)
+        steps.run(f"delete {host.name} (terminate the instance)", terminate, current, host, remove_port=True)
+        return
+    host = new.host(hostname_of(run, change.name))
+    if change.action == "create":
+        steps.run(f"create {host.name}: boot it from its user-data", launch, new, host)
+    elif change.action == "replace":
+        old = current.host(host.name)
+        steps.run(f"replace {host.name} ({', '.join(change.forced_by)}): delete it first", terminate, current, old)
+        steps.run(f"replace {host.name}: boot the new instance from its user-data", launch, new, host)
+    elif "instanceType" in change.properties:
+        steps.run(f"update {host.name} in place: stop, new instance type, start", stop_and_start, host)
+    else:
+        print(f"  · update {host.name} [{', '.join(change.properties)}]: nothing to do in the lab")
+
+
+def launch(plan: LabPlan, host: Host) -> None:
+    images = lab_image.build({host.packages}, LOGS)
+    lab_hosts.prepare(host, images[tuple(sorted(host.packages))])
+    lab_hosts.trust_ca(host, (DOWNLOADS / "ca.pem").read_text(), "webinfra-lab-aws-downloads")
+    arch = aws_downloads.native_arch()
+    lab_hosts.add_hosts_entry(host, aws_downloads.hosts_entry(plan.api_address, plan.region, arch))
+    network.set_link(host, up=True)
+    lab_hosts.boot(host)
+    deadline = time.monotonic() + 60
+    while not lab_hosts.is_running(host):  # EC2 reports "running": `pulumi up` goes on from here
+        if time.monotonic() > deadline:
+            raise LabError(f"{host.name} did not start")
+        time.sleep(0.2)
+
+
+def terminate(plan: LabPlan, host: Host, remove_port: bool = False) -> None:
+    """The instance and its root volume go (delete_on_termination), and EC2 forgets it."""
+    network.set_link(host, up=False)
+    lab_hosts.kill(host)
+    unmount_below(lab_hosts.host_dir(host.name))
+    import shutil
+
+    shutil.rmtree(lab_hosts.host_dir(host.name), ignore_errors=True)
+    if remove_port:
+        network.ip("netns", "delete", host.netns, check=False)
+    aws_api(plan, "terminate-instances", host.instance_id)
+
+
+def stop_and_start(host: Host) -> None:
+    """EC2's stop (a clean shutdown), then start: the root volume and its data stay."""
+    lab_hosts.guest_command(host, ["systemctl", "poweroff"], timeout=30)
+    deadline = time.monotonic() + 120
+    while lab_hosts.is_running(host):
+        if time.monotonic() > deadline:
+            lab_hosts.kill(host)  # EC2 forces a stop that hangs
+            break
+        time.sleep(0.5)
+    lab_hosts.boot(host)
+    while not lab_hosts.is_running(host):
+        if time.monotonic() > deadline + 60:
+            raise LabError(f"{host.name} did not start again")
+        time.sleep(0.2)
