@@ -24,7 +24,14 @@ from components.runtime_config import RuntimeConfig, RuntimeConfigArgs
 from components.secrets import StackSecrets, StackSecretsArgs
 from components.smoke_test import SmokeTest, SmokeTestArgs
 from components.web_tier import WebTier, WebTierArgs
-from provisioning.render import Backend, StackFacts, program_parameters, role_processes, runtime_config
+from provisioning.render import (
+    Backend,
+    StackFacts,
+    program_parameters,
+    role_processes,
+    runtime_config,
+    stack_haproxy_config,
+)
 from settings import HostKind, HostSlot, Settings, subnet_cidrs
 
 
@@ -279,6 +286,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
                 certificate_pem=certificate.certificate_pem,
                 backends=[slot.hostname for slot in web_slots],
                 instance_ids=[*lb.instance_ids.values(), *(server.instance_id for server in tier.servers)],
+                config_version=stack_haproxy_config(facts, backends)[1],
                 domain=settings.domain,
             ),
             # after every instance and the Elastic IP's association exist

@@ -19,6 +19,9 @@ class SmokeTestArgs:
     certificate_pem: pulumi.Input[str]  # the load balancer's exported certificate (public)
     backends: list[str]  # every web server's hostname: each must be in the rotation
     instance_ids: list[pulumi.Input[str]]  # a replaced instance runs the test again
+    # HAProxy's configuration version (render.stack_haproxy_config): a new one runs the test again, and
+    # the test waits until the site answers with it (the hosts reload it from SSM within about 35 s)
+    config_version: str = ""
     domain: str | None = None
     timeout_seconds: int = 900  # the hosts install packages and boot after EC2 reports them running
 
@@ -42,6 +45,8 @@ class SmokeTest(pulumi.ComponentResource):
                 "--interval",
                 "15",
             ]
+            if args.config_version:
+                words += ["--config", args.config_version]
             if args.domain:  # the certificate (self-signed or, once issued, Let's Encrypt's) names the domain
                 words += ["--server-name", args.domain]
             return shlex.join(words)
@@ -54,7 +59,7 @@ class SmokeTest(pulumi.ComponentResource):
             environment={CERTIFICATE_VARIABLE: args.certificate_pem},
             # Run again when an instance is replaced, and when the certificate is re-minted: the hosts
             # pick the new one up from SSM (webinfra-config-sync) and the test waits until they serve it.
-            triggers=[*args.instance_ids, args.certificate_pem],
+            triggers=[*args.instance_ids, args.certificate_pem, args.config_version],
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.output = run.stdout

@@ -1,8 +1,10 @@
 """scripts/smoke: check a running stack the way a user would, and wait (bounded) until it passes.
 
-    scripts/smoke URL [--cacert FILE] [--backends web-01,web-02] [--timeout 900] [--server-name NAME]
+    scripts/smoke URL [--cacert FILE] [--backends web-01,web-02] [--timeout 900] [--server-name NAME] [--config V]
 
 Checks, in order, each named in the output and in the failure message:
+  config     (with --config VERSION) the site answers with HAProxy's configuration VERSION (its
+             X-Webinfra-Config header): a changed configuration has reached the load balancer
   health     GET /health answers 200 with {"healthy": true}
   rotation   every expected backend answers (X-Served-By) within a bounded number of GETs
   write      a POST /api/messages is acknowledged (201) and read back through the load balancer
@@ -141,6 +143,14 @@ def _ask(target: Target, check: str, method: str, path: str, body: dict | None =
         raise CheckFailed(check, f"{method} {path}: {error.__class__.__name__}: {error}") from None
 
 
+def check_config(target: Target, version: str) -> str:
+    answer = _ask(target, "config", "GET", "/health")
+    served = answer.headers.get("x-webinfra-config", "")
+    if served != version:
+        raise CheckFailed("config", f"the load balancer serves configuration {served or '(none)'}, not {version} yet")
+    return f"the load balancer serves configuration {version}"
+
+
 def check_health(target: Target) -> str:
     answer = _ask(target, "health", "GET", "/health")
     if answer.status != 200:
@@ -219,8 +229,11 @@ def _counts(seen: dict[str, int]) -> str:
     return ", ".join(f"{name} ×{count}" for name, count in sorted(seen.items())) or "nothing"
 
 
-def run_checks(target: Target, backends: list[str], min_cert_days: int) -> list[tuple[str, str]]:
-    results = [("health", check_health(target)), ("rotation", check_rotation(target, backends))]
+def run_checks(
+    target: Target, backends: list[str], min_cert_days: int, config: str | None = None
+) -> list[tuple[str, str]]:
+    results = [("config", check_config(target, config))] if config else []
+    results += [("health", check_health(target)), ("rotation", check_rotation(target, backends))]
     results.append(("write", check_write(target, backends)))
     if target.https:
         results.append(("https", check_https(target, min_cert_days)))
@@ -228,14 +241,21 @@ def run_checks(target: Target, backends: list[str], min_cert_days: int) -> list[
 
 
 def smoke(
-    target: Target, backends: list[str], *, timeout: float, interval: float, min_cert_days: int = 14, out=sys.stdout
+    target: Target,
+    backends: list[str],
+    *,
+    timeout: float,
+    interval: float,
+    min_cert_days: int = 14,
+    config: str | None = None,
+    out=sys.stdout,
 ) -> int:
     began = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         try:
-            results = run_checks(target, backends, min_cert_days)
+            results = run_checks(target, backends, min_cert_days, config)
         except CheckFailed as failure:
             left = timeout - (time.monotonic() - began)
             if left <= 0:
@@ -282,6 +302,9 @@ def main(argv: list[str]) -> int:
         "--http-port", type=int, default=80, help="where http:// answers, for the redirect check (default 80)"
     )
     parser.add_argument("--min-cert-days", type=int, default=14, help="fail when the certificate expires sooner")
+    parser.add_argument(
+        "--config", metavar="VERSION", help="wait until the site answers with this HAProxy configuration version"
+    )
     args = parser.parse_args(argv)
     url = urllib.parse.urlsplit(args.url)
     if url.scheme not in ("http", "https") or not url.hostname:
@@ -303,7 +326,14 @@ def main(argv: list[str]) -> int:
         + f", at most {args.timeout:.0f} s",
         flush=True,
     )
-    return smoke(target, backends, timeout=args.timeout, interval=args.interval, min_cert_days=args.min_cert_days)
+    return smoke(
+        target,
+        backends,
+        timeout=args.timeout,
+        interval=args.interval,
+        min_cert_days=args.min_cert_days,
+        config=args.config,
+    )
 
 
 if __name__ == "__main__":

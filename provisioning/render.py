@@ -473,11 +473,7 @@ def runtime_config(facts: StackFacts, backends: Sequence[Backend]) -> dict[str, 
     """What a running stack's hosts reload, not what replaces them: SSM parameter name → value. A new
     web server, a new rate limit or a second load balancer changes these, never a host's user-data."""
     return {
-        facts.ssm_config("haproxy.cfg"): encode_config(
-            haproxy_config(
-                backends, rate_limit_per_10s=facts.rate_limit_per_10s, acme=facts.acme, admin_cidr=facts.admin_cidr
-            )
-        ),
+        facts.ssm_config("haproxy.cfg"): encode_config(stack_haproxy_config(facts, backends)[0]),
         facts.ssm_config("failover.json"): encode_config(failover_config(facts, backends)),
         facts.ssm_config("firewall-peers.nft"): encode_config(firewall_peers(facts)),
     }
@@ -664,8 +660,10 @@ def haproxy_config(
     admin_cidr: str | None = None,
     check: HealthCheck | None = None,
     certificate_path: str = CERTIFICATE_PATH,
+    config_version: str = "",
 ) -> str:
-    """HAProxy's configuration; `check` replaces the table's health-check timings (the benchmark compares them)."""
+    """HAProxy's configuration; `check` replaces the table's health-check timings (the benchmark compares them);
+    `config_version`: sent in every response's X-Webinfra-Config (config_version_of)."""
     if not backends:
         raise ValueError("the load balancer needs at least one backend")
     return render_template(
@@ -677,7 +675,30 @@ def haproxy_config(
         acme=acme,
         acme_port=ACME_PORT,
         rate_limit_per_10s=rate_limit_per_10s,
+        config_version=config_version,
     )
+
+
+def config_version_of(config: str) -> str:
+    """A short digest of an HAProxy configuration rendered without a version."""
+    return hashlib.sha256(config.encode()).hexdigest()[:12]
+
+
+def stack_haproxy_config(facts: StackFacts, backends: Sequence[Backend]) -> tuple[str, str]:
+    """(HAProxy's configuration for this stack, its version): what the load balancers serve, and what the
+    smoke test waits to see in X-Webinfra-Config."""
+
+    def rendered(version: str) -> str:
+        return haproxy_config(
+            backends,
+            rate_limit_per_10s=facts.rate_limit_per_10s,
+            acme=facts.acme,
+            admin_cidr=facts.admin_cidr,
+            config_version=version,
+        )
+
+    version = config_version_of(rendered(""))
+    return rendered(version), version
 
 
 FAILOVER_STATE = "/run/webinfra-failover/state.json"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # webinfra: set up this host's MariaDB as the stack's primary or as a replica of it (idempotent).
-# Primary: schema, users (replicated to every replica). Replica: wait for the primary (bounded),
-# then GTID replication that survives reboots (master.info persists, relay_log_recovery is on).
+# Primary: schema, users (replicated to every replica). Replica: wait for the stack's primary (bounded),
+# seed from a consistent copy of its data, then GTID replication that survives reboots (master.info
+# persists, relay_log_recovery is on).
 set -euo pipefail
 . /etc/webinfra/webinfra.env
 . /etc/webinfra/secrets/db-app.env
@@ -60,12 +61,39 @@ trap 'rm -f "$client_cnf"' EXIT
 printf '[client]\nuser=%s\npassword=%s\nhost=%s\nconnect-timeout=3\nssl-ca=%s\nssl-verify-server-cert\n' \
     "$WEBINFRA_DB_REPLICATION_USER" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_PRIMARY_HOST" "$WEBINFRA_DB_TLS_CA" > "$client_cnf"
 
+# The stack's primary now: the writable one among the stack's web servers (the firewall's list, from
+# SSM), since a failover may have moved it from the one this host was declared with.
+current_primary() {
+    local address
+    for address in $(sed -n 's/^add element inet webinfra_host web_servers { \(.*\) }$/\1/p' /etc/webinfra/firewall-peers.nft | tr -d ,); do
+        [ "$address" != "$WEBINFRA_PRIVATE_ADDRESS" ] || continue
+        if [ "$(mariadb --defaults-extra-file="$client_cnf" -h "$address" -N -e 'SELECT @@global.read_only' 2>/dev/null)" = 0 ]; then
+            echo "$address"
+            return 0
+        fi
+    done
+    return 1
+}
+
 if [ ! -e "$initialised" ]; then
-    say "waiting for the primary $WEBINFRA_DB_PRIMARY_HOST (up to 15 minutes)"
-    retry 180 5 "the primary at $WEBINFRA_DB_PRIMARY_HOST" mariadb --defaults-extra-file="$client_cnf" -e 'SELECT 1'
-    # Forget local binlog history so the primary's GTIDs apply in strict order from the start.
+    say "waiting for the stack's primary (declared: $WEBINFRA_DB_PRIMARY_HOST; up to 15 minutes)"
+    retry 180 5 "a writable primary among the stack's web servers" current_primary
+    primary=$(current_primary)
+    # Seeded from a consistent copy of the primary's data, not from its binary log, which may have been
+    # purged long ago (binlog_expire_logs_seconds): mariadb-dump in one consistent snapshot (InnoDB's,
+    # with the binary-log position that matches it: no global read lock, writes go on), loaded without
+    # binary logging, and the GTID position it ends at. The stack's users are this host's own (made from
+    # the passwords it has), then replication continues from that position.
     mariadb -e "STOP SLAVE; RESET SLAVE ALL; RESET MASTER; SET GLOBAL gtid_slave_pos = '';"
-    webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos
+    say "seeding from a consistent copy of $primary's data"
+    { echo "SET SESSION sql_log_bin = 0;"
+      mariadb-dump --defaults-extra-file="$client_cnf" -h "$primary" --single-transaction --master-data=1 --gtid \
+          --databases "$WEBINFRA_DB_NAME"; } | mariadb
+    { printf "SET SESSION sql_log_bin = 0; SET @app_password='%s', @replication_password='%s', @failover_password='%s';\n" \
+          "$WEBINFRA_DB_PASSWORD" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_FAILOVER_PASSWORD"
+      cat /etc/webinfra/db-users.sql; } | mariadb
+    say "seeded at GTID $(mariadb -N -e 'SELECT @@gtid_slave_pos'): $(mariadb -N -e "SELECT COUNT(*) FROM $WEBINFRA_DB_NAME.messages") messages"
+    webinfra-db-follow "$primary" slave_pos
     touch "$initialised"
 fi
 
@@ -78,4 +106,4 @@ if ! retry 120 1 "replication to start" replicating; then
     mariadb -e 'SHOW SLAVE STATUS\G' | grep -E 'Running|Last_.*Error|Gtid' >&2 || true
     exit 1
 fi
-say "replica of $WEBINFRA_DB_PRIMARY_HOST ready: $(mariadb -N -e 'SELECT @@gtid_slave_pos')"
+say "replica ready: $(mariadb -N -e 'SELECT @@gtid_slave_pos')"

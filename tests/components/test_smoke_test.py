@@ -2,6 +2,7 @@
 the declared command itself, run as pulumi-command runs it, passes against a site at the stack's address."""
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -13,6 +14,11 @@ from components.smoke_test import CERTIFICATE_VARIABLE
 from lab.declared import PROJECT_DIR, run_local_command
 from lab.mock_cloud import run_program
 from lab.mock_tls import unwrap
+from tests.components.test_load_balancer import runtime_config
+
+
+def haproxy_config_of(program) -> str:
+    return runtime_config(program, "/config/haproxy.cfg")
 
 
 def smoke_commands(run):
@@ -33,9 +39,13 @@ def test_up_ends_with_the_smoke_test_of_the_url_naming_every_web_server(program)
     # after every instance exists (its component depends on the web tier and the LB), and again after a
     # replacement or a re-minted certificate
     instances = program.of_type("aws:ec2/instance:Instance")
+    version = words[words.index("--config") + 1]
     assert sorted(smoke.inputs["triggers"]) == sorted(
-        [*(f"{i.name}-id" for i in instances), program.exports["lb_certificate_pem"]]
+        [*(f"{i.name}-id" for i in instances), program.exports["lb_certificate_pem"], version]
     )
+    # the version HAProxy's declared configuration sends: a changed configuration runs the test again,
+    # and the test waits until the site serves it
+    assert f"http-response set-header X-Webinfra-Config {version}\n" in haproxy_config_of(program)
     assert program.named("smoke-test-run").options["parent"] == "smoke-test"
 
 
@@ -76,6 +86,7 @@ def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_
     (parameter,) = [
         p for p in run.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")
     ]
+    (version,) = re.findall(r"X-Webinfra-Config (\w+)", haproxy_config_of(run))  # what HAProxy would send
     pem = tmp_path / "haproxy.pem"  # what the load balancer serves: the exported certificate with its key, from SSM
     pem.write_text(unwrap(parameter.inputs["value"]))
     subprocess.run(["ip", "-n", stack_address_namespace, "addr", "add", f"{address}/32", "dev", "lo"], check=True)
@@ -93,6 +104,8 @@ def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_
             str(pem),
             "--key",
             str(pem),
+            "--config",
+            version,
         ],
         cwd=PROJECT_DIR,
         stdout=subprocess.PIPE,

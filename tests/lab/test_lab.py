@@ -1477,6 +1477,114 @@ def primary_of(names: list[str]) -> str:
     return writable
 
 
+def update_under_load(url: str, names: list[str], label: str, *settings: str, duration: int) -> tuple[dict, float, str]:
+    """`scripts/lab update --set ...` (the program's plan, carried out as `pulumi up` would) while MixedLoad
+    runs for `duration` seconds: (the load's figures, the update's seconds, its output)."""
+    import threading
+
+    outcome: dict = {}
+
+    def run() -> None:
+        began = time.monotonic()
+        outcome["result"] = lab("update", *(f"--set={s}" for s in settings), timeout=duration, check=False)
+        outcome["seconds"] = time.monotonic() - began
+
+    with MixedLoad(url, names, duration) as load:
+        time.sleep(3)
+        began = time.monotonic()
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(timeout=duration)
+        load.finish(label)
+        figures = load.figures(began, primary_of(names))
+        figures["split_brains"] = load.sampler.split_brains()
+    result = outcome["result"]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return figures, outcome["seconds"], result.stdout
+
+
+def test_day_two_changes_on_a_running_stack_with_data_under_load(healthy_lab):
+    """Issue 14: `scripts/lab update` (the program's plan, with Pulumi's semantics) on the running lab under
+    20 reads/s and 5 writes/s from the lab's internet (3 s timeout). First 10,000 rows, and the primary's
+    binary logs purged: a replica replaying them from the start could never catch up.
+    1. webCount 2 -> 3: web-03 is created and seeded from a consistent copy, no host is replaced, the running
+       hosts reload HAProxy's backends, the controller's servers and the firewalls' allowlists;
+    2. rateLimitPer10s 600 -> 700: HAProxy's configuration reloaded on both load balancers, none replaced;
+    3. webCount 3 -> 2: web-03 terminated.
+    Each: 0 failed GETs, every acknowledged write on the primary, never two writable servers."""
+    url, names = healthy_lab["url"], web_names(healthy_lab)
+    primary = primary_of(names)
+    before = sql(primary, "SELECT COUNT(*) FROM webinfra.messages")
+    sql(
+        primary,
+        "INSERT INTO webinfra.messages (text, host) SELECT CONCAT('day two row ', seq), 'lab' FROM seq_1_to_10000",
+    )
+    sql(primary, "FLUSH BINARY LOGS")
+    sql(primary, "PURGE BINARY LOGS BEFORE NOW()")
+    (first_log,) = sql(primary, "SHOW BINARY LOGS").splitlines()[:1]
+    # the earliest binary log left starts after the rows: replaying from nothing is no longer possible
+    assert sql(primary, f"SELECT BINLOG_GTID_POS('{first_log.split()[0]}', 4)") != ""
+    lbs = {lb["name"]: lb for lb in hosts(healthy_lab, "lb")}
+    ids = {h.name: h.instance_id for h in load_state().hosts}
+    masters = {lb: guest(lb, "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip() for lb in lbs}
+
+    # 1. scale out
+    out, seconds, output = update_under_load(url, names, "day-two-scale-out", "webCount=3", duration=240)
+    print(output)
+    three = [*names, "web-03"]
+    assert "+  Instance" in output and "web-03-instance" in output and "+- " not in output, output
+    total = sql(primary, "SELECT COUNT(*), SUM(CRC32(CONCAT(id, text))) FROM webinfra.messages")
+    wait_until(
+        "web-03 has every row",
+        lambda: sql("web-03", "SELECT COUNT(*), SUM(CRC32(CONCAT(id, text))) FROM webinfra.messages") == total,
+        60,
+    )
+    seeded = guest("web-03", "journalctl", "-u", "cloud-final", "--no-pager", "-o", "cat").stdout
+    assert "seeding from a consistent copy" in seeded, seeded[-2000:]
+    served = load(url, 30, rate=10, cacert=CA)["servers"]
+    assert "web-03" in served, served
+    print(
+        f"webCount 2 -> 3 with {int(before) + 10000} rows, binary logs purged: update {seconds:.0f} s; "
+        f"{len(out['failed_reads'])}/{out['reads']} reads failed; {len(out['acknowledged'])} writes acknowledged, "
+        f"{len(out['missing'])} missing; web-03 has all {total.split()[0]} rows"
+    )
+    assert out["failed_reads"] == [] and out["missing"] == [] and out["split_brains"] == [], out["failed_reads"][:5]
+    assert {h.name: h.instance_id for h in load_state().hosts if h.name != "web-03"} == ids, "a host was replaced"
+
+    # 2. a new rate limit: reloaded, nothing replaced
+    began = time.monotonic()
+    rate, seconds, output = update_under_load(url, three, "day-two-rate-limit", "rateLimitPer10s=700", duration=90)
+    applied = wait_until(
+        "both load balancers serving the new rate limit",
+        lambda: (
+            all("gt 700 }" in guest(lb, "cat", "/etc/haproxy/haproxy.cfg").stdout for lb in lbs)
+            and time.monotonic() - began
+        ),
+        60,
+    )
+    print(
+        f"rateLimitPer10s 600 -> 700: update {seconds:.0f} s, on both load balancers {applied:.0f} s after it began; "
+        f"{len(rate['failed_reads'])}/{rate['reads']} reads failed"
+    )
+    assert rate["failed_reads"] == [] and rate["missing"] == [], rate["failed_reads"][:5]
+    for lb in lbs:  # the same HAProxy master: a graceful reload
+        assert guest(lb, "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip() == masters[lb]
+    assert {h.name: h.instance_id for h in load_state().hosts if h.name in lbs} == {k: ids[k] for k in lbs}
+
+    # 3. scale in
+    back, seconds, output = update_under_load(
+        url, three, "day-two-scale-in", "webCount=2", "rateLimitPer10s=600", duration=90
+    )
+    print(
+        f"webCount 3 -> 2: update {seconds:.0f} s; {len(back['failed_reads'])}/{back['reads']} reads failed, "
+        f"{len(back['missing'])} acknowledged writes missing"
+    )
+    assert back["failed_reads"] == [] and back["missing"] == [], back["failed_reads"][:5]
+    assert [h.name for h in load_state().hosts if h.role == "web"] == names
+    _, still = health.wait_healthy(120)
+    assert not still, still
+
+
 def test_with_two_web_servers_and_the_replica_lost_first_no_automatic_failover_but_promote_force_works(healthy_lab):
     """Issue 13, webCount 2. The replica is cut off (black-holed) under mixed load: the controller disarms
     automatic failover, then makes replication asynchronous, and writes go on. Then the primary dies

@@ -28,6 +28,7 @@ class FakeSite:
         self.stored: dict[str, list[int]] = {b: [] for b in self.backends}
         self.replicate_to = set(self.backends)
         self.healthy = True
+        self.config = ""  # HAProxy's configuration version (X-Webinfra-Config), when it sends one
         self.hsts = True
         self.redirect = True
         self.next_id = 1
@@ -58,6 +59,8 @@ class FakeSite:
                 with site.lock:
                     backend = next(site.turn)
                 headers = [("X-Served-By", backend), ("Content-Type", "application/json")]
+                if site.config:
+                    headers.append(("X-Webinfra-Config", site.config))
                 if tls and site.hsts:
                     headers.append(("Strict-Transport-Security", "max-age=63072000"))
                 if self.path == "/health":
@@ -124,8 +127,11 @@ def main() -> None:
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--backends", default="web-01,web-02")
+    parser.add_argument("--config", default="", help="the X-Webinfra-Config it sends (HAProxy's configuration version)")
     args = parser.parse_args()
-    serve(FakeSite(args.backends.split(",")), args.address, 443, 80, args.cert, args.key)
+    fake = FakeSite(args.backends.split(","))
+    fake.config = args.config
+    serve(fake, args.address, 443, 80, args.cert, args.key)
     print("serving", flush=True)
     threading.Event().wait()  # until the test stops this process
 

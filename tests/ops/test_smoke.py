@@ -101,6 +101,15 @@ def test_it_waits_bounded_and_shows_progress_until_the_site_serves(site):
     assert "waiting (1, " in out and "health: GET /health answered 503" in out and "attempts)" in out
 
 
+def test_it_waits_until_the_site_serves_the_declared_configuration(site):
+    site.config = "0123456789ab"
+    code, out = run_smoke(site, config="fedcba987654")
+    assert code == 1 and "config: the load balancer serves configuration 0123456789ab, not fedcba987654 yet" in out
+    threading.Timer(0.7, lambda: setattr(site, "config", "fedcba987654")).start()
+    code, out = run_smoke(site, config="fedcba987654", timeout=20)
+    assert code == 0 and "✓ config   the load balancer serves configuration fedcba987654" in out, out
+
+
 def test_the_command_line_exits_non_zero_naming_the_check_and_refuses_bad_arguments(site):
     command = [
         str(REPO / "scripts/smoke"),

@@ -528,9 +528,7 @@ def test_replication_is_pointed_from_one_script_over_verified_tls():
     ):
         assert setting in follow, setting
     assert "CHANGE MASTER" not in files["replica:/usr/local/sbin/webinfra-db-setup"]
-    assert (
-        'webinfra-db-follow "$WEBINFRA_DB_PRIMARY_HOST" slave_pos' in files["replica:/usr/local/sbin/webinfra-db-setup"]
-    )
+    assert 'webinfra-db-follow "$primary" slave_pos' in files["replica:/usr/local/sbin/webinfra-db-setup"]
     # The first primary stores its settings, pointing at itself, without starting replication.
     assert (
         'webinfra-db-follow "$WEBINFRA_PRIVATE_ADDRESS" current_pos --stored'
