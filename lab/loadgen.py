@@ -3,7 +3,8 @@
     python -m lab.loadgen URL --requests N [--rate R] [--duration S] [--timeout T] [--concurrency C] [--cacert F]
 
 Sends at most N GET requests (at R per second when given, C at a time) and stops after S seconds
-whatever happens; prints one JSON report: status counts, X-Served-By counts, and per-request records
+whatever happens (or sooner on SIGTERM, once the requests under way have finished); prints one JSON
+report: status counts, X-Served-By counts, and per-request records
 (start offset, status, server, latency) so callers can measure gaps. Targets only the URL given.
 With --write, each request is instead a POST of a new message (`{"text": "loadgen write #i"}`, URL
 being the app's /api/messages), and each record also holds the stored message's id when the write
@@ -17,6 +18,7 @@ import http.client
 import itertools
 import json
 import pathlib
+import signal
 import ssl
 import subprocess
 import sys
@@ -54,6 +56,10 @@ def one_request(
         connection.close()
 
 
+# Set by SIGTERM: no new request starts, those under way finish, and the report is printed as at the end.
+STOPPING = threading.Event()
+
+
 def run(
     url: str,
     requests: int,
@@ -77,12 +83,14 @@ def run(
         while True:
             with lock:
                 index = next(next_index, None)
-            if index is None:
+            if index is None or STOPPING.is_set():
                 return
             if rate:
                 delay = started + index / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                if STOPPING.is_set():
+                    return
             offset = time.monotonic() - started
             if offset > duration:
                 return
@@ -199,6 +207,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 100_000 or args.duration > 600 or not 1 <= args.concurrency <= 64:
         parser.error("at most 100000 requests, 600 seconds and 64 concurrent requests")
+    signal.signal(signal.SIGTERM, lambda *_: STOPPING.set())
     json.dump(
         run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency, args.cacert, args.write),
         sys.stdout,

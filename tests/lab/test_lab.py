@@ -1058,6 +1058,11 @@ class MixedLoad:
         )
         return self
 
+    def stop(self) -> None:
+        """End both streams now (their requests under way finish): `finish` then has their reports."""
+        for process in (self.reads, self.writes):
+            process.terminate()
+
     def finish(self, label: str) -> None:
         """Wait for both streams' reports (kept for a failure's diagnostics)."""
         self.read_report = keep_loadgen_report(
@@ -1495,6 +1500,8 @@ def update_under_load(url: str, names: list[str], label: str, *settings: str, du
         worker = threading.Thread(target=run)
         worker.start()
         worker.join(timeout=duration)
+        time.sleep(5)  # and a little after it ended
+        load.stop()
         load.finish(label)
         figures = load.figures(began, primary_of(names))
         figures["split_brains"] = load.sampler.split_brains()

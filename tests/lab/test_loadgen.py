@@ -93,3 +93,26 @@ def test_disruption_counts_what_a_failure_did_from_its_moment_on():
     assert effect["slowest"] == 10.0 and round(effect["window"], 2) == 1.9
     quiet = disruption([{"t": 1.0, "status": 200, "latency": 0.01}], since=0.5)
     assert quiet["disturbed"] == [] and quiet["window"] == 0
+
+
+def test_sigterm_ends_the_run_early_with_its_report(server):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.lab.helpers import REPO
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab.loadgen", server + "/", "--requests", "600", "--rate", "20", "--duration", "30"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    report = json.loads(output)
+    assert time.monotonic() - began < 3 and process.returncode == 0
+    assert 10 <= report["sent"] <= 60 and report["statuses"] == {"200": report["sent"]}
