@@ -58,7 +58,8 @@ fi
 # --- replica ---------------------------------------------------------------------------------------
 client_cnf=$(mktemp /run/webinfra-repl.XXXXXX.cnf)
 trap 'rm -f "$client_cnf"' EXIT
-printf '[client]\nuser=%s\npassword=%s\nhost=%s\nconnect-timeout=3\nssl-ca=%s\nssl-verify-server-cert\n' \
+# (connect-timeout is the mariadb client's own option: mariadb-dump, reading [client] too, refuses it)
+printf '[client]\nuser=%s\npassword=%s\nhost=%s\nssl-ca=%s\nssl-verify-server-cert\n[mariadb-client]\nconnect-timeout=3\n' \
     "$WEBINFRA_DB_REPLICATION_USER" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_PRIMARY_HOST" "$WEBINFRA_DB_TLS_CA" > "$client_cnf"
 
 # The stack's primary now: the writable one among the stack's web servers (the firewall's list, from
