@@ -209,10 +209,26 @@ update-locale LANG=en_US.UTF-8
 
 
 def _prune(keep: set[pathlib.Path]) -> None:
-    """Images of an older recipe or package list are never used again: free their disk."""
+    """Images of an older recipe or package list are never used again: free their disk. Never one a
+    running host's overlay is made of (a build for one host must not pull another's files away)."""
+    in_use = _mounted_lowers()
     for entry in CACHE.iterdir():
-        if entry not in keep and (entry.name.startswith("debian12-") or entry.name.startswith("layer-")):
+        if entry in keep or entry in in_use:
+            continue
+        if entry.name.startswith("debian12-") or entry.name.startswith("layer-"):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _mounted_lowers() -> set[pathlib.Path]:
+    """The lower dirs of every overlay mounted now (/proc/self/mountinfo's super options)."""
+    found: set[pathlib.Path] = set()
+    for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines():
+        if " - overlay " not in line:
+            continue
+        for option in line.rsplit(" ", 1)[-1].split(","):
+            if option.startswith("lowerdir="):
+                found.update(pathlib.Path(p) for p in option.removeprefix("lowerdir=").split(":"))
+    return found
 
 
 def _mark_complete(path: pathlib.Path, facts: dict) -> None:

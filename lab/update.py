@@ -206,7 +206,8 @@ def _instance(steps: Steps, change: Change, run, current: LabPlan, new: LabPlan)
 
 
 def launch(plan: LabPlan, host: Host) -> None:
-    images = lab_image.build({host.packages}, LOGS)
+    # every host's package set, not only this one's: the build prunes the images it is not asked for
+    images = lab_image.build({h.packages for h in plan.hosts}, LOGS)
     lab_hosts.prepare(host, images[tuple(sorted(host.packages))])
     lab_hosts.trust_ca(host, (DOWNLOADS / "ca.pem").read_text(), "webinfra-lab-aws-downloads")
     arch = aws_downloads.native_arch()

@@ -1491,7 +1491,10 @@ def update_under_load(url: str, names: list[str], label: str, *settings: str, du
 
     def run() -> None:
         began = time.monotonic()
-        outcome["result"] = lab("update", *(f"--set={s}" for s in settings), timeout=duration, check=False)
+        try:
+            outcome["result"] = lab("update", *(f"--set={s}" for s in settings), timeout=duration, check=False)
+        except subprocess.TimeoutExpired as timed_out:
+            outcome["timed_out"] = f"{timed_out.stdout!s}"[-3000:]
         outcome["seconds"] = time.monotonic() - began
 
     with MixedLoad(url, names, duration) as load:
@@ -1505,6 +1508,7 @@ def update_under_load(url: str, names: list[str], label: str, *settings: str, du
         load.finish(label)
         figures = load.figures(began, primary_of(names))
         figures["split_brains"] = load.sampler.split_brains()
+    assert "timed_out" not in outcome, f"scripts/lab update did not end within {duration} s:\n{outcome['timed_out']}"
     result = outcome["result"]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return figures, outcome["seconds"], result.stdout
@@ -1524,10 +1528,11 @@ def test_day_two_changes_on_a_running_stack_with_data_under_load(healthy_lab):
     before = sql(primary, "SELECT COUNT(*) FROM webinfra.messages")
     sql(
         primary,
-        "INSERT INTO webinfra.messages (text, host) SELECT CONCAT('day two row ', seq), 'lab' FROM seq_1_to_10000",
+        "USE webinfra; INSERT INTO messages (text, host) SELECT CONCAT('day two row ', seq), 'lab' FROM seq_1_to_10000",
     )
     sql(primary, "FLUSH BINARY LOGS")
-    sql(primary, "PURGE BINARY LOGS BEFORE NOW()")
+    current = sql(primary, "SHOW MASTER STATUS").split()[0]
+    sql(primary, f"PURGE BINARY LOGS TO '{current}'")
     (first_log,) = sql(primary, "SHOW BINARY LOGS").splitlines()[:1]
     # the earliest binary log left starts after the rows: replaying from nothing is no longer possible
     assert sql(primary, f"SELECT BINLOG_GTID_POS('{first_log.split()[0]}', 4)") != ""
