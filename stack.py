@@ -127,7 +127,7 @@ def _lb_host_role(
                         secrets.parameter_arns["db-failover"],  # the failover controller's database user
                         *_program_arns(programs, facts, "webinfra-failover"),
                         config.parameter_arns[facts.ssm_config("haproxy.cfg")],
-                        config.parameter_arns[facts.ssm_config("failover.json")],
+                        config.parameter_arns[facts.ssm_config("failover-servers.json")],
                     ],
                 ),
                 SESSION_MANAGER_STATEMENT,
@@ -246,6 +246,9 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             profile=web_profile,
             subnet_ids=network.subnet_ids,
             tags=tags,
+            url=pulumi.Output.concat("https://", network.lb_address.public_ip, "/") if settings.smoke_test else None,
+            certificate_pem=certificate.certificate_pem,
+            domain=settings.domain,
         ),
         opts=pulumi.ResourceOptions(depends_on=[secrets, programs, config, web_role]),
     )

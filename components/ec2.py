@@ -73,7 +73,9 @@ def hardened_instance(
     if not replace_on_user_data_change:
         # The key pair too: EC2 can change it only by replacing the instance, which would take the
         # data with it (cloud-init installs the key at first boot only, so nothing is lost by ignoring it).
-        ignored += ["userData", "userDataBase64", "keyName"]
+        # And the instance type: changing it stops the instance, and this one holds the primary's data:
+        # resized by hand after a switchover, never by a `pulumi up` that stops every web server at once.
+        ignored += ["userData", "userDataBase64", "keyName", "instanceType"]
     return aws.ec2.Instance(
         name,
         ami=profile.ami_id,

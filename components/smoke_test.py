@@ -26,30 +26,46 @@ class SmokeTestArgs:
     timeout_seconds: int = 900  # the hosts install packages and boot after EC2 reports them running
 
 
+def smoke_command(
+    url: str,
+    backends: list[str],
+    *,
+    timeout_seconds: int,
+    interval: int,
+    config_version: str = "",
+    domain: str | None = None,
+) -> str:
+    """scripts/smoke's command line: the site at `url` serves with every one of `backends` in its rotation
+    (and, given, HAProxy's configuration `config_version`). The certificate to trust comes in
+    CERTIFICATE_VARIABLE. scripts/smoke is an executable (bash starting ops/smoke.py): run it, never
+    hand it to python3; pulumi-command runs this with /bin/sh -c in the project directory."""
+    words = [
+        "scripts/smoke",
+        url,
+        *("--cacert-pem-env", CERTIFICATE_VARIABLE),
+        *("--backends", ",".join(backends)),
+        *("--timeout", str(timeout_seconds), "--interval", str(interval)),
+    ]
+    if config_version:
+        words += ["--config", config_version]
+    if domain:  # the certificate (self-signed or, once issued, Let's Encrypt's) names the domain
+        words += ["--server-name", domain]
+    return shlex.join(words)
+
+
 class SmokeTest(pulumi.ComponentResource):
     def __init__(self, name: str, args: SmokeTestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:smoke_test:SmokeTest", name, None, opts)
 
         def command_line(url: str) -> str:
-            # scripts/smoke is an executable (bash starting ops/smoke.py): run it, never hand it to python3.
-            # pulumi-command runs this with /bin/sh -c in the project directory (lab/declared.py).
-            words = [
-                "scripts/smoke",
+            return smoke_command(
                 url,
-                "--cacert-pem-env",
-                CERTIFICATE_VARIABLE,
-                "--backends",
-                ",".join(args.backends),
-                "--timeout",
-                str(args.timeout_seconds),
-                "--interval",
-                "15",
-            ]
-            if args.config_version:
-                words += ["--config", args.config_version]
-            if args.domain:  # the certificate (self-signed or, once issued, Let's Encrypt's) names the domain
-                words += ["--server-name", args.domain]
-            return shlex.join(words)
+                args.backends,
+                timeout_seconds=args.timeout_seconds,
+                interval=15,
+                config_version=args.config_version,
+                domain=args.domain,
+            )
 
         run = command.local.Command(
             f"{name}-run",

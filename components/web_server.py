@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -22,6 +23,9 @@ class WebServerArgs:
     private_ip: str
     tags: dict[str, str]
     primary_address: str | None = None  # required for a replica
+    # What its instance waits for besides the profile's boot_after (the previous replica's rolling gate):
+    # a component's depends_on does not reach its children, so it is passed down to the instance itself.
+    after: Sequence[pulumi.Resource] = ()
 
 
 class WebServer(pulumi.ComponentResource):
@@ -48,7 +52,7 @@ class WebServer(pulumi.ComponentResource):
             # The primary holds the data: a template change must not replace it. Replicas are
             # rebuilt from the primary's binary log, so they follow template changes.
             replace_on_user_data_change=args.role != DbRole.PRIMARY,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         self.hostname, self.role = args.hostname, args.role
         self.private_ip = instance.private_ip

@@ -44,9 +44,11 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import pathlib
 import queue
+import re
 import sys
 import threading
 import time
@@ -86,12 +88,42 @@ class Settings:
     endpoint_url: str | None = None
 
     @classmethod
-    def load(cls, path: str) -> Settings:
+    def load(cls, path: str, servers_path: str | None = None) -> Settings:
+        """The configuration at `path` (from user-data), with the database servers from `servers_file` (or
+        `servers_path`): the one part a running stack changes (webinfra-config-sync brings it from SSM),
+        so it holds data only, checked here: names web-NN, IPv4 addresses, each once."""
         raw = json.loads(pathlib.Path(path).read_text())
         password = pathlib.Path(raw.pop("password_file")).read_text().strip()
         password = password.split("=", 1)[1] if "=" in password else password  # KEY=value env file
-        raw["servers"] = tuple((s["name"], s["address"], int(s.get("port", 3306))) for s in raw["servers"])
+        servers_file = servers_path or raw.pop("servers_file", None)
+        raw.pop("servers_file", None)
+        if servers_file:
+            raw["servers"] = load_servers(servers_file)
+        else:
+            raw["servers"] = tuple((s["name"], s["address"], int(s.get("port", 3306))) for s in raw["servers"])
         return cls(password=password, **raw)
+
+
+SERVER_NAME = re.compile(r"web-[0-9]{2}")
+
+
+def load_servers(path: str) -> tuple[tuple[str, str, int], ...]:
+    """The database servers file: {"servers": [{"name": "web-01", "address": "10.0.0.11"}, ...]}, nothing else."""
+    raw = json.loads(pathlib.Path(path).read_text())
+    if not isinstance(raw, dict) or set(raw) != {"servers"} or not isinstance(raw["servers"], list):
+        raise ValueError(f'{path}: wants exactly {{"servers": [...]}}')
+    servers = []
+    for item in raw["servers"]:
+        if not isinstance(item, dict) or set(item) != {"name", "address"}:
+            raise ValueError(f'{path}: each server is {{"name", "address"}}, got {item!r}')
+        if not SERVER_NAME.fullmatch(str(item["name"])):
+            raise ValueError(f"{path}: {item['name']!r} is not a web server's name")
+        address = ipaddress.IPv4Address(item["address"])  # ValueError unless an IPv4 address
+        servers.append((item["name"], str(address), 3306))
+    names = [name for name, _, _ in servers]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{path}: servers must be named once each, got {names}")
+    return tuple(servers)
 
 
 @dataclasses.dataclass
@@ -1100,6 +1132,7 @@ class Controller:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--servers", help="with --check-config: this servers file in place of the configured one")
     parser.add_argument(
         "--check-config",
         action="store_true",
@@ -1108,7 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check_config:
         try:
-            settings = Settings.load(args.config)
+            settings = Settings.load(args.config, args.servers)
             names = [name for name, _, _ in settings.servers]
             if not names or len(set(names)) != len(names):
                 raise ValueError(f"servers must be named once each, got {names}")

@@ -516,7 +516,7 @@ def smoke() -> int:
 def ready() -> int:
     """The readiness gates a load-balancer pair declares (lb-02 waits for lb-01), exactly as declared."""
     plan = load_state()
-    gates = sorted(name for name in plan.local_commands if name.endswith("-ready"))
+    gates = sorted(name for name in plan.local_commands if name.startswith("lb-") and name.endswith("-ready"))
     if not gates:
         print("the program declares no readiness gate (one load balancer)")
         return 0
@@ -526,17 +526,27 @@ def ready() -> int:
     return status
 
 
-def run_declared_gate(plan: LabPlan, name: str) -> int:
-    """One declared readiness gate, from the cloud namespace where the AWS API stand-in answers. What the
-    operator's machine has and this one lacks is added: the API's endpoint and (dummy) credentials."""
-    inputs = plan.local_commands[name]
-    environment = {
-        "AWS_ENDPOINT_URL": plan.aws_endpoint_url,
-        "AWS_ACCESS_KEY_ID": "lab",
-        "AWS_SECRET_ACCESS_KEY": "lab",
-    }
+def run_declared_gate(plan: LabPlan, name: str, action: str = "create") -> int:
+    """One declared gate, its `create` (or, for `action` "update", its `update` when it declares one), where
+    `pulumi up` would reach what it checks: the site from the lab's internet (scripts/smoke), the AWS API
+    from the cloud namespace (scripts/wait-healthy). What the operator's machine has and this one lacks is
+    added: the API's endpoint and (dummy) credentials."""
+    inputs = dict(plan.local_commands[name])
+    if action == "update" and inputs.get("update"):
+        inputs["create"] = inputs["update"]
+    site = inputs["create"].startswith("scripts/smoke")
+    environment = (
+        {}
+        if site
+        else {"AWS_ENDPOINT_URL": plan.aws_endpoint_url, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"}
+    )
     print(f"{name}: $ {inputs['create']}", flush=True)
-    result = run_local_command(inputs, namespace=network.CLOUD_NS, extra_environment=environment, timeout=SMOKE_TIMEOUT)
+    result = run_local_command(
+        inputs,
+        namespace=network.CLIENT_NS if site else network.CLOUD_NS,
+        extra_environment=environment,
+        timeout=SMOKE_TIMEOUT,
+    )
     print(result.stdout + result.stderr, end="", flush=True)
     return result.returncode
 

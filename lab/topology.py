@@ -194,7 +194,11 @@ def plan_from_program(
         floating_address=floating_address or "",
         eip_associated_with=associated_with,
         local_commands={
-            c.name: {key: c.inputs[key] for key in ("create", "environment", "dir", "interpreter") if key in c.inputs}
+            c.name: {
+                key: c.inputs[key]
+                for key in ("create", "update", "environment", "dir", "interpreter")
+                if key in c.inputs
+            }
             for c in run.of_type("command:local:Command")
         },
     )

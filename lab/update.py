@@ -163,7 +163,8 @@ def carry_out(steps: Steps, change: Change, run, current: LabPlan, new: LabPlan)
         _instance(steps, change, run, current, new)
     elif change.type == LOCAL_COMMAND and change.action != "delete":
         if change.name.endswith(GATE_SUFFIX):
-            steps.run(f"{change.action}: the readiness gate {change.name}, as declared", _gate, new, change.name)
+            action = "update" if change.action == "update" else "create"
+            steps.run(f"{change.action}: the gate {change.name}, as declared", _gate, new, change.name, action)
         else:
             steps.run(f"{change.action}: {change.name}, as declared", smoke_test, new, False)
     else:
@@ -182,8 +183,8 @@ def _delete_parameters(plan: LabPlan, names: list[str]) -> None:
         raise LabError(f"the AWS API stand-in did not delete {', '.join(names)}:\n{result.stderr}")
 
 
-def _gate(plan: LabPlan, name: str) -> None:
-    if run_declared_gate(plan, name) != 0:
+def _gate(plan: LabPlan, name: str, action: str) -> None:
+    if run_declared_gate(plan, name, action) != 0:
         raise LabError(f"the readiness gate {name} failed: `pulumi up` stops here")
 
 

@@ -85,7 +85,15 @@ class Target:
             self.context = context
         return self.context
 
-    def request(self, method: str, path: str, body: dict | None = None, *, scheme: str | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        scheme: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         scheme = scheme or self.url.scheme
         base = self.url.path.rstrip("/")
         connection: http.client.HTTPConnection
@@ -100,7 +108,7 @@ class Target:
         else:
             port = self.url.port if self.url.scheme == "http" and self.url.port else self.http_port
             connection = http.client.HTTPConnection(self.host, port, timeout=self.request_timeout)
-        headers = {"Host": self.host_header, "User-Agent": USER_AGENT, "Connection": "close"}
+        headers = {"Host": self.host_header, "User-Agent": USER_AGENT, "Connection": "close", **(headers or {})}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -143,8 +151,11 @@ def _ask(target: Target, check: str, method: str, path: str, body: dict | None =
         raise CheckFailed(check, f"{method} {path}: {error.__class__.__name__}: {error}") from None
 
 
+CONFIG_CHECK_HEADER = "X-Webinfra-Config-Check"  # HAProxy names its configuration only when asked
+
+
 def check_config(target: Target, version: str) -> str:
-    answer = _ask(target, "config", "GET", "/health")
+    answer = _ask(target, "config", "GET", "/health", headers={CONFIG_CHECK_HEADER: "1"})
     served = answer.headers.get("x-webinfra-config", "")
     if served != version:
         raise CheckFailed("config", f"the load balancer serves configuration {served or '(none)'}, not {version} yet")

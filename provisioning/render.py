@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import gzip
 import hashlib
 import ipaddress
 import json
 import pathlib
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +43,7 @@ DB_APP_USER = "webinfra_app"
 DB_REPLICATION_USER = "webinfra_repl"
 DB_FAILOVER_USER = "webinfra_failover"
 FAILOVER_CONFIG = "/etc/webinfra/failover.json"
+FAILOVER_SERVERS = "/etc/webinfra/failover-servers.json"
 HAPROXY_CONFIG = "/etc/haproxy/haproxy.cfg"
 FIREWALL_PEERS = "/etc/webinfra/firewall-peers.nft"
 # A standard SSM parameter holds 4 KB (free); runtime configuration travels gzipped to fit one.
@@ -328,10 +331,23 @@ def keepalived_config(facts: StackFacts, hostname: str) -> str:
     )
 
 
+# CPython's ast module keeps its recursion state per interpreter, not per thread: two threads parsing at
+# once (the program's rendering runs in Pulumi's apply callbacks, concurrently) fail now and then with
+# "SystemError: AST constructor recursion depth mismatch". One at a time, and each source once.
+_AST_LOCK = threading.Lock()
+
+
 def shipped_python(path: pathlib.Path) -> str:
     """A host program as it goes into user-data: the same code, without its comments and with each
     docstring cut to its first line (EC2's 16 KB limit; the source beside app/ keeps them)."""
-    tree = ast.parse(path.read_text())
+    source = path.read_text()
+    with _AST_LOCK:
+        return _shipped_python(path.parent.name, path.name, source)
+
+
+@functools.lru_cache(maxsize=16)
+def _shipped_python(directory: str, name: str, source: str) -> str:
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -342,9 +358,7 @@ def shipped_python(path: pathlib.Path) -> str:
             and isinstance(body[0].value.value, str)
         ):
             body[0].value.value = body[0].value.value.strip().splitlines()[0]
-    return (
-        f"#!/usr/bin/python3\n# {path.parent.name}/{path.name}, comments and docstrings left out\n{ast.unparse(tree)}\n"
-    )
+    return f"#!/usr/bin/python3\n# {directory}/{name}, comments and docstrings left out\n{ast.unparse(tree)}\n"
 
 
 # Programs too large for EC2's 16 KB of user-data travel through SSM Parameter Store (advanced
@@ -474,9 +488,18 @@ def runtime_config(facts: StackFacts, backends: Sequence[Backend]) -> dict[str, 
     web server, a new rate limit or a second load balancer changes these, never a host's user-data."""
     return {
         facts.ssm_config("haproxy.cfg"): encode_config(stack_haproxy_config(facts, backends)[0]),
-        facts.ssm_config("failover.json"): encode_config(failover_config(facts, backends)),
+        facts.ssm_config("failover-servers.json"): encode_config(failover_servers(backends)),
         facts.ssm_config("firewall-peers.nft"): encode_config(firewall_peers(facts)),
     }
+
+
+# HAProxy directives a configuration from SSM must not carry: each runs a program or Lua code, forks, keeps
+# privileges, or opens the admin socket beyond the host. (SSM write access to the stack's parameters is
+# still control of its load balancers: README, "What the tests cannot see".)
+HAPROXY_FORBIDDEN = (
+    r"^[[:space:]]*((program|command|external-check|lua-[a-z-]+|insecure-(fork|setuid)-wanted|setenv|presetenv|"
+    r"resetenv|unsetenv|uid|gid|set-dumpable)([[:space:]]|$)|stats[[:space:]]+socket[[:space:]]+[^/[:space:]])"
+)
 
 
 def haproxy_config_sync(facts: StackFacts) -> dict:
@@ -487,24 +510,47 @@ def haproxy_config_sync(facts: StackFacts) -> dict:
         "parameter": facts.ssm_config("haproxy.cfg"),
         "format": "gzip-base64-text",
         "files": [{"path": HAPROXY_CONFIG, "mode": "0644", "owner": "root:root"}],
-        "validate": [["haproxy", "-c", "-q", "-f", "{files[0]}"]],
+        # No directive that runs code or changes who HAProxy runs as (the value is applied by a root master
+        # process); then HAProxy's own check.
+        "validate": [
+            ["sh", "-c", '! grep -Eiq "$1" "$2"', "sh", HAPROXY_FORBIDDEN, "{files[0]}"],
+            ["haproxy", "-c", "-q", "-f", "{files[0]}"],
+        ],
         "service": "haproxy",
         "reload": [["systemctl", "reload", "haproxy"]],
     }
 
 
-def failover_config_sync(facts: StackFacts) -> dict:
-    """The failover controller's configuration (the database servers): read by the controller itself
-    before it is installed; a restart picks it up (a takeover wait, then it decides again)."""
+def failover_servers_sync(facts: StackFacts) -> dict:
+    """The failover controller's database servers (data only: names and IPv4 addresses), checked by the
+    controller itself with the rest of its configuration before they are installed; a restart picks them
+    up (a takeover wait, then it decides again)."""
     return {
-        "name": "failover-config",
-        "parameter": facts.ssm_config("failover.json"),
+        "name": "failover-servers",
+        "parameter": facts.ssm_config("failover-servers.json"),
         "format": "gzip-base64-text",
-        "files": [{"path": FAILOVER_CONFIG, "mode": "0644", "owner": "root:root"}],
-        "validate": [["/usr/local/sbin/webinfra-failover", "--check-config", "--config", "{files[0]}"]],
+        "files": [{"path": FAILOVER_SERVERS, "mode": "0644", "owner": "root:root"}],
+        "validate": [
+            [
+                "/usr/local/sbin/webinfra-failover",
+                "--check-config",
+                "--config",
+                FAILOVER_CONFIG,
+                "--servers",
+                "{files[0]}",
+            ]
+        ],
         "service": "webinfra-failover",
         "reload": [["systemctl", "try-restart", "webinfra-failover"]],
     }
+
+
+# A line of firewall-peers.nft.j2: a comment, or a flush or fill of one of the two sets with addresses.
+_ADDRESS = r"([0-9]{1,3}\.){3}[0-9]{1,3}"
+FIREWALL_PEERS_LINE = (
+    r"(#.*|flush set inet webinfra_host (web_servers|load_balancers)"
+    rf"|add element inet webinfra_host (web_servers|load_balancers) \{{ {_ADDRESS}(, {_ADDRESS})* \}})"
+)
 
 
 def firewall_peers_sync(facts: StackFacts) -> dict:
@@ -514,7 +560,12 @@ def firewall_peers_sync(facts: StackFacts) -> dict:
         "parameter": facts.ssm_config("firewall-peers.nft"),
         "format": "gzip-base64-text",
         "files": [{"path": FIREWALL_PEERS, "mode": "0644", "owner": "root:root"}],
-        "validate": [["nft", "-c", "-f", "{files[0]}"]],
+        # Only these sets' members, each an IPv4 address: the value must not carry any other nft command
+        # (it is applied as root). Then nft checks it against the loaded firewall.
+        "validate": [
+            ["sh", "-c", '! grep -Evqx "$1" "$2"', "sh", FIREWALL_PEERS_LINE, "{files[0]}"],
+            ["nft", "-c", "-f", "{files[0]}"],
+        ],
         "service": "nftables",
         "reload": [["nft", "-f", FIREWALL_PEERS]],
     }
@@ -688,28 +739,36 @@ def stack_haproxy_config(facts: StackFacts, backends: Sequence[Backend]) -> tupl
     """(HAProxy's configuration for this stack, its version): what the load balancers serve, and what the
     smoke test waits to see in X-Webinfra-Config."""
 
-    def rendered(version: str) -> str:
+    def rendered(version: str, admin_cidr: str | None) -> str:
         return haproxy_config(
             backends,
             rate_limit_per_10s=facts.rate_limit_per_10s,
             acme=facts.acme,
-            admin_cidr=facts.admin_cidr,
+            admin_cidr=admin_cidr,
             config_version=version,
         )
 
-    version = config_version_of(rendered(""))
-    return rendered(version), version
+    # The admin network stays out of the digest: a short public digest of an otherwise public template
+    # would let someone search for it. (A new admin network replaces the load balancers anyway.)
+    version = config_version_of(rendered("", None))
+    return rendered(version, facts.admin_cidr), version
 
 
 FAILOVER_STATE = "/run/webinfra-failover/state.json"
 
 
-def failover_config(facts: StackFacts, backends: Sequence[Backend]) -> str:
-    """What webinfra-failover reads: the database servers (the stack's first primary first), how to
-    reach them, its timings (server-defaults.yaml, `failover`), and who decides (keepalived's state
+def failover_servers(backends: Sequence[Backend]) -> str:
+    """The database servers webinfra-failover watches (the stack's first primary first): data only, the
+    part of its configuration a running stack changes (SSM, webinfra-config-sync)."""
+    return json.dumps({"servers": [{"name": b.name, "address": b.address} for b in backends]}, indent=2) + "\n"
+
+
+def failover_config(facts: StackFacts) -> str:
+    """What webinfra-failover reads (in user-data): where its servers are listed (failover_servers), how
+    to reach them, its timings (server-defaults.yaml, `failover`), and who decides (keepalived's state
     on a pair; a lone load balancer always)."""
     config = {
-        "servers": [{"name": b.name, "address": b.address} for b in backends],
+        "servers_file": FAILOVER_SERVERS,
         "user": DB_FAILOVER_USER,
         "password_file": "/etc/webinfra/secrets/db-failover.env",
         "tls_ca": f"{DB_TLS_DIR}/ca.pem",
@@ -763,9 +822,10 @@ def lb_cloud_config(facts: StackFacts, hostname: str, *, db_ca: str) -> str:
                 haproxy_config_sync(facts),
                 password_sync("db-failover", facts.ssm_db_failover_password, "WEBINFRA_DB_FAILOVER_PASSWORD"),
                 program_sync(facts, "webinfra-failover"),
-                failover_config_sync(facts),
+                failover_servers_sync(facts),
             ],
         ),
+        _file(FAILOVER_CONFIG, failover_config(facts)),
         _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
         _file("/etc/systemd/system/webinfra-failover.service", read_file("webinfra-failover.service")),
         _file(

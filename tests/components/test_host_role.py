@@ -77,7 +77,7 @@ def test_each_role_reads_exactly_its_own_parameters_of_this_stack():
             f"{arn}/db/failover-password",
             *program_pieces(run, "webinfra-failover", arn),
             f"{arn}/config/haproxy.cfg",
-            f"{arn}/config/failover.json",
+            f"{arn}/config/failover-servers.json",
         ]
     ]
     for role in ("web-host", "lb-host"):
@@ -115,7 +115,7 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
             f"{arn}/db/failover-password",
             *program_pieces(program, "webinfra-failover", arn),
             f"{arn}/config/haproxy.cfg",
-            f"{arn}/config/failover.json",
+            f"{arn}/config/failover-servers.json",
         ],
     )
 

@@ -53,10 +53,10 @@ def test_every_replica_replicates_from_the_primary(program):
         assert "read_only                = ON" in user_data.split("60-webinfra.cnf", 1)[1].split("path:", 1)[0]
 
 
-def test_the_primary_ignores_user_data_and_key_pair_changes(program):
+def test_the_primary_ignores_user_data_key_pair_and_instance_type_changes(program):
     (primary,) = [s for s in web_instances(program) if s.inputs["tags"]["DbRole"] == "primary"]
     assert primary.inputs["tags"]["Name"] == "web-01"
-    assert {"ami", "userData", "userDataBase64", "keyName"} <= set(primary.options["ignore_changes"])
+    assert {"ami", "userData", "userDataBase64", "keyName", "instanceType"} <= set(primary.options["ignore_changes"])
     assert primary.inputs["userDataReplaceOnChange"] is False
 
 
@@ -65,7 +65,7 @@ def test_replicas_are_replaced_when_their_user_data_changes(program):
     assert len(replicas) == len(program.exports["web_private_ips"]) - 1
     for replica in replicas:
         assert replica.inputs["userDataReplaceOnChange"] is True, replica
-        assert not {"userData", "userDataBase64", "keyName"} & set(replica.options["ignore_changes"]), replica
+        assert not {"userData", "userDataBase64", "keyName", "instanceType"} & set(replica.options["ignore_changes"])
         assert "ami" in replica.options["ignore_changes"], replica  # a new image is no reason to rebuild
 
 

@@ -834,21 +834,37 @@ def test_no_answer_right_before_a_promotion_postpones_it_and_the_next_poll_fails
     run_until(lb_01, "failed over to")
 
 
-def test_the_rendered_configuration_passes_the_controllers_own_check_and_a_wrong_one_does_not(tmp_path, capsys):
+def test_the_rendered_configuration_passes_the_controllers_own_check_and_a_wrong_servers_file_does_not(
+    tmp_path, capsys
+):
+    """The configuration (user-data) with its servers file (from SSM, checked by the same command
+    webinfra-config-sync runs before it installs one): data only, names web-NN and IPv4 addresses."""
     import json
 
     from failover.webinfra_failover import main
-    from tests.provisioning.helpers import BACKENDS_2, PAIR, runtime_files
+    from tests.provisioning.helpers import BACKENDS_2, PAIR, files_of, lb_config, runtime_files
 
-    rendered = json.loads(runtime_files(PAIR, BACKENDS_2)[render.FAILOVER_CONFIG])
+    rendered = json.loads(files_of(lb_config(PAIR, "lb-01"))[render.FAILOVER_CONFIG]["content"])
+    servers = json.loads(runtime_files(PAIR, BACKENDS_2)[render.FAILOVER_SERVERS])
     password = tmp_path / "db-failover.env"
     password.write_text("WEBINFRA_DB_FAILOVER_PASSWORD=secret\n")
-    config = tmp_path / "failover.json"
-    config.write_text(json.dumps({**rendered, "password_file": str(password)}))
-    assert main(["--check-config", "--config", str(config)]) == 0
+    config, servers_file = tmp_path / "failover.json", tmp_path / "failover-servers.json"
+    config.write_text(json.dumps({**rendered, "password_file": str(password), "servers_file": "/nonexistent"}))
+    servers_file.write_text(json.dumps(servers))
+    check = ["--check-config", "--config", str(config), "--servers", str(servers_file)]
+    assert main(check) == 0
     assert "2 servers (web-01, web-02)" in capsys.readouterr().out
-    twice = {**rendered, "password_file": str(password), "servers": rendered["servers"] * 2}
-    for wrong in (twice, {**rendered, "password_file": str(password), "unknown": 1}, "not json"):
-        config.write_text(wrong if isinstance(wrong, str) else json.dumps(wrong))
-        assert main(["--check-config", "--config", str(config)]) == 2
+    one = servers["servers"][0]
+    wrongs: tuple[object, ...] = (
+        {"servers": servers["servers"] * 2},  # twice
+        {**servers, "tls_ca": "/tmp/mine.pem"},  # anything but the servers
+        {"servers": [{**one, "address": "attacker.example"}]},
+        {"servers": [{**one, "name": "db; rm -rf /"}]},
+        {"servers": [{**one, "port": 1}]},
+        {"servers": []},
+        "not json",
+    )
+    for wrong in wrongs:
+        servers_file.write_text(wrong if isinstance(wrong, str) else json.dumps(wrong))
+        assert main(check) == 2, wrong
     assert "secret" not in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_parameters_are_the_declared_secrets_and_programs_unwrapped(plan):
     assert programs and all(plan.parameters[name][0] == "String" for name in programs), programs
     config = sorted(name for name in plan.parameters if "/config/" in name)
     assert config == [
-        "/webinfra/lab/config/failover.json",
+        "/webinfra/lab/config/failover-servers.json",
         "/webinfra/lab/config/firewall-peers.nft",
         "/webinfra/lab/config/haproxy.cfg",
     ]
@@ -144,8 +144,10 @@ def test_plan_carries_the_declared_smoke_command_unchanged():
     )
     assert plan.smoke_command["create"] == declared.inputs["create"]
     assert plan.smoke_command["environment"] == declared.inputs["environment"]
-    (gate,) = [c for c in run.of_type("command:local:Command") if c.name != "smoke-test-run"]
-    assert plan.local_commands[gate.name]["create"] == gate.inputs["create"]  # the pair's readiness gate
+    gate = run.named("lb-01-ready")  # the pair's readiness gate
+    assert plan.local_commands[gate.name]["create"] == gate.inputs["create"]
+    rolling = run.named("web-02-ready")  # a replica's rolling gate: its update is what waits
+    assert plan.local_commands[rolling.name]["update"] == rolling.inputs["update"]
 
 
 def test_a_second_evaluation_with_ec2s_instance_ids_names_them_and_keeps_the_topology():

@@ -34,7 +34,7 @@ def test_a_third_web_server_is_created_and_the_running_hosts_only_reload(lab_sta
     assert by_type(changes, INSTANCE) == {"web-03-instance": "create"}
     assert by_type(changes, PARAMETER) == {
         "config-haproxy-cfg": "update",  # the new backend
-        "config-failover-json": "update",  # the controller's servers
+        "config-failover-servers-json": "update",  # the controller's servers
         "config-firewall-peers-nft": "update",  # who may reach MariaDB
         "secrets-db-tls-web-03-parameter": "create",
     }
@@ -74,3 +74,23 @@ def test_the_preview_says_what_and_why():
     assert "+-" in describe(changes[1]) and "[userDataBase64] delete first" in describe(changes[1])
     assert text.endswith("resources: 1 to create, 1 to update, 1 to replace")
     assert preview([]).strip() == "no changes"
+
+
+def test_a_new_instance_type_changes_the_replicas_one_at_a_time_and_never_the_primary(lab_stack):
+    config, region, _, kept = lab_stack
+    three = run_program(settings_after(config, {"webCount": "3"}), stack="lab", region=region, kept=kept)
+    bigger = run_program(
+        settings_after(config, {"webCount": "3", "instanceType": "t3.small"}),
+        stack="lab",
+        region=region,
+        kept=generated_outputs(three),
+    )
+    changes = plan(record(three), bigger)
+    # in place (stop, new type, start), each replica's gate (the site serves with it again) before the next
+    assert [(c.name, c.action) for c in changes] == [
+        ("web-02-instance", "update"),
+        ("web-02-ready", "update"),
+        ("web-03-instance", "update"),
+        ("web-03-ready", "update"),
+    ]
+    assert changes[0].properties == ("instanceType",)

@@ -59,7 +59,7 @@ class FakeSite:
                 with site.lock:
                     backend = next(site.turn)
                 headers = [("X-Served-By", backend), ("Content-Type", "application/json")]
-                if site.config:
+                if site.config and self.headers.get("X-Webinfra-Config-Check"):  # as HAProxy: only when asked
                     headers.append(("X-Webinfra-Config", site.config))
                 if tls and site.hsts:
                     headers.append(("Strict-Transport-Security", "max-age=63072000"))

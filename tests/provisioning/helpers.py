@@ -57,7 +57,11 @@ def runtime_files(facts: StackFacts, backends) -> dict[str, str]:
     import gzip
 
     values = render.runtime_config(facts, backends)
-    entries = [render.haproxy_config_sync(facts), render.failover_config_sync(facts), render.firewall_peers_sync(facts)]
+    entries = [
+        render.haproxy_config_sync(facts),
+        render.failover_servers_sync(facts),
+        render.firewall_peers_sync(facts),
+    ]
     assert {e["parameter"] for e in entries} == set(values)
     return {
         entry["files"][0]["path"]: gzip.decompress(base64.b64decode(values[entry["parameter"]])).decode()

@@ -552,7 +552,7 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     lb = manifest_of(lb_config(FACTS, "lb-01"))
     # the certificate before HAProxy's configuration (which names it), the program before its configuration
     # (which it checks)
-    assert list(lb) == ["lb-certificate", "haproxy-config", "db-failover", "webinfra-failover", "failover-config"]
+    assert list(lb) == ["lb-certificate", "haproxy-config", "db-failover", "webinfra-failover", "failover-servers"]
     assert lb["db-failover"]["once"] and lb["db-failover"]["parameter"] == FACTS.ssm_db_failover_password
     entry = lb["lb-certificate"]
     assert entry["parameter"] == FACTS.ssm_lb_certificate and entry["files"][0]["path"] == render.CERTIFICATE_PATH

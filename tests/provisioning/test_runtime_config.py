@@ -1,0 +1,58 @@
+"""The runtime configuration's own checks, as webinfra-config-sync runs them before it installs a value
+from SSM (the rendered entries' first validate command): what the program renders passes; a value that
+would run something as root does not."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+
+import pytest
+
+from provisioning import render
+from tests.provisioning.helpers import ACME, BACKENDS_20, FACTS, PAIR, runtime_files
+
+
+def passes(entry: dict, text: str, tmp_path) -> bool:
+    candidate = tmp_path / "candidate"
+    candidate.write_text(text)
+    command = [argument.replace("{files[0]}", str(candidate)) for argument in entry["validate"][0]]
+    return subprocess.run(command, capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("facts", [FACTS, dataclasses.replace(PAIR, **ACME)], ids=["one LB", "pair, ACME"])
+def test_what_the_program_renders_passes(facts, tmp_path):
+    files = runtime_files(facts, BACKENDS_20)
+    assert passes(render.haproxy_config_sync(facts), files[render.HAPROXY_CONFIG], tmp_path)
+    assert passes(render.firewall_peers_sync(facts), files[render.FIREWALL_PEERS], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "program evil\n    command /bin/sh -c id\n",
+        "global\n    lua-load /tmp/evil.lua\n",
+        "global\n    insecure-fork-wanted\n",
+        "global\n    stats socket ipv4@0.0.0.0:9999 level admin\n",
+        "global\n    setenv PATH /tmp\n",
+        "backend web\n    option external-check\n    external-check command /tmp/evil\n",
+    ],
+)
+def test_haproxy_directives_that_run_code_are_refused(extra, tmp_path):
+    config = runtime_files(FACTS, BACKENDS_20)[render.HAPROXY_CONFIG]
+    assert not passes(render.haproxy_config_sync(FACTS), config + extra, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda text: text + "flush ruleset\n",
+        lambda text: text.replace("10.0.0.5", "10.0.0.5 }; flush ruleset; add element inet x y { 10.0.0.5"),
+        lambda text: text + "add rule inet webinfra_host input accept\n",
+        lambda text: text + "\n",
+    ],
+    ids=["flush ruleset", "smuggled in an element", "a rule", "an empty line"],
+)
+def test_a_peers_file_carries_the_two_sets_members_and_nothing_else(change, tmp_path):
+    peers = runtime_files(FACTS, BACKENDS_20)[render.FIREWALL_PEERS]
+    assert not passes(render.firewall_peers_sync(FACTS), change(peers), tmp_path)
