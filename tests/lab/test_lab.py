@@ -1521,7 +1521,8 @@ def test_day_two_changes_on_a_running_stack_with_data_under_load(healthy_lab):
     1. webCount 2 -> 3: web-03 is created and seeded from a consistent copy, no host is replaced, the running
        hosts reload HAProxy's backends, the controller's servers and the firewalls' allowlists;
     2. rateLimitPer10s 600 -> 700: HAProxy's configuration reloaded on both load balancers, none replaced;
-    3. webCount 3 -> 2: web-03 terminated.
+    3. instanceType on the replicas: stopped and started one at a time, the primary untouched;
+    4. webCount 3 -> 2: web-03 terminated.
     Each: 0 failed GETs, every acknowledged write on the primary, never two writable servers."""
     url, names = healthy_lab["url"], web_names(healthy_lab)
     primary = primary_of(names)
@@ -1555,6 +1556,9 @@ def test_day_two_changes_on_a_running_stack_with_data_under_load(healthy_lab):
     assert "seeding from a consistent copy" in seeded, seeded[-2000:]
     served = load(url, 30, rate=10, cacert=CA)["servers"]
     assert "web-03" in served, served
+    # HAProxy names its configuration only to a request that asks for it (the smoke test)
+    plain = client("curl", "-sI", "--cacert", CA, url).stdout.lower()
+    assert "x-served-by" in plain and "x-webinfra-config" not in plain, plain
     print(
         f"webCount 2 -> 3 with {int(before) + 10000} rows, binary logs purged: update {seconds:.0f} s; "
         f"{len(out['failed_reads'])}/{out['reads']} reads failed; {len(out['acknowledged'])} writes acknowledged, "
@@ -1583,7 +1587,37 @@ def test_day_two_changes_on_a_running_stack_with_data_under_load(healthy_lab):
         assert guest(lb, "systemctl", "show", "-p", "MainPID", "--value", "haproxy").stdout.strip() == masters[lb]
     assert {h.name: h.instance_id for h in load_state().hosts if h.name in lbs} == {k: ids[k] for k in lbs}
 
-    # 3. scale in
+    # 3. a new instance type: the replicas stopped and started one at a time, each back in the rotation
+    # before the next stops; the primary untouched
+    uptime = int(
+        sql(primary, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'")
+    )
+    began = time.monotonic()
+    kind, seconds, output = update_under_load(
+        url, three, "day-two-instance-type", "instanceType=t3.small", duration=240
+    )
+    steps = [
+        line.strip()
+        for line in output.splitlines()
+        if line.startswith("▸ ") and ("in place" in line or "the gate web-" in line)
+    ]
+    print(
+        f"instanceType on the replicas: update {seconds:.0f} s ({'; '.join(steps)}); "
+        f"{len(kind['failed_reads'])}/{kind['reads']} reads failed, {len(kind['missing'])} acknowledged writes missing"
+    )
+    assert steps == [
+        "▸ update web-02 in place: stop, new instance type, start",
+        "▸ update: the gate web-02-ready, as declared",
+        "▸ update web-03 in place: stop, new instance type, start",
+        "▸ update: the gate web-03-ready, as declared",
+    ], output
+    assert kind["failed_reads"] == [] and kind["missing"] == [] and kind["split_brains"] == [], kind["failed_reads"][:5]
+    uptime_after = sql(
+        primary, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'"
+    )
+    assert int(uptime_after) >= uptime + int(time.monotonic() - began) - 2, "the primary was restarted"
+
+    # 4. scale in
     back, seconds, output = update_under_load(
         url, three, "day-two-scale-in", "webCount=2", "rateLimitPer10s=600", duration=90
     )
