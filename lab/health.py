@@ -29,6 +29,18 @@ def backend_states(lb: str) -> dict[str, str]:
     return states
 
 
+def site_answers(url: str, ca_file: str) -> bool:
+    """GET /health through the Elastic IP from the lab's internet, as a visitor: 200 within 2 s."""
+    curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2", "--cacert", ca_file]
+    result = subprocess.run(
+        ["ip", "netns", "exec", network.CLIENT_NS, *curl, url.rstrip("/") + "/health"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return result.stdout.strip() == "200"
+
+
 def problems(status: dict | None = None) -> list[str]:
     """What differs from a healthy lab, in words; empty when healthy."""
     status = status or cli.status_report()
@@ -57,6 +69,10 @@ def problems(status: dict | None = None) -> list[str]:
             down = {web: states.get(web, "absent") for web in webs if states.get(web) != "UP"}
             if down:
                 found.append(f"{name}'s HAProxy: {down}")
+    if not site_answers(status["url"], status["ca_file"]):
+        # e.g. the lab's gateway still sends the Elastic IP's traffic to the load balancer that held the
+        # floating address before a split healed (its neighbour entry goes stale within seconds)
+        found.append("the site does not answer from the lab's internet")
     if len([h for h in status["hosts"] if h["role"] == "lb"]) == 2:
         holder = status["floating_address_holder"]
         if not holder or status["elastic_ip_holder"] != holder:
