@@ -183,10 +183,17 @@ def apply_ruleset(text: str) -> None:
     in_ns(CLOUD_NS, "nft", "-f", "-", input=text)
 
 
+def replace_table(family: str, table: str, ruleset: str) -> None:
+    """A table swapped for a new one in one nft transaction: no packet sees the lab without it (a
+    connection opened in between would find no NAT, or no security group)."""
+    apply_ruleset(f"add table {family} {table}\ndelete table {family} {table}\n{ruleset}")
+
+
 def set_security_groups(plan: LabPlan, enabled: bool) -> None:
-    in_ns(CLOUD_NS, "nft", "delete", "table", "ip", SG_TABLE, check=False)
     if enabled:
-        apply_ruleset(security_groups_ruleset(plan, table=SG_TABLE))
+        replace_table("ip", SG_TABLE, security_groups_ruleset(plan, table=SG_TABLE))
+    else:
+        in_ns(CLOUD_NS, "nft", "delete", "table", "ip", SG_TABLE, check=False)
 
 
 def security_groups_enabled() -> bool:

@@ -141,8 +141,8 @@ def apply_network(current: LabPlan, new: LabPlan) -> None:
     for host in new.hosts:
         if host.name not in existing:
             network.attach_host(new, host)
-    network.in_ns(network.CLOUD_NS, "nft", "delete", "table", "ip", "webinfra_igw", check=False)
-    network.apply_ruleset(network.gateway_ruleset(new, bridge=network.BRIDGE, internet_link=network.INTERNET_LINK))
+    gateway = network.gateway_ruleset(new, bridge=network.BRIDGE, internet_link=network.INTERNET_LINK)
+    network.replace_table("ip", "webinfra_igw", gateway)
     network.set_security_groups(new, enabled=network.security_groups_enabled())
 
 
