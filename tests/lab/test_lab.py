@@ -1233,7 +1233,7 @@ def test_the_primarys_database_frozen_fails_over_only_when_frozen_long_and_takes
     url, names = running_lab["url"], web_names(running_lab)
     (old,) = writable_servers(names)
     wait_until("automatic failover armed", lambda: failover_state()["armed"], 60, 1)
-    # 15 s after a 1 s freeze (failure_after is 5 s), 10 s after a 15 s one (the old primary thawed)
+    # 20 s after a 1 s freeze (failure_after is 5 s), 15 s after a 15 s one (the old primary thawed)
     with MixedLoad(url, names, duration=(20 if frozen == 1 else 15) + 5 + frozen) as mixed:
         time.sleep(5)
         frozen_at = time.monotonic()
