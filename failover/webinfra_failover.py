@@ -796,18 +796,20 @@ class Controller:
 
     def _manage_semi_sync(self, primary: Observation, seen: dict[str, Observation]) -> None:
         """Patroni's rule: off (asynchronous) only after disarming; on again once a replica caught up."""
-        now = self.clock()
         server = self._server(primary.name)
         if primary.semi_sync_on:
             if primary.semi_sync_waiting == 0:
                 self.stuck = None
                 return
             if self.stuck is None or self.stuck[0] != primary.semi_sync_acknowledged:
-                self.stuck = (primary.semi_sync_acknowledged, now)
+                self.stuck = (primary.semi_sync_acknowledged, primary.at)
                 return
-            if now - self.stuck[1] < self.settings.fallback_after:
+            # Measured between the primary's own answers: a primary that has stopped answering (dead, under
+            # 8 writers) is still "seen" with commits waiting until its poll times out, and that is no
+            # replica failing to acknowledge (CI: disarmed 1.5 s after the kill, so no failover at all).
+            waited = primary.at - self.stuck[1]
+            if waited < self.settings.fallback_after:
                 return
-            waited = now - self.stuck[1]
             # The answer at hand, not a new call to EC2: the waiting writes must not wait for it too.
             if self.settings.active_file and not (
                 self._keepalived_master() and (self.arbiter is None or self.arbiter.holds())

@@ -868,3 +868,46 @@ def test_the_rendered_configuration_passes_the_controllers_own_check_and_a_wrong
         servers_file.write_text(wrong if isinstance(wrong, str) else json.dumps(wrong))
         assert main(check) == 2, wrong
     assert "secret" not in capsys.readouterr().err
+
+
+def test_a_primary_that_stopped_answering_is_no_replica_failing_to_acknowledge():
+    """Commits waiting on the primary count toward disarming (fallback_after) only between the primary's
+    own answers: its last answer, seen again while its next poll times out (a dead primary under 8 writers),
+    must not disarm automatic failover (CI: disarmed 1.5 s after the kill, so no failover at all)."""
+    from failover.webinfra_failover import Observation
+
+    now = [100.0]
+    said: list[str] = []
+    settings = Settings(
+        servers=(("web-01", "127.0.0.1", 9), ("web-02", "127.0.0.1", 9)),
+        user="webinfra_failover",
+        password="unused",
+        tls_ca="/nonexistent",
+        fallback_after=1.5,
+    )
+    controller = Controller(settings, clock=lambda: now[0], say=said.append, metric=lambda *_: None)
+    controller.armed = True
+
+    def waiting(at: float) -> Observation:
+        return Observation(
+            "web-01",
+            "127.0.0.1",
+            9,
+            at,
+            reachable=True,
+            read_only=False,
+            semi_sync_on=True,
+            semi_sync_waiting=8,
+            semi_sync_acknowledged=500,
+        )
+
+    last_answer = waiting(100.0)
+    for _ in range(20):  # 10 s of the same last answer: the primary is silent, not its replicas
+        controller._manage_semi_sync(last_answer, {"web-01": last_answer})
+        now[0] += 0.5
+    assert controller.armed and not [s for s in said if "disarmed" in s], said
+    for _ in range(5):  # answers again, commits still waiting for 2 s: that is no acknowledgement
+        fresh = waiting(now[0])
+        controller._manage_semi_sync(fresh, {"web-01": fresh})
+        now[0] += 0.5
+    assert not controller.armed and [s for s in said if "automatic failover disarmed" in s], said
