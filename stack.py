@@ -126,7 +126,7 @@ def _lb_host_role(
                         secrets.parameter_arns["lb-certificate"],
                         secrets.parameter_arns["db-failover"],  # the failover controller's database user
                         *_program_arns(programs, facts, "webinfra-failover"),
-                        config.parameter_arns[facts.ssm_config("haproxy.cfg")],
+                        config.parameter_arns[facts.ssm_config("haproxy-runtime.cfg")],
                         config.parameter_arns[facts.ssm_config("failover-servers.json")],
                     ],
                 ),

@@ -114,21 +114,37 @@ def _reboot(host: str) -> None:
 
 
 def install_haproxy_config(rate_limit_per_10s: int, check: HealthCheck | None = None) -> None:
-    """HAProxy's config (the program's own renderer) with this rate limit and these health checks, the way
-    the stack changes it on a running lab: its SSM parameter in the AWS API stand-in, then the sync unit
-    started on every load balancer (as its timer starts it), which validates and reloads gracefully."""
-    from provisioning.render import Backend, encode_config, haproxy_config
+    """HAProxy with this rate limit (and, given, these health checks), by the program's own renderers. The
+    rate limit the way the stack changes it on a running lab: the runtime file's SSM parameter in the AWS
+    API stand-in, then the sync unit started on every load balancer (as its timer starts it), which
+    validates and reloads gracefully. Health checks are in the configuration a load balancer boots with
+    (a change replaces it on AWS): the benchmark writes it in place, checks it and reloads."""
+    from lab import hosts as lab_hosts
+    from provisioning.render import (
+        HAPROXY_CONFIG,
+        HAPROXY_RUNTIME,
+        Backend,
+        encode_config,
+        haproxy_config,
+        haproxy_runtime_config,
+    )
 
     plan = cli.load_state()
     status = cli.status_report()
     backends = [Backend(h["name"], h["address"]) for h in status["hosts"] if h["role"] == "web"]
-    config = haproxy_config(backends, rate_limit_per_10s=rate_limit_per_10s, check=check)
-    name = f"/webinfra/{plan.stack}/config/haproxy.cfg"
-    result = cli.aws_api(plan, "put-parameter", name, input=encode_config(config))
+    if check is not None:
+        for lb in _hosts("lb"):
+            host = plan.host(lb)
+            lab_hosts.guest_command(host, ["tee", HAPROXY_CONFIG], input=haproxy_config(check=check), check=True)
+            lab_hosts.guest_command(
+                host, ["haproxy", "-c", "-q", "-f", HAPROXY_CONFIG, "-f", HAPROXY_RUNTIME], check=True
+            )
+            lab_hosts.guest_command(host, ["systemctl", "reload", "haproxy"], timeout=60, check=True)
+    name = f"/webinfra/{plan.stack}/config/haproxy-runtime.cfg"
+    runtime = haproxy_runtime_config(backends, rate_limit_per_10s)[0]
+    result = cli.aws_api(plan, "put-parameter", name, input=encode_config(runtime))
     if result.returncode != 0:
         raise RuntimeError(f"put-parameter {name} failed: {result.stderr}")
-    from lab import hosts as lab_hosts
-
     for lb in _hosts("lb"):
         lab_hosts.guest_command(
             plan.host(lb), ["systemctl", "start", "webinfra-config-sync.service"], timeout=120, check=True

@@ -45,6 +45,7 @@ DB_FAILOVER_USER = "webinfra_failover"
 FAILOVER_CONFIG = "/etc/webinfra/failover.json"
 FAILOVER_SERVERS = "/etc/webinfra/failover-servers.json"
 HAPROXY_CONFIG = "/etc/haproxy/haproxy.cfg"
+HAPROXY_RUNTIME = "/etc/haproxy/webinfra-runtime.cfg"  # loaded after HAPROXY_CONFIG (haproxy-runtime.conf)
 FIREWALL_PEERS = "/etc/webinfra/firewall-peers.nft"
 # A standard SSM parameter holds 4 KB (free); runtime configuration travels gzipped to fit one.
 CONFIG_PARAMETER_LIMIT = 4 * 1024
@@ -431,6 +432,7 @@ def lb_certificate_sync(facts: StackFacts) -> dict:
             [
                 "/usr/local/sbin/webinfra-check-haproxy-certificate",
                 HAPROXY_CONFIG,
+                HAPROXY_RUNTIME,
                 CERTIFICATE_PATH,
                 "{files[0]}",
             ]
@@ -487,34 +489,39 @@ def runtime_config(facts: StackFacts, backends: Sequence[Backend]) -> dict[str, 
     """What a running stack's hosts reload, not what replaces them: SSM parameter name → value. A new
     web server, a new rate limit or a second load balancer changes these, never a host's user-data."""
     return {
-        facts.ssm_config("haproxy.cfg"): encode_config(stack_haproxy_config(facts, backends)[0]),
+        facts.ssm_config("haproxy-runtime.cfg"): encode_config(stack_haproxy_config(facts, backends)[0]),
         facts.ssm_config("failover-servers.json"): encode_config(failover_servers(backends)),
         facts.ssm_config("firewall-peers.nft"): encode_config(firewall_peers(facts)),
     }
 
 
-# HAProxy directives a configuration from SSM must not carry: each runs a program or Lua code, forks, keeps
-# privileges, or opens the admin socket beyond the host. (SSM write access to the stack's parameters is
-# still control of its load balancers: README, "What the tests cannot see".)
-HAPROXY_FORBIDDEN = (
-    r"^[[:space:]]*((program|command|external-check|lua-[a-z-]+|insecure-(fork|setuid)-wanted|setenv|presetenv|"
-    r"resetenv|unsetenv|uid|gid|set-dumpable)([[:space:]]|$)|stats[[:space:]]+socket[[:space:]]+[^/[:space:]])"
+_ADDRESS = r"([0-9]{1,3}\.){3}[0-9]{1,3}"
+
+# A line of haproxy-runtime.cfg.j2: a comment, a blank line, a section this file may hold, the rate limit and
+# version as process variables, a web server (a name web-NN and an IPv4 address). Nothing else reaches HAProxy
+# from SSM: no directive, no quoting, no second value on a line (HAProxy's master process runs as root).
+_SERVER = rf"server web-[0-9]{{2}} {_ADDRESS}:80"
+HAPROXY_RUNTIME_LINE = (
+    r"(#.*|"
+    r"|global|backend web from webinfra_reads|backend web_write from webinfra_writes"
+    r"|    set-var proc\.webinfra_rate_limit int\([0-9]{1,9}\)"
+    r"|    set-var proc\.webinfra_config str\([0-9a-f]{12}\)"
+    rf"|    {_SERVER}|    {_SERVER} track web/web-[0-9]{{2}})"
 )
 
 
 def haproxy_config_sync(facts: StackFacts) -> dict:
-    """HAProxy's configuration (backends, rate limit, ...): checked by HAProxy, then a graceful reload
-    (the listening sockets pass to the new process: no connection dropped)."""
+    """HAProxy's runtime file (web servers, rate limit): data lines only, then checked by HAProxy with the
+    load balancer's configuration, then a graceful reload (the listening sockets pass to the new process:
+    no connection dropped)."""
     return {
-        "name": "haproxy-config",
-        "parameter": facts.ssm_config("haproxy.cfg"),
+        "name": "haproxy-runtime",
+        "parameter": facts.ssm_config("haproxy-runtime.cfg"),
         "format": "gzip-base64-text",
-        "files": [{"path": HAPROXY_CONFIG, "mode": "0644", "owner": "root:root"}],
-        # No directive that runs code or changes who HAProxy runs as (the value is applied by a root master
-        # process); then HAProxy's own check.
+        "files": [{"path": HAPROXY_RUNTIME, "mode": "0644", "owner": "root:root"}],
         "validate": [
-            ["sh", "-c", '! grep -Eiq "$1" "$2"', "sh", HAPROXY_FORBIDDEN, "{files[0]}"],
-            ["haproxy", "-c", "-q", "-f", "{files[0]}"],
+            ["sh", "-c", '! grep -Evqx "$1" "$2"', "sh", HAPROXY_RUNTIME_LINE, "{files[0]}"],
+            ["haproxy", "-c", "-q", "-f", HAPROXY_CONFIG, "-f", "{files[0]}"],
         ],
         "service": "haproxy",
         "reload": [["systemctl", "reload", "haproxy"]],
@@ -546,7 +553,6 @@ def failover_servers_sync(facts: StackFacts) -> dict:
 
 
 # A line of firewall-peers.nft.j2: a comment, or a flush or fill of one of the two sets with addresses.
-_ADDRESS = r"([0-9]{1,3}\.){3}[0-9]{1,3}"
 FIREWALL_PEERS_LINE = (
     r"(#.*|flush set inet webinfra_host (web_servers|load_balancers)"
     rf"|add element inet webinfra_host (web_servers|load_balancers) \{{ {_ADDRESS}(, {_ADDRESS})* \}})"
@@ -704,54 +710,47 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
 
 
 def haproxy_config(
-    backends: Sequence[Backend],
     *,
-    rate_limit_per_10s: int,
     acme: bool = False,
     admin_cidr: str | None = None,
     check: HealthCheck | None = None,
     certificate_path: str = CERTIFICATE_PATH,
-    config_version: str = "",
 ) -> str:
-    """HAProxy's configuration; `check` replaces the table's health-check timings (the benchmark compares them);
-    `config_version`: sent in every response's X-Webinfra-Config (config_version_of)."""
-    if not backends:
-        raise ValueError("the load balancer needs at least one backend")
+    """HAProxy's configuration as the load balancer boots with it (user-data), without what a running stack
+    changes (haproxy_runtime_config); `check` replaces the table's health-check timings (the benchmark
+    compares them)."""
     return render_template(
         "haproxy.cfg.j2",
-        backends=list(backends),
         check=check or defaults.SERVER_DEFAULTS.haproxy_health_check,
         certificate_path=certificate_path,
         admin_cidr=admin_cidr,
         acme=acme,
         acme_port=ACME_PORT,
-        rate_limit_per_10s=rate_limit_per_10s,
-        config_version=config_version,
     )
 
 
-def config_version_of(config: str) -> str:
-    """A short digest of an HAProxy configuration rendered without a version."""
-    return hashlib.sha256(config.encode()).hexdigest()[:12]
+def haproxy_runtime_config(backends: Sequence[Backend], rate_limit_per_10s: int) -> tuple[str, str]:
+    """(HAProxy's runtime file: the web servers and the rate limit, data only; its version): what the load
+    balancers load after haproxy.cfg, and what the smoke test waits to see in X-Webinfra-Config (a digest of
+    the file rendered without it)."""
+    if not backends:
+        raise ValueError("the load balancer needs at least one backend")
 
-
-def stack_haproxy_config(facts: StackFacts, backends: Sequence[Backend]) -> tuple[str, str]:
-    """(HAProxy's configuration for this stack, its version): what the load balancers serve, and what the
-    smoke test waits to see in X-Webinfra-Config."""
-
-    def rendered(version: str, admin_cidr: str | None) -> str:
-        return haproxy_config(
-            backends,
-            rate_limit_per_10s=facts.rate_limit_per_10s,
-            acme=facts.acme,
-            admin_cidr=admin_cidr,
+    def rendered(version: str) -> str:
+        return render_template(
+            "haproxy-runtime.cfg.j2",
+            backends=list(backends),
+            rate_limit_per_10s=rate_limit_per_10s,
             config_version=version,
         )
 
-    # The admin network stays out of the digest: a short public digest of an otherwise public template
-    # would let someone search for it. (A new admin network replaces the load balancers anyway.)
-    version = config_version_of(rendered("", None))
-    return rendered(version, facts.admin_cidr), version
+    version = hashlib.sha256(rendered("").encode()).hexdigest()[:12]
+    return rendered(version), version
+
+
+def stack_haproxy_config(facts: StackFacts, backends: Sequence[Backend]) -> tuple[str, str]:
+    """This stack's HAProxy runtime file and its version (haproxy_runtime_config)."""
+    return haproxy_runtime_config(backends, facts.rate_limit_per_10s)
 
 
 FAILOVER_STATE = "/run/webinfra-failover/state.json"
@@ -825,6 +824,12 @@ def lb_cloud_config(facts: StackFacts, hostname: str, *, db_ca: str) -> str:
                 failover_servers_sync(facts),
             ],
         ),
+        # Installed by webinfra-bootstrap after the haproxy package (whose own files these would replace).
+        _file(
+            "/etc/webinfra/haproxy.cfg",
+            haproxy_config(acme=facts.acme, admin_cidr=facts.admin_cidr),
+        ),
+        _file("/etc/webinfra/haproxy-runtime.conf", read_file("haproxy-runtime.conf")),
         _file(FAILOVER_CONFIG, failover_config(facts)),
         _file(f"{DB_TLS_DIR}/ca.pem", db_ca),
         _file("/etc/systemd/system/webinfra-failover.service", read_file("webinfra-failover.service")),

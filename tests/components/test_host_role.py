@@ -76,7 +76,7 @@ def test_each_role_reads_exactly_its_own_parameters_of_this_stack():
             f"{arn}/tls/lb-certificate",
             f"{arn}/db/failover-password",
             *program_pieces(run, "webinfra-failover", arn),
-            f"{arn}/config/haproxy.cfg",
+            f"{arn}/config/haproxy-runtime.cfg",
             f"{arn}/config/failover-servers.json",
         ]
     ]
@@ -114,7 +114,7 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
             f"{arn}/tls/lb-certificate",
             f"{arn}/db/failover-password",
             *program_pieces(program, "webinfra-failover", arn),
-            f"{arn}/config/haproxy.cfg",
+            f"{arn}/config/haproxy-runtime.cfg",
             f"{arn}/config/failover-servers.json",
         ],
     )

@@ -14,11 +14,13 @@ from components.smoke_test import CERTIFICATE_VARIABLE
 from lab.declared import PROJECT_DIR, run_local_command
 from lab.mock_cloud import run_program
 from lab.mock_tls import unwrap
+from provisioning.render import decode_user_data
 from tests.components.test_load_balancer import runtime_config
+from tests.provisioning.helpers import files_of
 
 
 def haproxy_config_of(program) -> str:
-    return runtime_config(program, "/config/haproxy.cfg")
+    return runtime_config(program, "/config/haproxy-runtime.cfg")
 
 
 def smoke_commands(run):
@@ -43,10 +45,15 @@ def test_up_ends_with_the_smoke_test_of_the_url_naming_every_web_server(program)
     assert sorted(smoke.inputs["triggers"]) == sorted(
         [*(f"{i.name}-id" for i in instances), program.exports["lb_certificate_pem"], version]
     )
-    # the version HAProxy's declared configuration sends: a changed configuration runs the test again,
-    # and the test waits until the site serves it
-    config = haproxy_config_of(program)
-    assert f"http-response set-header X-Webinfra-Config {version} if {{ var(txn.config_asked) -m bool }}\n" in config
+    # the version HAProxy's declared runtime file sends: a changed one runs the test again, and the test
+    # waits until the site serves it
+    assert f"    set-var proc.webinfra_config str({version})\n" in haproxy_config_of(program)
+    (lb,) = [i for i in instances if i.inputs["tags"]["Role"] == "lb"]
+    config = files_of(decode_user_data(lb.inputs["userDataBase64"]))["/etc/webinfra/haproxy.cfg"]["content"]
+    assert (
+        "http-response set-header X-Webinfra-Config %[var(proc.webinfra_config)] if { var(txn.config_asked) -m bool }\n"
+        in config
+    )
     assert program.named("smoke-test-run").options["parent"] == "smoke-test"
 
 
@@ -88,7 +95,7 @@ def test_the_declared_command_passes_against_a_site_at_the_stacks_address(stack_
     (parameter,) = [
         p for p in run.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"].endswith("/tls/lb-certificate")
     ]
-    (version,) = re.findall(r"X-Webinfra-Config (\w+)", haproxy_config_of(run))  # what HAProxy would send
+    (version,) = re.findall(r"proc\.webinfra_config str\((\w+)\)", haproxy_config_of(run))  # what HAProxy would send
     pem = tmp_path / "haproxy.pem"  # what the load balancer serves: the exported certificate with its key, from SSM
     pem.write_text(unwrap(parameter.inputs["value"]))
     subprocess.run(["ip", "-n", stack_address_namespace, "addr", "add", f"{address}/32", "dev", "lo"], check=True)

@@ -1576,7 +1576,7 @@ def test_day_two_changes_on_a_running_stack_with_data_under_load(healthy_lab):
         applied = wait_until(
             "both load balancers serving the new rate limit",
             lambda: (
-                all("gt 700 }" in guest(lb, "cat", "/etc/haproxy/haproxy.cfg").stdout for lb in lbs)
+                all("int(700)" in guest(lb, "cat", "/etc/haproxy/webinfra-runtime.cfg").stdout for lb in lbs)
                 and time.monotonic() - began
             ),
             60,

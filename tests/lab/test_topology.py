@@ -65,7 +65,7 @@ def test_parameters_are_the_declared_secrets_and_programs_unwrapped(plan):
     assert config == [
         "/webinfra/lab/config/failover-servers.json",
         "/webinfra/lab/config/firewall-peers.nft",
-        "/webinfra/lab/config/haproxy.cfg",
+        "/webinfra/lab/config/haproxy-runtime.cfg",
     ]
     assert all(plan.parameters[name][0] == "String" for name in config)
     for name in secrets:

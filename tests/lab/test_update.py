@@ -33,7 +33,7 @@ def test_a_third_web_server_is_created_and_the_running_hosts_only_reload(lab_sta
     changes = changes_for(lab_stack, webCount=3)
     assert by_type(changes, INSTANCE) == {"web-03-instance": "create"}
     assert by_type(changes, PARAMETER) == {
-        "config-haproxy-cfg": "update",  # the new backend
+        "config-haproxy-runtime-cfg": "update",  # the new backend
         "config-failover-servers-json": "update",  # the controller's servers
         "config-firewall-peers-nft": "update",  # who may reach MariaDB
         "secrets-db-tls-web-03-parameter": "create",
@@ -59,7 +59,10 @@ def test_back_to_two_deletes_the_third_after_everything_else(lab_stack):
 def test_a_new_rate_limit_changes_one_parameter_and_nothing_else(lab_stack):
     changes = changes_for(lab_stack, rateLimitPer10s=700)
     # the smoke test runs again: it waits until the site serves the new configuration (X-Webinfra-Config)
-    assert [(c.name, c.action) for c in changes] == [("config-haproxy-cfg", "update"), ("smoke-test-run", "replace")]
+    assert [(c.name, c.action) for c in changes] == [
+        ("config-haproxy-runtime-cfg", "update"),
+        ("smoke-test-run", "replace"),
+    ]
 
 
 def test_the_preview_says_what_and_why():
@@ -68,7 +71,7 @@ def test_the_preview_says_what_and_why():
     changes = [
         Change("web-03-instance", INSTANCE, "create"),
         Change("lb-01-instance", INSTANCE, "replace", ("userDataBase64",), ("userDataBase64",), True),
-        Change("config-haproxy-cfg", PARAMETER, "update", ("value",)),
+        Change("config-haproxy-runtime-cfg", PARAMETER, "update", ("value",)),
     ]
     text = preview(changes)
     assert "+-" in describe(changes[1]) and "[userDataBase64] delete first" in describe(changes[1])

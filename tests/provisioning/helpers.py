@@ -67,3 +67,20 @@ def runtime_files(facts: StackFacts, backends) -> dict[str, str]:
         entry["files"][0]["path"]: gzip.decompress(base64.b64decode(values[entry["parameter"]])).decode()
         for entry in entries
     }
+
+
+def haproxy_files(tmp_path, facts: StackFacts, backends, certificate: str, main: str | None = None) -> list[str]:
+    """HAProxy's two files as a load balancer loads them, written under tmp_path: its configuration (from its
+    user-data unless `main` is given) with the test's certificate in place, then the runtime file (SSM)."""
+    if main is None:
+        main = files_of(lb_config(facts, "lb-01"))["/etc/webinfra/haproxy.cfg"]["content"]
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(main.replace(render.CERTIFICATE_PATH, certificate))
+    runtime = tmp_path / "webinfra-runtime.cfg"
+    runtime.write_text(runtime_files(facts, backends)[render.HAPROXY_RUNTIME])
+    return [str(config), str(runtime)]
+
+
+def haproxy_check(paths: list[str]) -> subprocess.CompletedProcess:
+    """`haproxy -c` on these files, in order, as the load balancer's unit loads them."""
+    return run("haproxy", "-c", *[word for path in paths for word in ("-f", path)])

@@ -164,7 +164,7 @@ def test_a_changed_value_in_the_table_changes_what_the_servers_get(tmp_path, mon
     monkeypatch.setattr(defaults, "SERVER_DEFAULTS", defaults.load(_broken_copy(tmp_path, change)))
     lb = files_of(lb_config(PAIR, "lb-01"))
     web = files_of(web_config(FACTS, "web-01", "primary", None))
-    assert "timeout server 7s\n" in runtime_files(PAIR, BACKENDS_2)[render.HAPROXY_CONFIG]
+    assert "timeout server 7s\n" in lb["/etc/webinfra/haproxy.cfg"]["content"]
     assert "advert_int 2\n" in lb["/etc/webinfra/keepalived.conf"]["content"]
     assert "proxy_read_timeout 31s;" in web["/etc/webinfra/nginx-site.conf"]["content"]
     assert "--workers 5 " in web["/etc/systemd/system/webinfra-app.service"]["content"]

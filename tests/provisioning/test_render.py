@@ -23,6 +23,8 @@ from tests.provisioning.helpers import (
     FACTS,
     PAIR,
     files_of,
+    haproxy_check,
+    haproxy_files,
     lb_config,
     run,
     runtime_files,
@@ -99,7 +101,7 @@ def test_roles_are_checked():
 
 def test_templates_refuse_missing_values():
     with pytest.raises(jinja2.UndefinedError):
-        render.render_template("haproxy.cfg.j2", backends=BACKENDS_2)
+        render.render_template("haproxy-runtime.cfg.j2", backends=BACKENDS_2)
 
 
 def test_endpoint_override_reaches_the_hosts():
@@ -155,8 +157,13 @@ def test_oversized_user_data_is_refused():
 
 
 def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
-    config = render.haproxy_config(BACKENDS_2, rate_limit_per_10s=200)
-    directives = [line.split()[0] for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    config = render.haproxy_config()
+    runtime, version = render.stack_haproxy_config(FACTS, BACKENDS_2)
+    directives = [
+        line.split()[0]
+        for line in (config + runtime).splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     # stick-table only counts request rates for the rate limit; nothing pins a client to a server
     assert "balance roundrobin" in config and not {"cookie", "stick", "appsession"} & set(directives)
     assert "balance source" not in config and "hash-type" not in config
@@ -164,30 +171,37 @@ def test_haproxy_is_round_robin_without_stickiness_and_fast_to_detect_failure():
     assert "option redispatch 1" in config and "retry-on conn-failure" in config
     # reads and writes: different retry rules (a write that may have reached a server is never replayed)
     assert "use_backend web_write unless METH_GET || METH_OPTIONS\n" in config
-    reads = config.split("\nbackend web\n", 1)[1].split("\nbackend ", 1)[0]
-    writes = config.split("\nbackend web_write\n", 1)[1].split("\nfrontend ", 1)[0]
+    reads = config.split("\ndefaults webinfra_reads from webinfra\n", 1)[1].split("\ndefaults ", 1)[0]
+    writes = config.split("\ndefaults webinfra_writes from webinfra\n", 1)[1]
     assert "retry-on conn-failure empty-response response-timeout 502 503 504\n" in reads
     assert "timeout server 1s\n" in reads and "retries 1\n" in reads
     assert "    retry-on conn-failure\n" in writes and "http-reuse never" in writes and "timeout server 10s" in writes
-    assert "check" not in writes.replace("track", "")
+    runtime_writes = runtime.split("\nbackend web_write from webinfra_writes\n", 1)[1]
+    assert "check" not in (writes + runtime_writes).replace("track", "")
     for backend in BACKENDS_2:
-        assert f"server {backend.name} {backend.address}:80 track web/{backend.name}\n" in writes
+        assert f"server {backend.name} {backend.address}:80 track web/{backend.name}\n" in runtime_writes
+    assert "set-var proc.webinfra_rate_limit int(200)\n" in runtime and f"str({version})" in runtime
     assert "bind 127.0.0.1:8404" in config  # stats local only
     assert SERVER_DEFAULTS.haproxy_health_check.detect_seconds <= 2.0
     assert "observe layer4 error-limit 2 on-error fastinter" in config
+
+
+def test_the_runtime_files_version_names_its_web_servers_and_rate_limit():
+    version = render.stack_haproxy_config(FACTS, BACKENDS_2)[1]
+    assert version == render.stack_haproxy_config(FACTS, list(BACKENDS_2))[1]
+    assert version != render.stack_haproxy_config(FACTS, BACKENDS_2[:1])[1]
+    assert version != render.stack_haproxy_config(dataclasses.replace(FACTS, rate_limit_per_10s=201), BACKENDS_2)[1]
 
 
 def test_haproxys_default_check_settings_render_for_comparison(tmp_path, certificate):
     defaults = HealthCheck.haproxy_defaults()
     # a host gone quiet: up to 2 s to the first check, then 3 checks that each time out after 2 s, 2 s apart
     assert defaults.detect_seconds == 12.0 and SERVER_DEFAULTS.haproxy_health_check.detect_seconds == 1.75
-    config = render.haproxy_config(BACKENDS_2, rate_limit_per_10s=200, check=defaults, certificate_path=certificate)
+    config = render.haproxy_config(check=defaults)
     assert (
         "default-server check inter 2s fastinter 2s downinter 2s fall 3 rise 2\n" in config and "observe" not in config
     )
-    path = tmp_path / "haproxy.cfg"
-    path.write_text(config)
-    result = run(require_tool("haproxy"), "-c", "-f", str(path))
+    result = haproxy_check(haproxy_files(tmp_path, FACTS, BACKENDS_2, certificate, main=config))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -222,17 +236,17 @@ def certificate(tmp_path) -> str:
 @pytest.mark.parametrize("acme", [False, True], ids=["self-signed", "acme"])
 @pytest.mark.parametrize("backends", [BACKENDS_2, BACKENDS_20], ids=["2 servers", "20 servers"])
 def test_haproxy_accepts_the_rendered_config(tmp_path, backends, acme, certificate):
-    haproxy = require_tool("haproxy")
-    rendered = runtime_files(dataclasses.replace(FACTS, **ACME if acme else {}), backends)
-    config = rendered[render.HAPROXY_CONFIG].replace(render.CERTIFICATE_PATH, certificate)
+    require_tool("haproxy")
+    paths = haproxy_files(tmp_path, dataclasses.replace(FACTS, **ACME if acme else {}), backends, certificate)
+    config = pathlib.Path(paths[0]).read_text()
     assert ("backend acme" in config) == acme
-    path = tmp_path / "haproxy.cfg"
-    path.write_text(config)
-    result = run(haproxy, "-c", "-f", str(path))
+    result = haproxy_check(paths)
     assert result.returncode == 0, result.stdout + result.stderr
-    # and the validator really validates: a broken config is refused
-    path.write_text(config.replace("balance roundrobin", "balance round-robin"))
-    assert run(haproxy, "-c", "-f", str(path)).returncode != 0
+    # and the validator really validates: a broken config is refused, and so is either file alone
+    pathlib.Path(paths[0]).write_text(config.replace("balance roundrobin", "balance round-robin"))
+    assert haproxy_check(paths).returncode != 0
+    pathlib.Path(paths[0]).write_text(config)
+    assert haproxy_check(paths[:1]).returncode != 0 and haproxy_check(paths[1:]).returncode != 0
 
 
 @pytest.mark.lab  # needs root: nginx -t with Debian's nginx.conf (user www-data)
@@ -488,15 +502,11 @@ def test_cloudwatch_agent_config_watches_memory_disk_and_the_roles_processes(kin
 
 
 def test_stats_port_opens_to_the_admin_network_only_when_set(certificate, tmp_path):
-    local = render.haproxy_config(BACKENDS_2, rate_limit_per_10s=200)
+    local = render.haproxy_config()
     assert "bind 127.0.0.1:8404" in local and "bind :8404" not in local
-    admin = render.haproxy_config(
-        BACKENDS_2, rate_limit_per_10s=200, admin_cidr="203.0.113.0/28", certificate_path=certificate
-    )
+    admin = render.haproxy_config(admin_cidr="203.0.113.0/28")
     assert "bind :8404" in admin and "http-request deny unless { src 127.0.0.1 } || { src 203.0.113.0/28 }" in admin
-    path = tmp_path / "haproxy.cfg"
-    path.write_text(admin)
-    result = run(require_tool("haproxy"), "-c", "-f", str(path))
+    result = haproxy_check(haproxy_files(tmp_path, FACTS, BACKENDS_2, certificate, main=admin))
     assert result.returncode == 0, result.stdout + result.stderr
     ruleset = render.host_firewall(dataclasses.replace(FACTS, admin_cidr="203.0.113.0/28"), "lb-01", "lb")
     assert "ip saddr 203.0.113.0/28 tcp dport 8404 accept" in ruleset
@@ -552,7 +562,7 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     lb = manifest_of(lb_config(FACTS, "lb-01"))
     # the certificate before HAProxy's configuration (which names it), the program before its configuration
     # (which it checks)
-    assert list(lb) == ["lb-certificate", "haproxy-config", "db-failover", "webinfra-failover", "failover-servers"]
+    assert list(lb) == ["lb-certificate", "haproxy-runtime", "db-failover", "webinfra-failover", "failover-servers"]
     assert lb["db-failover"]["once"] and lb["db-failover"]["parameter"] == FACTS.ssm_db_failover_password
     entry = lb["lb-certificate"]
     assert entry["parameter"] == FACTS.ssm_lb_certificate and entry["files"][0]["path"] == render.CERTIFICATE_PATH
@@ -615,12 +625,17 @@ def test_haproxy_checks_a_candidate_certificate_before_it_replaces_the_served_on
     script.write_text(files["/usr/local/sbin/webinfra-check-haproxy-certificate"]["content"])
     script.chmod(0o755)
     config = tmp_path / "haproxy.cfg"
-    config.write_text(runtime_files(FACTS, BACKENDS_2)[render.HAPROXY_CONFIG])
-    assert run(str(script), str(config), render.CERTIFICATE_PATH, certificate).returncode == 0
+    config.write_text(files["/etc/webinfra/haproxy.cfg"]["content"])
+    runtime = tmp_path / "webinfra-runtime.cfg"
+    runtime.write_text(runtime_files(FACTS, BACKENDS_2)[render.HAPROXY_RUNTIME])
+    assert run(str(script), str(config), str(runtime), render.CERTIFICATE_PATH, certificate).returncode == 0
     broken = tmp_path / "broken.pem"
     broken.write_text(pathlib.Path(certificate).read_text().split("-----BEGIN PRIVATE KEY-----")[0])  # no key
-    result = run(str(script), str(config), render.CERTIFICATE_PATH, str(broken))
+    result = run(str(script), str(config), str(runtime), render.CERTIFICATE_PATH, str(broken))
     assert result.returncode != 0, result.stdout + result.stderr
+    # a first boot: no runtime file yet, so nothing uses the certificate; it is checked with it later
+    missing = tmp_path / "not-yet.cfg"
+    assert run(str(script), str(config), str(missing), render.CERTIFICATE_PATH, str(broken)).returncode == 0
 
 
 def test_host_programs_ship_as_their_source_without_comments_and_run(tmp_path):

@@ -23,7 +23,7 @@ def passes(entry: dict, text: str, tmp_path) -> bool:
 @pytest.mark.parametrize("facts", [FACTS, dataclasses.replace(PAIR, **ACME)], ids=["one LB", "pair, ACME"])
 def test_what_the_program_renders_passes(facts, tmp_path):
     files = runtime_files(facts, BACKENDS_20)
-    assert passes(render.haproxy_config_sync(facts), files[render.HAPROXY_CONFIG], tmp_path)
+    assert passes(render.haproxy_config_sync(facts), files[render.HAPROXY_RUNTIME], tmp_path)
     assert passes(render.firewall_peers_sync(facts), files[render.FIREWALL_PEERS], tmp_path)
 
 
@@ -31,16 +31,24 @@ def test_what_the_program_renders_passes(facts, tmp_path):
     "extra",
     [
         "program evil\n    command /bin/sh -c id\n",
+        # HAProxy's quoting: neither word is `program` or `master-worker` to a pattern that looks for them
+        '"prog"ram evil\n    "command" /bin/sh -c id\nglobal\n    "master-worker"\n',
         "global\n    lua-load /tmp/evil.lua\n",
         "global\n    insecure-fork-wanted\n",
+        "global\n    user root\n",
+        "global\n    ssl-provider legacy\n",
         "global\n    stats socket ipv4@0.0.0.0:9999 level admin\n",
         "global\n    setenv PATH /tmp\n",
         "backend web\n    option external-check\n    external-check command /tmp/evil\n",
+        "    server web-03 10.0.0.9:80 check\n",  # a second value on a data line
+        "    server web-03 10.0.0.9:80\tcheck\n",
+        "    set-var proc.webinfra_rate_limit int(1) # )\n",
+        "    server web-03 10.0.0.9:80\r\n",
     ],
 )
-def test_haproxy_directives_that_run_code_are_refused(extra, tmp_path):
-    config = runtime_files(FACTS, BACKENDS_20)[render.HAPROXY_CONFIG]
-    assert not passes(render.haproxy_config_sync(FACTS), config + extra, tmp_path)
+def test_a_runtime_file_with_anything_but_its_data_lines_is_refused(extra, tmp_path):
+    runtime = runtime_files(FACTS, BACKENDS_20)[render.HAPROXY_RUNTIME]
+    assert not passes(render.haproxy_config_sync(FACTS), runtime + extra, tmp_path)
 
 
 @pytest.mark.parametrize(
