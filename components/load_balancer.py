@@ -6,9 +6,11 @@ itself through the EC2 API.
 Replacing load balancers (a new `rateLimitPer10s`, `adminCidr`, `domain`, `webCount`, key pair, or
 `pulumi up --replace`): each instance is deleted before its replacement is created (fixed private
 addresses). A single load balancer is therefore down until its replacement boots. A pair is replaced
-one at a time: lb-02 waits for a readiness gate that waits until lb-01, if it was just (re)created,
-reports HAProxy serving with backends (`scripts/wait-healthy`, CloudWatch); meanwhile keepalived has
-moved the Elastic IP to lb-02, and moves it back to lb-01 when lb-02 goes.
+one at a time: lb-01 waits for a readiness gate that waits until lb-02, if it was just (re)created,
+reports HAProxy serving with backends (`scripts/wait-healthy`, CloudWatch); meanwhile lb-01 serves, and
+keepalived moves the Elastic IP to lb-02 when lb-01 goes. lb-02 first: so that a second load balancer
+(lbCount 1 → 2, which replaces lb-01: its user-data joins it to the pair) is serving, and has taken the
+Elastic IP over (keepalived alone is active), before lb-01 goes.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class LoadBalancer(pulumi.ComponentResource):
 
         user_data = {slot.hostname: rendered(slot.hostname) for slot in args.slots}
         after: list[pulumi.Resource] = []
-        for slot in args.slots:
+        for slot in reversed(args.slots):  # lb-02 first (see above)
             number = f"{slot.number:02d}"
             instance = hardened_instance(
                 f"{name}-{number}-instance",
@@ -79,14 +81,15 @@ class LoadBalancer(pulumi.ComponentResource):
             )
             self.instance_ids[slot.hostname] = instance.id
             if len(args.slots) == 2 and not after:
-                # Run again whenever lb-01 is replaced, or lb-02 is about to be (its replacing inputs).
-                (second,) = args.slots[1:]
-                lb_02: list[pulumi.Input[str]] = [
-                    user_data[second.hostname],
-                    second.private_ip,
+                # Run again whenever lb-02 is replaced, or lb-01 is about to be (its replacing inputs).
+                first = args.slots[0]
+                lb_01: list[pulumi.Input[str]] = [
+                    user_data[first.hostname],
+                    first.private_ip,
                     args.profile.key_name or "",
                 ]
-                after = [self._readiness_gate(f"{name}-{number}-ready", slot.hostname, instance.id, lb_02, args)]
+                after = [self._readiness_gate(f"{name}-{number}-ready", slot.hostname, instance.id, lb_01, args)]
+        self.instance_ids = {slot.hostname: self.instance_ids[slot.hostname] for slot in args.slots}
         if len(args.slots) == 1:
             aws.ec2.EipAssociation(
                 f"{name}-eip-association",

@@ -161,6 +161,18 @@ def main(argv: list[str]) -> int:
             AllocationId=argv[3], InstanceId=argv[4], AllowReassociation=True
         )
         return 0
+    if len(argv) == 5 and argv[0] == "disassociate":
+        # Pulumi deleting the association it made: DisassociateAddress by that association's id, which is
+        # gone (InvalidAssociationID.NotFound, which the provider ignores) once anything re-associated the
+        # address; here: only while the address is still on that instance.
+        ec2 = aws_client("ec2", argv[1], argv[2])
+        (address,) = ec2.describe_addresses(AllocationIds=[argv[3]])["Addresses"]
+        if address.get("InstanceId") == argv[4]:
+            ec2.disassociate_address(AssociationId=address["AssociationId"])
+            print("disassociated")
+        else:
+            print(f"not on {argv[4]} any more: the association is gone already")
+        return 0
     if len(argv) == 4 and argv[0] == "metrics":
         cloudwatch = boto3.client(
             "cloudwatch",

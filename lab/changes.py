@@ -175,11 +175,19 @@ def _replacing(declared: Declared, changed: set[str]) -> set[str]:
     return forced
 
 
-def plan(state: Mapping[str, Recorded], run: ProgramRun) -> list[Change]:
+REPLACE_FLAG = "--replace"
+
+
+def plan(state: Mapping[str, Recorded], run: ProgramRun, replace: Iterable[str] = ()) -> list[Change]:
     """The changes `pulumi up` would make, in the order it would start them: creates, updates and
-    replacements in dependency order, then deletions."""
+    replacements in dependency order, then deletions. `replace`: resources replaced whatever their inputs,
+    as `pulumi up --replace URN` does."""
     changes: dict[str, Change] = {}
     by_name = {r.name: r for r in run.resources}
+    replace = frozenset(replace)
+    unknown = sorted(set(replace) - (set(by_name) & set(state)))
+    if unknown:
+        raise ValueError(f"--replace names no resource of the stack: {', '.join(unknown)}")
     for declared in run.resources:
         old = state.get(declared.name)
         if old is None:
@@ -191,7 +199,13 @@ def plan(state: Mapping[str, Recorded], run: ProgramRun) -> list[Change]:
         ignored = set(declared.options.get("ignore_changes") or [])
         new = {k: digest(v) for k, v in declared.inputs.items()}
         changed = {k for k in set(new) | set(old.inputs) if new.get(k) != old.inputs.get(k)} - ignored
-        if changed:
+        if declared.name in replace:
+            first = bool(declared.options.get("delete_before_replace"))
+            why = "pulumi up --replace"
+            changes[declared.name] = Change(
+                declared.name, declared.type, "replace", tuple(sorted(changed)), (REPLACE_FLAG,), first, why
+            )
+        elif changed:
             changes[declared.name] = _change(declared, changed)
     # A replaced resource gets a new id: every input that mentions the old one changes with it (and
     # may itself force a replacement, whose dependents then follow in turn).

@@ -3,14 +3,14 @@
 scripts/lab up [--web-count N] [--lb-count 1|2] [--acme] [--set SETTING=VALUE ...]
                                    build (cached) and boot every instance of the `lab` stack;
                                    --acme: with a domain, certified by the lab's ACME server
-scripts/lab update --set SETTING=VALUE... [--preview]
+scripts/lab update [--set SETTING=VALUE]... [--replace RESOURCE]... [--preview]
                                    `pulumi up` on the running lab: the plan (as `pulumi preview`), then
                                    carried out with Pulumi's semantics (lab/update.py)
 scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
 scripts/lab exec HOST -- CMD...    run a command inside a host
 scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
 scripts/lab smoke                  run the program's declared smoke test again, from the lab's internet
-scripts/lab ready                  run a pair's declared readiness gate (lb-02 waits for lb-01 to serve)
+scripts/lab ready                  run a pair's declared readiness gate (lb-01 waits for lb-02 to serve)
 scripts/lab kill HOST              power a host off hard (its port goes quiet, like a dead instance)
 scripts/lab start HOST             boot a stopped host again (cloud-init does not run twice)
 scripts/lab blackhole HOST         cut a running host's network silently (every packet lost, no RST, no ICMP)
@@ -514,7 +514,7 @@ def smoke() -> int:
 
 
 def ready() -> int:
-    """The readiness gates a load-balancer pair declares (lb-02 waits for lb-01), exactly as declared."""
+    """The readiness gates a load-balancer pair declares (lb-01 waits for lb-02), exactly as declared."""
     plan = load_state()
     gates = sorted(name for name in plan.local_commands if name.startswith("lb-") and name.endswith("-ready"))
     if not gates:
@@ -785,6 +785,13 @@ def main(argv: list[str]) -> int:
     p_update = sub.add_parser("update", help="apply changed settings to the running lab, as `pulumi up` would")
     p_update.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE")
     p_update.add_argument("--preview", action="store_true", help="print the plan only, as `pulumi preview`")
+    p_update.add_argument(
+        "--replace",
+        action="append",
+        default=[],
+        metavar="RESOURCE",
+        help="replace this resource (its name in the plan) whatever its inputs, as `pulumi up --replace URN`",
+    )
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
     sub.add_parser("down", help="remove everything the lab made")
@@ -827,7 +834,7 @@ def main(argv: list[str]) -> int:
         if args.command == "update":
             from lab import update as lab_update
 
-            return lab_update.update(overrides, args.preview)
+            return lab_update.update(overrides, args.preview, tuple(args.replace))
         if args.command == "down":
             down()
             return 0

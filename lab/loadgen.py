@@ -1,6 +1,7 @@
 """A bounded HTTP client for lab tests and benchmarks, run from the client namespace.
 
     python -m lab.loadgen URL --requests N [--rate R] [--duration S] [--timeout T] [--concurrency C] [--cacert F]
+                          [--pin-key-of CERT] [--write]
 
 Sends at most N GET requests (at R per second when given, C at a time) and stops after S seconds
 whatever happens (or sooner on SIGTERM, once the requests under way have finished); prints one JSON
@@ -29,10 +30,35 @@ import urllib.parse
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+def public_key_of(certificate_der: bytes) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    return (
+        x509.load_der_x509_certificate(certificate_der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def pinning_context() -> ssl.SSLContext:
+    """TLS whose trust is a pinned public key (checked by one_request), not a certificate: a client of a
+    stack whose self-signed certificate is re-minted with the same key (a rotation) keeps trusting it."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def one_request(
-    url: urllib.parse.SplitResult, timeout: float, context: ssl.SSLContext | None = None, body: bytes | None = None
+    url: urllib.parse.SplitResult,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+    body: bytes | None = None,
+    pinned_key: bytes | None = None,
 ) -> tuple[int, str | None, bytes]:
-    """GET, or POST `body` as JSON; returns the status (0: no answer), X-Served-By and the response body."""
+    """GET, or POST `body` as JSON; returns the status (0: no answer, or a certificate without the pinned
+    public key), X-Served-By and the response body."""
     if not url.hostname:
         raise ValueError(f"{url.geturl()!r} names no host")
     connection: http.client.HTTPConnection
@@ -48,6 +74,11 @@ def one_request(
             connection.request(
                 "POST", url.path or "/", body=body, headers={**headers, "Content-Type": "application/json"}
             )
+        if pinned_key is not None:
+            tls = connection.sock
+            served = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLSocket) else None
+            if not served or public_key_of(served) != pinned_key:
+                return 0, None, b"not the pinned public key"
         response = connection.getresponse()
         return response.status, response.getheader("X-Served-By"), response.read()
     except (OSError, http.client.HTTPException):
@@ -69,11 +100,17 @@ def run(
     concurrency: int = 1,
     cafile: str | None = None,
     write: bool = False,
+    pin_key_of: str | None = None,
 ) -> dict:
     """Request i is due at i/rate seconds; `concurrency` workers take the due requests in order, so
-    one request stuck on a dead server does not hold back the others."""
+    one request stuck on a dead server does not hold back the others. `pin_key_of`: a certificate file
+    whose public key the served certificate must carry (instead of `cafile`'s trust)."""
     target = urllib.parse.urlsplit(url)
     context = ssl.create_default_context(cafile=cafile) if target.scheme == "https" else None
+    pinned_key = None
+    if pin_key_of:
+        context = pinning_context()
+        pinned_key = public_key_of(ssl.PEM_cert_to_DER_cert(pathlib.Path(pin_key_of).read_text()))
     records: list[dict] = []
     lock = threading.Lock()
     next_index = iter(range(requests))
@@ -95,7 +132,7 @@ def run(
             if offset > duration:
                 return
             body = json.dumps({"text": f"loadgen write #{index}"}).encode() if write else None
-            status, server, answer = one_request(target, timeout, context, body)
+            status, server, answer = one_request(target, timeout, context, body, pinned_key)
             record: dict = {
                 "t": round(offset, 3),
                 "status": status,
@@ -141,6 +178,7 @@ def command(
     rate: float | None = None,
     cacert: str | None = None,
     write: bool = False,
+    pin_key_of: str | None = None,
 ) -> list[str]:
     """This load generator's command line, to run in the lab's client namespace."""
     return [
@@ -149,11 +187,20 @@ def command(
         *(["--rate", str(rate)] if rate else []),
         *(["--cacert", cacert] if cacert else []),
         *(["--write"] if write else []),
+        *(["--pin-key-of", pin_key_of] if pin_key_of else []),
     ]
 
 
 def stream_from_client(
-    url: str, rate: float, duration: int, *, timeout: float, cacert: str, concurrency: int = 8, write: bool = False
+    url: str,
+    rate: float,
+    duration: int,
+    *,
+    timeout: float,
+    cacert: str,
+    concurrency: int = 8,
+    write: bool = False,
+    pin_key_of: str | None = None,
 ) -> subprocess.Popen:
     """A bounded stream of GETs (or, with `write`, POSTs of new messages to `url`, the app's
     /api/messages) from the lab's internet, in the background: `.communicate()` gives its report."""
@@ -168,6 +215,7 @@ def stream_from_client(
         concurrency=concurrency,
         cacert=cacert,
         write=write,
+        pin_key_of=pin_key_of,
     )
     return subprocess.Popen(["ip", "netns", "exec", CLIENT_NS, *generator], cwd=REPO, stdout=subprocess.PIPE, text=True)
 
@@ -204,12 +252,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--cacert", help="CA file to verify an https URL with")
     parser.add_argument("--write", action="store_true", help="POST a new message per request (URL: /api/messages)")
+    parser.add_argument(
+        "--pin-key-of", metavar="CERT", help="trust a certificate with this certificate's public key (not a CA)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 100_000 or args.duration > 600 or not 1 <= args.concurrency <= 64:
         parser.error("at most 100000 requests, 600 seconds and 64 concurrent requests")
     signal.signal(signal.SIGTERM, lambda *_: STOPPING.set())
     json.dump(
-        run(args.url, args.requests, args.rate, args.duration, args.timeout, args.concurrency, args.cacert, args.write),
+        run(
+            args.url,
+            args.requests,
+            args.rate,
+            args.duration,
+            args.timeout,
+            args.concurrency,
+            args.cacert,
+            args.write,
+            args.pin_key_of,
+        ),
         sys.stdout,
     )
     return 0

@@ -287,19 +287,25 @@ def security_groups_ruleset(plan: LabPlan, table: str = "webinfra_sg") -> str:
     return "\n".join(lines) + "\n"
 
 
-def gateway_ruleset(plan: LabPlan, *, bridge: str, internet_link: str, table: str = "webinfra_igw") -> str:
-    """The internet gateway: 1:1 NAT for public addresses; forwarding only within the lab."""
+def gateway_ruleset(
+    plan: LabPlan, *, bridge: str, internet_link: str, table: str = "webinfra_igw", elastic_ip_to: str = ""
+) -> str:
+    """The internet gateway: 1:1 NAT for public addresses; forwarding only within the lab. `elastic_ip_to`:
+    where the Elastic IP goes instead of a pair's floating address (while a single load balancer still
+    holds it, as a second one joins)."""
     lines = [
         f"table ip {table} {{",
         "    chain prerouting {",
         "        type nat hook prerouting priority dstnat; policy accept;",
     ]
     for host in plan.hosts:
+        if elastic_ip_to and host.public_ip == plan.elastic_ip:
+            continue  # a single load balancer's address, not associated with it yet
         lines.append(f'        iifname "{internet_link}" ip daddr {host.public_ip} dnat to {host.private_ip}')
-    if plan.floating_address:
+    if elastic_ip_to or plan.floating_address:
+        target = elastic_ip_to or plan.floating_address
         lines.append(
-            f'        iifname "{internet_link}" ip daddr {plan.elastic_ip} dnat to {plan.floating_address} '
-            'comment "the Elastic IP"'
+            f'        iifname "{internet_link}" ip daddr {plan.elastic_ip} dnat to {target} comment "the Elastic IP"'
         )
     lines += ["    }", "    chain postrouting {", "        type nat hook postrouting priority srcnat; policy accept;"]
     for host in plan.hosts:

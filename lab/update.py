@@ -1,6 +1,6 @@
 """scripts/lab update: `pulumi up` on the running lab, with Pulumi's semantics, as the program declares them.
 
-    scripts/lab update --set webCount=3 [--set ...] [--preview]
+    scripts/lab update --set webCount=3 [--set ...] [--replace RESOURCE ...] [--preview]
 
 1. The program is evaluated with the running lab's settings plus these changes, and with what the
    lab's state keeps (lab/cli.py, save_program_state): the instances' ids, the outputs of passwords
@@ -44,6 +44,7 @@ from lab.mounts import unmount_below
 from lab.topology import Host, LabPlan
 
 SYMBOLS = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
+EIP_ASSOCIATION = "aws:ec2/eipAssociation:EipAssociation"
 GATE_SUFFIX = "-ready"
 
 
@@ -53,6 +54,17 @@ def settings_after(config: dict, overrides: dict[str, str]) -> dict:
     if str(changed.get("lbCount")) == "1":
         changed.pop("lbVirtualIp", None)
     return changed
+
+
+def refused(config: dict, overrides: dict[str, str]) -> str:
+    """Why this change is not rehearsed on a running lab ("" when it is)."""
+    if str(config.get("lbCount", "1")) == "2" and str(overrides.get("lbCount", "2")) == "1":
+        return (
+            "lbCount 2 -> 1 is not a change `pulumi up` makes safely on a running stack (README, 'Changing a "
+            "running stack'): lb-02, deleted last, takes the Elastic IP back from the single load balancer "
+            "until it goes, and takes the association with it"
+        )
+    return ""
 
 
 def describe(change: Change) -> str:
@@ -81,19 +93,24 @@ def hostname_of(run, name: str) -> str:
     return run.named(name).inputs["tags"]["Name"]
 
 
-def update(overrides: dict[str, str], preview_only: bool = False) -> int:
+def update(overrides: dict[str, str], preview_only: bool = False, replace: tuple[str, ...] = ()) -> int:
     steps = Steps()
     current = load_state()
     config, recorded, kept = load_program_state()
+    if refusal := refused(config, overrides):
+        raise LabError(refusal)
+    # A replaced certificate or key is made anew: its earlier outputs are not given back.
+    kept = {name: outputs for name, outputs in kept.items() if name not in replace}
     if config.get("domain"):
         raise LabError("scripts/lab update does not carry out a lab started with --acme (its ACME server's trust)")
     changed_config = settings_after(config, overrides)
     ids = {h.name: h.instance_id for h in current.hosts}
-    label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "no setting changed"
+    label = ", ".join([*(f"{k}={v}" for k, v in overrides.items()), *(f"--replace {r}" for r in replace)])
+    label = label or "no setting changed"
     run, new_plan = steps.run(
         f"evaluate the program ({label}) with the lab's state", evaluate, changed_config, ids, kept
     )
-    changes = plan(recorded, run)
+    changes = plan(recorded, run, replace)
     print(f"Previewing update (lab):\n{preview(changes)}", flush=True)
     if preview_only or not changes:
         return 0
@@ -117,16 +134,27 @@ def update(overrides: dict[str, str], preview_only: bool = False) -> int:
         run, new_plan = steps.run(
             "evaluate the program with the new instances' ids", evaluate, changed_config, ids, kept
         )
-        changes = plan(recorded, run)
+        changes = plan(recorded, run, replace)
     new_plan = dataclasses.replace(
         new_plan,
         elastic_ip_allocation=current.elastic_ip_allocation,
         eip_associated_with=new_plan.eip_associated_with,
     )
-    steps.run("security groups and gateway as the program now declares them", apply_network, current, new_plan)
+    # A second load balancer joins a single one (lbCount 1 -> 2): the Elastic IP stays with lb-01 until the
+    # pair's active load balancer associates it with itself through EC2, as on AWS.
+    joining = bool(new_plan.floating_address) and not current.floating_address
+    held_by = current.host(current.eip_associated_with).private_ip if joining else ""
+    steps.run("security groups and gateway as the program now declares them", apply_network, current, new_plan, held_by)
+    follower = ElasticIpFollower(new_plan) if joining else None
     began = time.monotonic()
-    for change in changes:
-        carry_out(steps, change, run, current, new_plan)
+    try:
+        for change in changes:
+            carry_out(steps, change, run, current, new_plan)
+    finally:
+        if follower:
+            follower.stop()
+    if follower and not follower.moved_to:
+        raise LabError("the Elastic IP never moved to the load-balancer pair (EC2: still on lb-01)")
     save_state(new_plan)
     save_program_state(changed_config, run)
     print(
@@ -135,15 +163,54 @@ def update(overrides: dict[str, str], preview_only: bool = False) -> int:
     return 0
 
 
-def apply_network(current: LabPlan, new: LabPlan) -> None:
+def apply_network(current: LabPlan, new: LabPlan, elastic_ip_to: str = "") -> None:
     """New hosts' ports, and the rulesets (security groups, gateway NAT) rebuilt from the new plan."""
     existing = {h.name for h in current.hosts}
     for host in new.hosts:
         if host.name not in existing:
             network.attach_host(new, host)
-    gateway = network.gateway_ruleset(new, bridge=network.BRIDGE, internet_link=network.INTERNET_LINK)
-    network.replace_table("ip", "webinfra_igw", gateway)
+    set_gateway(new, elastic_ip_to)
     network.set_security_groups(new, enabled=network.security_groups_enabled())
+
+
+def set_gateway(plan: LabPlan, elastic_ip_to: str = "") -> None:
+    gateway = network.gateway_ruleset(
+        plan, bridge=network.BRIDGE, internet_link=network.INTERNET_LINK, elastic_ip_to=elastic_ip_to
+    )
+    network.replace_table("ip", "webinfra_igw", gateway)
+
+
+class ElasticIpFollower:
+    """While a single load balancer's Elastic IP waits for the new pair: when EC2 (the AWS API stand-in)
+    has it associated with a load balancer other than lb-01, the gateway sends it to the pair's floating
+    address (which the active one holds), as AWS sends an Elastic IP wherever it is associated."""
+
+    def __init__(self, plan: LabPlan, interval: float = 0.5):
+        import threading
+
+        self.plan, self.interval = plan, interval
+        self.moved_to = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="elastic-ip-follower", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        from lab.cli import elastic_ip_holder
+
+        while not self._stop.wait(self.interval):
+            try:
+                holder = elastic_ip_holder(self.plan)
+            except LabError:
+                continue  # the stand-in busy: ask again
+            if holder and holder != "lb-01" and holder.startswith("lb-"):
+                set_gateway(self.plan)
+                self.moved_to = holder
+                print(f"  · EC2: the Elastic IP is associated with {holder}: the gateway follows it", flush=True)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def carry_out(steps: Steps, change: Change, run, current: LabPlan, new: LabPlan) -> None:
@@ -161,6 +228,13 @@ def carry_out(steps: Steps, change: Change, run, current: LabPlan, new: LabPlan)
         )
     elif change.type == INSTANCE:
         _instance(steps, change, run, current, new)
+    elif change.type == EIP_ASSOCIATION:
+        if change.action == "delete":
+            old = current.host(current.eip_associated_with or "lb-01")
+            steps.run(f"delete the Elastic IP's association with {old.name}", _disassociate, current, old)
+        else:
+            holder = new.host(new.eip_associated_with)
+            steps.run(f"{change.action}: the Elastic IP associated with {holder.name}", _associate, new, holder)
     elif change.type == LOCAL_COMMAND and change.action != "delete":
         if change.name.endswith(GATE_SUFFIX):
             action = "update" if change.action == "update" else "create"
@@ -169,6 +243,20 @@ def carry_out(steps: Steps, change: Change, run, current: LabPlan, new: LabPlan)
             steps.run(f"{change.action}: {change.name}, as declared", smoke_test, new, False)
     else:
         print(f"  · {change.action} {change.type.split(':')[-1]} {change.name}: nothing to do in the lab")
+
+
+def _associate(plan: LabPlan, host: Host) -> None:
+    result = aws_api(plan, "associate", plan.elastic_ip_allocation, host.instance_id)
+    if result.returncode != 0:
+        raise LabError(f"EC2 (the AWS API stand-in) did not associate the Elastic IP:\n{result.stderr}")
+    set_gateway(plan)  # AWS sends the address to the instance now
+
+
+def _disassociate(plan: LabPlan, host: Host) -> None:
+    result = aws_api(plan, "disassociate", plan.elastic_ip_allocation, host.instance_id)
+    if result.returncode != 0:
+        raise LabError(f"EC2 (the AWS API stand-in) refused the disassociation:\n{result.stderr}")
+    print(f"  · {result.stdout.strip()}")
 
 
 def _put_parameters(plan: LabPlan, parameters: dict[str, tuple[str, str]]) -> None:

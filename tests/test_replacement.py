@@ -54,9 +54,9 @@ def test_a_change_replaces_only_what_it_must_and_deletes_before_it_replaces(base
     for name, change_ in replaced.items():
         assert change_.delete_first, f"{name} is replaced ({change_.forced_by}) create-before-delete"
     if base == "load-balancer pair" and replaced.keys() & lbs:
-        # both replaced by one `pulumi up`: lb-02 only after lb-01's replacement serves again
+        # both replaced by one `pulumi up`: lb-01 only after lb-02's replacement serves again
         order = [c.name for c in plan(bases[base][1], run_program({**BASES[base], **settings}, kept=bases[base][2]))]
-        assert order.index("lb-01-instance") < order.index("lb-01-ready") < order.index("lb-02-instance")
+        assert order.index("lb-02-instance") < order.index("lb-02-ready") < order.index("lb-01-instance")
 
 
 def test_no_setting_replaces_the_database_primary(bases):

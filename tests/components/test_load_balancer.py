@@ -95,34 +95,35 @@ def test_a_pair_declares_no_association_so_no_pulumi_up_can_move_the_elastic_ip(
         assert {"/etc/systemd/system/webinfra-lb-eip.timer", "/usr/local/sbin/webinfra-lb-takeover"} <= paths
 
 
-def test_lb_02_waits_for_lb_01_to_serve_so_a_pair_is_never_replaced_at_once(pair):
+def test_lb_01_waits_for_lb_02_to_serve_so_a_pair_is_never_replaced_at_once(pair):
     import shlex
 
-    (gate,) = [c for c in pair.of_type("command:local:Command") if c.name == "lb-01-ready"]
+    (gate,) = [c for c in pair.of_type("command:local:Command") if c.name == "lb-02-ready"]
     words = shlex.split(gate.inputs["create"])
     assert words[0] == "scripts/wait-healthy"
     args = dict(zip(words[1::2], words[2::2], strict=False))
     assert args == {
         "--stack": "dev",
         "--region": "eu-west-1",
-        "--host": "lb-01",
-        "--instance-id": "lb-01-instance-id",
+        "--host": "lb-02",
+        "--instance-id": "lb-02-instance-id",
         "--metric": "HealthyBackends",
         "--at-least": "1",
         "--within-minutes": "5",
         "--timeout": "900",
         "--interval": "15",
     }
-    # re-run whenever lb-01 is replaced (a property dependency: the gate is replaced with lb-01), and
-    # whenever lb-02 is about to be (its user-data, address or key pair changed) ...
-    lb_02 = pair.named("lb-02-instance").inputs
-    assert gate.inputs["triggers"] == ["lb-01-instance-id", lb_02["userDataBase64"], lb_02["privateIp"], ""]
+    # re-run whenever lb-02 is replaced (a property dependency: the gate is replaced with lb-02), and
+    # whenever lb-01 is about to be (its user-data, address or key pair changed) ...
+    lb_01 = pair.named("lb-01-instance").inputs
+    assert gate.inputs["triggers"] == ["lb-02-instance-id", lb_01["userDataBase64"], lb_01["privateIp"], ""]
     assert gate.options["parent"] == "lb" and "environment" not in gate.inputs
-    # ... while lb-02 depends on it by depends_on alone: Pulumi does not delete lb-02 along with lb-01
-    # (a dependsOn edge makes no dependent replacement), and registers lb-02 only once the gate passed
-    lb_02 = pair.named("lb-02-instance")
-    assert gate_of(lb_02) == ["lb-01-ready"]
-    assert gate_of(pair.named("lb-01-instance")) == []
+    # ... while lb-01 depends on it by depends_on alone: Pulumi does not delete lb-01 along with lb-02
+    # (a dependsOn edge makes no dependent replacement), and registers lb-01 only once the gate passed.
+    # lb-02 first: a second load balancer added to a stack (lbCount 1 -> 2 replaces lb-01) serves, and
+    # holds the Elastic IP, before lb-01 goes.
+    assert gate_of(pair.named("lb-01-instance")) == ["lb-02-ready"]
+    assert gate_of(pair.named("lb-02-instance")) == []
 
 
 def gate_of(instance) -> list[str]:
@@ -206,5 +207,5 @@ def test_the_gate_uses_the_aws_profile_pulumi_up_uses():
     from lab.mock_cloud import run_program
 
     run = run_program({"lbCount": 2}, aws_profile="ops-admin")
-    (gate,) = [c for c in run.of_type("command:local:Command") if c.name == "lb-01-ready"]
+    (gate,) = [c for c in run.of_type("command:local:Command") if c.name == "lb-02-ready"]
     assert gate.inputs["environment"] == {"AWS_PROFILE": "ops-admin"}

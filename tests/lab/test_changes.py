@@ -1,5 +1,5 @@
 """lab/changes.py: what `pulumi up` would do, from declarations (synthetic ones here: the rules, one by
-one; tests/lab/test_day_two_plans.py runs the real program)."""
+one; tests/lab/test_update.py runs the real program)."""
 
 from __future__ import annotations
 
@@ -105,3 +105,14 @@ def test_the_state_holds_digests_not_values():
     state = record(run(secret))
     assert "hunter2hunter2" not in repr(state)
     assert state["db-password"].inputs["value"] == digest("hunter2hunter2")
+
+
+def test_replace_replaces_a_resource_whose_inputs_did_not_change_and_what_mentions_it_follows():
+    import pytest
+
+    first = run(instance("web-02", "a", replace_on_change=False), command("smoke", ["web-02-id"]))
+    changes = plan(record(first), first, replace=["web-02"])
+    assert summary(changes) == [("replace", "web-02"), ("replace", "smoke")]
+    assert changes[0].forced_by == ("--replace",) and changes[0].delete_first
+    with pytest.raises(ValueError, match="--replace names no resource of the stack: web-09"):
+        plan(record(first), first, replace=["web-09"])

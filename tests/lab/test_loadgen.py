@@ -116,3 +116,52 @@ def test_sigterm_ends_the_run_early_with_its_report(server):
     report = json.loads(output)
     assert time.monotonic() - began < 3 and process.returncode == 0
     assert 10 <= report["sent"] <= 60 and report["statuses"] == {"200": report["sent"]}
+
+
+def test_a_pinned_public_key_trusts_a_reminted_certificate_and_nothing_else(tmp_path):
+    import ssl
+
+    from lab.mock_tls import private_key, self_signed_cert
+
+    def certificate(key_pem: str) -> str:
+        return self_signed_cert(
+            {
+                "privateKeyPem": key_pem,
+                "subject": {"commonName": "test"},
+                "ipAddresses": ["127.0.0.1"],
+                "validityPeriodHours": 24,
+                "allowedUses": ["server_auth", "digital_signature"],
+            }
+        )["certPem"]
+
+    key = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    other = private_key({"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    pinned, reminted, foreign = certificate(key), certificate(key), certificate(other)
+    assert pinned != reminted
+    (tmp_path / "pinned.pem").write_text(pinned)
+
+    def served(cert: str, key_pem: str) -> dict:
+        (tmp_path / "served.pem").write_text(cert + key_pem)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp_path / "served.pem")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            url = f"https://127.0.0.1:{httpd.server_address[1]}/"
+            return loadgen.run(url, 3, None, 10, 5, pin_key_of=str(tmp_path / "pinned.pem"))["statuses"]
+        finally:
+            httpd.shutdown()
+
+    assert served(reminted, key) == {"200": 3}
+    assert served(foreign, other) == {"0": 3}

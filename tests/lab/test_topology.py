@@ -144,7 +144,7 @@ def test_plan_carries_the_declared_smoke_command_unchanged():
     )
     assert plan.smoke_command["create"] == declared.inputs["create"]
     assert plan.smoke_command["environment"] == declared.inputs["environment"]
-    gate = run.named("lb-01-ready")  # the pair's readiness gate
+    gate = run.named("lb-02-ready")  # the pair's readiness gate
     assert plan.local_commands[gate.name]["create"] == gate.inputs["create"]
     rolling = run.named("web-02-ready")  # a replica's rolling gate: its update is what waits
     assert plan.local_commands[rolling.name]["update"] == rolling.inputs["update"]
@@ -161,7 +161,7 @@ def test_a_second_evaluation_with_ec2s_instance_ids_names_them_and_keeps_the_top
     assert topology(second) == topology(first)
     assert {h.name: h.instance_id for h in second.hosts} == ids
     # what the program declares from an instance's id names the instance EC2 made
-    assert f"--instance-id {ids['lb-01']} " in second.local_commands["lb-01-ready"]["create"]
+    assert f"--instance-id {ids['lb-02']} " in second.local_commands["lb-02-ready"]["create"]
     alarm = next(
         a
         for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")

@@ -7,7 +7,7 @@ import pytest
 
 from lab.changes import INSTANCE, PARAMETER, generated_outputs, plan, record
 from lab.mock_cloud import run_program, stack_config
-from lab.update import describe, preview, settings_after
+from lab.update import describe, preview, refused, settings_after
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,45 @@ def test_a_new_instance_type_changes_the_replicas_one_at_a_time_and_never_the_pr
         ("web-03-ready", "update"),
     ]
     assert changes[0].properties == ("instanceType",)
+
+
+def test_a_rotated_certificate_updates_its_parameter_and_runs_the_checks_again(lab_stack):
+    config, region, state, kept = lab_stack
+    # `pulumi up --replace` of the certificate: made anew (its kept outputs are not given back), same key
+    fresh = {name: outputs for name, outputs in kept.items() if name != "lb-tls-cert"}
+    changed = run_program(dict(config), stack="lab", region=region, kept=fresh)
+    changes = {c.name: c for c in plan(state, changed, replace=["lb-tls-cert"])}
+    assert {name: c.action for name, c in changes.items()} == {
+        "lb-tls-cert": "replace",
+        "secrets-lb-certificate-parameter": "update",  # the load balancers reload it
+        "smoke-test-run": "replace",  # waits until the site serves it
+        "web-02-ready": "update",  # the replica's gate checks with the new certificate
+    }
+    assert changes["lb-tls-cert"].forced_by == ("--replace",) and "lb-tls-key" not in changes
+
+
+def test_a_second_load_balancer_is_created_and_serves_before_the_first_is_replaced(lab_stack):
+    config, region, _, _ = lab_stack
+    one = settings_after(config, {"lbCount": "1"})
+    single = run_program(one, stack="lab", region=region)
+    pair = run_program(
+        settings_after(one, {"lbCount": "2", "lbVirtualIp": config["lbVirtualIp"]}),
+        stack="lab",
+        region=region,
+        kept=generated_outputs(single),
+    )
+    changes = plan(record(single), pair)
+    actions = {c.name: c for c in changes}
+    assert by_type(changes, INSTANCE) == {"lb-02-instance": "create", "lb-01-instance": "replace"}
+    assert actions["lb-01-instance"].delete_first and actions["lb-eip-association"].action == "delete"
+    names = [c.name for c in changes]
+    assert names.index("lb-02-instance") < names.index("lb-02-ready") < names.index("lb-01-instance")
+    # the single load balancer's association last, when lb-02 has long taken the address over
+    deleted = [c for c in changes if c.action == "delete"]
+    assert changes[-len(deleted) :] == deleted and "lb-eip-association" in {c.name for c in deleted}
+
+
+def test_going_back_to_one_load_balancer_is_refused_with_the_reason(lab_stack):
+    config = lab_stack[0]
+    assert "lb-02, deleted last, takes the Elastic IP back" in refused(config, {"lbCount": "1"})
+    assert refused(config, {"webCount": "3"}) == "" and refused(settings_after(config, {"lbCount": "1"}), {}) == ""
