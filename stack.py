@@ -32,7 +32,7 @@ from provisioning.render import (
     runtime_config,
     stack_haproxy_config,
 )
-from settings import HostKind, HostSlot, Settings, subnet_cidrs
+from settings import PROJECT, HostKind, HostSlot, Settings, subnet_cidrs
 
 
 def stack_facts(settings: Settings) -> StackFacts:
@@ -237,6 +237,12 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     lb_role = _lb_host_role(settings, secrets, programs, config, network.lb_address.allocation_id)
     web_profile, lb_profile = _host_profiles(settings, network, secrets, web_role, lb_role)
 
+    if not settings.smoke_test and settings.web_count > 2:
+        # No rolling gates without a way to reach the site: said at every preview, not found out at an update.
+        pulumi.log.warn(
+            f"{PROJECT}:smokeTest is false: a change that replaces or resizes the replicas changes them all at "
+            "once (no rolling gate can see one come back); the primary then serves alone meanwhile"
+        )
     tier = WebTier(
         "web",
         WebTierArgs(

@@ -5,8 +5,10 @@ a new instance) reaches them one at a time: each replica after the first waits f
 rolling gate, which, on such an update, waits on the machine running `pulumi up` until the site serves
 with that replica in its rotation again (`scripts/smoke --backends web-0N`: HAProxy had taken it out
 while it was stopped, and puts it back only once its /health, replication included, answers). When
-the tier is first created the gates pass at once: the replicas boot together, each waiting for the
-primary itself. The primary ignores instance-type changes, as it ignores user-data: it holds the data,
+the tier is first created the gates' `create` passes at once: each replica is launched as soon as EC2
+reports the previous one running (seconds), and they boot side by side, each waiting for the primary
+itself. Without the smoke test (smokeTest false) there are no gates, and such a change reaches every
+replica at once (the program warns at preview). The primary ignores instance-type changes, as it ignores user-data: it holds the data,
 so it is resized by hand after a switchover (README, "Changing a running stack").
 """
 

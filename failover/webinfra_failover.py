@@ -1142,15 +1142,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.check_config:
+        checked = args.config + (f" with the servers in {args.servers}" if args.servers else "")
         try:
             settings = Settings.load(args.config, args.servers)
             names = [name for name, _, _ in settings.servers]
             if not names or len(set(names)) != len(names):
                 raise ValueError(f"servers must be named once each, got {names}")
         except (OSError, ValueError, TypeError, KeyError) as error:
-            print(f"webinfra-failover: {args.config}: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"webinfra-failover: {checked}: {type(error).__name__}: {error}", file=sys.stderr)
             return 2
-        print(f"webinfra-failover: {args.config}: {len(names)} servers ({', '.join(names)})")
+        print(f"webinfra-failover: {checked}: {len(names)} servers ({', '.join(names)})")
         return 0
     Controller(Settings.load(args.config)).run()
     return 0

@@ -32,12 +32,15 @@ def backend_states(lb: str) -> dict[str, str]:
 def site_answers(url: str, ca_file: str) -> bool:
     """GET /health through the Elastic IP from the lab's internet, as a visitor: 200 within 2 s."""
     curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2", "--cacert", ca_file]
-    result = subprocess.run(
-        ["ip", "netns", "exec", network.CLIENT_NS, *curl, url.rstrip("/") + "/health"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
+    try:
+        result = subprocess.run(
+            ["ip", "netns", "exec", network.CLIENT_NS, *curl, url.rstrip("/") + "/health"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except subprocess.TimeoutExpired:
+        return False  # no answer is an answer here: the lab is not healthy yet
     return result.stdout.strip() == "200"
 
 

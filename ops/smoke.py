@@ -176,9 +176,12 @@ def check_health(target: Target) -> str:
 
 
 def check_rotation(target: Target, backends: list[str], rounds: int = 4) -> str:
-    """Round-robin means N backends answer within a few times N requests."""
+    """Round-robin means N backends answer within a few times N requests. N is the larger of the backends
+    asked for and those answering so far: a rolling gate asks for one replica among many."""
     seen: dict[str, int] = {}
-    for _ in range(max(len(backends), 1) * rounds):
+    asked = 0
+    while asked < max(len(backends), len(seen), 1) * rounds:
+        asked += 1
         answer = _ask(target, "rotation", "GET", "/health")
         if answer.status == 200:
             server = answer.headers.get("x-served-by")

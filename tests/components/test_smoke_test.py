@@ -74,6 +74,19 @@ def test_smoke_test_false_turns_it_off():
     assert run_program({"smokeTest": "false"}).of_type("command:local:Command") == []
 
 
+def test_without_the_smoke_test_a_stack_with_several_replicas_is_warned_at_preview(monkeypatch):
+    import pulumi
+
+    warnings: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warnings.append(message))
+    run_program({"smokeTest": "false", "webCount": "3"})
+    assert any("changes them all at once" in w for w in warnings), warnings
+    warnings.clear()
+    run_program({"smokeTest": "false"})  # one replica: nothing to roll
+    run_program({"webCount": "3"})
+    assert not any("changes them all at once" in w for w in warnings), warnings
+
+
 @pytest.fixture
 def stack_address_namespace():
     """A network namespace of this test's own, its loopback holding the stack's Elastic IP (nothing routes

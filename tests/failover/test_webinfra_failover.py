@@ -867,7 +867,10 @@ def test_the_rendered_configuration_passes_the_controllers_own_check_and_a_wrong
     for wrong in wrongs:
         servers_file.write_text(wrong if isinstance(wrong, str) else json.dumps(wrong))
         assert main(check) == 2, wrong
-    assert "secret" not in capsys.readouterr().err
+    errors = capsys.readouterr().err
+    assert "secret" not in errors
+    # the message names the file that was wrong, not only the configuration it was checked with
+    assert f"{config} with the servers in {servers_file}: " in errors, errors
 
 
 def test_a_primary_that_stopped_answering_is_no_replica_failing_to_acknowledge():

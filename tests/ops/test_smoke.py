@@ -53,6 +53,19 @@ def test_a_serving_site_passes_every_check(site):
         assert line in out, out
 
 
+def test_a_rolling_gate_finds_its_one_replica_among_many(site):
+    # scripts/smoke --backends web-12 on a site of 12: four requests are not enough, four rounds of the
+    # servers that answer are
+    site.backends = [f"web-{n:02d}" for n in range(1, 13)]
+    site.turn = __import__("itertools").cycle(site.backends)
+    site.stored = {b: [] for b in site.backends}
+    site.replicate_to = set(site.backends)
+    target = smoke.Target(urllib.parse.urlsplit(site.url), cacert=site.cacert, http_port=site.http_port)
+    assert smoke.check_rotation(target, ["web-12"]).startswith("answered by")
+    with pytest.raises(smoke.CheckFailed, match="web-13 not in the rotation"):
+        smoke.check_rotation(target, ["web-13"])
+
+
 def test_a_backend_missing_from_the_rotation_is_named(site):
     code, out = run_smoke(site, backends=("web-01", "web-02", "web-03"))
     assert code == 1 and "rotation: web-03 not in the rotation (answered: web-01 ×" in out, out
