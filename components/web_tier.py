@@ -8,8 +8,9 @@ while it was stopped, and puts it back only once its /health, replication includ
 the tier is first created the gates' `create` passes at once: each replica is launched as soon as EC2
 reports the previous one running (seconds), and they boot side by side, each waiting for the primary
 itself. Without the smoke test (smokeTest false) there are no gates, and such a change reaches every
-replica at once (the program warns at preview). The primary ignores instance-type changes, as it ignores user-data: it holds the data,
-so it is resized by hand after a switchover (README, "Changing a running stack").
+replica at once (the program warns at preview). The primary ignores instance-type changes, as it
+ignores user-data: it holds the data, so it is resized by hand after a switchover (README, "Changing a
+running stack").
 """
 
 from __future__ import annotations
