@@ -12,6 +12,7 @@ from components.host_role import (
     SESSION_MANAGER_STATEMENT,
     HostRole,
     HostRoleArgs,
+    find_elastic_ip,
     move_elastic_ip,
     put_metrics,
     read_parameters,
@@ -111,7 +112,8 @@ def _lb_host_role(
     config: RuntimeConfig,
     eip_allocation_id: pulumi.Output[str],
 ) -> HostRole:
-    """A pair's load balancers also move the stack's Elastic IP (keepalived's takeover)."""
+    """A pair's load balancers also move the stack's Elastic IP (keepalived's takeover); a lone one asks
+    where it points (its failover controller decides only while it points there)."""
     facts = stack_facts(settings)
     return HostRole(
         "lb-host",
@@ -137,7 +139,7 @@ def _lb_host_role(
                         eip_allocation_id, region=settings.region, project=settings.project, stack=settings.stack
                     )
                     if settings.lb_pair
-                    else []
+                    else [find_elastic_ip()]
                 ),
             ],
         ),

@@ -69,6 +69,17 @@ def put_metrics(stack: str) -> dict:
     }
 
 
+def find_elastic_ip() -> dict:
+    """Where the stack's Elastic IP points: the failover controller decides only there (a lone load
+    balancer too: a second one joining it takes the address, and the decisions with it)."""
+    return {
+        "Sid": "FindTheStacksElasticIp",
+        "Effect": "Allow",
+        "Action": ["ec2:DescribeAddresses"],
+        "Resource": "*",  # DescribeAddresses has no resource-level permissions
+    }
+
+
 def move_elastic_ip(allocation_id: pulumi.Input[str], *, region: str, project: str, stack: str) -> list[dict]:
     """What keepalived's takeover script needs, and no more: find the stack's Elastic IP, and
     associate exactly that address with one of this stack's load balancers."""
@@ -78,12 +89,7 @@ def move_elastic_ip(allocation_id: pulumi.Input[str], *, region: str, project: s
         "arn:", partition, ":ec2:", region, ":", identity.account_id, f":{kind}/", resource
     )
     return [
-        {
-            "Sid": "FindTheStacksElasticIp",
-            "Effect": "Allow",
-            "Action": ["ec2:DescribeAddresses"],
-            "Resource": "*",  # DescribeAddresses has no resource-level permissions
-        },
+        find_elastic_ip(),
         {
             "Sid": "MoveTheStacksElasticIpToItself",
             "Effect": "Allow",

@@ -3,14 +3,15 @@ the web tier and terminating TLS. One instance, or a pair in two availability zo
 keepalived (unicast VRRP) decides which is active and the active one moves the Elastic IP to
 itself through the EC2 API.
 
-Replacing load balancers (a new `rateLimitPer10s`, `adminCidr`, `domain`, `webCount`, key pair, or
-`pulumi up --replace`): each instance is deleted before its replacement is created (fixed private
-addresses). A single load balancer is therefore down until its replacement boots. A pair is replaced
-one at a time: lb-01 waits for a readiness gate that waits until lb-02, if it was just (re)created,
-reports HAProxy serving with backends (`scripts/wait-healthy`, CloudWatch); meanwhile lb-01 serves, and
-keepalived moves the Elastic IP to lb-02 when lb-01 goes. lb-02 first: so that a second load balancer
-(lbCount 1 → 2, which replaces lb-01: its user-data joins it to the pair) is serving, and has taken the
-Elastic IP over (keepalived alone is active), before lb-01 goes.
+Replacing load balancers (a new `adminCidr`, `domain`, `lbCount`, key pair, a new version of their
+configuration, or `pulumi up --replace`): each instance is deleted before its replacement is created
+(fixed private addresses). A single load balancer is therefore down until its replacement boots. A
+pair is replaced one at a time: lb-01 waits for a readiness gate that waits until lb-02, if it was just
+(re)created, reports HAProxy serving with backends (`scripts/wait-healthy`, CloudWatch) and the Elastic
+IP is on a member of the pair; keepalived moves the address to whichever serves when the other goes.
+lb-02 first, so that a second load balancer joining a single one (lbCount 1 -> 2, which replaces lb-01:
+its user-data joins it to the pair) serves, and has taken the Elastic IP over (keepalived alone is
+active), before lb-01 goes. `pulumi up --replace` of lb-01 alone does not run the gate again.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class LoadBalancer(pulumi.ComponentResource):
             return ca.apply(lambda pem: encode_user_data(lb_cloud_config(args.facts, hostname, db_ca=pem)))
 
         user_data = {slot.hostname: rendered(slot.hostname) for slot in args.slots}
+        pair = len(args.slots) == 2
         after: list[pulumi.Resource] = []
         for slot in reversed(args.slots):  # lb-02 first (see above)
             number = f"{slot.number:02d}"
@@ -68,7 +70,8 @@ class LoadBalancer(pulumi.ComponentResource):
                 subnet_id=args.subnet_ids[slot.subnet_index],
                 private_ip=slot.private_ip,
                 user_data_base64=user_data[slot.hostname],
-                tags={**args.tags, "Role": "lb", "Name": slot.hostname},
+                # LbPair: the readiness gate tells a single load balancer from a pair's by it
+                tags={**args.tags, "Role": "lb", "Name": slot.hostname, "LbPair": "yes" if pair else "no"},
                 # Stateless: a new configuration means a new instance; the Elastic IP follows it.
                 replace_on_user_data_change=True,
                 ipv6_address_count=1,
@@ -115,11 +118,13 @@ class LoadBalancer(pulumi.ComponentResource):
         args: LoadBalancerArgs,
     ) -> command.local.Command:
         """Waits (on the machine running `pulumi up`) until `hostname` serves: it has reported HAProxy
-        serving with a backend in the last minutes, and since its launch. Runs again whenever that
+        serving with a backend in the last minutes, and since its launch; and the Elastic IP is on no single
+        load balancer. Runs again whenever that
         instance is replaced or `also_after` changes; `pulumi preview` never runs it."""
         facts = args.facts
 
-        def command_line(instance: str) -> str:
+        def command_line(ids: list[str]) -> str:
+            instance, allocation = ids
             return shlex.join(
                 [
                     "scripts/wait-healthy",
@@ -141,12 +146,16 @@ class LoadBalancer(pulumi.ComponentResource):
                     str(args.ready_timeout_seconds),
                     "--interval",
                     "15",
+                    # and the Elastic IP off a single load balancer: one that joins a single one (lbCount
+                    # 1 -> 2) must have taken the address over before the single one is replaced
+                    "--elastic-ip",
+                    allocation,
                 ]
             )
 
         return command.local.Command(
             name,
-            create=instance_id.apply(command_line),
+            create=pulumi.Output.all(instance_id, args.eip_allocation_id).apply(command_line),
             # the credentials `pulumi up` uses, where they come from a profile in the stack's config
             environment={"AWS_PROFILE": args.aws_profile} if args.aws_profile else None,
             triggers=[instance_id, *also_after],

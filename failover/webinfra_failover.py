@@ -74,7 +74,7 @@ class Settings:
     heartbeat_period: float = 1.0
     drain_timeout: float = 10.0
     fallback_after: float = 3.0  # commits waiting this long for an acknowledgement: disarm, then asynchronous
-    active_file: str | None = None  # keepalived's state; None: always active (a lone load balancer)
+    active_file: str | None = None  # keepalived's state; None: a lone load balancer (no keepalived)
     # A pair's arbiter: which instance the stack's Elastic IP points at (EC2's answer, one at a time).
     # {"filters": DescribeAddresses filters, "instance_id_file": this instance's id}; None: keepalived alone.
     elastic_ip: dict | None = None
@@ -508,7 +508,7 @@ class Controller:
         arbiter: ElasticIpArbiter | None = None,
     ):
         self.settings, self.clock, self.say = settings, clock, say
-        if arbiter is None and settings.elastic_ip and settings.active_file:
+        if arbiter is None and settings.elastic_ip:
             arbiter = ElasticIpArbiter(settings, clock)
         self.arbiter = arbiter
         self.holder_since: float | None = None  # since when the arbiter has said this instance holds the address
@@ -604,19 +604,22 @@ class Controller:
             self.metric("FailoverArmed", 1 if self.armed else 0, None)
 
     def _keepalived_master(self) -> bool:
-        assert self.settings.active_file
+        if not self.settings.active_file:
+            return True  # a lone load balancer: no keepalived, always its own MASTER
         try:
             return pathlib.Path(self.settings.active_file).read_text().strip() == "MASTER"
         except OSError:
             return False
 
     def active(self) -> bool:
-        """A lone load balancer always; one of a pair while keepalived says MASTER and, with an arbiter,
-        EC2 says the stack's Elastic IP points here (for takeover_after already: see ElasticIpArbiter).
+        """One of a pair while keepalived says MASTER and, with an arbiter, EC2 says the stack's Elastic IP
+        points here (for takeover_after already: see ElasticIpArbiter). A lone load balancer while EC2 says
+        the address points here (a second load balancer joining it, lbCount 1 -> 2, takes it: from then on
+        only that one decides), or always without an arbiter.
         An answer that no longer counts (two asks in a row unanswered) is a takeover again when answers
         return: wait, and start from what is seen then (a decider elsewhere may have acted meanwhile, and
         the primary may have fallen back to asynchronous replication unseen)."""
-        if not self.settings.active_file:
+        if not self.settings.active_file and self.arbiter is None:
             return True
         if not self._keepalived_master():
             self.holder_since = None
@@ -632,7 +635,8 @@ class Controller:
                 self.standby_reason = f"standby: EC2 has not confirmed the Elastic IP is here lately ({why})"
             else:
                 why = f" (EC2 does not answer: {self.arbiter.error})" if self.arbiter.error else ""
-                self.standby_reason = f"standby: keepalived's MASTER, but the Elastic IP is not here{why}"
+                master = "keepalived's MASTER, but " if self.settings.active_file else ""
+                self.standby_reason = f"standby: {master}the Elastic IP is not here{why}"
             return False
         now = self.clock()
         if self.holder_since is None:
@@ -647,7 +651,7 @@ class Controller:
         """Asked again right before `what`, which cannot be undone: still keepalived's MASTER, and EC2
         says the address is still here. False: not done now (said so). Only an answer naming another
         holder ends this controller's tenure; no answer just means not now (the next poll asks again)."""
-        if not self.settings.active_file:
+        if not self.settings.active_file and self.arbiter is None:
             return True
         if not self._keepalived_master():
             self.say(f"not {what}: this load balancer is no longer keepalived's MASTER")
@@ -811,7 +815,7 @@ class Controller:
             if waited < self.settings.fallback_after:
                 return
             # The answer at hand, not a new call to EC2: the waiting writes must not wait for it too.
-            if self.settings.active_file and not (
+            if (self.settings.active_file or self.arbiter) and not (
                 self._keepalived_master() and (self.arbiter is None or self.arbiter.holds())
             ):
                 return

@@ -413,7 +413,11 @@ def up(
     # names the instances EC2 made: evaluate it again with their ids. Everything the network was built
     # from must come out the same.
     first = plan
-    run, plan = steps.run("evaluate the program with the instance ids EC2 gave", evaluate, config, ids)
+    from lab.mock_cloud import ELASTIC_IP
+
+    run, plan = steps.run(
+        "evaluate the program with the instance ids EC2 gave", evaluate, config, {**ids, ELASTIC_IP: allocation}
+    )
     if topology(plan) != topology(first):
         raise LabError("the program declared a different topology on its second evaluation")
     plan = dataclasses.replace(plan, elastic_ip_allocation=allocation)

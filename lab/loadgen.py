@@ -68,17 +68,18 @@ def one_request(
         connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
     try:
         headers = {"Connection": "close"}
+        if pinned_key is not None:  # the server's key checked before anything is sent to it
+            connection.connect()
+            tls = connection.sock
+            served = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLSocket) else None
+            if not served or public_key_of(served) != pinned_key:
+                return 0, None, b"not the pinned public key"
         if body is None:
             connection.request("GET", url.path or "/", headers=headers)
         else:
             connection.request(
                 "POST", url.path or "/", body=body, headers={**headers, "Content-Type": "application/json"}
             )
-        if pinned_key is not None:
-            tls = connection.sock
-            served = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLSocket) else None
-            if not served or public_key_of(served) != pinned_key:
-                return 0, None, b"not the pinned public key"
         response = connection.getresponse()
         return response.status, response.getheader("X-Served-By"), response.read()
     except (OSError, http.client.HTTPException):

@@ -28,6 +28,9 @@ from settings import Settings
 from stack import define_stack
 
 ACCOUNT_ID = "123456789012"
+# The key of the Elastic IP's allocation id among the ids EC2 gave (by Name tag for the instances): the
+# lab's stand-in for EC2 allocates it, and the program names it (a pair's readiness gate) as on AWS.
+ELASTIC_IP = "(elastic ip)"
 PUBLIC_PREFIX = "198.51.100."
 LB_PUBLIC_IP = PUBLIC_PREFIX + "10"  # the Elastic IP of lb-01
 VPC_IPV6_BLOCK = "2600:1f18:4a3:6e00::/56"
@@ -96,6 +99,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["publicIp"] = f"{PUBLIC_PREFIX}{(100 if kind == 'web' else 50) + int(number)}"
             outputs["arn"] = f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:instance/{resource_id}"
         elif typ == "aws:ec2/eip:Eip":
+            resource_id = self.instance_ids.get(ELASTIC_IP, resource_id)
             outputs["allocationId"] = resource_id
             outputs["publicIp"] = f"{PUBLIC_PREFIX}{9 + len(self.of_type('aws:ec2/eip:Eip')) + 1}"
         elif typ == "random:index/randomPassword:RandomPassword":

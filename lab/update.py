@@ -12,7 +12,11 @@
    program declares: a fresh root, the new user-data), stopped and started (a new instance type), or
    terminated; the declared commands that are created, replaced or updated run exactly as declared
    (a pair's readiness gate, the smoke test). Security groups and the gateway follow the new plan
-   before any instance boots. What has no counterpart in the lab (IAM, alarms, KMS) is only listed.
+   before any instance boots; the Elastic IP follows EC2's association (the AWS API stand-in): a
+   second load balancer joining a single one gets it when it associates it with itself, the program's
+   association moves it when it is created. What has no counterpart in the lab (IAM, alarms, KMS) is
+   only listed. `--replace NAME` replaces that resource whatever its inputs (`pulumi up --replace`);
+   a replaced certificate or key is made anew. lbCount 2 -> 1 is refused (`refused`).
 4. The state is saved: a later update compares with what this one left.
 """
 
@@ -40,6 +44,7 @@ from lab.cli import (
     save_state,
     smoke_test,
 )
+from lab.mock_cloud import ELASTIC_IP
 from lab.mounts import unmount_below
 from lab.topology import Host, LabPlan
 
@@ -104,7 +109,7 @@ def update(overrides: dict[str, str], preview_only: bool = False, replace: tuple
     if config.get("domain"):
         raise LabError("scripts/lab update does not carry out a lab started with --acme (its ACME server's trust)")
     changed_config = settings_after(config, overrides)
-    ids = {h.name: h.instance_id for h in current.hosts}
+    ids = {h.name: h.instance_id for h in current.hosts} | {ELASTIC_IP: current.elastic_ip_allocation}
     label = ", ".join([*(f"{k}={v}" for k, v in overrides.items()), *(f"--replace {r}" for r in replace)])
     label = label or "no setting changed"
     run, new_plan = steps.run(

@@ -2,6 +2,7 @@
 
     scripts/wait-healthy --stack NAME --region R --host lb-01 --instance-id i-… [--metric HealthyBackends]
                          [--at-least 1] [--within-minutes 5] [--timeout 900] [--interval 15]
+                         [--elastic-ip ALLOCATION_ID]
 
 Every host publishes its health each minute to CloudWatch (`webinfra/<stack>`, dimension Host; see
 webinfra-metrics.sh): a load balancer the number of web servers in its rotation, once HAProxy serves.
@@ -11,7 +12,10 @@ very instance serves. Exit 0 then; exit 1 when the timeout runs out, naming what
 once when the credentials are refused (waiting would not help).
 
 `pulumi up` runs it between the two load balancers of a pair (LoadBalancer's readiness gate), so a
-change that replaces both never takes the second down before the first serves again.
+change that replaces both never takes the second down before the first serves again. With
+`--elastic-ip ALLOCATION_ID` it also waits until that address is on a member of the pair, not on a
+single load balancer (an instance tagged LbPair=no): when a second load balancer joins a single one
+(lbCount 1 -> 2), the single one is replaced only once the new one has taken the address over.
 Credentials and endpoint: boto3's usual chain (AWS_PROFILE, AWS_ENDPOINT_URL, ...).
 """
 
@@ -76,6 +80,20 @@ def healthy_since(
     return best if best is not None and best >= at_least else None
 
 
+def elastic_ip_on_the_pair(ec2: EC2Client, allocation_id: str) -> str:
+    """ "" when the address is associated with an instance that is no single load balancer; else what it
+    waits for."""
+    (address,) = ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
+    holder = address.get("InstanceId")
+    if not holder:
+        return f"the Elastic IP {address.get('PublicIp', allocation_id)} is associated with no instance"
+    instance = ec2.describe_instances(InstanceIds=[holder])["Reservations"][0]["Instances"][0]
+    tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+    if tags.get("LbPair") == "no":
+        return f"the Elastic IP is still on the single load balancer {tags.get('Name', holder)} ({holder})"
+    return ""
+
+
 # Errors that no amount of waiting mends: the credentials or their rights.
 REFUSED = {
     "AccessDenied",
@@ -101,6 +119,7 @@ def wait(
     within_minutes: float | None = None,
     timeout: float = 900,
     interval: float = 15,
+    elastic_ip: str | None = None,
     out: TextIO = sys.stdout,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -122,10 +141,11 @@ def wait(
             value = healthy_since(
                 cloudwatch, stack=stack, host=host, metric=metric, since=since, at_least=at_least, now=now()
             )
-            if value is not None:
+            away = elastic_ip_on_the_pair(ec2, elastic_ip) if value is not None and elastic_ip else ""
+            if value is not None and not away:
                 print(f"✓ {host} ({instance_id}) healthy: {metric} {value:g} {what}", file=out, flush=True)
                 return 0
-            last = f"no {metric} ≥ {at_least:g} from {host} {what} yet"
+            last = away or f"no {metric} ≥ {at_least:g} from {host} {what} yet"
         except NoCredentialsError as error:
             print(
                 f"✗ {host}: {error} "
@@ -139,7 +159,8 @@ def wait(
             if code in REFUSED:
                 print(
                     f"✗ {host}: AWS refused the gate's credentials or rights ({code}): "
-                    f"it needs ec2:DescribeInstances and cloudwatch:GetMetricStatistics. {error}",
+                    "it needs ec2:DescribeInstances, ec2:DescribeAddresses and cloudwatch:GetMetricStatistics. "
+                    f"{error}",
                     file=out,
                     flush=True,
                 )
@@ -172,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--within-minutes", type=float, help="the datapoint must also be this recent (it serves now)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--interval", type=float, default=15)
+    parser.add_argument(
+        "--elastic-ip", metavar="ALLOCATION_ID", help="and wait until this address is on no single load balancer"
+    )
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.interval <= 0:
         parser.error("--timeout and --interval must be positive")
@@ -185,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         within_minutes=args.within_minutes,
         timeout=args.timeout,
         interval=args.interval,
+        elastic_ip=args.elastic_ip,
     )
 
 

@@ -495,19 +495,48 @@ def runtime_config(facts: StackFacts, backends: Sequence[Backend]) -> dict[str, 
     }
 
 
-_ADDRESS = r"([0-9]{1,3}\.){3}[0-9]{1,3}"
+_ANY_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+
+
+def address_pattern(cidr: str) -> str:
+    """An extended regular expression for the IPv4 addresses of `cidr`, written as a host writes them: what
+    a runtime value may name is the stack's VPC, not anywhere on the internet."""
+    network = ipaddress.IPv4Network(cidr)
+    octets = []
+    for index, byte in enumerate(network.network_address.packed):
+        bits = min(8, max(0, network.prefixlen - 8 * index))  # this octet's fixed bits
+        low, high = byte, byte | (0xFF >> bits)
+        if bits == 0:
+            octets.append(_ANY_OCTET)
+        else:
+            octets.append(str(low) if low == high else "(" + "|".join(str(n) for n in range(low, high + 1)) + ")")
+    return r"\.".join(octets)
+
+
+def _lines_only(line_pattern: str, *once: str) -> list[str]:
+    """A validate command: every line of the file matches `line_pattern` (grep finding none that does not:
+    status 1; grep's own failure, 2, refuses too), and each of `once` matches exactly one line."""
+    script = 'file=$1; shift; grep -Evqx "$1" "$file"; [ $? -eq 1 ] || exit 1; shift\n'
+    script += 'for line in "$@"; do [ "$(grep -Ecx "$line" "$file")" = 1 ] || exit 1; done'
+    return ["sh", "-c", script, "sh", "{files[0]}", line_pattern, *once]
+
 
 # A line of haproxy-runtime.cfg.j2: a comment, a blank line, a section this file may hold, the rate limit and
-# version as process variables, a web server (a name web-NN and an IPv4 address). Nothing else reaches HAProxy
-# from SSM: no directive, no quoting, no second value on a line (HAProxy's master process runs as root).
-_SERVER = rf"server web-[0-9]{{2}} {_ADDRESS}:80"
-HAPROXY_RUNTIME_LINE = (
-    r"(#.*|"
-    r"|global|backend web from webinfra_reads|backend web_write from webinfra_writes"
-    r"|    set-var proc\.webinfra_rate_limit int\([0-9]{1,9}\)"
-    r"|    set-var proc\.webinfra_config str\([0-9a-f]{12}\)"
-    rf"|    {_SERVER}|    {_SERVER} track web/web-[0-9]{{2}})"
-)
+# version as process variables (each exactly once: without them HAProxy would run with no rate limit), a web
+# server (a name web-NN and an address in the stack's VPC). Nothing else reaches HAProxy from SSM: no
+# directive, no quoting, no second value on a line (HAProxy's master process runs as root).
+HAPROXY_RATE_LIMIT_LINE = r"    set-var proc\.webinfra_rate_limit int\([1-9][0-9]{0,8}\)"
+HAPROXY_VERSION_LINE = r"    set-var proc\.webinfra_config str\([0-9a-f]{12}\)"
+
+
+def haproxy_runtime_line(vpc_cidr: str) -> str:
+    server = rf"server web-[0-9]{{2}} {address_pattern(vpc_cidr)}:80"
+    return (
+        r"(#.*|"
+        r"|global|backend web from webinfra_reads|backend web_write from webinfra_writes"
+        rf"|{HAPROXY_RATE_LIMIT_LINE}|{HAPROXY_VERSION_LINE}"
+        rf"|    {server}|    {server} track web/web-[0-9]{{2}})"
+    )
 
 
 def haproxy_config_sync(facts: StackFacts) -> dict:
@@ -520,7 +549,7 @@ def haproxy_config_sync(facts: StackFacts) -> dict:
         "format": "gzip-base64-text",
         "files": [{"path": HAPROXY_RUNTIME, "mode": "0644", "owner": "root:root"}],
         "validate": [
-            ["sh", "-c", '! grep -Evqx "$1" "$2"', "sh", HAPROXY_RUNTIME_LINE, "{files[0]}"],
+            _lines_only(haproxy_runtime_line(facts.vpc_cidr), HAPROXY_RATE_LIMIT_LINE, HAPROXY_VERSION_LINE),
             ["haproxy", "-c", "-q", "-f", HAPROXY_CONFIG, "-f", "{files[0]}"],
         ],
         "service": "haproxy",
@@ -552,11 +581,14 @@ def failover_servers_sync(facts: StackFacts) -> dict:
     }
 
 
-# A line of firewall-peers.nft.j2: a comment, or a flush or fill of one of the two sets with addresses.
-FIREWALL_PEERS_LINE = (
-    r"(#.*|flush set inet webinfra_host (web_servers|load_balancers)"
-    rf"|add element inet webinfra_host (web_servers|load_balancers) \{{ {_ADDRESS}(, {_ADDRESS})* \}})"
-)
+# A line of firewall-peers.nft.j2: a comment, or a flush or fill of one of the two sets with addresses of
+# the stack's VPC.
+def firewall_peers_line(vpc_cidr: str) -> str:
+    address = address_pattern(vpc_cidr)
+    return (
+        r"(#.*|flush set inet webinfra_host (web_servers|load_balancers)"
+        rf"|add element inet webinfra_host (web_servers|load_balancers) \{{ {address}(, {address})* \}})"
+    )
 
 
 def firewall_peers_sync(facts: StackFacts) -> dict:
@@ -569,7 +601,7 @@ def firewall_peers_sync(facts: StackFacts) -> dict:
         # Only these sets' members, each an IPv4 address: the value must not carry any other nft command
         # (it is applied as root). Then nft checks it against the loaded firewall.
         "validate": [
-            ["sh", "-c", '! grep -Evqx "$1" "$2"', "sh", FIREWALL_PEERS_LINE, "{files[0]}"],
+            _lines_only(firewall_peers_line(facts.vpc_cidr)),
             ["nft", "-c", "-f", "{files[0]}"],
         ],
         "service": "nftables",
@@ -765,7 +797,7 @@ def failover_servers(backends: Sequence[Backend]) -> str:
 def failover_config(facts: StackFacts) -> str:
     """What webinfra-failover reads (in user-data): where its servers are listed (failover_servers), how
     to reach them, its timings (server-defaults.yaml, `failover`), and who decides (keepalived's state
-    on a pair; a lone load balancer always)."""
+    on a pair, and on every load balancer where the stack's Elastic IP points, as EC2 says)."""
     config = {
         "servers_file": FAILOVER_SERVERS,
         "user": DB_FAILOVER_USER,
@@ -777,7 +809,8 @@ def failover_config(facts: StackFacts) -> str:
         "drain_timeout": defaults.seconds(defaults.SERVER_DEFAULTS.failover.drain_timeout),
         "fallback_after": defaults.seconds(defaults.SERVER_DEFAULTS.failover.fallback_after),
         "active_file": "/run/webinfra/lb-state" if facts.lb_pair else None,
-        # A pair decides where the stack's Elastic IP points (webinfra-lb-takeover's filters).
+        # Only the load balancer the stack's Elastic IP points at decides (webinfra-lb-takeover's filters): on
+        # a pair the active one; a lone one while a second one joining it (lbCount 1 -> 2) has not taken it.
         "elastic_ip": {
             "filters": [
                 {"Name": "tag:Project", "Values": [PROJECT]},
@@ -785,9 +818,7 @@ def failover_config(facts: StackFacts) -> str:
                 {"Name": "tag:Role", "Values": ["lb"]},
             ],
             "instance_id_file": "/var/lib/cloud/data/instance-id",
-        }
-        if facts.lb_pair
-        else None,
+        },
         "arbiter_interval": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_interval),
         "arbiter_call_timeout": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_call_timeout),
         "arbiter_valid_for": defaults.seconds(defaults.SERVER_DEFAULTS.failover.arbiter_valid_for),

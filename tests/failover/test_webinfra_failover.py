@@ -682,6 +682,27 @@ def test_two_masters_of_a_pair_only_the_elastic_ips_holder_decides_and_the_other
     arm(lb_02)  # from what it has seen itself: the primary semi-synchronous, a replica with everything
 
 
+def test_a_lone_load_balancer_decides_while_the_address_is_its_own_and_stands_down_when_a_pair_takes_it(
+    cluster, elastic_ip
+):
+    """lbCount 1 -> 2: the lone load balancer (no keepalived) decides while EC2 says the stack's Elastic IP
+    points at it; once the joining lb-02 has taken the address over, only lb-02 decides, for the minutes
+    until lb-01 is replaced."""
+    lone = pair_controller(cluster, elastic_ip, "lb-01", active_file=None)
+    assert lone.settings.active_file is None and lone.arbiter is not None
+    verdicts = run_until(lone, "primary web-01")
+    assert any(v.startswith("standby: taking over") for v in verdicts), verdicts
+    arm(lone)
+    elastic_ip.move_to("lb-02")  # lb-02's keepalived, alone, made it active: its takeover moved the address
+    verdicts = run_until(lone, "standby: the Elastic IP is not here", seconds=5)
+    joining = pair_controller(cluster, elastic_ip, "lb-02")
+    run_until(joining, "primary web-01", seconds=10)
+    kill(cluster.servers["web-01"])
+    verdicts = run_until(joining, "failed over to", seconds=30)
+    for _ in range(3):  # the lone one stays out of it
+        assert lone.step().startswith("standby: the Elastic IP is not here")
+
+
 def test_a_holder_that_lost_the_elastic_ip_does_not_promote_even_on_a_stale_answer(cluster, elastic_ip):
     """The answer that the address is here still counts (its valid_for has not passed), but the address
     moved: the failover asks EC2 again right before promoting, and stops."""

@@ -156,6 +156,7 @@ def test_a_pinned_public_key_trusts_a_reminted_certificate_and_nothing_else(tmp_
 
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        httpd.handle_error = lambda *args: None  # type: ignore[method-assign]  # a client that hung up: expected
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         try:
             url = f"https://127.0.0.1:{httpd.server_address[1]}/"

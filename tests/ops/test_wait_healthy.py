@@ -161,7 +161,7 @@ def test_refused_credentials_fail_at_once_naming_the_rights_needed():
     assert code == 1 and slept == [], out.getvalue()
     assert (
         "UnauthorizedOperation" in out.getvalue()
-        and "ec2:DescribeInstances and cloudwatch:GetMetricStatistics" in out.getvalue()
+        and "ec2:DescribeInstances, ec2:DescribeAddresses and cloudwatch:GetMetricStatistics" in out.getvalue()
     )
 
 
@@ -194,3 +194,51 @@ def test_only_whole_minutes_after_the_launch_count_whatever_its_second(launch_se
     assert (best(minute) is not None) == (launch_second == 0)
     after = best(minute + datetime.timedelta(minutes=1))
     assert after == 2.0
+
+
+def test_with_an_elastic_ip_it_also_waits_until_no_single_load_balancer_holds_it(aws):
+    """lbCount 1 -> 2: lb-02 serving is not enough; the single lb-01 is replaced only once lb-02 has taken the
+    address over (keepalived alone makes it active, and it associates the address with itself)."""
+    ec2 = aws("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+
+    def instance(name: str, pair: str) -> tuple[str, datetime.datetime]:
+        tags = [{"Key": "Name", "Value": name}, {"Key": "LbPair", "Value": pair}]
+        (made,) = ec2.run_instances(
+            ImageId=image,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )["Instances"]
+        return made["InstanceId"], made["LaunchTime"]
+
+    single, _ = instance("lb-01", "no")
+    new, launched = instance("lb-02", "yes")
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    ec2.associate_address(AllocationId=allocation, InstanceId=single)
+    report(aws, 2, launched + datetime.timedelta(minutes=1, seconds=5), host="lb-02")
+    out = io.StringIO()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 2:  # meanwhile lb-02 takes the address over
+            ec2.associate_address(AllocationId=allocation, InstanceId=new, AllowReassociation=True)
+
+    code = wait_healthy.wait(
+        aws,
+        stack="dev",
+        host="lb-02",
+        instance_id=new,
+        elastic_ip=allocation,
+        out=out,
+        sleep=sleep,
+        clock=lambda: sum(slept),
+        timeout=120,
+        interval=15,
+    )
+    assert code == 0 and len(slept) == 2, out.getvalue()
+    assert "still on the single load balancer lb-01" in out.getvalue() and "✓ lb-02" in out.getvalue()
+    # a pair member holding it (a pair's replacement: lb-01 active) passes at once
+    assert wait_healthy.elastic_ip_on_the_pair(ec2, allocation) == ""
