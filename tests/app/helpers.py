@@ -145,7 +145,10 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
     directory = base / hostname
     directory.mkdir()
     as_root = ["--user=root"] if os.geteuid() == 0 else []
-    subprocess.run(
+    # A temporary directory of its own: MariaDB names its on-disk temporary tables alike in every server,
+    # and two bootstraps sharing /tmp (scripts/test runs tests side by side) removed each other's.
+    (directory / "tmp").mkdir()
+    installed = subprocess.run(
         [
             "mariadb-install-db",
             f"--datadir={directory / 'data'}",
@@ -154,10 +157,13 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
             "--skip-test-db",
             *as_root,
         ],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=120,
+        env={**os.environ, "TMPDIR": str(directory / "tmp")},
     )
+    if installed.returncode != 0:
+        raise RuntimeError(f"mariadb-install-db for {hostname} failed:\n{installed.stdout}{installed.stderr}")
     declared = yaml.safe_load(
         render.web_cloud_config(
             FACTS, hostname, role, "127.0.0.1" if role == "replica" else None, db_ca=(tls / "ca.pem").read_text()
@@ -174,6 +180,7 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
 datadir = {directory / "data"}
 socket = {directory / "mysqld.sock"}
 pid-file = {directory / "mysqld.pid"}
+tmpdir = {directory / "tmp"}
 log-error = {directory / "error.log"}
 port = {port}
 bind-address = 127.0.0.1
