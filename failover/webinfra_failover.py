@@ -3,8 +3,9 @@
 
     webinfra-failover [--config /etc/webinfra/failover.json]
 
-Every load balancer runs it; only the active one acts (keepalived's state, /run/webinfra/lb-state, is
-the single decider; a lone load balancer is always active). The standby watches all the same, so it
+Every load balancer runs it; only the active one acts (keepalived's state, /run/webinfra/lb-state, with
+EC2 saying the stack's Elastic IP points there; a lone load balancer acts unless EC2 says the address
+points at another instance: a second load balancer joining it). The standby watches all the same, so it
 knows the last state of the primary when it takes over. Each poll (every `interval` seconds) reads,
 from every database server over verified TLS: read_only, its GTID positions, its replication status
 and the semi-synchronous replication status. From that:
@@ -75,7 +76,8 @@ class Settings:
     drain_timeout: float = 10.0
     fallback_after: float = 3.0  # commits waiting this long for an acknowledgement: disarm, then asynchronous
     active_file: str | None = None  # keepalived's state; None: a lone load balancer (no keepalived)
-    # A pair's arbiter: which instance the stack's Elastic IP points at (EC2's answer, one at a time).
+    # The arbiter: which instance the stack's Elastic IP points at (EC2's answer, one at a time); a lone
+    # load balancer heeds only an answer naming another instance.
     # {"filters": DescribeAddresses filters, "instance_id_file": this instance's id}; None: keepalived alone.
     elastic_ip: dict | None = None
     arbiter_interval: float = 1.0  # how often a MASTER asks EC2 who holds the address
@@ -479,7 +481,7 @@ class ElasticIpArbiter:
 
     def keep_asking(self, wanted: Callable[[], bool]) -> None:
         """Ask every arbiter_interval, in a thread of its own (a slow EC2 never holds the control loop),
-        while `wanted` (this load balancer is keepalived's MASTER)."""
+        while `wanted` (this load balancer is keepalived's MASTER, or alone)."""
         if self._thread is not None:
             return
 
@@ -613,14 +615,20 @@ class Controller:
 
     def active(self) -> bool:
         """One of a pair while keepalived says MASTER and, with an arbiter, EC2 says the stack's Elastic IP
-        points here (for takeover_after already: see ElasticIpArbiter). A lone load balancer while EC2 says
-        the address points here (a second load balancer joining it, lbCount 1 -> 2, takes it: from then on
-        only that one decides), or always without an arbiter.
+        points here (for takeover_after already: see ElasticIpArbiter). A lone load balancer unless EC2
+        has answered that the address points at another instance (a second load balancer joining it,
+        lbCount 1 -> 2, took it: from then on only that one decides); no answer keeps it deciding.
         An answer that no longer counts (two asks in a row unanswered) is a takeover again when answers
         return: wait, and start from what is seen then (a decider elsewhere may have acted meanwhile, and
         the primary may have fallen back to asynchronous replication unseen)."""
-        if not self.settings.active_file and self.arbiter is None:
-            return True
+        if not self.settings.active_file:
+            if self.arbiter is None:
+                return True
+            self.arbiter.keep_asking(lambda: True)
+            elsewhere = self._lone_and_elsewhere()
+            if elsewhere:
+                self.standby_reason = f"standby: the Elastic IP points at {elsewhere} (a joining load balancer decides)"
+            return not elsewhere
         if not self._keepalived_master():
             self.holder_since = None
             self.standby_reason = "standby: the active load balancer decides"
@@ -635,8 +643,7 @@ class Controller:
                 self.standby_reason = f"standby: EC2 has not confirmed the Elastic IP is here lately ({why})"
             else:
                 why = f" (EC2 does not answer: {self.arbiter.error})" if self.arbiter.error else ""
-                master = "keepalived's MASTER, but " if self.settings.active_file else ""
-                self.standby_reason = f"standby: {master}the Elastic IP is not here{why}"
+                self.standby_reason = f"standby: keepalived's MASTER, but the Elastic IP is not here{why}"
             return False
         now = self.clock()
         if self.holder_since is None:
@@ -647,12 +654,26 @@ class Controller:
             return False
         return True
 
+    def _lone_and_elsewhere(self) -> str:
+        """A lone load balancer: the instance EC2 last answered holds the stack's Elastic IP, when that is
+        another one (a second load balancer joining it took it over); "" otherwise, no answer included:
+        EC2 out of reach does not stop a lone load balancer's decisions, only an answer naming another does."""
+        assert self.arbiter is not None
+        holder = self.arbiter.last_holder()
+        return holder if holder and holder != self.arbiter.instance_id else ""
+
     def _still_the_decider(self, what: str) -> bool:
         """Asked again right before `what`, which cannot be undone: still keepalived's MASTER, and EC2
         says the address is still here. False: not done now (said so). Only an answer naming another
         holder ends this controller's tenure; no answer just means not now (the next poll asks again)."""
-        if not self.settings.active_file and self.arbiter is None:
-            return True
+        if not self.settings.active_file:
+            if self.arbiter is None:
+                return True
+            answered, holder = self.arbiter.confirm()
+            if answered and holder and holder != self.arbiter.instance_id:
+                self.say(f"not {what}: the Elastic IP points at {holder} now (a joining load balancer decides)")
+                return False
+            return True  # no answer: a lone load balancer goes on deciding (EC2 is no condition for it)
         if not self._keepalived_master():
             self.say(f"not {what}: this load balancer is no longer keepalived's MASTER")
             return False
@@ -815,7 +836,9 @@ class Controller:
             if waited < self.settings.fallback_after:
                 return
             # The answer at hand, not a new call to EC2: the waiting writes must not wait for it too.
-            if (self.settings.active_file or self.arbiter) and not (
+            if not self.settings.active_file and self.arbiter and self._lone_and_elsewhere():
+                return
+            if self.settings.active_file and not (
                 self._keepalived_master() and (self.arbiter is None or self.arbiter.holds())
             ):
                 return

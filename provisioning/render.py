@@ -516,8 +516,9 @@ def address_pattern(cidr: str) -> str:
 def _lines_only(line_pattern: str, *once: str) -> list[str]:
     """A validate command: every line of the file matches `line_pattern` (grep finding none that does not:
     status 1; grep's own failure, 2, refuses too), and each of `once` matches exactly one line."""
-    script = 'file=$1; shift; grep -Evqx "$1" "$file"; [ $? -eq 1 ] || exit 1; shift\n'
-    script += 'for line in "$@"; do [ "$(grep -Ecx "$line" "$file")" = 1 ] || exit 1; done'
+    # -a: a NUL byte is a character of its line (which then matches nothing), not a line break
+    script = 'file=$1; shift; grep -aEvqx "$1" "$file"; [ $? -eq 1 ] || exit 1; shift\n'
+    script += 'for line in "$@"; do [ "$(grep -aEcx "$line" "$file")" = 1 ] || exit 1; done'
     return ["sh", "-c", script, "sh", "{files[0]}", line_pattern, *once]
 
 
@@ -601,7 +602,13 @@ def firewall_peers_sync(facts: StackFacts) -> dict:
         # Only these sets' members, each an IPv4 address: the value must not carry any other nft command
         # (it is applied as root). Then nft checks it against the loaded firewall.
         "validate": [
-            _lines_only(firewall_peers_line(facts.vpc_cidr)),
+            # each set filled exactly once: a file of flushes alone would empty them (no load balancer,
+            # no replica could reach the server)
+            _lines_only(
+                firewall_peers_line(facts.vpc_cidr),
+                r"add element inet webinfra_host web_servers \{ .*",
+                r"add element inet webinfra_host load_balancers \{ .*",
+            ),
             ["nft", "-c", "-f", "{files[0]}"],
         ],
         "service": "nftables",

@@ -281,10 +281,11 @@ def test_the_active_load_balancer_takes_back_an_elastic_ip_moved_away_from_it(ru
     active = status["floating_address_holder"]
     (standby,) = [h for h in load_state().load_balancers if h.name != active]
     plan = load_state()
+    began = time.monotonic()
     moved = aws_api(plan, "associate", plan.elastic_ip_allocation, standby.instance_id)
     assert moved.returncode == 0, moved.stderr
-    assert lab_status()["elastic_ip_holder"] == standby.name
-    began = time.monotonic()
+    # (Not read back here: the active one's 30 s timer may already have taken it back by then, as it did
+    # once in CI, 1.6 s after the move; the takeover's journal line below names the standby it took it from.)
     wait_until(
         f"the Elastic IP back on the active {active}", lambda: lab_status()["elastic_ip_holder"] == active, 90, 2
     )

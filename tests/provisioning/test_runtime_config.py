@@ -99,8 +99,13 @@ def test_the_address_pattern_is_the_vpc_and_nothing_else_as_grep_reads_it(cidr, 
         lambda text: text.replace("10.0.0.5", "10.0.0.5 }; flush ruleset; add element inet x y { 10.0.0.5"),
         lambda text: text + "add rule inet webinfra_host input accept\n",
         lambda text: text + "\n",
+        lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("add element")) + "\n",
+        lambda text: "",
+        lambda text: text.replace(
+            "flush set inet webinfra_host web_servers", "flush set inet webinfra_host web_servers\0"
+        ),
     ],
-    ids=["flush ruleset", "smuggled in an element", "a rule", "an empty line"],
+    ids=["flush ruleset", "smuggled in an element", "a rule", "an empty line", "flushes alone", "empty", "a NUL"],
 )
 def test_a_peers_file_carries_the_two_sets_members_and_nothing_else(change, tmp_path):
     peers = runtime_files(FACTS, BACKENDS_20)[render.FIREWALL_PEERS]
