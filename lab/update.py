@@ -65,9 +65,10 @@ def refused(config: dict, overrides: dict[str, str]) -> str:
     """Why this change is not rehearsed on a running lab ("" when it is)."""
     if str(config.get("lbCount", "1")) == "2" and str(overrides.get("lbCount", "2")) == "1":
         return (
-            "lbCount 2 -> 1 is not a change `pulumi up` makes safely on a running stack (README, 'Changing a "
-            "running stack'): lb-02, deleted last, takes the Elastic IP back from the single load balancer "
-            "until it goes, and takes the association with it"
+            "lbCount 2 -> 1 is not rehearsed in the lab (README, 'Changing a running stack'): on AWS the role's "
+            "update takes lb-02's right to move the Elastic IP before lb-01 is replaced, and the site is down "
+            "until the new single load balancer serves; the lab does not evaluate IAM, so its lb-02 would go on "
+            "moving the address"
         )
     return ""
 
