@@ -299,8 +299,6 @@ def gateway_ruleset(
         "        type nat hook prerouting priority dstnat; policy accept;",
     ]
     for host in plan.hosts:
-        if elastic_ip_to and host.public_ip == plan.elastic_ip:
-            continue  # a single load balancer's address, not associated with it yet
         lines.append(f'        iifname "{internet_link}" ip daddr {host.public_ip} dnat to {host.private_ip}')
     if elastic_ip_to or plan.floating_address:
         target = elastic_ip_to or plan.floating_address
