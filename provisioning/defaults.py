@@ -34,6 +34,8 @@ PORT = {"range": (1, 65535)}
 LB_PORTS_TAKEN = (80, 443, 8888)
 # The app's QUERY_TIMEOUT_SECONDS (app/webinfra_app.py, which the hosts run; tests/app checks they agree).
 APP_QUERY_TIMEOUT_SECONDS = 3
+# How often webinfra-db-end-dead-streams looks for replication streams to replicas that no longer answer.
+DEAD_STREAM_CHECK_SECONDS = 0.5
 
 
 def seconds(duration: str) -> float:
@@ -148,6 +150,7 @@ class FailoverDefaults:
     silence_after: str = field(metadata=DURATION)
     heartbeat_period: str = field(metadata=DURATION)
     replica_net_timeout: str = field(metadata=WHOLE_SECONDS)
+    dead_stream_after: str = field(metadata=DURATION)
     fallback_after: str = field(metadata=DURATION)
     drain_timeout: str = field(metadata=DURATION)
     arbiter_interval: str = field(metadata=DURATION)
@@ -311,6 +314,18 @@ def _contradictions(table: ServerDefaults) -> list[str]:
         (
             seconds(failover.heartbeat_period) < seconds(failover.replica_net_timeout),
             "failover.heartbeat_period must be below replica_net_timeout (MariaDB refuses it otherwise)",
+        ),
+        (
+            seconds(failover.heartbeat_period) * 2 <= seconds(failover.dead_stream_after),
+            "failover.dead_stream_after must be at least two heartbeat_periods (a live replica's stream is "
+            "idle between heartbeats)",
+        ),
+        (
+            seconds(failover.dead_stream_after) + DEAD_STREAM_CHECK_SECONDS + seconds(failover.heartbeat_period)
+            < seconds(failover.replica_net_timeout),
+            "failover.dead_stream_after plus a heartbeat_period and the check's interval "
+            f"({DEAD_STREAM_CHECK_SECONDS:g} s) must be below replica_net_timeout: a replica cut off must find "
+            "its dead stream ended when it reconnects",
         ),
         (
             keepalived.priority_lb_01 != keepalived.priority_lb_02,

@@ -673,6 +673,10 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         "WEBINFRA_ORPHAN_READS_SECONDS": f"{defaults.seconds(defaults.SERVER_DEFAULTS.failover.orphan_reads):g}",
         "WEBINFRA_WRITES_AT_ONCE": str(defaults.SERVER_DEFAULTS.gunicorn.writes_at_once),
         "WEBINFRA_DB_HEARTBEAT_PERIOD": f"{defaults.seconds(defaults.SERVER_DEFAULTS.failover.heartbeat_period):g}",
+        "WEBINFRA_DB_DEAD_STREAM_AFTER_MS": str(
+            round(defaults.seconds(defaults.SERVER_DEFAULTS.failover.dead_stream_after) * 1000)
+        ),
+        "WEBINFRA_DB_DEAD_STREAM_CHECK_SECONDS": f"{defaults.DEAD_STREAM_CHECK_SECONDS:g}",
         "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
     }
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
@@ -737,6 +741,11 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             read_file("mariadb-release-stream.conf"),
         ),
         _file("/usr/local/sbin/webinfra-db-release-stream", read_file("webinfra-db-release-stream.sh"), "0755"),
+        _file("/usr/local/sbin/webinfra-db-end-dead-streams", read_file("webinfra-db-end-dead-streams.sh"), "0755"),
+        _file(
+            "/etc/systemd/system/webinfra-db-end-dead-streams.service",
+            read_file("webinfra-db-end-dead-streams.service"),
+        ),
         _file(
             "/etc/webinfra/nginx-site.conf",
             render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr),

@@ -24,6 +24,9 @@ step "MariaDB as $WEBINFRA_ROLE"
 systemctl enable mariadb
 systemctl restart mariadb
 /usr/local/sbin/webinfra-db-setup
+# Every server: it may be the primary one day (see webinfra-db-end-dead-streams).
+systemctl daemon-reload
+systemctl enable --now webinfra-db-end-dead-streams.service
 
 step "app server"
 systemctl daemon-reload

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import pathlib
 import signal
 import subprocess
@@ -15,11 +16,13 @@ import time
 
 import pymysql
 import pytest
+import yaml
 
 from failover.webinfra_failover import Controller, Settings, gtid_reached
 from provisioning import render
 from provisioning.defaults import SERVER_DEFAULTS, seconds
 from tests.app.helpers import (
+    FACTS,
     MariaDB,
     PausableRelay,
     Stack,
@@ -800,6 +803,84 @@ def test_a_primary_fallen_back_to_asynchronous_by_itself_ends_the_dump_threads_i
         time.sleep(2.5)  # two more runs of the event: the new thread is left alone
         assert dump_thread_ids(primary) == reconnected
         assert primary.sql("SELECT * FROM mysql.webinfra_semi_sync_fallback") == ()
+    finally:
+        if not answers_within(primary, 5):  # hung: the fixture's SIGTERM would wait for ever
+            primary.process.kill()
+
+
+def declared_web_files(name: str) -> dict[str, str]:
+    """The files the stack's user-data writes on a web server (FACTS, as the cluster's servers)."""
+    declared = yaml.safe_load(render.web_cloud_config(FACTS, name, "replica", "127.0.0.1", db_ca="(test)"))
+    return {f["path"]: f["content"] for f in declared["write_files"]}
+
+
+@contextlib.contextmanager
+def end_dead_streams(server: MariaDB, base: pathlib.Path):
+    """webinfra-db-end-dead-streams as its unit runs it: the declared script, with the declared
+    environment file's values, as root on `server` (the test server's socket instead of Debian's)."""
+    files = declared_web_files(server.name)
+    unit = files["/etc/systemd/system/webinfra-db-end-dead-streams.service"]
+    (command,) = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert "EnvironmentFile=/etc/webinfra/webinfra.env" in unit
+    script = base / command.rsplit("/", 1)[1]
+    script.write_text(files[command])
+    script.chmod(0o755)
+    environment = dict(
+        line.split("=", 1)
+        for line in files["/etc/webinfra/webinfra.env"].splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    process = subprocess.Popen(
+        [str(script)],
+        env={"PATH": os.environ["PATH"], **environment, "WEBINFRA_DB_LOCAL_SOCKET": server.socket},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_replica_cut_off_silently_has_its_stream_ended_before_it_reconnects(cluster, tmp_path):
+    """The lab's zones split with no write during it (issue 13, CI of stop 22): the primary's one
+    semi-synchronous replica silent, semi-sync still on (no commit waited, so no fallback and no
+    self-fence kill). Left alone, the primary's dump thread to it lived on, and the replica's reconnection
+    after the heal hung MariaDB 10.11.19 for good. webinfra-db-end-dead-streams ends that thread while the
+    replica is still cut off (no TCP acknowledgement for failover.dead_stream_after), before the replica
+    gives up on its silent primary (replica_net_timeout); healed, the replica reconnects, semi-sync is on
+    again, and the primary answers every connection throughout. A live replica's stream is left alone."""
+    primary = cluster.servers["web-01"]  # web-02 its one semi-synchronous replica
+    cluster.servers["web-03"].sql("STOP SLAVE")
+    primary.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+    wait_for("a semi-synchronous replica", lambda: semi_sync(primary) == ("ON", 1), seconds=15)
+    write(primary, "acknowledged")
+    (stream,) = dump_thread_ids(primary)
+    try:
+        with end_dead_streams(primary, tmp_path) as ender:
+            time.sleep(4)  # heartbeats on a live stream: two dead_stream_afters, nothing ended
+            assert dump_thread_ids(primary) == {stream}
+            with black_hole(primary.port):  # the replica's link: every packet lost, both ways
+                cut = time.monotonic()
+                wait_for("the dead stream ended", lambda: stream not in dump_thread_ids(primary), seconds=10)
+                ended_after = time.monotonic() - cut
+                # before the replica gives up on its primary and reconnects
+                assert ended_after < seconds(SERVER_DEFAULTS.failover.replica_net_timeout), ended_after
+                assert semi_sync(primary)[0] == "ON"  # no commit waited: nothing else would have ended it
+                time.sleep(seconds(SERVER_DEFAULTS.failover.replica_net_timeout) + 2)  # the replica retries
+            wait_for("semi-sync on again", lambda: semi_sync(primary) == ("ON", 1), seconds=30)
+            for _ in range(10):  # the reconnection hung every new connection: none now
+                assert answers_within(primary, 2)
+                time.sleep(0.2)
+            write(primary, "acknowledged after the heal")
+            wait_for(
+                "the replica has it", lambda: "acknowledged after the heal" in texts(cluster.servers["web-02"]), 10
+            )
+        said = ender.stdout.read() if ender.stdout else ""
+        assert f"ended binary-log dump thread {stream} to 127.0.0.1:" in said, said
+        print(f"dead stream ended {ended_after:.1f} s after the cut; {said.strip()}")
     finally:
         if not answers_within(primary, 5):  # hung: the fixture's SIGTERM would wait for ever
             primary.process.kill()

@@ -461,6 +461,7 @@ def test_ssh_reaches_the_firewall_only_when_enabled():
     [
         "primary:/etc/systemd/system/webinfra-app.service",
         "primary:/etc/systemd/system/webinfra-config-sync.service",
+        "replica:/etc/systemd/system/webinfra-db-end-dead-streams.service",
         "lb:/etc/systemd/system/webinfra-config-sync.timer",
         "lb:/etc/systemd/system/webinfra-certificate.service",
         "lb:/etc/systemd/system/webinfra-certificate.timer",
