@@ -74,6 +74,8 @@ class Settings:
     rate_limit_per_10s: int
     lb_count: int
     smoke_test: bool
+    backup_retention_days: int
+    delete_backups_with_stack: bool
     domain: str | None = None
     acme_email: str | None = None
     alert_email: str | None = None
@@ -183,6 +185,8 @@ class Settings:
             lb_count=lb_count,
             lb_virtual_ip=lb_virtual_ip,
             smoke_test=_bool(raw, "smokeTest"),
+            backup_retention_days=_int(raw, "backupRetentionDays", 1, 3650),
+            delete_backups_with_stack=_bool(raw, "deleteBackupsWithStack"),
             aws_profile=(aws_profile or "").strip() or None,
         )
 

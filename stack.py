@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from components.backups import BackupBucket, BackupBucketArgs
 from components.db_tls import DatabaseTls, DatabaseTlsArgs
 from components.ec2 import HostProfile, debian_12_ami
 from components.host_programs import HostPrograms, HostProgramsArgs
@@ -78,13 +79,14 @@ def _web_host_role(
     programs: HostPrograms,
     config: RuntimeConfig,
     web_slots: list[HostSlot],
+    backups: BackupBucket,
 ) -> HostRole:
     arns = secrets.parameter_arns
     facts = stack_facts(settings)
     return HostRole(
         "web-host",
         HostRoleArgs(
-            description=f"webinfra {settings.stack} web servers: database passwords, Session Manager",
+            description=f"webinfra {settings.stack} web servers: database passwords, backups, Session Manager",
             tags={**settings.base_tags, "Role": "web"},
             statements=[
                 read_parameters(
@@ -100,6 +102,7 @@ def _web_host_role(
                 ),
                 SESSION_MANAGER_STATEMENT,
                 put_metrics(settings.stack),
+                *backups.writer_statements(),
             ],
         ),
     )
@@ -235,7 +238,16 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
     programs = HostPrograms("programs", HostProgramsArgs(parameters=program_parameters(facts), tags=tags))
     backends = [Backend(slot.hostname, slot.private_ip) for slot in web_slots]
     config = RuntimeConfig("config", RuntimeConfigArgs(parameters=runtime_config(facts, backends), tags=tags))
-    web_role = _web_host_role(settings, secrets, programs, config, web_slots)
+    backups = BackupBucket(
+        "backups",
+        BackupBucketArgs(
+            stack=settings.stack,
+            retention_days=settings.backup_retention_days,
+            delete_with_stack=settings.delete_backups_with_stack,
+            tags=tags,
+        ),
+    )
+    web_role = _web_host_role(settings, secrets, programs, config, web_slots, backups)
     lb_role = _lb_host_role(settings, secrets, programs, config, network.lb_address.allocation_id)
     web_profile, lb_profile = _host_profiles(settings, network, secrets, web_role, lb_role)
 
@@ -314,4 +326,5 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
         "db_primary_private_ip": tier.primary_private_ip,
         "ssh_enabled": settings.ssh_enabled,
         "ssm_parameter_prefix": settings.ssm_prefix,
+        "backup_bucket": backups.bucket_name,
     }

@@ -113,6 +113,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "aws:kms/key:Key":
             outputs["keyId"] = f"{args.name}-0000-1111-2222-333344445555"
             outputs["arn"] = f"arn:aws:kms:{self.region}:{ACCOUNT_ID}:key/{outputs['keyId']}"
+        elif typ == "aws:s3/bucket:Bucket":
+            # S3 completes a bucket_prefix with a unique suffix (26 characters)
+            outputs["bucket"] = outputs.get("bucket") or f"{args.inputs['bucketPrefix']}{'0' * 26}"
+            outputs["arn"] = f"arn:aws:s3:::{outputs['bucket']}"
         elif typ == "aws:sns/topic:Topic":
             outputs["arn"] = f"arn:aws:sns:{self.region}:{ACCOUNT_ID}:{args.name}"
         elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
@@ -193,6 +197,7 @@ def run_program(
             "depends_on": args.opts.depends_on if args.opts else None,
             "aliases": [getattr(a, "name", a) for a in ((args.opts.aliases if args.opts else None) or [])],
             "delete_before_replace": args.opts.delete_before_replace if args.opts else None,
+            "retain_on_delete": args.opts.retain_on_delete if args.opts else None,
         }
         return None
 

@@ -5,11 +5,13 @@ or a lab), and delete it only when asked.
 
 Finds, by the tags every resource of the program carries (Project=webinfra, and Stack=NAME when
 given): instances, Elastic IPs, volumes, security groups, VPCs (with their subnets, route tables and
-internet gateway), SSM parameters, CloudWatch alarms, SNS topics, and (global) IAM instance profiles
-and roles; the stack's dashboard by its exact name `webinfra-NAME` when --stack is given (dashboards
-carry no tags). Prints a table. Without --delete nothing changes. With --delete it removes them in
-dependency order (instances first, IAM last) and reports what it could not delete and why; exit 1
-then. Untagged resources, and resources of other projects or stacks, are never touched.
+internet gateway), SSM parameters, CloudWatch alarms, SNS topics, backup buckets (S3), and (global) IAM
+instance profiles and roles; the stack's dashboard by its exact name `webinfra-NAME` when --stack is
+given (dashboards carry no tags). Prints a table. Without --delete nothing changes. With --delete it
+removes them in dependency order (instances first, IAM last) and reports what it could not delete and
+why; exit 1 then. A backup bucket is kept even then (`pulumi destroy` keeps it on purpose: the backups
+outlive the stack) unless --delete-backups is given too, which deletes every backup in it, every
+version. Untagged resources, and resources of other projects or stacks, are never touched.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # the stubs (boto3-stubs) are a test tool, not a runtime depe
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.type_defs import FilterTypeDef
     from mypy_boto3_iam import IAMClient
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_ssm.type_defs import ParameterStringFilterTypeDef
@@ -45,6 +48,7 @@ ORDER = [
     "dashboard",
     "sns-topic",
     "ssm-parameter",
+    "backup-bucket",
     "security-group",
     "vpc",
     "instance-profile",
@@ -65,6 +69,8 @@ class ClientFactory(Protocol):
     def __call__(self, service: Literal["sns"], region: str) -> SNSClient: ...
     @overload
     def __call__(self, service: Literal["iam"], region: str) -> IAMClient: ...
+    @overload
+    def __call__(self, service: Literal["s3"], region: str) -> S3Client: ...
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,34 @@ def find_regional(clients: ClientFactory, region: str, stack: str | None) -> lis
                 found.append(
                     Found("sns-topic", region, topic["TopicArn"], tags.get("Name", ""), tags.get("Stack", "?"))
                 )
+    found.extend(_backup_buckets(clients("s3", region), region, stack))
+    return found
+
+
+def _backup_buckets(s3: S3Client, region: str, stack: str | None) -> list[Found]:
+    """The stack's backup buckets in `region` (S3 lists every region's buckets: each one's location
+    decides), with how much they hold."""
+    found = []
+    for bucket in s3.list_buckets()["Buckets"]:
+        name = bucket["Name"]
+        if not name.startswith(f"{PROJECT}-"):  # the program names them webinfra-STACK-backups-...
+            continue
+        location = s3.get_bucket_location(Bucket=name).get("LocationConstraint") or "us-east-1"
+        if location != region:
+            continue
+        try:
+            tags = _tags(s3.get_bucket_tagging(Bucket=name)["TagSet"])
+        except ClientError as error:
+            if error.response["Error"].get("Code") != "NoSuchTagSet":
+                raise
+            continue
+        if _ours(tags, stack) and tags.get("Role") == "backups":
+            versions = sum(
+                len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+                for page in s3.get_paginator("list_object_versions").paginate(Bucket=name)
+            )
+            note = f"{versions} object versions; deleted only with --delete-backups"
+            found.append(Found("backup-bucket", region, name, tags.get("Name", ""), tags.get("Stack", "?"), note))
     return found
 
 
@@ -234,6 +268,8 @@ def _delete_one(clients: ClientFactory, item: Found, wait_seconds: float) -> Non
         clients("sns", item.region).delete_topic(TopicArn=item.id)
     elif item.kind == "ssm-parameter":
         clients("ssm", item.region).delete_parameter(Name=item.id)
+    elif item.kind == "backup-bucket":
+        _delete_bucket(clients("s3", item.region), item.id)
     elif item.kind == "security-group":
         clients("ec2", item.region).delete_security_group(GroupId=item.id)
     elif item.kind == "vpc":
@@ -255,6 +291,18 @@ def _delete_one(clients: ClientFactory, item: Found, wait_seconds: float) -> Non
         iam.delete_role(RoleName=item.id)
     else:
         raise ValueError(f"unknown kind {item.kind}")
+
+
+def _delete_bucket(s3: S3Client, name: str) -> None:
+    """A versioned bucket is deleted empty: every version and delete marker first, 1,000 at a time."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+        entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+        if entries:
+            s3.delete_objects(
+                Bucket=name,
+                Delete={"Objects": [{"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries], "Quiet": True},
+            )
+    s3.delete_bucket(Bucket=name)
 
 
 def _delete_vpc(ec2: EC2Client, vpc_id: str) -> None:
@@ -328,7 +376,7 @@ def table(found: list[Found]) -> str:
 def client_factory(endpoint_url: str | None = None) -> ClientFactory:
     session = boto3.session.Session()
 
-    def make(service: Literal["ec2", "ssm", "cloudwatch", "sns", "iam"], region: str) -> Any:
+    def make(service: Literal["ec2", "ssm", "cloudwatch", "sns", "iam", "s3"], region: str) -> Any:
         return session.client(
             service, region_name="us-east-1" if region == GLOBAL else region, endpoint_url=endpoint_url
         )
@@ -349,10 +397,17 @@ def main(argv: list[str], clients: ClientFactory | None = None, out=sys.stdout) 
     where.add_argument("--all-regions", action="store_true", help="every region the account has enabled")
     parser.add_argument("--delete", action="store_true", help="delete what was found (default: only list it)")
     parser.add_argument(
+        "--delete-backups",
+        action="store_true",
+        help="with --delete, also delete backup buckets and every backup in them (default: keep them)",
+    )
+    parser.add_argument(
         "--wait", type=float, default=600, help="seconds to wait for instances to terminate (default 600)"
     )
     parser.add_argument("--endpoint-url", help="an AWS API stand-in (the lab's moto server)")
     args = parser.parse_args(argv)
+    if args.delete_backups and not args.delete:
+        parser.error("--delete-backups deletes only with --delete")
     clients = clients or client_factory(args.endpoint_url)
     try:
         if args.all_regions:
@@ -373,6 +428,12 @@ def main(argv: list[str], clients: ClientFactory | None = None, out=sys.stdout) 
     print(table(found), file=out)
     if not args.delete:
         print(f"\n{len(found)} resources found; nothing deleted (dry run). Delete them with --delete.", file=out)
+        return 0
+    kept = [f for f in found if f.kind == "backup-bucket" and not args.delete_backups]
+    found = [f for f in found if f not in kept]
+    for bucket in kept:
+        print(f"\nkept backup bucket {bucket.id} ({bucket.region}): add --delete-backups to delete it", file=out)
+    if not found:
         return 0
     print(f"\ndeleting {len(found)} resources, in dependency order:", file=out, flush=True)
     began = time.monotonic()

@@ -125,7 +125,9 @@ def test_a_role_grants_its_secrets_session_manager_and_metrics_and_nothing_more(
         statements = statements_of(program, f"{kind}-host")
         scoped = [s for s in statements if s["Resource"] != "*"]
         everywhere = [s for s in statements if s["Resource"] == "*"]
-        assert [s["Action"] for s in scoped] == [["ssm:GetParameter"]], kind
+        # the web servers make and read the stack's backups (tests/components/test_backups.py)
+        backups = [["s3:ListBucket"], ["s3:GetObject"], ["s3:PutObject", "s3:AbortMultipartUpload"]]
+        assert [s["Action"] for s in scoped] == [["ssm:GetParameter"], *(backups if kind == "web" else [])], kind
         # a lone load balancer asks where the stack's Elastic IP points (its failover controller decides only
         # while it points there), and moves it nowhere
         where = [("ec2:DescribeAddresses",)] if kind == "lb" else []

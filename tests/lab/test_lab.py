@@ -1389,6 +1389,13 @@ def test_the_two_zones_cut_off_from_each_other_never_two_writable_servers_and_no
     assert len(during["writable"]) <= 1, during
     assert not figures["missing"], figures["missing"]
     assert mixed.sampler.spacing() < 2.0
+    # The cut-off primary ended its streams to the replicas across the split before they could reconnect
+    # (a reconnection over a live dead stream hung MariaDB 10.11.19 for good: webinfra-db-end-dead-streams).
+    ended = guest(old, "journalctl", "-b", "--no-pager", "-u", "webinfra-db-end-dead-streams").stdout
+    across = [h["address"] for h in hosts(running_lab, "web") if h["name"] in side]  # old is on the other side
+    assert any(
+        "ended binary-log dump thread" in line and f" to {a}:" in line for line in ended.splitlines() for a in across
+    ), ended[-2000:]
     _, still = health.wait_healthy(120)
     assert not still, still
     back_to_the_first_layout(names)

@@ -109,7 +109,19 @@ def leave_behind(stack="dev", project="webinfra", region=REGION, prefix=""):
     profile = f"{prefix}{stack}-lb-host-profile"
     iam.create_instance_profile(InstanceProfileName=profile, Tags=tags(**t))
     iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
+    bucket = f"{project}-{stack}-backups-{region}"
+    s3 = boto3.client("s3", region_name=region)
+    if region == "us-east-1":  # S3 refuses us-east-1 as a LocationConstraint
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags(Role="backups", **t)})
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"full backup", b"overwritten"):  # two versions of one object
+        s3.put_object(Bucket=bucket, Key=f"{stack}/full/1.xbstream", Body=body)
+    s3.delete_object(Bucket=bucket, Key=f"{stack}/full/1.xbstream")  # and a delete marker
     return {
+        "backup-bucket": bucket,
         "vpc": vpc,
         "security-group": {lb_sg, web_sg},
         "instance": instance,
@@ -133,7 +145,9 @@ def not_ours(region=REGION):
     boto3.client("iam", region_name="us-east-1").create_role(
         RoleName="dev-lb-host-role-untagged", AssumeRolePolicyDocument=ASSUME
     )
-    return {"vpc": vpc, "security-group": group}
+    s3 = boto3.client("s3", region_name=region)
+    s3.create_bucket(Bucket="webinfra-lookalike", CreateBucketConfiguration={"LocationConstraint": region})
+    return {"vpc": vpc, "security-group": group, "bucket": "webinfra-lookalike"}
 
 
 def inventory(region=REGION) -> dict[str, set]:
@@ -159,6 +173,7 @@ def inventory(region=REGION) -> dict[str, set]:
             p["InstanceProfileName"]
             for p in boto3.client("iam", region_name="us-east-1").list_instance_profiles()["InstanceProfiles"]
         },
+        "buckets": {b["Name"] for b in boto3.client("s3", region_name=region).list_buckets()["Buckets"]},
     }
 
 
@@ -204,6 +219,7 @@ def test_delete_removes_the_stacks_leftovers_in_order_and_nothing_else(aws):
     assert (
         prod["vpc"] in after["vpcs"] and prod["instance"] in after["instances"] and prod["iam-role"] in after["roles"]
     )
+    assert others["bucket"] in after["buckets"] and prod["backup-bucket"] in after["buckets"]
     # dependency order: instances first, the VPC after its groups, IAM last
     deleted = [line.split()[1] for line in out.splitlines() if line.startswith("  deleted ")]
     assert (
@@ -213,6 +229,13 @@ def test_delete_removes_the_stacks_leftovers_in_order_and_nothing_else(aws):
         < deleted.index("vpc")
         < deleted.index("iam-role")
     )
+    # the backups outlive the stack unless asked for by name
+    assert ours["backup-bucket"] in after["buckets"]
+    assert f"kept backup bucket {ours['backup-bucket']} ({REGION}): add --delete-backups" in out
+    assert [(f.kind, f.id) for f in sweep.find(aws, [REGION], "dev")] == [("backup-bucket", ours["backup-bucket"])]
+    code, out = run(["--stack", "dev", "--region", REGION, "--delete", "--delete-backups"], aws)
+    assert code == 0 and f"deleted backup-bucket {ours['backup-bucket']}" in out, out
+    assert ours["backup-bucket"] not in inventory()["buckets"] and prod["backup-bucket"] in inventory()["buckets"]
     assert sweep.find(aws, [REGION], "dev") == []
 
 
@@ -222,7 +245,7 @@ def test_without_a_stack_every_webinfra_stack_is_swept_in_every_region(aws):
     others = not_ours()
     code, out = run(["--all-regions"], aws)
     assert code == 0 and "us-west-2" in out and REGION in out and "dev" in out and "prod" in out, out
-    code, out = run(["--all-regions", "--delete", "--wait", "30"], aws)
+    code, out = run(["--all-regions", "--delete", "--delete-backups", "--wait", "30"], aws)
     assert code == 0, out
     assert sweep.find(aws, [REGION, "us-west-2"], None) == []
     assert others["vpc"] in inventory()["vpcs"]
@@ -240,7 +263,7 @@ def test_what_cannot_be_deleted_is_reported_with_the_reason_and_the_rest_still_g
         return real(clients, item, wait)
 
     monkeypatch.setattr(sweep, "_delete_one", refuse_the_topic)
-    code, out = run(["--stack", "dev", "--region", REGION, "--delete", "--wait", "30"], aws)
+    code, out = run(["--stack", "dev", "--region", REGION, "--delete", "--delete-backups", "--wait", "30"], aws)
     assert code == 1
     assert (
         f"sns-topic {ours['sns-topic']} ({REGION}): AuthorizationError: not allowed to delete this topic"
@@ -263,3 +286,13 @@ def test_the_command_refuses_conflicting_options():
         cwd=sweep.__file__.rsplit("/ops/", 1)[0],
     )
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+def test_delete_backups_alone_deletes_nothing_and_says_why():
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.sweep", "--region", "x", "--delete-backups"],
+        capture_output=True,
+        text=True,
+        cwd=sweep.__file__.rsplit("/ops/", 1)[0],
+    )
+    assert result.returncode == 2 and "--delete-backups deletes only with --delete" in result.stderr
