@@ -97,6 +97,7 @@ def _web_host_role(
                         arns["db-failover"],  # the primary creates the failover controllers' user
                         *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots),
                         *_program_arns(programs, facts, "webinfra-app"),
+                        *_program_arns(programs, facts, "webinfra-db-backup"),
                         config.parameter_arns[facts.ssm_config("firewall-peers.nft")],
                     ],
                 ),
@@ -263,6 +264,7 @@ def define_stack(settings: Settings) -> dict[str, pulumi.Input]:
             slots=web_slots,
             facts=facts,
             db_ca_certificate=db_tls.ca_certificate_pem,
+            backup_bucket=backups.bucket_name,
             profile=web_profile,
             subnet_ids=network.subnet_ids,
             tags=tags,

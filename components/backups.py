@@ -3,9 +3,13 @@
 One bucket per stack, so no policy of another stack can name it. Versioned (an object overwritten, by
 mistake or by an attacker with a host's role, is kept as a previous version), encrypted at rest with
 S3-managed keys (SSE-S3: no key to pay for or to lose), public access blocked, ACLs disabled, and a
-bucket policy that refuses every request not made over TLS. Objects expire `retention_days` after
-they were written, previous versions `retention_days` after they were replaced; unfinished uploads
-after a day.
+bucket policy that refuses every request not made over TLS, and uploads in another storage class
+or with a key of the uploader's (SSE-C), which a restore could not read back without. Objects expire
+`retention_days` + 2 days after they were written: a full backup older than the window's start, and
+every binary log since, are still there, so a restore reaches back `retention_days` (S3 counts expiry
+from the next midnight UTC, and full backups come once a day). A version replaced or expired is kept
+NONCURRENT_DAYS more (an overwritten backup can be recovered by a person meanwhile); unfinished uploads
+go after a day.
 
 `pulumi destroy` keeps the bucket and everything in it by default (retain_on_delete): backups exist
 for the day the stack is gone. A stack created with `delete_with_stack` (a lab's) is removed with all
@@ -27,6 +31,14 @@ def bucket_prefix(stack: str) -> str:
     lowercase letters, digits and hyphens here (a stack name may also hold capitals, `_` and `.`) and
     at most 37 characters."""
     return f"webinfra-{re.sub(r'[^a-z0-9-]+', '-', stack.lower())}-backups-"[:37]
+
+
+# Days past `retention_days` every object is kept: the full backup from before the window's start (one a
+# day) and the day S3 rounds expiry up to.
+WINDOW_MARGIN_DAYS = 2
+# Days a replaced or expired version is kept: enough for a person, alerted, to recover an overwritten
+# backup; short, so that expiry does not keep every backup twice as long.
+NONCURRENT_DAYS = 7
 
 
 @dataclass
@@ -100,9 +112,11 @@ class BackupBucket(pulumi.ComponentResource):
                     id="expire-after-retention",
                     status="Enabled",
                     filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.retention_days),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(
+                        days=args.retention_days + WINDOW_MARGIN_DAYS
+                    ),
                     noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                        noncurrent_days=args.retention_days
+                        noncurrent_days=NONCURRENT_DAYS
                     ),
                     abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                         days_after_initiation=1
@@ -115,7 +129,7 @@ class BackupBucket(pulumi.ComponentResource):
                     expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(expired_object_delete_marker=True),
                 ),
             ],
-            # S3 refuses a lifecycle configuration with noncurrent-version rules before versioning is on.
+            # Its noncurrent-version rule is about the versions this bucket keeps: after versioning is on.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[versioning])),
         )
         aws.s3.BucketPolicy(
@@ -132,7 +146,27 @@ class BackupBucket(pulumi.ComponentResource):
                             "Action": "s3:*",
                             "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
                             "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        }
+                        },
+                        {
+                            # Glacier classes cannot be read without a restore request, and bill 90-180 days.
+                            "Sid": "RefuseUploadsInAnotherStorageClass",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "s3:PutObject",
+                            "Resource": pulumi.Output.concat(bucket.arn, "/*"),
+                            "Condition": {
+                                "Null": {"s3:x-amz-storage-class": "false"},
+                                "StringNotEquals": {"s3:x-amz-storage-class": "STANDARD"},
+                            },
+                        },
+                        {
+                            "Sid": "RefuseUploadsEncryptedWithTheUploadersKey",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "s3:PutObject",
+                            "Resource": pulumi.Output.concat(bucket.arn, "/*"),
+                            "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
+                        },
                     ],
                 }
             ),

@@ -18,6 +18,7 @@ class WebServerArgs:
     role: DbRole
     facts: StackFacts
     db_ca_certificate: pulumi.Input[str]  # public: travels in user-data
+    backup_bucket: pulumi.Input[str]  # its name, in user-data too
     profile: HostProfile
     subnet_id: pulumi.Input[str]
     private_ip: str
@@ -36,9 +37,11 @@ class WebServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: WebServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("webinfra:web_server:WebServer", name, None, opts)
-        user_data = pulumi.Output.from_input(args.db_ca_certificate).apply(
-            lambda ca: encode_user_data(
-                web_cloud_config(args.facts, args.hostname, args.role, args.primary_address, db_ca=ca)
+        user_data = pulumi.Output.all(args.db_ca_certificate, args.backup_bucket).apply(
+            lambda values: encode_user_data(
+                web_cloud_config(
+                    args.facts, args.hostname, args.role, args.primary_address, db_ca=values[0], backup_bucket=values[1]
+                )
             )
         )
 

@@ -33,6 +33,7 @@ class WebTierArgs:
     slots: list[HostSlot]  # web-01 first: the primary
     facts: StackFacts
     db_ca_certificate: pulumi.Input[str]
+    backup_bucket: pulumi.Input[str]  # the S3 bucket of the stack's backups (its name: not secret)
     profile: HostProfile
     subnet_ids: Sequence[pulumi.Input[str]]
     tags: dict[str, str]
@@ -66,6 +67,7 @@ class WebTier(pulumi.ComponentResource):
                     role=role,
                     facts=args.facts,
                     db_ca_certificate=args.db_ca_certificate,
+                    backup_bucket=args.backup_bucket,
                     profile=args.profile,
                     subnet_id=args.subnet_ids[slot.subnet_index],
                     private_ip=slot.private_ip,

@@ -97,6 +97,18 @@ def run_instances(ec2, instances: dict[str, dict[str, str]]) -> dict[str, str]:
     return ids
 
 
+def create_buckets(s3, region: str, buckets: dict[str, dict]) -> list[str]:
+    """Each declared bucket, with its tags and versioning, in `region` (idempotent: `lab up` again)."""
+    for name, declared in buckets.items():
+        existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        if name not in existing:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+        s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": _tag_list(declared["tags"])})
+        if declared["versioning"]:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": declared["versioning"]})
+    return sorted(buckets)
+
+
 def elastic_ip_holder(ec2, allocation_id: str) -> str:
     """The instance the Elastic IP is associated with now ("" when none)."""
     (address,) = ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
@@ -153,6 +165,12 @@ def main(argv: list[str]) -> int:
             ssm_client(argv[1], argv[2]).delete_parameters(Names=names)
         print(f"deleted {len(names)} parameters")
         return 0
+    if len(argv) == 3 and argv[0] == "create-buckets":
+        s3 = boto3.client(
+            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
+        )
+        print(f"created {', '.join(create_buckets(s3, argv[2], json.load(sys.stdin))) or 'no buckets'}")
+        return 0
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
         return 0
@@ -201,6 +219,7 @@ def main(argv: list[str]) -> int:
             "       python -m lab.aws_api run-instances ENDPOINT REGION  < instances.json\n"
             "       python -m lab.aws_api terminate-instances ENDPOINT REGION INSTANCE_ID...\n"
             "       python -m lab.aws_api delete-parameters ENDPOINT REGION  < names.json\n"
+            "       python -m lab.aws_api create-buckets ENDPOINT REGION  < buckets.json\n"
             "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
             "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
             "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"

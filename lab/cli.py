@@ -249,6 +249,14 @@ def load_parameters(plan: LabPlan) -> None:
     print(f"  {result.stdout.strip()}")
 
 
+def create_buckets(plan: LabPlan) -> None:
+    """The S3 buckets the program declares (the stack's backups), as `pulumi up` leaves them."""
+    result = aws_api(plan, "create-buckets", input=json.dumps(plan.buckets))
+    if result.returncode != 0:
+        raise LabError(f"creating S3 buckets in the AWS API stand-in failed:\n{result.stderr}")
+    print(f"  {result.stdout.strip()}")
+
+
 def seed_ec2(plan: LabPlan) -> tuple[dict[str, str], str]:
     """The instances and the Elastic IP in the AWS API stand-in's EC2, as `pulumi up` leaves them.
     Returns the instance ids EC2 gave (by hostname) and the Elastic IP's allocation id: the program is
@@ -422,6 +430,7 @@ def up(
         raise LabError("the program declared a different topology on its second evaluation")
     plan = dataclasses.replace(plan, elastic_ip_allocation=allocation)
     steps.run(f"SSM parameters in the AWS API stand-in ({len(plan.parameters)})", load_parameters, plan)
+    steps.run(f"S3 buckets in the AWS API stand-in ({len(plan.buckets)})", create_buckets, plan)
     save_state(plan)
     save_program_state(config, run)
     arch = aws_downloads.native_arch()

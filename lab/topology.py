@@ -76,6 +76,8 @@ class LabPlan:
     hosts: tuple[Host, ...]
     rules: tuple[Rule, ...]
     parameters: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (type, value)
+    # S3 buckets as declared: name → {"tags": ..., "versioning": "Enabled" or ""} (the stack's backups)
+    buckets: dict[str, dict] = field(default_factory=dict)
     url: str = ""
     aws_endpoint_url: str = ""
     certificate_pem: str = ""  # the load balancer's certificate, as exported (public)
@@ -178,6 +180,14 @@ def plan_from_program(
         p.inputs["name"]: (p.inputs["type"], unwrap(p.inputs["value"]))
         for p in run.of_type("aws:ssm/parameter:Parameter")
     }
+    versioning = {
+        v.inputs["bucket"]: v.inputs["versioningConfiguration"]["status"]
+        for v in run.of_type("aws:s3/bucketVersioning:BucketVersioning")
+    }
+    buckets = {
+        b.outputs["bucket"]: {"tags": dict(b.inputs.get("tags") or {}), "versioning": versioning.get(b.id, "")}
+        for b in run.of_type("aws:s3/bucket:Bucket")
+    }
     order = {"lb": 0, "web": 1}
     return LabPlan(
         stack=stack,
@@ -186,6 +196,7 @@ def plan_from_program(
         hosts=tuple(sorted(hosts, key=lambda h: (order.get(h.role, 2), h.name))),
         rules=tuple(rules),
         parameters=parameters,
+        buckets=buckets,
         url=run.exports["url"],
         aws_endpoint_url=aws_endpoint_url,
         certificate_pem=run.exports["lb_certificate_pem"],

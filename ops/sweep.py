@@ -187,17 +187,19 @@ def _backup_buckets(s3: S3Client, region: str, stack: str | None) -> list[Found]
     """The stack's backup buckets in `region` (S3 lists every region's buckets: each one's location
     decides), with how much they hold."""
     found = []
-    for bucket in s3.list_buckets()["Buckets"]:
-        name = bucket["Name"]
-        if not name.startswith(f"{PROJECT}-"):  # the program names them webinfra-STACK-backups-...
-            continue
-        location = s3.get_bucket_location(Bucket=name).get("LocationConstraint") or "us-east-1"
-        if location != region:
-            continue
+    names = [
+        bucket["Name"]
+        for page in s3.get_paginator("list_buckets").paginate(Prefix=f"{PROJECT}-")  # webinfra-STACK-backups-...
+        for bucket in page["Buckets"]
+    ]
+    for name in names:
         try:
+            if (s3.get_bucket_location(Bucket=name).get("LocationConstraint") or "us-east-1") != region:
+                continue
             tags = _tags(s3.get_bucket_tagging(Bucket=name)["TagSet"])
         except ClientError as error:
-            if error.response["Error"].get("Code") != "NoSuchTagSet":
+            # untagged, or deleted since it was listed: not one to sweep
+            if error.response["Error"].get("Code") not in ("NoSuchTagSet", "NoSuchBucket"):
                 raise
             continue
         if _ours(tags, stack) and tags.get("Role") == "backups":
@@ -298,10 +300,21 @@ def _delete_bucket(s3: S3Client, name: str) -> None:
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
         entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
         if entries:
-            s3.delete_objects(
+            errors = s3.delete_objects(
                 Bucket=name,
                 Delete={"Objects": [{"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries], "Quiet": True},
-            )
+            ).get("Errors", [])
+            if errors:  # the real reason, not the BucketNotEmpty it would lead to
+                first = errors[0]
+                raise ClientError(
+                    {
+                        "Error": {
+                            "Code": first.get("Code", ""),
+                            "Message": f"{first.get('Key')}: {first.get('Message')}",
+                        }
+                    },
+                    "DeleteObjects",
+                )
     s3.delete_bucket(Bucket=name)
 
 
@@ -408,6 +421,8 @@ def main(argv: list[str], clients: ClientFactory | None = None, out=sys.stdout) 
     args = parser.parse_args(argv)
     if args.delete_backups and not args.delete:
         parser.error("--delete-backups deletes only with --delete")
+    if args.delete_backups and not args.stack:
+        parser.error("--delete-backups needs --stack: one stack's backups at a time, never every stack's")
     clients = clients or client_factory(args.endpoint_url)
     try:
         if args.all_regions:

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from settings import MAX_WEB_COUNT
+
 DEFAULTS_FILE = pathlib.Path(__file__).resolve().parent / "server-defaults.yaml"
 
 # What HAProxy and nginx both read the same way: a whole number and a unit.
@@ -140,6 +142,9 @@ class GunicornDefaults:
 class MariadbDefaults:
     binlog_expire_seconds: int
     semi_sync_timeout_ms: int
+    backup_hour_utc: int = field(metadata={"range": (0, 23)})
+    backup_stagger_minutes: int = field(metadata={"range": (1, 60)})
+    backup_fresh_hours: int = field(metadata={"range": (1, 23)})
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,12 @@ def _contradictions(table: ServerDefaults) -> list[str]:
             "failover.dead_stream_after plus a heartbeat_period and the check's interval "
             f"({DEAD_STREAM_CHECK_SECONDS:g} s) must be below replica_net_timeout: a replica cut off must find "
             "its dead stream ended when it reconnects",
+        ),
+        (
+            table.mariadb.backup_fresh_hours * 60 + table.mariadb.backup_stagger_minutes * (MAX_WEB_COUNT - 1)
+            < 24 * 60,
+            "mariadb.backup_fresh_hours plus every server's turn (backup_stagger_minutes apart, up to "
+            f"{MAX_WEB_COUNT} servers) must be under a day: the next day's first turn must back up again",
         ),
         (
             keepalived.priority_lb_01 != keepalived.priority_lb_02,

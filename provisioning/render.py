@@ -54,6 +54,8 @@ HAPROXY_STATS_PORT = defaults.SERVER_DEFAULTS.haproxy.stats_port
 WEB_PACKAGES = (
     "nginx",
     "default-mysql-server",  # MariaDB 10.11 on Debian 12
+    "mariadb-backup",  # the daily full backup (webinfra-db-backup)
+    "zstd",
     "python3-flask",
     "python3-pymysql",
     "gunicorn",
@@ -371,7 +373,14 @@ HOST_PROGRAMS = {
     # name: (source, where it is installed)
     "webinfra-app": (APP_DIR / "webinfra_app.py", "/opt/webinfra/app/webinfra_app.py"),
     "webinfra-failover": (FAILOVER_PROGRAM, "/usr/local/sbin/webinfra-failover"),
+    "webinfra-db-backup": (FILES / "webinfra-db-backup.sh", "/usr/local/sbin/webinfra-db-backup"),
 }
+
+
+def shipped_program(path: pathlib.Path) -> str:
+    """A host program as it is shipped: Python without comments and long docstrings, a shell script
+    without its comment lines."""
+    return shipped_python(path) if path.suffix == ".py" else without_comment_lines(path.read_text())
 
 
 def encode_program(text: str) -> tuple[str, str]:
@@ -382,7 +391,7 @@ def encode_program(text: str) -> tuple[str, str]:
 
 def _program_chunks(name: str) -> list[str]:
     """The encoded program cut into pieces an SSM parameter holds, in order."""
-    encoded = encode_program(shipped_python(HOST_PROGRAMS[name][0]))[0]
+    encoded = encode_program(shipped_program(HOST_PROGRAMS[name][0]))[0]
     return [encoded[i : i + PROGRAM_PARAMETER_LIMIT] for i in range(0, len(encoded), PROGRAM_PARAMETER_LIMIT)]
 
 
@@ -401,9 +410,13 @@ def program_sync(facts: StackFacts, name: str) -> dict:
         "name": name,
         "parameter": [f"{facts.ssm_program(name)}/{index}" for index in range(len(_program_chunks(name)))],
         "format": "gzip-base64",
-        "sha256": encode_program(shipped_python(source))[1],
+        "sha256": encode_program(shipped_program(source))[1],
         "files": [{"path": path, "mode": "0755", "owner": "root:root"}],
-        "validate": [["python3", "-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", "{files[0]}"]],
+        "validate": [
+            ["python3", "-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", "{files[0]}"]
+            if source.suffix == ".py"
+            else ["bash", "-n", "{files[0]}"]
+        ],
     }
 
 
@@ -655,7 +668,21 @@ def _common_files(facts: StackFacts, hostname: str, role: str, sync_entries: Seq
 DB_TLS_DIR = "/etc/mysql/webinfra-tls"
 
 
-def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_address: str | None, *, db_ca: str) -> str:
+def _stagger() -> str:
+    return f"{defaults.SERVER_DEFAULTS.mariadb.backup_stagger_minutes} minutes"
+
+
+def backup_turn(hostname: str) -> str:
+    """HH:MM (UTC) of a web server's turn at the daily full backup: web-01's at backup_hour_utc, each
+    next one backup_stagger_minutes later."""
+    table = defaults.SERVER_DEFAULTS.mariadb
+    minutes = table.backup_hour_utc * 60 + (server_id_of(hostname) - 1) * table.backup_stagger_minutes
+    return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
+
+
+def web_cloud_config(
+    facts: StackFacts, hostname: str, role: str, primary_address: str | None, *, db_ca: str, backup_bucket: str
+) -> str:
     """The cloud-config of one web server: nginx → gunicorn app → MariaDB primary or replica."""
     if role not in ("primary", "replica"):
         raise ValueError(f"role must be primary or replica, got {role!r}")
@@ -677,6 +704,8 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
             round(defaults.seconds(defaults.SERVER_DEFAULTS.failover.dead_stream_after) * 1000)
         ),
         "WEBINFRA_DB_DEAD_STREAM_CHECK_SECONDS": f"{defaults.DEAD_STREAM_CHECK_SECONDS:g}",
+        "WEBINFRA_BACKUP_BUCKET": backup_bucket,
+        "WEBINFRA_BACKUP_FRESH_SECONDS": str(defaults.SERVER_DEFAULTS.mariadb.backup_fresh_hours * 3600),
         "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
     }
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
@@ -692,6 +721,7 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
                 password_sync("db-failover", facts.ssm_db_failover_password, "WEBINFRA_DB_FAILOVER_PASSWORD"),
                 db_tls_sync(facts, hostname),
                 program_sync(facts, "webinfra-app"),
+                program_sync(facts, "webinfra-db-backup"),
                 firewall_peers_sync(facts),
             ],
         ),
@@ -742,6 +772,13 @@ def web_cloud_config(facts: StackFacts, hostname: str, role: str, primary_addres
         ),
         _file("/usr/local/sbin/webinfra-db-release-stream", read_file("webinfra-db-release-stream.sh"), "0755"),
         _file("/usr/local/sbin/webinfra-db-end-dead-streams", read_file("webinfra-db-end-dead-streams.sh"), "0755"),
+        _file("/etc/systemd/system/webinfra-db-backup.service", read_file("webinfra-db-backup.service")),
+        _file(
+            "/etc/systemd/system/webinfra-db-backup.timer",
+            render_template(
+                "webinfra-db-backup.timer.j2", hostname=hostname, calendar=backup_turn(hostname), stagger=_stagger()
+            ),
+        ),
         _file(
             "/etc/systemd/system/webinfra-db-end-dead-streams.service",
             read_file("webinfra-db-end-dead-streams.service"),

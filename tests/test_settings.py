@@ -161,6 +161,8 @@ def test_project_defaults_cover_every_setting_the_class_reads():
         "lbCount",
         "lbVirtualIp",
         "smokeTest",
+        "backupRetentionDays",
+        "deleteBackupsWithStack",
     }
 
 

@@ -33,6 +33,7 @@ def test_exports(program):
         "ssm_parameter_prefix",
         "alarm_topic_arn",
         "dashboard",
+        "backup_bucket",
     }
     assert program.exports["ssh_enabled"] is False
     assert program.exports["ssm_parameter_prefix"] == "/webinfra/dev"

@@ -26,7 +26,7 @@ systemctl restart mariadb
 /usr/local/sbin/webinfra-db-setup
 # Every server: it may be the primary one day (see webinfra-db-end-dead-streams).
 systemctl daemon-reload
-systemctl enable --now webinfra-db-end-dead-streams.service
+systemctl enable --now webinfra-db-end-dead-streams.service webinfra-db-backup.timer
 
 step "app server"
 systemctl daemon-reload

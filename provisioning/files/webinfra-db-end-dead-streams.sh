@@ -17,10 +17,12 @@ while :; do
         port=$(sql "SELECT @@port" 2>/dev/null) || port=""
     fi
     if [ -n "$port" ]; then
-        # Data on its way (Send-Q), no acknowledgement for the limit (lastack, ms): peer address:port.
+        # Segments sent and not acknowledged (unacked; not Send-Q: a live replica that stopped reading,
+        # its window zero, has Send-Q but none unacked) and no acknowledgement for the limit (lastack,
+        # ms): the peers' address:port, as PROCESSLIST.HOST names them.
         dead=$(ss -Htni state established "( sport = :$port )" | awk -v after="$after_ms" '
-            /^[^ \t]/ { waiting = $2; peer = $4; next }
-            waiting > 0 && match($0, / lastack:[0-9]+/) {
+            /^[^ \t]/ { peer = $4; next }
+            / unacked:[1-9]/ && match($0, / lastack:[0-9]+/) {
                 if (substr($0, RSTART + 9, RLENGTH - 9) + 0 >= after && peer ~ /^[0-9.]+:[0-9]+$/) print peer
             }')
         if [ -n "$dead" ]; then

@@ -70,6 +70,7 @@ def wait_for(what: str, check, seconds: float = 30.0, interval: float = 0.2):
 
 # The server's administrator over its local socket: root, or (the fast tier without root) the user running
 # the tests, whom mariadb-install-db makes a second all-privileged socket account.
+BACKUP_BUCKET = "webinfra-test-backups"  # the moto server's (tests/app/test_backup.py creates it)
 ADMIN = "root" if os.geteuid() == 0 else getpass.getuser()
 
 
@@ -166,7 +167,12 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
         raise RuntimeError(f"mariadb-install-db for {hostname} failed:\n{installed.stdout}{installed.stderr}")
     declared = yaml.safe_load(
         render.web_cloud_config(
-            FACTS, hostname, role, "127.0.0.1" if role == "replica" else None, db_ca=(tls / "ca.pem").read_text()
+            FACTS,
+            hostname,
+            role,
+            "127.0.0.1" if role == "replica" else None,
+            db_ca=(tls / "ca.pem").read_text(),
+            backup_bucket=BACKUP_BUCKET,
         )
     )
     files = {f["path"]: f["content"] for f in declared["write_files"]}

@@ -70,10 +70,33 @@ def test_the_bucket_name_is_one_s3_accepts_whatever_the_stack_is_called(stack, p
     assert bucket_prefix(stack) == prefix and len(prefix) <= 37
 
 
-def test_every_request_without_tls_is_refused():
+def test_every_request_without_tls_and_every_unreadable_upload_is_refused():
     run = run_program({})
     bucket = only(run, "bucket:Bucket")
-    (statement,) = json.loads(only(run, "bucketPolicy:BucketPolicy").inputs["policy"])["Statement"]
+    statement, storage_class, customer_key = json.loads(only(run, "bucketPolicy:BucketPolicy").inputs["policy"])[
+        "Statement"
+    ]
+    objects = bucket.outputs["arn"] + "/*"
+    # a restore must be able to read every backup back: no Glacier class, no key only the uploader has
+    assert storage_class == {
+        "Sid": "RefuseUploadsInAnotherStorageClass",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": objects,
+        "Condition": {
+            "Null": {"s3:x-amz-storage-class": "false"},
+            "StringNotEquals": {"s3:x-amz-storage-class": "STANDARD"},
+        },
+    }
+    assert customer_key == {
+        "Sid": "RefuseUploadsEncryptedWithTheUploadersKey",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": objects,
+        "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
+    }
     assert statement == {
         "Sid": "RefuseRequestsWithoutTls",
         "Effect": "Deny",
@@ -85,15 +108,15 @@ def test_every_request_without_tls_is_refused():
 
 
 @pytest.mark.parametrize("days", [1, 14, 3650])
-def test_backups_and_their_previous_versions_expire_after_the_retention(days):
+def test_backups_expire_after_the_window_a_restore_needs_and_replaced_versions_after_a_week(days):
     run = run_program({"backupRetentionDays": str(days)})
     expiring, markers = only(run, "bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
     assert expiring["status"] == "Enabled" and expiring["filter"] == {"prefix": ""}
-    assert expiring["expiration"] == {"days": days}
-    assert expiring["noncurrentVersionExpiration"] == {"noncurrentDays": days}
+    # the full backup from before the window's start, and every binary log since, outlive the window
+    assert expiring["expiration"] == {"days": days + 2}
+    assert expiring["noncurrentVersionExpiration"] == {"noncurrentDays": 7}
     assert expiring["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
     assert markers["expiration"] == {"expiredObjectDeleteMarker": True}
-    # S3 refuses noncurrent-version rules on a bucket whose versioning is not on yet
     assert "backups-versioning" in [d._name for d in run.options["backups-lifecycle"]["depends_on"]]
 
 

@@ -28,12 +28,13 @@ def test_each_program_is_in_pieces_a_parameter_holds_and_a_host_gets_exactly_its
             for f in yaml.safe_load(decode_user_data(instance.inputs["userDataBase64"]))["write_files"]
         }
         manifests[instance.inputs["tags"]["Role"]] = json.loads(files[render.CONFIG_SYNC_MANIFEST])["entries"]
-    wanted = {"web": "webinfra-app", "lb": "webinfra-failover"}
+    wanted = {"web": ["webinfra-app", "webinfra-db-backup"], "lb": ["webinfra-failover"]}
     for role, entries in manifests.items():
-        (entry,) = [e for e in entries if e["format"] == "gzip-base64"]
-        assert entry["name"] == wanted[role]
-        joined = "".join(unwrap(pieces[name].inputs["value"]) for name in entry["parameter"])
-        content = gzip.decompress(base64.b64decode(joined))
-        assert hashlib.sha256(content).hexdigest() == entry["sha256"]
-        source = render.HOST_PROGRAMS[entry["name"]][0]
-        assert content.decode() == render.shipped_python(source)
+        programs = [e for e in entries if e["format"] == "gzip-base64"]
+        assert [e["name"] for e in programs] == wanted[role]
+        for entry in programs:
+            joined = "".join(unwrap(pieces[name].inputs["value"]) for name in entry["parameter"])
+            content = gzip.decompress(base64.b64decode(joined))
+            assert hashlib.sha256(content).hexdigest() == entry["sha256"]
+            source = render.HOST_PROGRAMS[entry["name"]][0]
+            assert content.decode() == render.shipped_program(source)

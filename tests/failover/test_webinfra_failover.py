@@ -747,12 +747,14 @@ def dump_thread_ids(server: MariaDB) -> set[int]:
 
 
 @contextlib.contextmanager
-def black_hole(port: int):
+def black_hole(port: int, hook: str = "output"):
     """Every TCP packet to or from `port` on this machine dropped (nftables, loopback included): no RST,
-    no FIN gets through, as in the lab's black hole; what a relay cannot do (its kernel acknowledges)."""
+    no FIN gets through, as in the lab's black hole; what a relay cannot do (its kernel acknowledges).
+    On `input`, the senders' kernels count their segments sent (unacknowledged), as across a network cut;
+    on `output` they never leave."""
     table = f"webinfra_test_black_hole_{port}"
     rules = (
-        f"table inet {table} {{\n chain output {{\n  type filter hook output priority -300; policy accept;\n"
+        f"table inet {table} {{\n chain {hook} {{\n  type filter hook {hook} priority -300; policy accept;\n"
         f"  tcp dport {port} drop\n  tcp sport {port} drop\n }}\n}}\n"
     )
     subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
@@ -810,7 +812,9 @@ def test_a_primary_fallen_back_to_asynchronous_by_itself_ends_the_dump_threads_i
 
 def declared_web_files(name: str) -> dict[str, str]:
     """The files the stack's user-data writes on a web server (FACTS, as the cluster's servers)."""
-    declared = yaml.safe_load(render.web_cloud_config(FACTS, name, "replica", "127.0.0.1", db_ca="(test)"))
+    declared = yaml.safe_load(
+        render.web_cloud_config(FACTS, name, "replica", "127.0.0.1", db_ca="(test)", backup_bucket="(test)")
+    )
     return {f["path"]: f["content"] for f in declared["write_files"]}
 
 
@@ -862,7 +866,7 @@ def test_a_replica_cut_off_silently_has_its_stream_ended_before_it_reconnects(cl
         with end_dead_streams(primary, tmp_path) as ender:
             time.sleep(4)  # heartbeats on a live stream: two dead_stream_afters, nothing ended
             assert dump_thread_ids(primary) == {stream}
-            with black_hole(primary.port):  # the replica's link: every packet lost, both ways
+            with black_hole(primary.port, "input"):  # the replica's link: every packet lost, both ways
                 cut = time.monotonic()
                 wait_for("the dead stream ended", lambda: stream not in dump_thread_ids(primary), seconds=10)
                 ended_after = time.monotonic() - cut

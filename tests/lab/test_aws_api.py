@@ -89,3 +89,31 @@ def test_ec2_is_seeded_as_pulumi_would_leave_it_and_the_takeovers_calls_move_the
     assert ec2.describe_addresses(Filters=[*filters[:2], {"Name": "tag:Role", "Values": ["web"]}])["Addresses"] == []
     ec2.associate_address(AllocationId=found["AllocationId"], InstanceId=ids["lb-02"], AllowReassociation=True)
     assert aws_api.elastic_ip_holder(ec2, seeded["allocation_id"]) == ids["lb-02"]
+
+
+@mock_aws
+def test_the_declared_buckets_are_created_with_their_tags_and_versioning_again_and_again(fake_credentials):
+    from lab.mock_cloud import run_program
+    from lab.topology import plan_from_program
+
+    run = run_program({}, stack="lab")
+    plan = plan_from_program(
+        run, stack="lab", region="eu-west-1", vpc_cidr="10.0.0.0/16", aws_endpoint_url="http://10.0.0.2:5000"
+    )
+    ((name, declared),) = plan.buckets.items()
+    assert declared == {
+        "tags": {
+            "Project": "webinfra",
+            "Stack": "lab",
+            "ManagedBy": "pulumi",
+            "Role": "backups",
+            "Name": "webinfra-lab-backups",
+        },
+        "versioning": "Enabled",
+    }
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    for _ in range(2):  # `lab up` on a lab that is up
+        assert aws_api.create_buckets(s3, "eu-west-1", plan.buckets) == [name]
+    assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"
+    assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
+    assert {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=name)["TagSet"]} == declared["tags"]

@@ -245,8 +245,11 @@ def test_without_a_stack_every_webinfra_stack_is_swept_in_every_region(aws):
     others = not_ours()
     code, out = run(["--all-regions"], aws)
     assert code == 0 and "us-west-2" in out and REGION in out and "dev" in out and "prod" in out, out
-    code, out = run(["--all-regions", "--delete", "--delete-backups", "--wait", "30"], aws)
+    code, out = run(["--all-regions", "--delete", "--wait", "30"], aws)
     assert code == 0, out
+    for stack in ("dev", "prod"):  # backups: one stack at a time, by name
+        code, out = run(["--all-regions", "--stack", stack, "--delete", "--delete-backups"], aws)
+        assert code == 0, out
     assert sweep.find(aws, [REGION, "us-west-2"], None) == []
     assert others["vpc"] in inventory()["vpcs"]
 
@@ -288,11 +291,18 @@ def test_the_command_refuses_conflicting_options():
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
 
 
-def test_delete_backups_alone_deletes_nothing_and_says_why():
+@pytest.mark.parametrize(
+    "argv, refusal",
+    [
+        (["--stack", "dev", "--delete-backups"], "--delete-backups deletes only with --delete"),
+        (["--delete", "--delete-backups"], "--delete-backups needs --stack"),
+    ],
+)
+def test_delete_backups_deletes_nothing_unless_asked_with_delete_and_a_stack(argv, refusal):
     result = subprocess.run(
-        [sys.executable, "-m", "ops.sweep", "--region", "x", "--delete-backups"],
+        [sys.executable, "-m", "ops.sweep", "--region", "x", *argv],
         capture_output=True,
         text=True,
         cwd=sweep.__file__.rsplit("/ops/", 1)[0],
     )
-    assert result.returncode == 2 and "--delete-backups deletes only with --delete" in result.stderr
+    assert result.returncode == 2 and refusal in result.stderr

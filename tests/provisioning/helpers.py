@@ -22,11 +22,12 @@ FACTS = StackFacts(
     web_addresses=tuple(f"10.0.{n % 3}.{10 + n}" for n in range(1, 21)),
 )
 PAIR = dataclasses.replace(FACTS, lb_addresses=("10.0.0.5", "10.0.1.5"))
+BACKUP_BUCKET = "webinfra-dev-backups-0123456789abcdefghijklmnop"
 DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB (the stack's database CA: public, in user-data)\n-----END CERTIFICATE-----\n"
 
 
 def web_config(*args, **kwargs) -> str:
-    return render.web_cloud_config(*args, db_ca=DB_CA, **kwargs)
+    return render.web_cloud_config(*args, db_ca=DB_CA, backup_bucket=BACKUP_BUCKET, **kwargs)
 
 
 def lb_config(*args, **kwargs) -> str:

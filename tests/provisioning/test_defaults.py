@@ -136,6 +136,7 @@ def test_every_setting_of_the_table_is_read_by_a_rendered_file(monkeypatch):
         keepalived = recording["keepalived"]
         failover = recording["failover"]
         gunicorn = recording["gunicorn"]  # the app's environment reads writes_at_once
+        mariadb = recording["mariadb"]  # the backup timer and the environment read the backup settings
 
         @staticmethod
         def for_templates():

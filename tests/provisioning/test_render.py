@@ -575,7 +575,15 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
     assert acme["lb-certificate"]["skip_if_exists"] == [render.ACME_LINEAGE]
 
     web = manifest_of(web_config(FACTS, "web-02", "replica", "10.0.0.11"))
-    assert list(web) == ["db-app", "db-replication", "db-failover", "db-tls", "webinfra-app", "firewall-peers"]
+    assert list(web) == [
+        "db-app",
+        "db-replication",
+        "db-failover",
+        "db-tls",
+        "webinfra-app",
+        "webinfra-db-backup",
+        "firewall-peers",
+    ]
     assert web["db-app"]["once"] and web["db-replication"]["once"], (
         "a running database would not know a changed password"
     )
@@ -595,9 +603,12 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
         FACTS.ssm_db_failover_password,
         FACTS.ssm_db_tls("web-02"),
         str(web["webinfra-app"]["parameter"]),
+        str(web["webinfra-db-backup"]["parameter"]),
         FACTS.ssm_config("firewall-peers.nft"),
     }
-    assert all(p.startswith(FACTS.ssm_program("webinfra-app") + "/") for p in web["webinfra-app"]["parameter"])
+    for program in ("webinfra-app", "webinfra-db-backup"):
+        assert all(p.startswith(FACTS.ssm_program(program) + "/") for p in web[program]["parameter"])
+    assert web["webinfra-db-backup"]["validate"] == [["bash", "-n", "{files[0]}"]]
 
 
 def test_a_wrong_sync_entry_fails_at_render_time():
@@ -658,7 +669,9 @@ def test_host_programs_ship_as_their_source_without_comments_and_run(tmp_path):
 
     files = files_of(web_config(FACTS, "web-01", "primary", None))
     shipped_through_ssm = {
-        name: render.shipped_python(source) for name, (source, _path) in render.HOST_PROGRAMS.items()
+        name: render.shipped_python(source)
+        for name, (source, _path) in render.HOST_PROGRAMS.items()
+        if source.suffix == ".py"
     }
     for shipped, source in (
         (files["/usr/local/sbin/webinfra-config-sync"]["content"], render.CONFIG_SYNC_PROGRAM),
