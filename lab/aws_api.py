@@ -101,7 +101,9 @@ def create_buckets(s3, region: str, buckets: dict[str, dict]) -> list[str]:
     """Each declared bucket, with its tags and versioning, in `region` (idempotent: `lab up` again)."""
     for name, declared in buckets.items():
         existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
-        if name not in existing:
+        if name not in existing and region == "us-east-1":  # S3's first region takes no LocationConstraint
+            s3.create_bucket(Bucket=name)
+        elif name not in existing:
             s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": _tag_list(declared["tags"])})
         if declared["versioning"]:
