@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import subprocess
+import urllib.request
 from typing import Final
 
 import boto3
@@ -35,6 +36,8 @@ def s3_endpoint():
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{port}"
+        # moto's state is one per process, whichever server serves it: start from nothing
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
         s3 = boto3.client(
             "s3", region_name=REGION, endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test"
         )
@@ -45,7 +48,9 @@ def s3_endpoint():
         server.stop()
 
 
-def run_backup(server: MariaDB, endpoint: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
+def run_backup(
+    server: MariaDB, endpoint: str, tmp_path: pathlib.Path, path: str = DEBIAN_PATH
+) -> subprocess.CompletedProcess:
     """The program as webinfra-config-sync installs it, with the declared environment file's values and
     the test's server socket and endpoint in place of the host's."""
     for tool in ("mariadb-backup", "zstd", "/usr/bin/aws"):
@@ -57,8 +62,8 @@ def run_backup(server: MariaDB, endpoint: str, tmp_path: pathlib.Path) -> subpro
     unit = files["/etc/systemd/system/webinfra-db-backup.service"]
     assert "EnvironmentFile=/etc/webinfra/webinfra.env" in unit
     assert "ExecStart=/usr/local/sbin/webinfra-db-backup" in unit
-    source, path = render.HOST_PROGRAMS["webinfra-db-backup"]
-    assert path == "/usr/local/sbin/webinfra-db-backup"
+    source, installed_at = render.HOST_PROGRAMS["webinfra-db-backup"]
+    assert installed_at == "/usr/local/sbin/webinfra-db-backup"
     program = tmp_path / "webinfra-db-backup"
     program.write_text(render.shipped_program(source))
     program.chmod(0o755)
@@ -71,7 +76,7 @@ def run_backup(server: MariaDB, endpoint: str, tmp_path: pathlib.Path) -> subpro
         WEBINFRA_DB_LOCAL_SOCKET=server.socket,
         WEBINFRA_AWS_ENDPOINT_URL=endpoint,
         WEBINFRA_AWS_REGION=REGION,
-        PATH=DEBIAN_PATH,
+        PATH=path,
         HOME=str(tmp_path),
         AWS_ACCESS_KEY_ID="test",
         AWS_SECRET_ACCESS_KEY="test",
@@ -135,7 +140,8 @@ def test_a_replica_backs_up_to_the_stacks_prefix_and_the_backup_restores_every_r
     taken = run_backup(replica, endpoint, tmp_path)
     assert taken.returncode == 0, taken.stdout + taken.stderr
     keys = objects(s3)
-    assert len(keys) == 2 and all(k.startswith(f"{FACTS.stack}/full/") for k in keys), keys
+    assert [k.rsplit(".", 1)[-1] for k in keys] == ["json", "started", "zst"], keys  # manifest, claim, backup
+    assert all(k.startswith(f"{FACTS.stack}/full/") for k in keys), keys
     backup = next(k for k in keys if k.endswith(".xbstream.zst"))
     manifest = json.loads(
         s3.get_object(Bucket=BACKUP_BUCKET, Key=backup.replace(".xbstream.zst", ".manifest.json"))["Body"].read()
@@ -155,3 +161,28 @@ def test_a_replica_backs_up_to_the_stacks_prefix_and_the_backup_restores_every_r
 
     write(primary, "after the backup")
     assert restored_rows(s3, backup, tmp_path) == expected
+
+
+def test_a_backup_that_fails_midway_leaves_no_object_and_no_manifest(cluster, s3_endpoint, tmp_path):  # noqa: F811
+    """mariadb-backup ends in an error after streaming part of the copy (a disk error, the server
+    restarting): the upload is killed before it could complete a clean-looking truncated object."""
+    endpoint, s3 = s3_endpoint
+    failing = tmp_path / "bin"
+    failing.mkdir()
+    (failing / "mariadb-backup").write_text("#!/bin/sh\nhead -c 3000000 /dev/urandom\necho 'disk error' >&2\nexit 1\n")
+    (failing / "mariadb-backup").chmod(0o755)
+    failed = run_backup(cluster.servers["web-02"], endpoint, tmp_path, path=f"{failing}:{DEBIAN_PATH}")
+    assert failed.returncode == 1 and "FAILED: no manifest written" in failed.stdout, failed.stdout + failed.stderr
+    assert "disk error" in failed.stdout
+    assert [k.rsplit(".", 1)[-1] for k in objects(s3)] == ["started"]  # only the claim, which expires in an hour
+
+
+def test_a_replica_that_does_not_replicate_takes_no_backup(cluster, s3_endpoint, tmp_path):  # noqa: F811
+    """A stalled replica (its primary gone or its binary logs purged) would upload old data every day, and
+    every other replica would then skip: it takes none, and says why (the unit fails)."""
+    endpoint, s3 = s3_endpoint
+    replica = cluster.servers["web-02"]
+    replica.sql("STOP SLAVE IO_THREAD")
+    stalled = run_backup(replica, endpoint, tmp_path)
+    assert stalled.returncode == 1 and "is not replicating and caught up" in stalled.stdout, stalled.stdout
+    assert objects(s3) == []
