@@ -23,6 +23,7 @@ from lab.cli import DOWNLOADS, aws_api, load_state
 from lab.hosts import logged_at
 from lab.loadgen import disruption, longest_outage
 from lab.loadgen import stream_from_client as stream
+from provisioning.render import backup_turn
 from settings import MAX_AZ_COUNT, subnet_cidrs
 from tests.lab.helpers import (
     REPO,
@@ -109,6 +110,31 @@ def test_cloud_init_done_without_errors_and_services_enabled(running_lab):
     for name in web_names(running_lab):
         mode = guest(name, "stat", "-c", "%a %U", "/etc/webinfra/secrets/db-app.env").stdout.strip()
         assert mode == "600 root", (name, mode)
+
+
+def test_a_replica_backs_up_to_the_stacks_bucket_and_the_primary_passes_its_turn(running_lab):
+    """Issue 15: webinfra-db-backup as its unit runs it, on hosts booted from the user-data (the program
+    from SSM through webinfra-config-sync, Debian's mariadb-backup, zstd and aws, the bucket `lab up`
+    made as declared, in the S3 stand-in): the primary passes its turn, a replica streams a full backup
+    and its manifest, and a later turn the same day takes none. Each server's timer is at its turn."""
+    names = web_names(running_lab)
+    primary = primary_of(names)
+    replica = next(name for name in names if name != primary)
+
+    def run(host: str) -> str:
+        started = guest(host, "systemctl", "start", "webinfra-db-backup.service", timeout=300)
+        assert started.returncode == 0, (host, started.stderr)
+        return guest(host, "journalctl", "-b", "--no-pager", "-o", "cat", "-u", "webinfra-db-backup").stdout
+
+    assert "this server is the primary: a replica takes the backup" in run(primary)
+    journal = run(replica)
+    done = [line for line in journal.splitlines() if line.startswith("webinfra-db-backup: done: ")]
+    assert len(done) == 1 and " GTID 0-" in done[0], journal[-2000:]
+    assert "is recent enough: none now" in run(replica).rsplit(done[0], 1)[1]
+    print(done[0])
+    for host in names:
+        calendar = guest(host, "systemctl", "show", "-p", "TimersCalendar", "webinfra-db-backup.timer").stdout
+        assert f"{backup_turn(host)}:00 UTC" in calendar, (host, calendar)
 
 
 # AWS's download locations for the lab stack's region (us-east-1), written out as AWS documents them.
