@@ -141,6 +141,30 @@ def make_tls(base: pathlib.Path) -> pathlib.Path:
     return tls
 
 
+def declared_web_files(hostname: str, role: str = "replica", db_ca: str = "(test)") -> dict[str, str]:
+    """The files the stack's user-data writes on a web server of FACTS (a replica's primary on loopback), by path."""
+    declared = yaml.safe_load(
+        render.web_cloud_config(
+            FACTS,
+            hostname,
+            role,
+            "127.0.0.1" if role == "replica" else None,
+            db_ca=db_ca,
+            backup_bucket=BACKUP_BUCKET,
+        )
+    )
+    return {f["path"]: f["content"] for f in declared["write_files"]}
+
+
+def declared_environment(files: dict[str, str]) -> dict[str, str]:
+    """The values of the declared /etc/webinfra/webinfra.env, as a unit's EnvironmentFile reads them."""
+    return dict(
+        line.split("=", 1)
+        for line in files["/etc/webinfra/webinfra.env"].splitlines()
+        if "=" in line and line[0] != "#"
+    )
+
+
 def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Path) -> MariaDB:
     require_tool("mariadbd")
     directory = base / hostname
@@ -165,17 +189,7 @@ def start_mariadb(base: pathlib.Path, hostname: str, role: str, tls: pathlib.Pat
     )
     if installed.returncode != 0:
         raise RuntimeError(f"mariadb-install-db for {hostname} failed:\n{installed.stdout}{installed.stderr}")
-    declared = yaml.safe_load(
-        render.web_cloud_config(
-            FACTS,
-            hostname,
-            role,
-            "127.0.0.1" if role == "replica" else None,
-            db_ca=(tls / "ca.pem").read_text(),
-            backup_bucket=BACKUP_BUCKET,
-        )
-    )
-    files = {f["path"]: f["content"] for f in declared["write_files"]}
+    files = declared_web_files(hostname, role, db_ca=(tls / "ca.pem").read_text())
     stack_cnf = next(content for path, content in files.items() if path.endswith("60-webinfra.cnf"))
     port = free_port()
     # The stack's settings first, then only what must differ on a test machine (later lines win).

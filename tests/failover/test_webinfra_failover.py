@@ -16,16 +16,16 @@ import time
 
 import pymysql
 import pytest
-import yaml
 
 from failover.webinfra_failover import Controller, Settings, gtid_reached
 from provisioning import render
 from provisioning.defaults import SERVER_DEFAULTS, seconds
 from tests.app.helpers import (
-    FACTS,
     MariaDB,
     PausableRelay,
     Stack,
+    declared_environment,
+    declared_web_files,
     make_tls,
     password,
     start_mariadb,
@@ -810,14 +810,6 @@ def test_a_primary_fallen_back_to_asynchronous_by_itself_ends_the_dump_threads_i
             primary.process.kill()
 
 
-def declared_web_files(name: str) -> dict[str, str]:
-    """The files the stack's user-data writes on a web server (FACTS, as the cluster's servers)."""
-    declared = yaml.safe_load(
-        render.web_cloud_config(FACTS, name, "replica", "127.0.0.1", db_ca="(test)", backup_bucket="(test)")
-    )
-    return {f["path"]: f["content"] for f in declared["write_files"]}
-
-
 @contextlib.contextmanager
 def end_dead_streams(server: MariaDB, base: pathlib.Path):
     """webinfra-db-end-dead-streams as its unit runs it: the declared script, with the declared
@@ -829,11 +821,7 @@ def end_dead_streams(server: MariaDB, base: pathlib.Path):
     script = base / command.rsplit("/", 1)[1]
     script.write_text(files[command])
     script.chmod(0o755)
-    environment = dict(
-        line.split("=", 1)
-        for line in files["/etc/webinfra/webinfra.env"].splitlines()
-        if "=" in line and line[0] != "#"
-    )
+    environment = declared_environment(files)
     process = subprocess.Popen(
         [str(script)],
         env={"PATH": os.environ["PATH"], **environment, "WEBINFRA_DB_LOCAL_SOCKET": server.socket},

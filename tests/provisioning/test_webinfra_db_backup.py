@@ -16,11 +16,18 @@ from typing import Final
 
 import boto3
 import pytest
-import yaml
 from moto.server import ThreadedMotoServer
 
 from provisioning import render
-from tests.app.helpers import BACKUP_BUCKET, FACTS, MariaDB, free_port, wait_for
+from tests.app.helpers import (
+    BACKUP_BUCKET,
+    FACTS,
+    MariaDB,
+    declared_environment,
+    declared_web_files,
+    free_port,
+    wait_for,
+)
 from tests.failover.test_webinfra_failover import cluster, write  # noqa: F401 (cluster: the fixture)
 from tests.helpers import require_tool
 
@@ -55,10 +62,7 @@ def run_backup(
     the test's server socket and endpoint in place of the host's."""
     for tool in ("mariadb-backup", "zstd", "/usr/bin/aws"):
         require_tool(tool)
-    declared = yaml.safe_load(
-        render.web_cloud_config(FACTS, server.name, "replica", "127.0.0.1", db_ca="(test)", backup_bucket=BACKUP_BUCKET)
-    )
-    files = {f["path"]: f["content"] for f in declared["write_files"]}
+    files = declared_web_files(server.name)
     unit = files["/etc/systemd/system/webinfra-db-backup.service"]
     assert "EnvironmentFile=/etc/webinfra/webinfra.env" in unit
     assert "ExecStart=/usr/local/sbin/webinfra-db-backup" in unit
@@ -67,11 +71,7 @@ def run_backup(
     program = tmp_path / "webinfra-db-backup"
     program.write_text(render.shipped_program(source))
     program.chmod(0o755)
-    environment = dict(
-        line.split("=", 1)
-        for line in files["/etc/webinfra/webinfra.env"].splitlines()
-        if "=" in line and line[0] != "#"
-    )
+    environment = declared_environment(files)
     environment.update(
         WEBINFRA_DB_LOCAL_SOCKET=server.socket,
         WEBINFRA_AWS_ENDPOINT_URL=endpoint,
