@@ -98,6 +98,7 @@ def _web_host_role(
                         *(arns[f"db-tls-{slot.hostname}"] for slot in web_slots),
                         *_program_arns(programs, facts, "webinfra-app"),
                         *_program_arns(programs, facts, "webinfra-db-backup"),
+                        *_program_arns(programs, facts, "webinfra-db-ship-binlogs"),
                         config.parameter_arns[facts.ssm_config("firewall-peers.nft")],
                     ],
                 ),

@@ -3,7 +3,8 @@
 Per instance: a failed system status check recovers the instance onto other hardware, a failed
 instance status check reboots it, and high CPU, memory or disk, or a role process gone (CloudWatch
 agent, namespace CWAgent) notifies. Per stack: fewer healthy HAProxy backends than web servers, and
-replication stopped or lagging on any replica (metrics the hosts publish to webinfra/<stack>).
+replication stopped or lagging on any replica (metrics the hosts publish to webinfra/<stack>), and the
+backups: the newest full backup too old, binary-log shipping behind, a backup run that failed.
 Every alarm notifies the SNS topic; `alertEmail` subscribes an address to it.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from provisioning import defaults
 from provisioning.render import role_processes
 from settings import DbRole, HostKind
 
@@ -31,6 +33,10 @@ class MonitoredHost:
 
     def watched_processes(self) -> list[str]:
         return self.processes if self.processes is not None else role_processes(self.kind)
+
+
+# The issue's bound: binary logs more than 5 minutes from S3 alarm (they ship every 30 s).
+BINLOG_BEHIND_ALARM_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,7 @@ class Monitoring(pulumi.ComponentResource):
             )
         )
         self._failover_alarms([h.hostname for h in args.hosts if h.kind == HostKind.WEB])
+        self._backup_alarms()
         for host in args.hosts:
             if host.db_role == DbRole.REPLICA:
                 self._alarm(
@@ -345,6 +352,55 @@ class Monitoring(pulumi.ComponentResource):
                 description="The database failover controller needs a person: a failover it refused (it could "
                 "lose writes), a server holding writes no one else has, or a second writable server it fenced "
                 "(journalctl -u webinfra-failover on the active load balancer)",
+                missing="notBreaching",
+            )
+        )
+
+    def _backup_alarms(self) -> None:
+        """What webinfra-db-ship-binlogs (on the primary, whichever server it is) and webinfra-db-backup
+        report, with no host dimension: the stack's backups, not one server's."""
+        too_old = defaults.SERVER_DEFAULTS.mariadb.backup_alarm_after_hours
+        self._alarm(
+            AlarmSpec(
+                key="full-backup-too-old",
+                metric="FullBackupAgeSeconds",
+                namespace=self.namespace,
+                dimensions={},
+                comparison="GreaterThanThreshold",
+                threshold=too_old * 3600,
+                description=f"The newest full database backup in S3 is more than {too_old} hours old (daily "
+                "backups from a replica failed or found no replica that replicates: journalctl -u "
+                "webinfra-db-backup on the replicas)",
+                periods=2,
+            )
+        )
+        self._alarm(
+            AlarmSpec(
+                key="binlog-shipping-behind",
+                metric="BinlogShippingBehindSeconds",
+                namespace=self.namespace,
+                dimensions={},
+                comparison="GreaterThanThreshold",
+                threshold=BINLOG_BEHIND_ALARM_SECONDS,
+                description="The primary's binary logs have not reached S3 for more than "
+                f"{BINLOG_BEHIND_ALARM_SECONDS // 60} minutes (or no primary reports): losing every server now "
+                "would lose that much. journalctl -u webinfra-db-ship-binlogs on the primary",
+                periods=2,
+                # No primary publishing (its shipper stopped, or no writable server) is no shipping.
+                missing="breaching",
+            )
+        )
+        self._alarm(
+            AlarmSpec(
+                key="backup-failed",
+                metric="BackupRunFailed",
+                namespace=self.namespace,
+                dimensions={},
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=1,
+                description="A full database backup run failed (journalctl -u webinfra-db-backup on the "
+                "replica it names in its log); the next replica's turn may still take one",
+                period=300,
                 missing="notBreaching",
             )
         )

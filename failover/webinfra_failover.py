@@ -1017,7 +1017,11 @@ class Controller:
                 alarm=True,
             )
         started = self.clock()
-        self.say(f"the primary {old.name} is down ({old.error}); every replica agrees; failing over")
+        unanswered = started - (self.lost_since if self.lost_since is not None else started)
+        self.say(
+            f"the primary {old.name} is down ({old.error}), unanswered for {unanswered:.1f} s; every replica "
+            "agrees; failing over"
+        )
         locked: list[Server] = []
         promoted = False
         try:

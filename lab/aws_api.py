@@ -173,6 +173,17 @@ def main(argv: list[str]) -> int:
         )
         print(f"created {', '.join(create_buckets(s3, argv[2], json.load(sys.stdin))) or 'no buckets'}")
         return 0
+    if len(argv) == 5 and argv[0] == "list-objects":
+        s3 = boto3.client(
+            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
+        )
+        keys = [
+            item["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=argv[3], Prefix=argv[4])
+            for item in page.get("Contents", [])
+        ]
+        print(json.dumps(keys))
+        return 0
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
         return 0
@@ -222,6 +233,7 @@ def main(argv: list[str]) -> int:
             "       python -m lab.aws_api terminate-instances ENDPOINT REGION INSTANCE_ID...\n"
             "       python -m lab.aws_api delete-parameters ENDPOINT REGION  < names.json\n"
             "       python -m lab.aws_api create-buckets ENDPOINT REGION  < buckets.json\n"
+            "       python -m lab.aws_api list-objects ENDPOINT REGION BUCKET PREFIX\n"
             "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
             "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
             "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"

@@ -145,6 +145,8 @@ class MariadbDefaults:
     backup_hour_utc: int = field(metadata={"range": (0, 23)})
     backup_stagger_minutes: int = field(metadata={"range": (1, 60)})
     backup_fresh_hours: int = field(metadata={"range": (1, 23)})
+    backup_alarm_after_hours: int = field(metadata={"range": (25, 168)})
+    binlog_ship_interval: str = field(metadata=DURATION)
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,17 @@ def _contradictions(table: ServerDefaults) -> list[str]:
             < 24 * 60,
             "mariadb.backup_fresh_hours plus every server's turn (backup_stagger_minutes apart, up to "
             f"{MAX_WEB_COUNT} servers) must be under a day: the next day's first turn must back up again",
+        ),
+        (
+            table.mariadb.backup_alarm_after_hours * 60
+            > 24 * 60 + table.mariadb.backup_stagger_minutes * (MAX_WEB_COUNT - 1),
+            "mariadb.backup_alarm_after_hours must exceed a day plus every server's turn (backup_stagger_minutes "
+            f"apart, up to {MAX_WEB_COUNT} servers): a backup taken at the last turn is on schedule",
+        ),
+        (
+            1 <= seconds(table.mariadb.binlog_ship_interval) <= 30,
+            "mariadb.binlog_ship_interval must be 1 s to 30 s: a whole-stack loss may cost one interval of "
+            "writes and an upload, and the stack promises at most a minute",
         ),
         (
             keepalived.priority_lb_01 != keepalived.priority_lb_02,

@@ -32,6 +32,7 @@ from settings import PROJECT
 TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
 FILES = pathlib.Path(__file__).resolve().parent / "files"
 APP_DIR = pathlib.Path(__file__).resolve().parent.parent / "app"
+BINLOG_SHIPPER_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "backups" / "webinfra_db_ship_binlogs.py"
 CONFIG_SYNC_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "configsync" / "webinfra_config_sync.py"
 FAILOVER_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "failover" / "webinfra_failover.py"
 
@@ -374,6 +375,7 @@ HOST_PROGRAMS = {
     "webinfra-app": (APP_DIR / "webinfra_app.py", "/opt/webinfra/app/webinfra_app.py"),
     "webinfra-failover": (FAILOVER_PROGRAM, "/usr/local/sbin/webinfra-failover"),
     "webinfra-db-backup": (FILES / "webinfra-db-backup.sh", "/usr/local/sbin/webinfra-db-backup"),
+    "webinfra-db-ship-binlogs": (BINLOG_SHIPPER_PROGRAM, "/usr/local/sbin/webinfra-db-ship-binlogs"),
 }
 
 
@@ -706,6 +708,7 @@ def web_cloud_config(
         "WEBINFRA_DB_DEAD_STREAM_CHECK_SECONDS": f"{defaults.DEAD_STREAM_CHECK_SECONDS:g}",
         "WEBINFRA_BACKUP_BUCKET": backup_bucket,
         "WEBINFRA_BACKUP_FRESH_SECONDS": str(defaults.SERVER_DEFAULTS.mariadb.backup_fresh_hours * 3600),
+        "WEBINFRA_BINLOG_SHIP_SECONDS": f"{defaults.seconds(defaults.SERVER_DEFAULTS.mariadb.binlog_ship_interval):g}",
         "WEBINFRA_PRIVATE_ADDRESS": facts.web_addresses[server_id_of(hostname) - 1],
     }
     network_hosts = [mariadb_host_pattern(facts.vpc_cidr)]
@@ -722,6 +725,7 @@ def web_cloud_config(
                 db_tls_sync(facts, hostname),
                 program_sync(facts, "webinfra-app"),
                 program_sync(facts, "webinfra-db-backup"),
+                program_sync(facts, "webinfra-db-ship-binlogs"),
                 firewall_peers_sync(facts),
             ],
         ),
@@ -783,6 +787,7 @@ def web_cloud_config(
             "/etc/systemd/system/webinfra-db-end-dead-streams.service",
             read_file("webinfra-db-end-dead-streams.service"),
         ),
+        _file("/etc/systemd/system/webinfra-db-ship-binlogs.service", read_file("webinfra-db-ship-binlogs.service")),
         _file(
             "/etc/webinfra/nginx-site.conf",
             render_template("nginx-site.conf.j2", hostname=hostname, vpc_cidr=facts.vpc_cidr),

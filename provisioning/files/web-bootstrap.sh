@@ -24,9 +24,9 @@ step "MariaDB as $WEBINFRA_ROLE"
 systemctl enable mariadb
 systemctl restart mariadb
 /usr/local/sbin/webinfra-db-setup
-# Every server: it may be the primary one day (see webinfra-db-end-dead-streams).
+# Every server: it may be the primary one day (see webinfra-db-end-dead-streams, webinfra-db-ship-binlogs).
 systemctl daemon-reload
-systemctl enable --now webinfra-db-end-dead-streams.service webinfra-db-backup.timer
+systemctl enable --now webinfra-db-end-dead-streams.service webinfra-db-ship-binlogs.service webinfra-db-backup.timer
 
 step "app server"
 systemctl daemon-reload

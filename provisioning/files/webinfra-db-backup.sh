@@ -15,7 +15,17 @@ db() { mariadb --socket="$socket" -N -B -e "$1"; }
 prefix="$WEBINFRA_STACK/full"
 target="s3://$WEBINFRA_BACKUP_BUCKET/$prefix"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# A run that fails says so to the stack's backup-failed alarm (a skipped turn is no failure: exit 0).
+finish() {
+    local status=$?
+    rm -rf "$work"
+    if [ "$status" -ne 0 ]; then
+        aws "${aws_args[@]}" cloudwatch put-metric-data --namespace "webinfra/$WEBINFRA_STACK" \
+            --metric-name BackupRunFailed --value 1 --unit Count ||
+            say "could not report the failure to CloudWatch"
+    fi
+}
+trap finish EXIT
 # Two uploads at a time, not ten: the CLI's buffers stay small on a 1 GB replica.
 printf '[default]\ns3 =\n  max_concurrent_requests = 2\n' >"$work/aws-config"
 export AWS_CONFIG_FILE="$work/aws-config"

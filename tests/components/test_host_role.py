@@ -69,6 +69,7 @@ def test_each_role_reads_exactly_its_own_parameters_of_this_stack():
             f"{arn}/tls/web-02",
             *program_pieces(run, "webinfra-app", arn),
             *program_pieces(run, "webinfra-db-backup", arn),
+            *program_pieces(run, "webinfra-db-ship-binlogs", arn),
             f"{arn}/config/firewall-peers.nft",
         ]
     ]
@@ -107,6 +108,7 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
         *(f"{arn}/tls/{host}" for host in hosts),
         *program_pieces(program, "webinfra-app", arn),
         *program_pieces(program, "webinfra-db-backup", arn),
+        *program_pieces(program, "webinfra-db-ship-binlogs", arn),
         f"{arn}/config/firewall-peers.nft",
     ]
     (lb_reads,) = [s for s in statements_of(program, "lb-host") if "ssm:GetParameter" in s["Action"]]

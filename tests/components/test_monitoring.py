@@ -146,3 +146,34 @@ def test_the_failover_controllers_reports_are_alarms_naming_the_new_primary(prog
     for metric in ("BecamePrimary", "FailoverArmed", "DatabaseAttention"):
         assert f'"{metric}"' in source, metric
     assert all(a["namespace"] == "webinfra/dev" for k, a in found.items() if "primary" in k or "failover" in k)
+
+
+def test_the_backups_have_alarms_on_what_the_backup_programs_publish(program):
+    """Full backup too old, binary-log shipping more than 5 minutes behind, a failed backup run: stack-wide
+    (no host: the primary, whichever server it is, publishes the first two; the replica that fails, the
+    third), on the names the shipped programs publish (tests/backups, tests/provisioning run them)."""
+    from provisioning import defaults, render
+
+    found = alarms(program)
+    topic = program.exports["alarm_topic_arn"]
+    too_old = found["webinfra-dev-full-backup-too-old"]
+    behind = found["webinfra-dev-binlog-shipping-behind"]
+    failed = found["webinfra-dev-backup-failed"]
+    assert too_old["threshold"] == defaults.SERVER_DEFAULTS.mariadb.backup_alarm_after_hours * 3600
+    assert (behind["threshold"], behind["comparisonOperator"]) == (300, "GreaterThanThreshold")
+    assert behind["treatMissingData"] == "breaching"  # no primary publishing: nothing ships either
+    assert (failed["comparisonOperator"], failed["threshold"], failed["treatMissingData"]) == (
+        "GreaterThanOrEqualToThreshold",
+        1,
+        "notBreaching",
+    )
+    publishers = {
+        "FullBackupAgeSeconds": "webinfra-db-ship-binlogs",
+        "BinlogShippingBehindSeconds": "webinfra-db-ship-binlogs",
+        "BackupRunFailed": "webinfra-db-backup",
+    }
+    for alarm in (too_old, behind, failed):
+        assert alarm["namespace"] == "webinfra/dev" and alarm["dimensions"] == {}, alarm
+        assert alarm["alarmActions"] == [topic] and alarm["okActions"] == [topic]
+        shipped = render.shipped_program(render.HOST_PROGRAMS[publishers[alarm["metricName"]]][0])
+        assert alarm["metricName"] in shipped, alarm["metricName"]

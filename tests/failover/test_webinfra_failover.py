@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import threading
@@ -237,8 +238,11 @@ def test_a_dead_primary_is_replaced_by_a_replica_with_every_acknowledged_write(c
     # The other replica kept its stored credentials and TLS: only the address changed.
     assert (status["Master_User"], status["Master_SSL_Verify_Server_Cert"]) == (render.DB_REPLICATION_USER, "Yes")
     assert ("BecamePrimary", 1, new_name) in cluster.metrics, cluster.metrics
-    # It waited for failure_after and the replicas' silence, no longer than a few polls more.
-    assert 2.0 <= took < 10, (took, verdicts)
+    # It waited for failure_after (by its own clock, from the primary's last answer: a test's clock around
+    # the kill is off by a poll on a busy machine, as CI saw: 1.88 s) and the replicas' silence.
+    (decided,) = [m for m in cluster.said if "every replica agrees; failing over" in m]
+    assert float(re.search(r"unanswered for ([0-9.]+) s", decided).group(1)) >= 2.0, decided
+    assert took < 10, (took, verdicts)
     assert any(v.startswith("primary web-01 unanswered for") for v in verdicts), verdicts
 
 

@@ -137,6 +137,46 @@ def test_a_replica_backs_up_to_the_stacks_bucket_and_the_primary_passes_its_turn
         assert f"{backup_turn(host)}:00 UTC" in calendar, (host, calendar)
 
 
+def test_the_primary_ships_its_binary_logs_within_a_minute_and_reports_what_the_backup_alarms_watch(running_lab):
+    """Issue 15: webinfra-db-ship-binlogs (from SSM, as its unit runs it) on every web server; the primary's
+    binary logs reach the stack's bucket in the S3 stand-in, as GTID ranges with no gap, within
+    binlog_ship_interval (30 s) and an upload of a write; the primary publishes the shipping delay and the
+    full backup's age to the stand-in's CloudWatch."""
+    from backups.webinfra_db_ship_binlogs import parse_binlog_key
+
+    names = web_names(running_lab)
+    primary = primary_of(names)
+    for host in names:
+        active = guest(host, "systemctl", "is-active", "webinfra-db-ship-binlogs").stdout.strip()
+        assert active == "active", (host, active)
+    environment = guest(primary, "cat", "/etc/webinfra/webinfra.env").stdout
+    bucket = re.search(r"^WEBINFRA_BACKUP_BUCKET=(.+)$", environment, re.M).group(1)
+
+    def reach() -> tuple[int, list]:
+        listed = aws_api(load_state(), "list-objects", bucket, "lab/binlog/")
+        assert listed.returncode == 0, listed.stderr
+        objects = [parse_binlog_key(key) for key in json.loads(listed.stdout)]
+        return max((o.last for o in objects), default=0), objects
+
+    stored = post_message(running_lab["url"], "shipped to S3 within a minute")
+    written = time.monotonic()
+    position = int(sql(primary, "SELECT @@global.gtid_binlog_pos").rsplit("-", 1)[1])
+    wait_until(f"GTID sequence {position} in S3", lambda: reach()[0] >= position, 75, 1)
+    shipped_after = time.monotonic() - written
+    _, objects = reach()
+    assert objects[0].first == 1 and all(b.first <= a.last + 1 for a, b in itertools.pairwise(objects)), objects
+    print(f"write {stored['id']} (GTID sequence {position}) in S3 {shipped_after:.1f} s after it was acknowledged")
+
+    def reported():
+        metrics = metrics_in_the_aws_stand_in(running_lab)
+        wanted = ("BinlogShippingBehindSeconds/", "FullBackupAgeSeconds/")
+        return metrics if all(k in metrics for k in wanted) else None
+
+    metrics = wait_until("the backup metrics in CloudWatch (the stand-in)", reported, 90, 5)
+    print(f"backup metrics: {metrics}")
+    assert metrics["BinlogShippingBehindSeconds/"] < 120
+
+
 # AWS's download locations for the lab stack's region (us-east-1), written out as AWS documents them.
 AGENT_URLS = {
     "amazon-ssm-agent": "https://s3.us-east-1.amazonaws.com/amazon-ssm-us-east-1/latest/debian_{arch}/amazon-ssm-agent.deb",

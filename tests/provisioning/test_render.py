@@ -582,6 +582,7 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
         "db-tls",
         "webinfra-app",
         "webinfra-db-backup",
+        "webinfra-db-ship-binlogs",
         "firewall-peers",
     ]
     assert web["db-app"]["once"] and web["db-replication"]["once"], (
@@ -604,9 +605,10 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
         FACTS.ssm_db_tls("web-02"),
         str(web["webinfra-app"]["parameter"]),
         str(web["webinfra-db-backup"]["parameter"]),
+        str(web["webinfra-db-ship-binlogs"]["parameter"]),
         FACTS.ssm_config("firewall-peers.nft"),
     }
-    for program in ("webinfra-app", "webinfra-db-backup"):
+    for program in ("webinfra-app", "webinfra-db-backup", "webinfra-db-ship-binlogs"):
         assert all(p.startswith(FACTS.ssm_program(program) + "/") for p in web[program]["parameter"])
     assert web["webinfra-db-backup"]["validate"] == [["bash", "-n", "{files[0]}"]]
 

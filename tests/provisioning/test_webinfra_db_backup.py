@@ -7,6 +7,7 @@ before it; the primary and a second turn the same day take none."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import pathlib
@@ -85,6 +86,23 @@ def run_backup(
     return subprocess.run([str(program)], env=environment, capture_output=True, text=True, timeout=300)
 
 
+def reported_failures(endpoint: str) -> float:
+    """The BackupRunFailed data points the stack's backup-failed alarm watches (moto's CloudWatch)."""
+    cloudwatch = boto3.client(
+        "cloudwatch", region_name=REGION, endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace=f"webinfra/{FACTS.stack}",
+        MetricName="BackupRunFailed",
+        StartTime=now - datetime.timedelta(minutes=10),
+        EndTime=now + datetime.timedelta(minutes=1),
+        Period=600,
+        Statistics=["Sum"],
+    )["Datapoints"]
+    return sum(p["Sum"] for p in points)
+
+
 def objects(s3) -> list[str]:
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BACKUP_BUCKET).get("Contents", []))
 
@@ -161,6 +179,7 @@ def test_a_replica_backs_up_to_the_stacks_prefix_and_the_backup_restores_every_r
 
     write(primary, "after the backup")
     assert restored_rows(s3, backup, tmp_path) == expected
+    assert reported_failures(endpoint) == 0  # the primary's pass and the second turn are no failures
 
 
 def test_a_backup_that_fails_midway_leaves_no_object_and_no_manifest(cluster, s3_endpoint, tmp_path):  # noqa: F811
@@ -175,6 +194,7 @@ def test_a_backup_that_fails_midway_leaves_no_object_and_no_manifest(cluster, s3
     assert failed.returncode == 1 and "FAILED: no manifest written" in failed.stdout, failed.stdout + failed.stderr
     assert "disk error" in failed.stdout
     assert [k.rsplit(".", 1)[-1] for k in objects(s3)] == ["started"]  # only the claim, which expires in an hour
+    assert reported_failures(endpoint) == 1
 
 
 def test_a_replica_that_does_not_replicate_takes_no_backup(cluster, s3_endpoint, tmp_path):  # noqa: F811
@@ -186,3 +206,4 @@ def test_a_replica_that_does_not_replicate_takes_no_backup(cluster, s3_endpoint,
     stalled = run_backup(replica, endpoint, tmp_path)
     assert stalled.returncode == 1 and "is not replicating and caught up" in stalled.stdout, stalled.stdout
     assert objects(s3) == []
+    assert reported_failures(endpoint) == 1
