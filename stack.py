@@ -99,6 +99,7 @@ def _web_host_role(
                         *_program_arns(programs, facts, "webinfra-app"),
                         *_program_arns(programs, facts, "webinfra-db-backup"),
                         *_program_arns(programs, facts, "webinfra-db-ship-binlogs"),
+                        *_program_arns(programs, facts, "webinfra-db-restore"),
                         config.parameter_arns[facts.ssm_config("firewall-peers.nft")],
                     ],
                 ),

@@ -177,12 +177,21 @@ def main(argv: list[str]) -> int:
         s3 = boto3.client(
             "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
         )
-        keys = [
-            item["Key"]
+        listed = [
+            {"Key": item["Key"], "Size": item["Size"], "LastModified": item["LastModified"].timestamp()}
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=argv[3], Prefix=argv[4])
             for item in page.get("Contents", [])
         ]
-        print(json.dumps(keys))
+        print(json.dumps(listed))
+        return 0
+    if len(argv) == 5 and argv[0] in ("get-object", "put-object"):
+        s3 = boto3.client(
+            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
+        )
+        if argv[0] == "get-object":
+            sys.stdout.buffer.write(s3.get_object(Bucket=argv[3], Key=argv[4])["Body"].read())
+        else:
+            s3.put_object(Bucket=argv[3], Key=argv[4], Body=sys.stdin.buffer.read())
         return 0
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
@@ -234,6 +243,7 @@ def main(argv: list[str]) -> int:
             "       python -m lab.aws_api delete-parameters ENDPOINT REGION  < names.json\n"
             "       python -m lab.aws_api create-buckets ENDPOINT REGION  < buckets.json\n"
             "       python -m lab.aws_api list-objects ENDPOINT REGION BUCKET PREFIX\n"
+            "       python -m lab.aws_api get-object|put-object ENDPOINT REGION BUCKET KEY  (the body: stdout|stdin)\n"
             "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
             "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
             "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"

@@ -246,10 +246,10 @@ class LabRunner:
 class SsmRunner:
     """Runs each step on an EC2 host through SSM Run Command (AWS-RunShellScript)."""
 
-    def __init__(self, stack: str, region: str | None, ssm=None, ec2=None):
+    def __init__(self, stack: str, region: str | None, ssm=None, ec2=None, purpose: str = "scripts/promote"):
         import boto3
 
-        self.stack = stack
+        self.stack, self.purpose = stack, purpose
         self.ssm = ssm or boto3.client("ssm", region_name=region)
         self.ec2 = ec2 or boto3.client("ec2", region_name=region)
         self.instances: dict[str, str] = {}
@@ -282,7 +282,7 @@ class SsmRunner:
                 DocumentName="AWS-RunShellScript",
                 Parameters={"commands": [script]},
                 TimeoutSeconds=max(30, int(timeout)),
-                Comment=f"webinfra {self.stack}: scripts/promote",
+                Comment=f"webinfra {self.stack}: {self.purpose}",
             )["Command"]["CommandId"]
         except Exception as error:  # noqa: BLE001 - an instance SSM cannot reach is unreachable
             return 255, str(error)

@@ -32,7 +32,7 @@ from settings import PROJECT
 TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
 FILES = pathlib.Path(__file__).resolve().parent / "files"
 APP_DIR = pathlib.Path(__file__).resolve().parent.parent / "app"
-BINLOG_SHIPPER_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "backups" / "webinfra_db_ship_binlogs.py"
+BACKUPS_DIR = pathlib.Path(__file__).resolve().parent.parent / "backups"
 CONFIG_SYNC_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "configsync" / "webinfra_config_sync.py"
 FAILOVER_PROGRAM = pathlib.Path(__file__).resolve().parent.parent / "failover" / "webinfra_failover.py"
 
@@ -375,7 +375,11 @@ HOST_PROGRAMS = {
     "webinfra-app": (APP_DIR / "webinfra_app.py", "/opt/webinfra/app/webinfra_app.py"),
     "webinfra-failover": (FAILOVER_PROGRAM, "/usr/local/sbin/webinfra-failover"),
     "webinfra-db-backup": (FILES / "webinfra-db-backup.sh", "/usr/local/sbin/webinfra-db-backup"),
-    "webinfra-db-ship-binlogs": (BINLOG_SHIPPER_PROGRAM, "/usr/local/sbin/webinfra-db-ship-binlogs"),
+    "webinfra-db-ship-binlogs": (
+        BACKUPS_DIR / "webinfra_db_ship_binlogs.py",
+        "/usr/local/sbin/webinfra-db-ship-binlogs",
+    ),
+    "webinfra-db-restore": (BACKUPS_DIR / "webinfra_db_restore.py", "/usr/local/sbin/webinfra-db-restore"),
 }
 
 
@@ -726,6 +730,7 @@ def web_cloud_config(
                 program_sync(facts, "webinfra-app"),
                 program_sync(facts, "webinfra-db-backup"),
                 program_sync(facts, "webinfra-db-ship-binlogs"),
+                program_sync(facts, "webinfra-db-restore"),
                 firewall_peers_sync(facts),
             ],
         ),

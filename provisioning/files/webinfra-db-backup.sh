@@ -60,7 +60,8 @@ if young "$manifest" "$WEBINFRA_BACKUP_FRESH_SECONDS"; then
     say "the stack's newest full backup ($manifest) is recent enough: none now"
     exit 0
 fi
-if young "$claim" 3600; then
+# A claim counts while no backup finished after it (a finished one's claim stays in the bucket).
+if young "$claim" 3600 && { [ "$manifest" = null ] || [[ $claim > $manifest ]]; }; then
     say "another replica began one at $claim: none now"
     exit 0
 fi

@@ -28,7 +28,10 @@ def test_each_program_is_in_pieces_a_parameter_holds_and_a_host_gets_exactly_its
             for f in yaml.safe_load(decode_user_data(instance.inputs["userDataBase64"]))["write_files"]
         }
         manifests[instance.inputs["tags"]["Role"]] = json.loads(files[render.CONFIG_SYNC_MANIFEST])["entries"]
-    wanted = {"web": ["webinfra-app", "webinfra-db-backup", "webinfra-db-ship-binlogs"], "lb": ["webinfra-failover"]}
+    wanted = {
+        "web": ["webinfra-app", "webinfra-db-backup", "webinfra-db-ship-binlogs", "webinfra-db-restore"],
+        "lb": ["webinfra-failover"],
+    }
     for role, entries in manifests.items():
         programs = [e for e in entries if e["format"] == "gzip-base64"]
         assert [e["name"] for e in programs] == wanted[role]

@@ -70,6 +70,7 @@ def test_each_role_reads_exactly_its_own_parameters_of_this_stack():
             *program_pieces(run, "webinfra-app", arn),
             *program_pieces(run, "webinfra-db-backup", arn),
             *program_pieces(run, "webinfra-db-ship-binlogs", arn),
+            *program_pieces(run, "webinfra-db-restore", arn),
             f"{arn}/config/firewall-peers.nft",
         ]
     ]
@@ -109,6 +110,7 @@ def test_the_web_role_reads_every_web_servers_database_key_and_no_other_hosts_se
         *program_pieces(program, "webinfra-app", arn),
         *program_pieces(program, "webinfra-db-backup", arn),
         *program_pieces(program, "webinfra-db-ship-binlogs", arn),
+        *program_pieces(program, "webinfra-db-restore", arn),
         f"{arn}/config/firewall-peers.nft",
     ]
     (lb_reads,) = [s for s in statements_of(program, "lb-host") if "ssm:GetParameter" in s["Action"]]

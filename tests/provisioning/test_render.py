@@ -583,6 +583,7 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
         "webinfra-app",
         "webinfra-db-backup",
         "webinfra-db-ship-binlogs",
+        "webinfra-db-restore",
         "firewall-peers",
     ]
     assert web["db-app"]["once"] and web["db-replication"]["once"], (
@@ -606,9 +607,10 @@ def test_every_host_syncs_its_certificate_and_a_web_server_its_passwords_once():
         str(web["webinfra-app"]["parameter"]),
         str(web["webinfra-db-backup"]["parameter"]),
         str(web["webinfra-db-ship-binlogs"]["parameter"]),
+        str(web["webinfra-db-restore"]["parameter"]),
         FACTS.ssm_config("firewall-peers.nft"),
     }
-    for program in ("webinfra-app", "webinfra-db-backup", "webinfra-db-ship-binlogs"):
+    for program in ("webinfra-app", "webinfra-db-backup", "webinfra-db-ship-binlogs", "webinfra-db-restore"):
         assert all(p.startswith(FACTS.ssm_program(program) + "/") for p in web[program]["parameter"])
     assert web["webinfra-db-backup"]["validate"] == [["bash", "-n", "{files[0]}"]]
 

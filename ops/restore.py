@@ -1,0 +1,426 @@
+"""scripts/restore: restore the stack's database to a time (or the latest) from its backups in S3.
+
+    scripts/restore --lab [--to TIME | --latest] [--dry-run]
+    scripts/restore --stack NAME [--region R] [--bucket B] [--to TIME | --latest] [--dry-run]
+
+TIME is UTC, as `2026-11-27T09:15:00Z` (or `2026-11-27 09:15:00`): every transaction that began before
+it is restored, none after. --latest: everything shipped. The stack's web servers must all answer
+(through SSM Run Command on AWS); the stack may be the one that made the backups (a table dropped, a bad
+migration) or a new, empty one of the same name, given the kept bucket (--bucket: `pulumi destroy` keeps
+it; scripts/sweep lists it).
+
+0. Plan, from the bucket alone: the newest full backup finished by TIME (webinfra-db-backup's manifests),
+   then the shipped binary logs that follow it without a gap up to TIME (webinfra-db-ship-binlogs's keys
+   name their GTID ranges and when each was closed). A time outside the window, no backup, a bucket
+   holding no backup of this stack: refused, saying what is there. --dry-run stops here and says what
+   it would do.
+1. Hold the automatic failover (its controllers stop on every load balancer; started again at the end,
+   whatever happened) and make the primary read-only.
+2. On the primary (the writable server; a new stack's first): webinfra-db-restore (backups/), which
+   downloads, prepares and puts the backup in place of the data (kept aside on the server), replays
+   the binary logs to TIME, and gives the server a GTID position beyond everything the stack ever
+   wrote (so that the history a restore undid is never mixed with what comes after it).
+3. Make it writable, and re-seed every replica from it (webinfra-db-setup, as at a replica's first
+   boot: its app database dropped, a consistent copy of the primary's, replication from there).
+4. Record the restore in the bucket (`<stack>/restores/<id>.done.json`: later restores to a time after
+   it start from backups made after it), and take a full backup at once from a replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from backups.webinfra_db_ship_binlogs import BinlogObject, binlog_prefix, domain_sequence, parse_binlog_key
+from ops.promote import LabRunner, Promotion, Runner, Server, SsmRunner, hold_failover, release_failover, sql
+
+RESTORE_TIMEOUT = 6 * 3600
+RESEED_TIMEOUT = 3600
+
+
+class RestoreRefused(RuntimeError):
+    pass
+
+
+class Store(Protocol):
+    """The stack's backup bucket, as the operator reaches it."""
+
+    bucket: str
+
+    def list(self, prefix: str) -> list[dict]: ...  # [{"Key", "Size", "LastModified": epoch seconds}]
+    def read(self, key: str) -> bytes: ...
+    def write(self, key: str, body: bytes) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FullBackup:
+    key: str
+    bytes: int
+    gtid: str
+    finished: float
+    host: str
+
+    @property
+    def sequence(self) -> int:
+        return domain_sequence(self.gtid)
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreRecord:
+    restored_at: float
+    marker: int  # every transaction after the restore has a GTID sequence number above this
+
+
+@dataclasses.dataclass
+class Plan:
+    stack: str
+    backup: FullBackup
+    binlogs: list[tuple[BinlogObject, int]]  # each with the sequence number to resume after
+    target: datetime.datetime | None
+    marker: int
+    warnings: list[str]
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # of the binary-log objects, by key
+    id: str = dataclasses.field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "stack": self.stack,
+            "backup": {"key": self.backup.key, "bytes": self.backup.bytes, "gtid": self.backup.gtid},
+            "binlogs": [{"key": b.key, "bytes": self.sizes.get(b.key, 0), "after": after} for b, after in self.binlogs],
+            "stop_datetime": self.target.strftime("%Y-%m-%d %H:%M:%S") if self.target else None,
+            "marker": self.marker,
+        }
+
+    def describe(self) -> str:
+        until = f"to {self.target:%Y-%m-%d %H:%M:%S} UTC" if self.target else "to the latest shipped transaction"
+        reach = self.binlogs[-1][0].last if self.binlogs else self.backup.sequence
+        lines = [
+            f"restore of stack {self.stack} {until}:",
+            f"  full backup {self.backup.key} ({self.backup.bytes:,} bytes, from {self.backup.host}, finished "
+            f"{_utc(self.backup.finished)}, GTID {self.backup.gtid})",
+            f"  then {len(self.binlogs)} shipped binary logs, GTID sequence {self.backup.sequence + 1} to at most "
+            f"{reach}" + (f" (closed by {_utc(self.binlogs[-1][0].closed.timestamp())})" if self.binlogs else ""),
+            f"  new history from GTID sequence {self.marker + 1}",
+            *(f"  note: {w}" for w in self.warnings),
+        ]
+        return "\n".join(lines)
+
+
+def _utc(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def parse_time(text: str) -> datetime.datetime:
+    cleaned = text.strip().replace("T", " ").removesuffix("Z").removesuffix("+00:00")
+    try:
+        return datetime.datetime.strptime(cleaned, "%Y-%m-%d %H:%M:%S").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        raise RestoreRefused(f"--to {text!r}: a UTC time is written 2026-11-27T09:15:00Z") from None
+
+
+# --- 0. the plan -------------------------------------------------------------------------------------------
+def read_backups(
+    store: Store, stack: str
+) -> tuple[list[FullBackup], list[BinlogObject], list[RestoreRecord], dict[str, int]]:
+    listed = store.list(f"{stack}/")
+    if not listed:
+        others = sorted({item["Key"].split("/", 1)[0] for item in store.list("")})
+        raise RestoreRefused(
+            f"bucket {store.bucket} holds no backup of stack {stack!r}"
+            + (f" (it holds: {', '.join(others)})" if others else " (it is empty)")
+        )
+    sizes = {item["Key"]: item["Size"] for item in listed}
+    backups, records = [], []
+    for item in listed:
+        key = item["Key"]
+        if key.startswith(f"{stack}/full/") and key.endswith(".manifest.json"):
+            manifest = json.loads(store.read(key))
+            backup_key = f"{stack}/full/{manifest['backup']}"
+            if backup_key in sizes:  # a manifest is written after its backup; never one without
+                backups.append(
+                    FullBackup(backup_key, manifest["bytes"], manifest["gtid"], manifest["finished"], manifest["host"])
+                )
+        elif key.startswith(f"{stack}/restores/") and key.endswith(".done.json"):
+            record = json.loads(store.read(key))
+            records.append(RestoreRecord(record["restored_at"], record["marker"]))
+    binlogs = [
+        o for o in (parse_binlog_key(i["Key"]) for i in listed if i["Key"].startswith(binlog_prefix(stack))) if o
+    ]
+    return backups, binlogs, records, sizes
+
+
+def plan_restore(
+    stack: str,
+    backups: list[FullBackup],
+    binlogs: list[BinlogObject],
+    records: list[RestoreRecord],
+    target: datetime.datetime | None,
+    now: float,
+    server_positions: Sequence[int] = (),
+) -> Plan:
+    """The newest full backup finished by `target` in the target's history, then the binary logs that
+    follow it without a gap, up to the first closed at or after `target` (`None`: every one)."""
+    if target is not None and target.timestamp() > now:
+        raise RestoreRefused(f"{target:%Y-%m-%d %H:%M:%S} UTC is in the future (now: {_utc(now)})")
+    moment = target.timestamp() if target is not None else now
+    # A restore starts a new history at its marker: a time after it is restored from what came after it.
+    era_start = max((r.marker for r in records if r.restored_at <= moment), default=0)
+    era_end = min((r.marker for r in records if r.restored_at > moment), default=None)
+
+    def in_era(sequence: int) -> bool:
+        return sequence >= era_start and (era_end is None or sequence < era_end)
+
+    if not backups:
+        raise RestoreRefused(
+            f"no full backup of stack {stack!r} yet: the first is taken at the first replica's turn "
+            "(webinfra-db-backup.timer, daily), or now with `systemctl start webinfra-db-backup` on a replica"
+        )
+    candidates = [b for b in backups if in_era(b.sequence) and b.finished <= moment]
+    if not candidates:
+        era = [b for b in backups if in_era(b.sequence)]
+        oldest = min(era or backups, key=lambda b: b.finished)
+        raise RestoreRefused(
+            f"{target:%Y-%m-%d %H:%M:%S} UTC is before the window: the oldest full backup it could start from "
+            f"finished at {_utc(oldest.finished)} (backups are kept backupRetentionDays)"
+            if target is not None
+            else "no full backup finished since the last restore yet"
+        )
+    backup = max(candidates, key=lambda b: (b.finished, b.sequence))
+    following = sorted(
+        (o for o in binlogs if o.first > era_start and (era_end is None or o.last < era_end)),
+        key=lambda o: (o.last, o.closed),
+    )
+    chain: list[tuple[BinlogObject, int]] = []
+    position = backup.sequence
+    while True:
+        covering = [o for o in following if o.first <= position + 1 <= o.last]
+        if not covering:
+            break
+        chosen = max(covering, key=lambda o: (o.last, o.closed))
+        chain.append((chosen, position))
+        position = chosen.last
+        if target is not None and chosen.closed >= target:
+            break
+    warnings = []
+    later = [o for o in following if o.first > position + 1]
+    if later and (target is None or min(later, key=lambda o: o.first).closed < target):
+        gap = min(later, key=lambda o: o.first)
+        warnings.append(
+            f"GTID sequence {position + 1} to {gap.first - 1} is in no shipped binary log (a gap): the restore "
+            f"stops before it, at sequence {position}"
+        )
+    if target is not None and (not chain or chain[-1][0].closed < target):
+        reached = chain[-1][0].closed if chain else None
+        warnings.append(
+            "the shipped binary logs end "
+            + (f"at {reached:%Y-%m-%d %H:%M:%S} UTC" if reached else "at the full backup")
+            + f", before {target:%Y-%m-%d %H:%M:%S} UTC: anything written in between was not shipped"
+        )
+    marker = (
+        max(
+            [b.sequence for b in backups]
+            + [o.last for o in binlogs]
+            + [r.marker for r in records]
+            + list(server_positions)
+            + [0]
+        )
+        + 1
+    )
+    return Plan(stack, backup, chain, target, marker, warnings)
+
+
+# --- 1-4. doing it -------------------------------------------------------------------------------------------
+def _host_env_command(command: str) -> str:
+    """A host program started as its units start them: with the host's environment file."""
+    return f"set -a; . /etc/webinfra/webinfra.env; set +a; {command}"
+
+
+def run_restore(
+    runner: Runner,
+    store: Store,
+    stack: str,
+    target: datetime.datetime | None,
+    *,
+    dry_run: bool = False,
+    say: Callable[[str], None] = print,
+    now: Callable[[], float] = time.time,
+) -> dict:
+    servers: list[Server] = runner.servers()  # type: ignore[attr-defined]
+    promotion = Promotion(runner, servers, say)
+    promotion.survey()
+    missing = [s.name for s in servers if not s.reachable]
+    if missing:
+        raise RestoreRefused(f"every web server must answer for a restore; {', '.join(missing)} do not")
+    backups, binlogs, records, sizes = read_backups(store, stack)
+    plan = plan_restore(stack, backups, binlogs, records, target, now(), [domain_sequence(s.gtid) for s in servers])
+    plan.sizes = sizes
+    say(plan.describe())
+    if dry_run:
+        say("dry run: nothing changed")
+        return {"plan": plan.to_json()}
+    primary = next((s for s in servers if s.role == "primary"), servers[0])
+    replicas = [s for s in servers if s is not primary]
+    held = hold_failover(runner, say)
+    started = time.monotonic()
+    try:
+        say(f"{primary.name}: read-only, then restored")
+        promotion._run(primary, sql("SET GLOBAL read_only = ON"))
+        for replica in replicas:
+            promotion._run(replica, sql("STOP SLAVE"))
+        plan_key = f"{stack}/restores/{plan.id}.plan.json"
+        store.write(plan_key, json.dumps(plan.to_json()).encode())
+        status, output = runner.run(
+            primary.name, _host_env_command(f"/usr/local/sbin/webinfra-db-restore {plan_key}"), RESTORE_TIMEOUT
+        )
+        say(output.strip())
+        if status != 0:
+            raise RuntimeError(f"{primary.name}: webinfra-db-restore failed ({status}); replicas untouched")
+        restored = json.loads(output.strip().splitlines()[-1])
+        restored_in = time.monotonic() - started
+        promotion._run(primary, sql("SET GLOBAL read_only = OFF"))
+        for replica in replicas:
+            say(f"{replica.name}: re-seeded from {primary.name}")
+            status, output = runner.run(
+                replica.name,
+                sql("STOP SLAVE; SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS webinfra")
+                + " && rm -f /var/lib/webinfra/db-initialised && /usr/local/sbin/webinfra-db-setup",
+                RESEED_TIMEOUT,
+            )
+            if status != 0:
+                raise RuntimeError(f"{replica.name}: re-seeding failed ({status}): {output.strip()[-500:]}")
+    finally:
+        release_failover(runner, held, say)
+    record = {"restored_at": now(), "marker": plan.marker, "plan": plan.id, **restored}
+    store.write(f"{stack}/restores/{plan.id}.done.json", json.dumps(record).encode())
+    if replicas:
+        # The first backup of the new history, now (a time after the restore needs one).
+        status, output = runner.run(
+            replicas[0].name,
+            _host_env_command("WEBINFRA_BACKUP_FRESH_SECONDS=0 /usr/local/sbin/webinfra-db-backup"),
+            RESTORE_TIMEOUT,
+        )
+        say(output.strip().splitlines()[-1] if output.strip() else f"{replicas[0].name}: backup ({status})")
+    say(
+        f"restored {stack} to GTID sequence {restored['sequence']} (last transaction {restored['time'] or 'the backup'}"
+        f" UTC) in {restored_in:.0f} s; replicas re-seeded"
+    )
+    return {"plan": plan.to_json(), "restored": restored, "restore_seconds": restored_in}
+
+
+# --- stores -------------------------------------------------------------------------------------------
+class S3Store:
+    def __init__(self, bucket: str, s3: Any):
+        self.bucket, self.s3 = bucket, s3
+
+    def list(self, prefix: str) -> list[dict]:
+        return [
+            {"Key": item["Key"], "Size": item["Size"], "LastModified": item["LastModified"].timestamp()}
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        ]
+
+    def read(self, key: str) -> bytes:
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def write(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+
+class LabStore:
+    """The lab's S3 stand-in, reached from the namespace it listens in (lab/aws_api.py)."""
+
+    def __init__(self, bucket: str | None = None):
+        from lab import cli
+
+        self.plan = cli.load_state()
+        self.bucket = bucket or next(iter(self.plan.buckets))
+
+    def _call(self, command: str, *args: str, input: bytes | None = None) -> bytes:
+        from lab import cli, network
+
+        result = subprocess.run(
+            [
+                *("ip", "netns", "exec", network.CLOUD_NS, sys.executable, "-m", "lab.aws_api", command),
+                *(self.plan.aws_endpoint_url, self.plan.region, *args),
+            ],
+            input=input,
+            cwd=cli.REPO,
+            capture_output=True,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the lab's S3: {command} failed: {result.stderr!r}")
+        return result.stdout
+
+    def list(self, prefix: str) -> list[dict]:
+        return json.loads(self._call("list-objects", self.bucket, prefix))
+
+    def read(self, key: str) -> bytes:
+        return self._call("get-object", self.bucket, key)
+
+    def write(self, key: str, body: bytes) -> None:
+        self._call("put-object", self.bucket, key, input=body)
+
+
+def find_bucket(stack: str, region: str | None, s3: Any) -> str:
+    from ops.sweep import _backup_buckets
+
+    found = _backup_buckets(s3, region or s3.meta.region_name, stack)
+    if len(found) != 1:
+        names = ", ".join(f.id for f in found) or "none"
+        raise RestoreRefused(
+            f"stack {stack!r} has {len(found)} backup buckets in this region ({names}): name one with --bucket"
+        )
+    return found[0].id
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/restore",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--lab", action="store_true", help="the local lab (scripts/lab up)")
+    where.add_argument("--stack", help="the Pulumi stack's name, on AWS (SSM Run Command)")
+    parser.add_argument("--region")
+    parser.add_argument("--bucket", help="the backup bucket (default: the stack's, found by its tags)")
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--to", help="a UTC time: 2026-11-27T09:15:00Z")
+    when.add_argument("--latest", action="store_true", help="everything shipped")
+    parser.add_argument("--dry-run", action="store_true", help="plan and say what would be done, change nothing")
+    args = parser.parse_args(argv)
+    try:
+        target = parse_time(args.to) if args.to else None
+        if args.lab:
+            runner: Any = LabRunner()
+            store: Store = LabStore(args.bucket)
+            stack = runner.plan.stack
+        else:
+            import boto3
+
+            s3 = boto3.client("s3", region_name=args.region)
+            runner = SsmRunner(args.stack, args.region, purpose="scripts/restore")
+            store = S3Store(args.bucket or find_bucket(args.stack, args.region, s3), s3)
+            stack = args.stack
+        run_restore(runner, store, stack, target, dry_run=args.dry_run)
+    except RestoreRefused as refusal:
+        print(f"scripts/restore: refused: {refusal}", file=sys.stderr)
+        return 2
+    except (RuntimeError, subprocess.SubprocessError) as error:
+        print(f"scripts/restore: failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,149 @@
+"""scripts/restore's plan, from a bucket's keys alone: which full backup, which shipped binary logs, where each
+resumes; and the refusals (a time outside the window, no backup, a wrong stack, the future). The keys are
+made by the shipper's own key function (backups/webinfra_db_ship_binlogs.py), so the planner reads what the
+hosts write. The restore itself runs in the lab (tests/lab: the restore drills)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from backups.webinfra_db_ship_binlogs import binlog_key, parse_binlog_key
+from ops.restore import FullBackup, RestoreRecord, RestoreRefused, main, parse_time, plan_restore, read_backups
+
+DAY = datetime.datetime(2026, 11, 27, tzinfo=datetime.UTC)
+
+
+def at(hours: float) -> float:
+    return (DAY + datetime.timedelta(hours=hours)).timestamp()
+
+
+def shipped(last: int, first: int, closed_hours: float, host: str = "web-01"):
+    key = binlog_key("dev", last, first, at(closed_hours), host, f"webinfra-bin.{last:06d}")
+    parsed = parse_binlog_key(key)
+    assert parsed is not None
+    return parsed
+
+
+def backup(sequence: int, finished_hours: float) -> FullBackup:
+    return FullBackup(f"dev/full/{sequence}.xbstream.zst", 1000, f"0-2-{sequence}", at(finished_hours), "web-02")
+
+
+BACKUPS = [backup(100, 3), backup(500, 27)]
+BINLOGS = [
+    shipped(90, 1, 2.5),
+    shipped(150, 91, 3.5),
+    shipped(300, 151, 10),
+    shipped(520, 301, 27.5),
+    shipped(600, 521, 30),
+]
+
+
+def test_a_time_is_restored_from_the_newest_backup_before_it_and_the_logs_that_follow_it():
+    plan = plan_restore("dev", BACKUPS, BINLOGS, [], DAY + datetime.timedelta(hours=9), now=at(31))
+    assert plan.backup == BACKUPS[0]
+    # from the backup's position (100) on, up to the first file closed after 09:00
+    assert [(b.last, after) for b, after in plan.binlogs] == [(150, 100), (300, 150)]
+    assert plan.to_json()["stop_datetime"] == "2026-11-27 09:00:00"
+    assert plan.marker == 601 and plan.warnings == []
+    later = plan_restore("dev", BACKUPS, BINLOGS, [], DAY + datetime.timedelta(hours=29), now=at(31))
+    assert later.backup == BACKUPS[1] and [(b.last, after) for b, after in later.binlogs] == [(520, 500), (600, 520)]
+
+
+def test_the_latest_takes_every_shipped_log_and_no_stop_time():
+    plan = plan_restore("dev", BACKUPS, BINLOGS, [], None, now=at(31))
+    assert plan.backup == BACKUPS[1] and plan.binlogs[-1][0].last == 600
+    assert plan.to_json()["stop_datetime"] is None
+
+
+def test_overlapping_logs_from_a_promoted_server_resume_where_the_chain_is():
+    """A replica promoted after the primary died ships its own file, which began long before."""
+    promoted = shipped(700, 200, 31, host="web-02")
+    plan = plan_restore("dev", BACKUPS, [*BINLOGS[:3], promoted], [], None, now=at(32))
+    assert plan.backup == BACKUPS[1]
+    assert [(b.host, b.last, after) for b, after in plan.binlogs] == [("web-02", 700, 500)]
+
+
+def test_a_gap_in_the_shipped_logs_stops_the_restore_before_it_and_says_so():
+    plan = plan_restore("dev", BACKUPS[:1], [BINLOGS[1], BINLOGS[3]], [], None, now=at(31))
+    assert [b.last for b, _ in plan.binlogs] == [150]
+    assert any("151 to 300 is in no shipped binary log" in w for w in plan.warnings), plan.warnings
+
+
+def test_a_time_after_a_restore_starts_from_the_history_after_it():
+    """Restored at 28:00 to 09:00, with its marker at 601: a later time must not replay the undone history."""
+    record = RestoreRecord(restored_at=at(28), marker=601)
+    after = [backup(601, 28.5), *BACKUPS]
+    new = [shipped(650, 602, 29)]
+    plan = plan_restore("dev", after, BINLOGS + new, [record], DAY + datetime.timedelta(hours=28.8), now=at(30))
+    assert plan.backup.sequence == 601 and [b.last for b, _ in plan.binlogs] == [650]
+    # and a time before it still reads the history as it was then
+    before = plan_restore("dev", after, BINLOGS + new, [record], DAY + datetime.timedelta(hours=20), now=at(30))
+    assert before.backup == BACKUPS[0] and [b.last for b, _ in before.binlogs][-1] == 520
+    with pytest.raises(RestoreRefused, match="no full backup finished since the last restore"):
+        plan_restore("dev", BACKUPS, BINLOGS, [RestoreRecord(at(30.5), 601)], None, now=at(31))
+
+
+@pytest.mark.parametrize(
+    ("backups", "target", "message"),
+    [
+        ([], 9, "no full backup of stack 'dev' yet"),
+        (BACKUPS, 1, "is before the window: the oldest full backup it could start from finished at 2026-11-27 03:00"),
+        (BACKUPS, 40, "is in the future"),
+    ],
+)
+def test_refusals_say_what_is_there(backups, target, message):
+    with pytest.raises(RestoreRefused, match=message):
+        plan_restore("dev", backups, BINLOGS, [], DAY + datetime.timedelta(hours=target), now=at(31))
+
+
+class FakeStore:
+    def __init__(self, objects: dict[str, bytes]):
+        self.bucket, self.objects = "webinfra-dev-backups-x", objects
+
+    def list(self, prefix):
+        return [
+            {"Key": k, "Size": len(v), "LastModified": 0.0}
+            for k, v in sorted(self.objects.items())
+            if k.startswith(prefix)
+        ]
+
+    def read(self, key):
+        return self.objects[key]
+
+    def write(self, key, body):
+        self.objects[key] = body
+
+
+def test_the_bucket_is_read_as_the_hosts_write_it_and_a_wrong_stack_is_refused():
+    manifest = {"backup": "b.xbstream.zst", "host": "web-02", "gtid": "0-1-100", "bytes": 9, "finished": at(3)}
+    store = FakeStore(
+        {
+            "dev/full/b.xbstream.zst": b"x" * 9,
+            "dev/full/b.manifest.json": json.dumps(manifest).encode(),
+            "dev/full/orphan.manifest.json": json.dumps({**manifest, "backup": "gone.xbstream.zst"}).encode(),
+            BINLOGS[1].key: b"",
+            "dev/restores/r.done.json": json.dumps({"restored_at": at(4), "marker": 700}).encode(),
+        }
+    )
+    backups, binlogs, records, sizes = read_backups(store, "dev")
+    assert backups == [FullBackup("dev/full/b.xbstream.zst", 9, "0-1-100", at(3), "web-02")]  # not the orphan
+    assert binlogs == [BINLOGS[1]] and records == [RestoreRecord(at(4), 700)]
+    assert sizes["dev/full/b.xbstream.zst"] == 9
+    with pytest.raises(RestoreRefused, match=r"holds no backup of stack 'prod' \(it holds: dev\)"):
+        read_backups(store, "prod")
+
+
+def test_times_are_utc_and_a_bad_one_is_refused_with_the_expected_form(capsys):
+    assert (
+        parse_time("2026-11-27T09:15:00Z")
+        == parse_time("2026-11-27 09:15:00")
+        == DAY + datetime.timedelta(hours=9, minutes=15)
+    )
+    with pytest.raises(RestoreRefused, match="written 2026-11-27T09:15:00Z"):
+        parse_time("yesterday")
+    with pytest.raises(SystemExit):
+        main(["--stack", "dev"])  # neither --to nor --latest
+    assert "one of the arguments --to --latest is required" in capsys.readouterr().err
