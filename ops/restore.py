@@ -259,6 +259,12 @@ def run_restore(
     missing = [s.name for s in servers if not s.reachable]
     if missing:
         raise RestoreRefused(f"every web server must answer for a restore; {', '.join(missing)} do not")
+    hosts_bucket = promotion._run(servers[0], "sed -n 's/^WEBINFRA_BACKUP_BUCKET=//p' /etc/webinfra/webinfra.env")
+    if hosts_bucket.strip() != store.bucket:
+        raise RestoreRefused(
+            f"the stack's servers read their backups from {hosts_bucket.strip() or 'no bucket'}, not {store.bucket}: "
+            "restoring from another bucket (a kept one, into a new stack) is not supported yet"
+        )
     backups, binlogs, records, sizes = read_backups(store, stack)
     plan = plan_restore(stack, backups, binlogs, records, target, now(), [domain_sequence(s.gtid) for s in servers])
     plan.sizes = sizes
