@@ -54,6 +54,10 @@ class Refused(Exception):
     """The restore cannot go on; nothing on this server was changed."""
 
 
+# Exit statuses scripts/restore tells apart: with these two the server's data is as it was.
+REFUSED, FAILED_BEFORE_THE_SWAP = 3, 4
+
+
 def environment(path: str) -> dict[str, str]:
     values = {}
     for line in pathlib.Path(path).read_text().splitlines():
@@ -96,7 +100,9 @@ class Restore:
     def prepare(self, datadir: pathlib.Path, work: pathlib.Path) -> pathlib.Path:
         backup = self.plan["backup"]
         free = shutil.disk_usage(datadir.parent).free
-        wanted = 3 * int(backup["bytes"]) + sum(int(b["bytes"]) for b in self.plan["binlogs"]) * 4
+        # The data unpacked (the manifest says how large it was), the stream while it unpacks, the logs.
+        unpacked = int(backup.get("data_bytes") or 8 * int(backup["bytes"]))
+        wanted = unpacked + int(backup["bytes"]) + sum(int(b["bytes"]) for b in self.plan["binlogs"]) * 5
         if free < wanted:
             raise Refused(
                 f"{free // 2**20} MiB free beside {datadir}, and this restore needs about {wanted // 2**20} MiB "
@@ -142,6 +148,7 @@ class Restore:
         """Every binary log after its resume position, up to the plan's time, into the server without
         binary logging; the last transaction's (sequence, time) as mariadb-binlog printed them."""
         last_sequence, last_time = int(self.plan["backup"]["gtid"].rsplit("-", 1)[1]), ""
+        stopped = False
         client = subprocess.Popen(
             ["mariadb", f"--socket={self.socket}", "--binary-mode"], stdin=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -156,8 +163,10 @@ class Restore:
                 str(work / "binlogs" / f"{index:06d}.bin"),
             ]
             # The time of --stop-datetime is the local time zone's: UTC, as the plan's.
-            decoder = subprocess.Popen(command, stdout=subprocess.PIPE, env={**os.environ, "TZ": "UTC"})
-            assert decoder.stdout is not None
+            decoder = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TZ": "UTC"}
+            )
+            assert decoder.stdout is not None and decoder.stderr is not None
             event_time = b""
             for line in decoder.stdout:
                 found = _EVENT_TIME.match(line)
@@ -165,10 +174,23 @@ class Restore:
                     event_time = found.group(1)
                 sequence = _GTID_SEQ.search(line)
                 if sequence:
-                    last_sequence, last_time = int(sequence.group(1)), event_time.decode()
+                    number = int(sequence.group(1))
+                    if number > last_sequence + 1:  # the keys promised no gap: never replay past one
+                        raise RuntimeError(
+                            f"{item['key']} goes on at GTID sequence {number}, after {last_sequence}: a gap"
+                        )
+                    last_sequence, last_time = number, _iso(event_time)
                 client.stdin.write(line)
+            problem = decoder.stderr.read().decode()
             if decoder.wait(timeout=STEP_TIMEOUT) != 0:
-                raise RuntimeError(f"mariadb-binlog failed on {item['key']}")
+                # With a stop time before this file's first event, mariadb-binlog never reaches the start
+                # position and says so: nothing in it (or after it) is before the time.
+                if stop and "never reached expected GTID state" in problem:
+                    stopped = True
+                else:
+                    raise RuntimeError(f"mariadb-binlog failed on {item['key']}: {problem[-500:]}")
+            if stopped:
+                break
         client.stdin.close()
         error = client.stderr.read().decode() if client.stderr else ""
         if client.wait(timeout=STEP_TIMEOUT) != 0:
@@ -199,6 +221,14 @@ class Restore:
         say(f"this stack's users and settings in place; its GTID position is {marker}")
 
 
+def _iso(stamp: bytes) -> str:
+    """mariadb-binlog's event time (`261127  9:01:07`, UTC here) as 2026-11-27T09:01:07Z."""
+    if not stamp:
+        return ""
+    parsed = time.strptime(" ".join(stamp.decode().split()), "%y%m%d %H:%M:%S")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", parsed)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
@@ -215,13 +245,17 @@ def main(argv: list[str]) -> int:
     datadir = pathlib.Path(restore.sql("SELECT @@global.datadir").strip())
     work = datadir.with_name(f"webinfra-restore-{plan['id']}")
     try:
-        prepared = restore.prepare(datadir, work)
+        try:
+            prepared = restore.prepare(datadir, work)
+        except Refused as refusal:
+            say(f"refused: {refusal}")
+            return REFUSED
+        except Exception as error:  # noqa: BLE001 (nothing changed yet: said, and scripts/restore undoes its fence)
+            say(f"failed before the data was replaced: {type(error).__name__}: {error}")
+            return FAILED_BEFORE_THE_SWAP
         restore.swap(datadir, prepared)
         sequence, at = restore.replay(work)
         restore.make_ours()
-    except Refused as refusal:
-        say(f"refused: {refusal}")
-        return 3
     finally:
         shutil.rmtree(work, ignore_errors=True)
     say(f"restored to GTID sequence {sequence} (its last transaction at {at or 'the backup'} UTC)")

@@ -53,6 +53,7 @@ SEQ_DIGITS = 20  # a GTID sequence number is 64-bit: at most 20 digits
 DOMAIN = 0  # gtid_domain_id of every server (mariadb.cnf.j2)
 METRICS_EVERY_SECONDS = 60
 COMMAND_TIMEOUT = 120
+FIRST_EVENTS = 100  # a file's first transaction comes after its Format_description, Gtid_list and checkpoints
 _KEY = re.compile(r"^(\d{20})-(\d{20})-(\d{8}T\d{6}Z)\.([^.]+)\.(.+)\.zst$")
 
 
@@ -113,11 +114,21 @@ class Database:
         return rows[0][0] if rows and rows[0] else ""
 
     def binlog_start(self, file: str) -> int:
-        """The domain's position before the file's first transaction (its Gtid_list event)."""
+        """The domain's position before the file's first transaction (its Gtid_list event): what the
+        server had written before the file was opened; the file's last transaction, for the one before."""
         for row in self.rows(f"SHOW BINLOG EVENTS IN '{file}' LIMIT 4"):
             if len(row) > 5 and row[2] == "Gtid_list":
                 return domain_sequence(row[5])
         raise RuntimeError(f"{file} has no Gtid_list event among its first")
+
+    def first_transaction(self, file: str) -> int | None:
+        """The sequence number of the file's first transaction (its first Gtid event), None for none. Not
+        the Gtid_list's position + 1: a server whose binary log began with RESET MASTER (a replica seeded
+        from a copy) lists nothing before a first transaction that may be far along."""
+        for row in self.rows(f"SHOW BINLOG EVENTS IN '{file}' LIMIT {FIRST_EVENTS}"):
+            if len(row) > 5 and row[2] == "Gtid":
+                return domain_sequence(row[5])
+        return None
 
 
 class Shipper:
@@ -168,8 +179,10 @@ class Shipper:
         if position > self.shipped_to and position > self.database.binlog_start(files[-1]):
             self.database.rows("FLUSH LOCAL BINARY LOGS")
             files = self.binlog_files()
-        self.ship_closed(files)
-        if self.shipped_to >= position:
+        open_start = self.ship_closed(files)
+        # Caught up: every transaction written is in S3, or in no closed file (the open one has none:
+        # after a restore, the position is a marker no transaction carries).
+        if self.shipped_to >= position or open_start >= position:
             self.caught_up_at = started
 
     def binlog_files(self) -> list[str]:
@@ -179,7 +192,8 @@ class Shipper:
             raise RuntimeError("the server keeps no binary log")
         return names
 
-    def ship_closed(self, files: list[str]) -> None:
+    def ship_closed(self, files: list[str]) -> int:
+        """Ship every closed file holding a transaction not in S3; the open file's start position."""
         # Newest first, back to the file that starts at or before what S3 holds: only those can hold
         # a transaction not shipped (a busy primary keeps thousands of files for the replicas).
         starts: dict[str, int] = {files[-1]: self.database.binlog_start(files[-1])}
@@ -189,9 +203,12 @@ class Shipper:
             starts[files[index]] = self.database.binlog_start(files[index])
         directory = pathlib.Path(self.database.value("SELECT @@global.log_bin_basename")).parent
         for file, successor in zip(files[index:-1], files[index + 1 :], strict=False):
-            first, last = starts[file] + 1, starts[successor]
-            if last <= self.shipped_to or last < first:
+            last = starts[successor]
+            if last <= self.shipped_to or last <= starts[file]:
                 continue  # shipped already, or no transaction in it (a restart's empty file)
+            first = self.database.first_transaction(file)
+            if first is None:
+                continue
             path = directory / file
             key = binlog_key(self.stack, last, first, path.stat().st_mtime, self.host, file)
             size = self.upload(path, key)
@@ -199,6 +216,7 @@ class Shipper:
             self.state.parent.mkdir(parents=True, exist_ok=True)
             self.state.write_text(json.dumps({"shipped_to": last, "key": key}) + "\n")
             self.say(f"shipped {file}: GTID sequence {first}-{last}, {size} bytes compressed")
+        return starts[files[-1]]
 
     def upload(self, path: pathlib.Path, key: str) -> int:
         with tempfile.TemporaryFile() as compressed:

@@ -280,8 +280,10 @@ class SsmRunner:
             command = self.ssm.send_command(
                 InstanceIds=[self.instances[host]],
                 DocumentName="AWS-RunShellScript",
-                Parameters={"commands": [script]},
-                TimeoutSeconds=max(30, int(timeout)),
+                # executionTimeout: how long the script may run (AWS-RunShellScript's default is an hour, which
+                # a restore can exceed); TimeoutSeconds: how long delivery to the instance may take.
+                Parameters={"commands": [script], "executionTimeout": [str(max(30, int(timeout)))]},
+                TimeoutSeconds=max(30, min(int(timeout), 2592000)),
                 Comment=f"webinfra {self.stack}: {self.purpose}",
             )["Command"]["CommandId"]
         except Exception as error:  # noqa: BLE001 - an instance SSM cannot reach is unreachable

@@ -38,8 +38,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from backups.webinfra_db_restore import FAILED_BEFORE_THE_SWAP, REFUSED
 from backups.webinfra_db_ship_binlogs import BinlogObject, binlog_prefix, domain_sequence, parse_binlog_key
 from ops.promote import LabRunner, Promotion, Runner, Server, SsmRunner, hold_failover, release_failover, sql
+from provisioning.render import DB_NAME
 
 RESTORE_TIMEOUT = 6 * 3600
 RESEED_TIMEOUT = 3600
@@ -195,7 +197,7 @@ def plan_restore(
         )
     backup = max(candidates, key=lambda b: (b.finished, b.sequence))
     following = sorted(
-        (o for o in binlogs if o.first > era_start and (era_end is None or o.last < era_end)),
+        (o for o in binlogs if o.last > era_start and (era_end is None or o.last < era_end)),
         key=lambda o: (o.last, o.closed),
     )
     chain: list[tuple[BinlogObject, int]] = []
@@ -243,6 +245,21 @@ def _host_env_command(command: str) -> str:
     return f"set -a; . /etc/webinfra/webinfra.env; set +a; {command}"
 
 
+def _plan(store: Store, stack: str, target, now: float, servers: list[Server]) -> Plan:
+    backups, binlogs, records, sizes = read_backups(store, stack)
+    plan = plan_restore(stack, backups, binlogs, records, target, now, [domain_sequence(s.gtid) for s in servers])
+    plan.sizes = sizes
+    return plan
+
+
+def _restored(output: str) -> dict:
+    """webinfra-db-restore's last word: one line of JSON on its standard output."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith('{"sequence"'):
+            return json.loads(line)
+    raise RuntimeError("webinfra-db-restore said nothing of what it restored")
+
+
 def run_restore(
     runner: Runner,
     store: Store,
@@ -265,9 +282,7 @@ def run_restore(
             f"the stack's servers read their backups from {hosts_bucket.strip() or 'no bucket'}, not {store.bucket}: "
             "restoring from another bucket (a kept one, into a new stack) is not supported yet"
         )
-    backups, binlogs, records, sizes = read_backups(store, stack)
-    plan = plan_restore(stack, backups, binlogs, records, target, now(), [domain_sequence(s.gtid) for s in servers])
-    plan.sizes = sizes
+    plan = _plan(store, stack, target, now(), servers)
     say(plan.describe())
     if dry_run:
         say("dry run: nothing changed")
@@ -276,11 +291,16 @@ def run_restore(
     replicas = [s for s in servers if s is not primary]
     held = hold_failover(runner, say)
     started = time.monotonic()
+    swapped = False
     try:
         say(f"{primary.name}: read-only, then restored")
         promotion._run(primary, sql("SET GLOBAL read_only = ON"))
         for replica in replicas:
             promotion._run(replica, sql("STOP SLAVE"))
+        # Planned again now that nothing writes: the new history's first GTID must lie beyond everything
+        # written and shipped, the last seconds before the fence included.
+        promotion.survey()
+        plan = _plan(store, stack, target, now(), servers)
         plan_key = f"{stack}/restores/{plan.id}.plan.json"
         store.write(plan_key, json.dumps(plan.to_json()).encode())
         status, output = runner.run(
@@ -288,24 +308,38 @@ def run_restore(
         )
         say(output.strip())
         if status != 0:
-            raise RuntimeError(f"{primary.name}: webinfra-db-restore failed ({status}); replicas untouched")
-        restored = json.loads(output.strip().splitlines()[-1])
+            swapped = status not in (REFUSED, FAILED_BEFORE_THE_SWAP)
+            raise RuntimeError(
+                f"{primary.name}: webinfra-db-restore failed ({status}); "
+                + (
+                    "its data was replaced: it stays read-only and the replicas stopped (journalctl, and its data "
+                    "kept beside /var/lib/mysql)"
+                    if swapped
+                    else "nothing was changed: the stack goes on as it was"
+                )
+            )
+        swapped = True
+        restored = _restored(output)
         restored_in = time.monotonic() - started
         promotion._run(primary, sql("SET GLOBAL read_only = OFF"))
+        # Recorded as soon as the new history begins (a later restore to a time after this starts there).
+        record = {"restored_at": now(), "marker": plan.marker, "plan": plan.id, **restored}
+        store.write(f"{stack}/restores/{plan.id}.done.json", json.dumps(record).encode())
         for replica in replicas:
             say(f"{replica.name}: re-seeded from {primary.name}")
             status, output = runner.run(
                 replica.name,
-                sql("STOP SLAVE; SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS webinfra")
-                + " && rm -f /var/lib/webinfra/db-initialised && /usr/local/sbin/webinfra-db-setup",
+                sql(f"STOP SLAVE; SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS {DB_NAME}")
+                + " && rm -f /var/lib/webinfra/db-initialised && /usr/local/sbin/webinfra-db-setup --replica",
                 RESEED_TIMEOUT,
             )
             if status != 0:
                 raise RuntimeError(f"{replica.name}: re-seeding failed ({status}): {output.strip()[-500:]}")
     finally:
+        if not swapped:  # nothing changed: the stack as it was
+            for server in servers:
+                runner.run(server.name, sql("SET GLOBAL read_only = OFF" if server is primary else "START SLAVE"), 60)
         release_failover(runner, held, say)
-    record = {"restored_at": now(), "marker": plan.marker, "plan": plan.id, **restored}
-    store.write(f"{stack}/restores/{plan.id}.done.json", json.dumps(record).encode())
     if replicas:
         # The first backup of the new history, now (a time after the restore needs one).
         status, output = runner.run(
@@ -316,7 +350,7 @@ def run_restore(
         say(output.strip().splitlines()[-1] if output.strip() else f"{replicas[0].name}: backup ({status})")
     say(
         f"restored {stack} to GTID sequence {restored['sequence']} (last transaction {restored['time'] or 'the backup'}"
-        f" UTC) in {restored_in:.0f} s; replicas re-seeded"
+        f") in {restored_in:.0f} s; replicas re-seeded"
     )
     return {"plan": plan.to_json(), "restored": restored, "restore_seconds": restored_in}
 

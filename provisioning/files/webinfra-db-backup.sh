@@ -93,7 +93,7 @@ gtid=$(grep -o "GTID of the last change '[^']*'" "$work/log" | tail -1 | cut -d"
 [ -n "$gtid" ] || { tail -20 "$work/log"; say "FAILED: no GTID position in mariadb-backup's output"; exit 1; }
 bytes=$(aws "${aws_args[@]}" s3api head-object --bucket "$WEBINFRA_BACKUP_BUCKET" \
     --key "$prefix/$name.xbstream.zst" --query ContentLength --output text)
-printf '{"backup": "%s", "host": "%s", "gtid": "%s", "bytes": %s, "started": %s, "finished": %s, "server": "%s"}\n' \
-    "$name.xbstream.zst" "$(hostname)" "$gtid" "$bytes" "$started" "$(date -u +%s)" "$(db 'SELECT VERSION()')" |
+printf '{"backup": "%s", "host": "%s", "gtid": "%s", "bytes": %s, "data_bytes": %s, "started": %s, "finished": %s, "server": "%s"}\n' \
+    "$name.xbstream.zst" "$(hostname)" "$gtid" "$bytes" "$size" "$started" "$(date -u +%s)" "$(db 'SELECT VERSION()')" |
     aws "${aws_args[@]}" s3 cp - "$target/$name.manifest.json"
 say "done: $name ($bytes bytes, GTID $gtid, $(($(date -u +%s) - started)) s)"

@@ -3,6 +3,8 @@
 # Primary: schema, users (replicated to every replica). Replica: wait for the stack's primary (bounded),
 # seed from a consistent copy of its data, then GTID replication that survives reboots (master.info
 # persists, relay_log_recovery is on).
+#   webinfra-db-setup [--replica]   --replica: as a replica whatever this host was declared (scripts/restore
+#                                   re-seeds every server but the primary, which may be web-01 no more)
 set -euo pipefail
 . /etc/webinfra/webinfra.env
 . /etc/webinfra/secrets/db-app.env
@@ -14,6 +16,12 @@ initialised=$state_dir/db-initialised
 install -d -m 0700 "$state_dir"
 
 say() { echo "webinfra-db-setup: $*"; }
+role=$WEBINFRA_ROLE
+case ${1:-} in
+    "") ;;
+    --replica) role=replica ;;
+    *) echo "webinfra-db-setup: unknown option $1" >&2; exit 2 ;;
+esac
 
 retry() {  # retry TRIES DELAY DESCRIPTION COMMAND...: bounded, never an open-ended wait
     local tries=$1 delay=$2 what=$3
@@ -32,7 +40,7 @@ retry 60 1 "the local MariaDB server" mariadb -e 'SELECT 1'
 mariadb < /etc/webinfra/db-self-fence.sql
 mariadb < /etc/webinfra/db-end-dump-threads.sql
 
-if [ "$WEBINFRA_ROLE" = primary ]; then
+if [ "$role" = primary ]; then
     if [ ! -e "$initialised" ]; then
         # Start the binary log from a clean history, so replicas that fetch it from the beginning
         # replay only this stack's schema and users, not what the package's install did.
@@ -93,7 +101,11 @@ if [ ! -e "$initialised" ]; then
     { printf "SET SESSION sql_log_bin = 0; SET @app_password='%s', @replication_password='%s', @failover_password='%s';\n" \
           "$WEBINFRA_DB_PASSWORD" "$WEBINFRA_DB_REPLICATION_PASSWORD" "$WEBINFRA_DB_FAILOVER_PASSWORD"
       cat /etc/webinfra/db-users.sql; } | mariadb
-    say "seeded at GTID $(mariadb -N -e 'SELECT @@gtid_slave_pos'): $(mariadb -N -e "SELECT COUNT(*) FROM $WEBINFRA_DB_NAME.messages") messages"
+    seeded=$(mariadb -N -e 'SELECT @@gtid_slave_pos')
+    # Its own binary log starts where the copy does (not from nothing): its files then name the GTIDs
+    # before them (webinfra-db-ship-binlogs, if it is promoted), and a backup of it names its position.
+    [ -z "$seeded" ] || mariadb -e "SET GLOBAL gtid_binlog_state = '$seeded'"
+    say "seeded at GTID $seeded: $(mariadb -N -e "SELECT COUNT(*) FROM $WEBINFRA_DB_NAME.messages") messages"
     webinfra-db-follow "$primary" slave_pos
     touch "$initialised"
 fi
