@@ -54,6 +54,10 @@ class Refused(Exception):
     """The restore cannot go on; nothing on this server was changed."""
 
 
+class SwapUndone(Exception):
+    """Putting the restored data in place failed, and the server's own data was put back."""
+
+
 # Exit statuses scripts/restore tells apart: with these two the server's data is as it was.
 REFUSED, FAILED_BEFORE_THE_SWAP = 3, 4
 
@@ -133,10 +137,29 @@ class Restore:
 
     # -- 3 ------------------------------------------------------------------------------------------------
     def swap(self, datadir: pathlib.Path, prepared: pathlib.Path) -> pathlib.Path:
+        """The prepared data in place of the server's, which is kept beside it. Entry by entry (the data
+        directory itself may be a mount point, and overlay file systems refuse to rename a directory of
+        a lower layer): shutil.move renames where it can and copies where it cannot. A failure midway puts
+        the server's own data back and starts it again (SwapUndone: nothing changed)."""
         kept = datadir.with_name(f"{datadir.name}.before-restore-{self.id}")
         run(["systemctl", "stop", "mariadb"])
-        datadir.rename(kept)
-        prepared.rename(datadir)
+        kept.mkdir(mode=0o700)
+        moved: list[str] = []
+        try:
+            for entry in sorted(p.name for p in datadir.iterdir()):
+                shutil.move(str(datadir / entry), str(kept / entry))
+                moved.append(entry)
+            for entry in sorted(p.name for p in prepared.iterdir()):
+                shutil.move(str(prepared / entry), str(datadir / entry))
+        except Exception as error:
+            for entry in (p.name for p in datadir.iterdir()):
+                if entry not in moved:
+                    shutil.rmtree(datadir / entry) if (datadir / entry).is_dir() else (datadir / entry).unlink()
+            for entry in moved:
+                shutil.move(str(kept / entry), str(datadir / entry))
+            kept.rmdir()
+            run(["systemctl", "start", "mariadb"])
+            raise SwapUndone(f"{type(error).__name__}: {error}") from error
         run(["chown", "-R", "mysql:mysql", str(datadir)])
         run(["systemctl", "start", "mariadb"])
         self.wait_for_server()
@@ -253,12 +276,16 @@ def main(argv: list[str]) -> int:
         except Exception as error:  # noqa: BLE001 (nothing changed yet: said, and scripts/restore undoes its fence)
             say(f"failed before the data was replaced: {type(error).__name__}: {error}")
             return FAILED_BEFORE_THE_SWAP
-        restore.swap(datadir, prepared)
+        try:
+            restore.swap(datadir, prepared)
+        except SwapUndone as undone:
+            say(f"failed to put the restored data in place, and put the server's own back: {undone}")
+            return FAILED_BEFORE_THE_SWAP
         sequence, at = restore.replay(work)
         restore.make_ours()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    say(f"restored to GTID sequence {sequence} (its last transaction at {at or 'the backup'} UTC)")
+    say(f"restored to GTID sequence {sequence} (its last transaction at {at or 'the backup'})")
     print(json.dumps({"sequence": sequence, "time": at}))
     return 0
 

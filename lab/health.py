@@ -106,6 +106,25 @@ def repair(status: dict | None = None) -> list[str]:
     return done
 
 
+def stranded_replicas(found: list[str]) -> list[str]:
+    """The web servers that are read-only and do not replicate, when nothing else is wrong but their
+    absence from the rotation: an old primary holding a write no one else has (committed, acknowledged
+    to no client, when its network was cut) waits for a person, who re-seeds it (scripts/reseed)."""
+    stranded = sorted(
+        {line.split()[0] for line in found if " unhealthy: " in line and "replication is not running" in line}
+    )
+    others = [
+        line
+        for line in found
+        if line.split()[0] not in stranded and not (" HAProxy: " in line and set(_named(line)) <= set(stranded))
+    ]
+    return stranded if stranded and not others else []
+
+
+def _named(line: str) -> list[str]:
+    return [word.strip("{}':,") for word in line.split() if word.strip("{}':,").startswith("web-")]
+
+
 def wait_healthy(seconds: float, every: float = 1.0) -> tuple[float, list[str]]:
     """Wait until the lab is healthy, at most `seconds`: (seconds it took, what is still wrong)."""
     began = time.monotonic()

@@ -41,10 +41,9 @@ from typing import Any, Protocol
 from backups.webinfra_db_restore import FAILED_BEFORE_THE_SWAP, REFUSED
 from backups.webinfra_db_ship_binlogs import BinlogObject, binlog_prefix, domain_sequence, parse_binlog_key
 from ops.promote import LabRunner, Promotion, Runner, Server, SsmRunner, hold_failover, release_failover, sql
-from provisioning.render import DB_NAME
+from ops.reseed import RESEED_TIMEOUT, reseed_command
 
 RESTORE_TIMEOUT = 6 * 3600
-RESEED_TIMEOUT = 3600
 
 
 class RestoreRefused(RuntimeError):
@@ -276,10 +275,10 @@ def run_restore(
     missing = [s.name for s in servers if not s.reachable]
     if missing:
         raise RestoreRefused(f"every web server must answer for a restore; {', '.join(missing)} do not")
-    hosts_bucket = promotion._run(servers[0], "sed -n 's/^WEBINFRA_BACKUP_BUCKET=//p' /etc/webinfra/webinfra.env")
-    if hosts_bucket.strip() != store.bucket:
+    reads = promotion._run(servers[0], HOSTS_BUCKET).strip()
+    if reads != store.bucket:
         raise RestoreRefused(
-            f"the stack's servers read their backups from {hosts_bucket.strip() or 'no bucket'}, not {store.bucket}: "
+            f"the stack's servers read their backups from {reads or 'no bucket'}, not {store.bucket}: "
             "restoring from another bucket (a kept one, into a new stack) is not supported yet"
         )
     plan = _plan(store, stack, target, now(), servers)
@@ -327,12 +326,7 @@ def run_restore(
         store.write(f"{stack}/restores/{plan.id}.done.json", json.dumps(record).encode())
         for replica in replicas:
             say(f"{replica.name}: re-seeded from {primary.name}")
-            status, output = runner.run(
-                replica.name,
-                sql(f"STOP SLAVE; SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS {DB_NAME}")
-                + " && rm -f /var/lib/webinfra/db-initialised && /usr/local/sbin/webinfra-db-setup --replica",
-                RESEED_TIMEOUT,
-            )
+            status, output = runner.run(replica.name, reseed_command(), RESEED_TIMEOUT)
             if status != 0:
                 raise RuntimeError(f"{replica.name}: re-seeding failed ({status}): {output.strip()[-500:]}")
     finally:
@@ -377,11 +371,11 @@ class S3Store:
 class LabStore:
     """The lab's S3 stand-in, reached from the namespace it listens in (lab/aws_api.py)."""
 
-    def __init__(self, bucket: str | None = None):
+    def __init__(self, bucket: str):
         from lab import cli
 
         self.plan = cli.load_state()
-        self.bucket = bucket or next(iter(self.plan.buckets))
+        self.bucket = bucket
 
     def _call(self, command: str, *args: str, input: bytes | None = None) -> bytes:
         from lab import cli, network
@@ -410,16 +404,16 @@ class LabStore:
         self._call("put-object", self.bucket, key, input=body)
 
 
-def find_bucket(stack: str, region: str | None, s3: Any) -> str:
-    from ops.sweep import _backup_buckets
+HOSTS_BUCKET = "sed -n 's/^WEBINFRA_BACKUP_BUCKET=//p' /etc/webinfra/webinfra.env"
 
-    found = _backup_buckets(s3, region or s3.meta.region_name, stack)
-    if len(found) != 1:
-        names = ", ".join(f.id for f in found) or "none"
-        raise RestoreRefused(
-            f"stack {stack!r} has {len(found)} backup buckets in this region ({names}): name one with --bucket"
-        )
-    return found[0].id
+
+def hosts_bucket(runner: Any) -> str:
+    """The bucket the stack's servers back up to (their environment file), asked of the first that answers."""
+    for server in runner.servers():
+        status, output = runner.run(server.name, HOSTS_BUCKET, 60)
+        if status == 0 and output.strip():
+            return output.strip()
+    raise RestoreRefused("no web server of the stack answers: which bucket its backups are in is unknown (--bucket)")
 
 
 def main(argv: list[str]) -> int:
@@ -433,7 +427,7 @@ def main(argv: list[str]) -> int:
     where.add_argument("--lab", action="store_true", help="the local lab (scripts/lab up)")
     where.add_argument("--stack", help="the Pulumi stack's name, on AWS (SSM Run Command)")
     parser.add_argument("--region")
-    parser.add_argument("--bucket", help="the backup bucket (default: the stack's, found by its tags)")
+    parser.add_argument("--bucket", help="the backup bucket (default: the one the stack's servers back up to)")
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument("--to", help="a UTC time: 2026-11-27T09:15:00Z")
     when.add_argument("--latest", action="store_true", help="everything shipped")
@@ -443,14 +437,13 @@ def main(argv: list[str]) -> int:
         target = parse_time(args.to) if args.to else None
         if args.lab:
             runner: Any = LabRunner()
-            store: Store = LabStore(args.bucket)
+            store: Store = LabStore(args.bucket or hosts_bucket(runner))
             stack = runner.plan.stack
         else:
             import boto3
 
-            s3 = boto3.client("s3", region_name=args.region)
             runner = SsmRunner(args.stack, args.region, purpose="scripts/restore")
-            store = S3Store(args.bucket or find_bucket(args.stack, args.region, s3), s3)
+            store = S3Store(args.bucket or hosts_bucket(runner), boto3.client("s3", region_name=args.region))
             stack = args.stack
         run_restore(runner, store, stack, target, dry_run=args.dry_run)
     except RestoreRefused as refusal:

@@ -190,7 +190,8 @@ def test_restore_drill_a_dropped_table_is_restored_to_the_second_before_it(healt
     def insert(label: str, count: int) -> None:
         sql(
             primary,
-            f"INSERT INTO webinfra.messages (text, host) SELECT CONCAT('{label} ', seq), 'drill' FROM seq_1_to_{count}",
+            "USE webinfra; INSERT INTO messages (text, host) "
+            f"SELECT CONCAT('{label} ', seq), 'drill' FROM seq_1_to_{count}",
         )
 
     insert("drill before the backup", 5000)
