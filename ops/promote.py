@@ -194,7 +194,7 @@ def run_promotion(
     return candidate
 
 
-def hold_failover(runner: Runner, say=print) -> list[str]:
+def hold_failover(runner: Runner, say=print, while_: str = "promoting") -> list[str]:
     """Stop the failover controller on every load balancer that answers; returns where it stopped."""
     held = []
     for balancer in runner.balancers():
@@ -204,7 +204,7 @@ def hold_failover(runner: Runner, say=print) -> list[str]:
         else:
             say(f"{balancer}: could not stop the failover controller ({output.strip()[:200]}); going on")
     if held:
-        say(f"automatic failover held on {', '.join(held)} while promoting")
+        say(f"automatic failover held on {', '.join(held)} while {while_}")
     return held
 
 

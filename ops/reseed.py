@@ -55,7 +55,7 @@ def reseed(runner: Any, name: str, *, dry_run: bool = False, say=print) -> None:
     if dry_run:
         say("dry run: nothing changed")
         return
-    held = hold_failover(runner, say)
+    held = hold_failover(runner, say, "re-seeding")
     try:
         status, output = runner.run(name, reseed_command(), RESEED_TIMEOUT)
         say(output.strip())

@@ -288,7 +288,7 @@ def run_restore(
         return {"plan": plan.to_json()}
     primary = next((s for s in servers if s.role == "primary"), servers[0])
     replicas = [s for s in servers if s is not primary]
-    held = hold_failover(runner, say)
+    held = hold_failover(runner, say, "restoring")
     started = time.monotonic()
     swapped = False
     try:

@@ -258,6 +258,18 @@ def test_restore_drill_a_dropped_table_is_restored_to_the_second_before_it(healt
         30,
     )
     print(f"restore drill: {expected.split()[0]} rows restored to {moment}; scripts/restore took {took:.0f} s")
+    # scripts/reseed, the way out for a server stranded with a write no one else has: refused for the
+    # primary; a replica is dropped and seeded again, and agrees with the primary.
+    refused = subprocess.run(
+        ["scripts/reseed", "--lab", primary], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2 and "is the primary" in refused.stderr, refused.stdout + refused.stderr
+    reseeded = subprocess.run(
+        ["scripts/reseed", "--lab", replica], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert reseeded.returncode == 0 and "replica ready" in reseeded.stdout, reseeded.stdout + reseeded.stderr
+    everything = sql(primary, check)
+    wait_until(f"{replica} re-seeded agrees", lambda: sql(replica, check) == everything, 60, 1)
 
 
 # AWS's download locations for the lab stack's region (us-east-1), written out as AWS documents them.
@@ -1226,11 +1238,13 @@ class MixedLoad:
         )
 
 
-@pytest.mark.parametrize("fault", ["kill", "blackhole", "kill-under-8-writers"])
+# A plain kill under 2 writers was a variant too: the kill under 8 writers is the same fault under more
+# writes in flight, so the suite keeps that one (its time: CI's 30 minutes).
+@pytest.mark.parametrize("fault", ["blackhole", "kill-under-8-writers"])
 def test_the_primary_lost_under_load_fails_over_by_itself_with_no_failed_read_and_no_lost_write(healthy_lab, fault):
-    """Issue 13. The primary dies (`kill`: its host powers off) or is cut off (`blackhole`: it runs on,
-    every packet to or from it vanishes) under 20 reads/s and 5 writes/s (3 s client timeout), or dies
-    under 8 concurrent writers (25 writes/s; as many writes in flight as there are writers). With no
+    """Issue 13. The primary is cut off (`blackhole`: it runs on, every packet to or from it vanishes)
+    under 20 reads/s and 5 writes/s (3 s client timeout), or dies (`kill`: its host powers off) under 8
+    concurrent writers (25 writes/s; as many writes in flight as there are writers). With no
     person involved: no read fails; writes are back within 10 s; every acknowledged write is on the
     new primary, row by row; never two writable servers (sampled every ~0.2 s on every server,
     through the return); the old primary comes back read-only and rejoins as a replica by itself."""
