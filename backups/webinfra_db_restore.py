@@ -22,7 +22,9 @@ and the time to stop at, or none for everything shipped. This program:
      told apart from the history the restore undid.
 
 It leaves the server read-only: scripts/restore makes it writable and re-seeds the replicas from it.
-Prints, last, one line of JSON: the GTID sequence and time of the last transaction replayed.
+Prints, last, one line of JSON: the GTID sequence and time of the last transaction replayed. Exit status
+3: refused, 4: failed before the data was replaced (in both, the server's data is as it was); any other
+failure: after it was replaced (the server's own data is kept beside the data directory).
 
 Standard library and boto3 only (python3-boto3 from Debian); MariaDB's own tools.
 """
@@ -42,7 +44,8 @@ from typing import Any
 ENV = "/etc/webinfra/webinfra.env"
 SECRETS = "/etc/webinfra/secrets"
 STEP_TIMEOUT = 6 * 3600
-_GTID_SEQ = re.compile(rb"gtid_seq_no=(\d+)")
+# mariadb-binlog's own statement, at the start of a line (never a row's text: annotations are left out too)
+_GTID_SEQ = re.compile(rb"^/\*M?!100001 SET @@session\.gtid_seq_no=(\d+)\*/")
 _EVENT_TIME = re.compile(rb"^#(\d{6}\s+\d{1,2}:\d{2}:\d{2}) server id")
 
 
@@ -144,20 +147,28 @@ class Restore:
         kept = datadir.with_name(f"{datadir.name}.before-restore-{self.id}")
         run(["systemctl", "stop", "mariadb"])
         kept.mkdir(mode=0o700)
-        moved: list[str] = []
+        moved_out: list[str] = []  # the server's own entries, now in `kept`
+        moved_in: list[str] = []  # the restored entries, now in the data directory
         try:
             for entry in sorted(p.name for p in datadir.iterdir()):
                 shutil.move(str(datadir / entry), str(kept / entry))
-                moved.append(entry)
+                moved_out.append(entry)
             for entry in sorted(p.name for p in prepared.iterdir()):
                 shutil.move(str(prepared / entry), str(datadir / entry))
+                moved_in.append(entry)
         except Exception as error:
-            for entry in (p.name for p in datadir.iterdir()):
-                if entry not in moved:
-                    shutil.rmtree(datadir / entry) if (datadir / entry).is_dir() else (datadir / entry).unlink()
-            for entry in moved:
-                shutil.move(str(kept / entry), str(datadir / entry))
-            kept.rmdir()
+            try:  # only what this moved: the restored entries out, the server's own back
+                for entry in moved_in:
+                    target = datadir / entry
+                    shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+                for entry in moved_out:
+                    shutil.move(str(kept / entry), str(datadir / entry))
+                kept.rmdir()
+            except Exception as undoing:  # noqa: BLE001 (said, with where the data is)
+                raise RuntimeError(
+                    f"{type(error).__name__}: {error}; putting the server's own data back failed too "
+                    f"({type(undoing).__name__}: {undoing}): what was moved is in {kept}"
+                ) from error
             run(["systemctl", "start", "mariadb"])
             raise SwapUndone(f"{type(error).__name__}: {error}") from error
         run(["chown", "-R", "mysql:mysql", str(datadir)])
@@ -181,6 +192,7 @@ class Restore:
         for index, item in enumerate(self.plan["binlogs"]):
             command = [
                 "mariadb-binlog",
+                "--skip-annotate-row-events",
                 f"--start-position=0-0-{item['after']}",
                 *stop,
                 str(work / "binlogs" / f"{index:06d}.bin"),
@@ -263,12 +275,13 @@ def main(argv: list[str]) -> int:
     if env.get("WEBINFRA_AWS_ENDPOINT_URL"):
         options["endpoint_url"] = env["WEBINFRA_AWS_ENDPOINT_URL"]
     s3 = boto3.client("s3", **options)
-    plan = json.loads(s3.get_object(Bucket=env["WEBINFRA_BACKUP_BUCKET"], Key=argv[0])["Body"].read())
-    restore = Restore(env, s3, plan)
-    datadir = pathlib.Path(restore.sql("SELECT @@global.datadir").strip())
-    work = datadir.with_name(f"webinfra-restore-{plan['id']}")
+    work: pathlib.Path | None = None
     try:
         try:
+            plan = json.loads(s3.get_object(Bucket=env["WEBINFRA_BACKUP_BUCKET"], Key=argv[0])["Body"].read())
+            restore = Restore(env, s3, plan)
+            datadir = pathlib.Path(restore.sql("SELECT @@global.datadir").strip())
+            work = datadir.with_name(f"webinfra-restore-{plan['id']}")
             prepared = restore.prepare(datadir, work)
         except Refused as refusal:
             say(f"refused: {refusal}")
@@ -284,7 +297,8 @@ def main(argv: list[str]) -> int:
         sequence, at = restore.replay(work)
         restore.make_ours()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     say(f"restored to GTID sequence {sequence} (its last transaction at {at or 'the backup'})")
     print(json.dumps({"sequence": sequence, "time": at}))
     return 0

@@ -4,6 +4,9 @@ reaches any second of the backup window, not only the last daily full backup.
 
     webinfra-db-ship-binlogs            (webinfra-db-ship-binlogs.service, on every web server)
     webinfra-db-ship-binlogs --once     one pass now (before a planned teardown: ship what is written)
+    webinfra-db-ship-binlogs --once --fenced
+                                        one pass of a primary scripts/restore has just made read-only:
+                                        its last writes too
 
 Every `WEBINFRA_BINLOG_SHIP_SECONDS` the server that is the primary (writable) closes its binary log when
 it holds a transaction not yet in S3 (`FLUSH LOCAL BINARY LOGS`) and uploads, zstd-compressed, every
@@ -161,9 +164,9 @@ class Shipper:
             self.shipped_to = 0
 
     # -- one pass --------------------------------------------------------------------------------------
-    def step(self) -> None:
+    def step(self, fenced: bool = False) -> None:
         started = self.now()
-        if self.database.value("SELECT @@global.read_only") != "0":
+        if not fenced and self.database.value("SELECT @@global.read_only") != "0":
             if self.primary:
                 self.say("this server is no longer the primary: shipping stops")
             self.primary = False
@@ -303,10 +306,11 @@ def main() -> int:
     state = pathlib.Path(env["STATE_DIRECTORY"]) / STATE_FILE
     shipper = Shipper(env, Database(env["WEBINFRA_DB_LOCAL_SOCKET"]), s3, cloudwatch, state)
     once = "--once" in sys.argv[1:]
+    fenced = once and "--fenced" in sys.argv[1:]
     while True:
         started = time.monotonic()
         try:
-            shipper.step()
+            shipper.step(fenced)
             shipper.publish()
         except Exception as error:  # noqa: BLE001 (the next pass tries again; the alarm watches the delay)
             print(f"webinfra-db-ship-binlogs: {type(error).__name__}: {error}", file=sys.stderr)

@@ -29,10 +29,16 @@ class ReseedRefused(RuntimeError):
     pass
 
 
+NOT_READ_ONLY = 3  # the server was writable when its turn came: nothing dropped
+
+
 def reseed_command() -> str:
-    """What a server runs to be re-seeded (scripts/restore runs it on every replica too)."""
+    """What a server runs to be re-seeded (scripts/restore runs it on every replica too): never on a
+    writable server, whatever the caller believed."""
     return (
-        sql(f"STOP SLAVE; SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS {DB_NAME}")
+        f'[ "$({sql("SELECT @@global.read_only")})" = 1 ] || {{ echo "writable: not re-seeded" >&2; '
+        f"exit {NOT_READ_ONLY}; }} && "
+        + sql(f"STOP SLAVE; SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS {DB_NAME}")
         + " && rm -f /var/lib/webinfra/db-initialised && /usr/local/sbin/webinfra-db-setup --replica"
     )
 
@@ -56,13 +62,24 @@ def reseed(runner: Any, name: str, *, dry_run: bool = False, say=print) -> None:
         say("dry run: nothing changed")
         return
     held = hold_failover(runner, say, "re-seeding")
-    try:
-        status, output = runner.run(name, reseed_command(), RESEED_TIMEOUT)
-        say(output.strip())
-        if status != 0:
-            raise RuntimeError(f"{name}: re-seeding failed ({status})")
-    finally:
+    missing = sorted(set(runner.balancers()) - set(held))
+    if missing:
         release_failover(runner, held, say)
+        raise ReseedRefused(f"the failover controller could not be held on {', '.join(missing)}")
+    promotion.survey()  # again, now that nothing changes the roles
+    if target.role != "replica" or not any(s.role == "primary" for s in servers):
+        release_failover(runner, held, say)
+        raise ReseedRefused(f"the roles changed while the failover was being held ({name}: {target.role})")
+    status, output = runner.run(name, reseed_command(), RESEED_TIMEOUT)
+    say(output.strip())
+    if status == 255:  # no answer: the server may still be seeding; nothing may point it elsewhere
+        raise RuntimeError(
+            f"{name}: no answer ({output.strip()[-200:]}); the failover stays held: when the server is a replica "
+            "again, `systemctl start webinfra-failover` on the load balancers"
+        )
+    release_failover(runner, held, say)
+    if status != 0:
+        raise RuntimeError(f"{name}: re-seeding failed ({status})")
 
 
 def main(argv: list[str]) -> int:

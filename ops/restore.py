@@ -259,6 +259,20 @@ def _restored(output: str) -> dict:
     raise RuntimeError("webinfra-db-restore said nothing of what it restored")
 
 
+def hold_every_controller(runner: Any, say: Callable[[str], None], doing: str) -> list[str]:
+    """The failover controllers stopped on every load balancer, or none (a live one could make a fenced
+    primary writable, or point a half-seeded server elsewhere): refused then."""
+    held = hold_failover(runner, say, doing)
+    missing = sorted(set(runner.balancers()) - set(held))
+    if missing:
+        release_failover(runner, held, say)
+        raise RestoreRefused(f"the failover controller could not be held on {', '.join(missing)}")
+    return held
+
+
+SHIP_LAST_WRITES = "STATE_DIRECTORY=/var/lib/webinfra/binlogs /usr/local/sbin/webinfra-db-ship-binlogs --once --fenced"
+
+
 def run_restore(
     runner: Runner,
     store: Store,
@@ -288,52 +302,73 @@ def run_restore(
         return {"plan": plan.to_json()}
     primary = next((s for s in servers if s.role == "primary"), servers[0])
     replicas = [s for s in servers if s is not primary]
-    held = hold_failover(runner, say, "restoring")
+    held = hold_every_controller(runner, say, "restoring")
+    # What is known of the primary's data: "as it was" (undo the fence), "replaced" (keep everything held
+    # for a person), or "unknown" (an answer lost while the host program may still run: keep it all too).
+    outcome = "as it was"
+    receiving: list[Server] = []
     started = time.monotonic()
-    swapped = False
     try:
-        say(f"{primary.name}: read-only, then restored")
+        roles = {s.name: s.role for s in servers}
+        promotion.survey()
+        if {s.name: s.role for s in servers} != roles:
+            raise RestoreRefused("the servers' roles changed while the failover was being held: plan again")
+        say(f"{primary.name}: read-only, its last writes shipped, then restored")
         promotion._run(primary, sql("SET GLOBAL read_only = ON"))
         for replica in replicas:
+            if "Slave_IO_Running: Yes" in promotion._run(replica, "mariadb -e 'SHOW SLAVE STATUS\\G'"):
+                receiving.append(replica)
             promotion._run(replica, sql("STOP SLAVE"))
+        status, output = runner.run(primary.name, _host_env_command(SHIP_LAST_WRITES), 600)
+        if status != 0:
+            raise RuntimeError(f"{primary.name}: shipping its last binary log failed ({status}): {output[-500:]}")
         # Planned again now that nothing writes: the new history's first GTID must lie beyond everything
         # written and shipped, the last seconds before the fence included.
         promotion.survey()
         plan = _plan(store, stack, target, now(), servers)
         plan_key = f"{stack}/restores/{plan.id}.plan.json"
         store.write(plan_key, json.dumps(plan.to_json()).encode())
+        outcome = "unknown"
         status, output = runner.run(
             primary.name, _host_env_command(f"/usr/local/sbin/webinfra-db-restore {plan_key}"), RESTORE_TIMEOUT
         )
         say(output.strip())
+        if status in (REFUSED, FAILED_BEFORE_THE_SWAP):
+            outcome = "as it was"
+            raise RuntimeError(f"{primary.name}: webinfra-db-restore did not restore ({status}): nothing was changed")
         if status != 0:
-            swapped = status not in (REFUSED, FAILED_BEFORE_THE_SWAP)
-            raise RuntimeError(
-                f"{primary.name}: webinfra-db-restore failed ({status}); "
-                + (
-                    "its data was replaced: it stays read-only and the replicas stopped (journalctl, and its data "
-                    "kept beside /var/lib/mysql)"
-                    if swapped
-                    else "nothing was changed: the stack goes on as it was"
-                )
-            )
-        swapped = True
+            outcome = "replaced" if status != 255 else "unknown"
+            raise RuntimeError(f"{primary.name}: webinfra-db-restore failed ({status})")
+        outcome = "replaced"
         restored = _restored(output)
         restored_in = time.monotonic() - started
-        promotion._run(primary, sql("SET GLOBAL read_only = OFF"))
-        # Recorded as soon as the new history begins (a later restore to a time after this starts there).
+        # Recorded before the new history begins (a later restore to a time after this starts there).
         record = {"restored_at": now(), "marker": plan.marker, "plan": plan.id, **restored}
         store.write(f"{stack}/restores/{plan.id}.done.json", json.dumps(record).encode())
+        promotion._run(primary, sql("SET GLOBAL read_only = OFF"))
         for replica in replicas:
             say(f"{replica.name}: re-seeded from {primary.name}")
             status, output = runner.run(replica.name, reseed_command(), RESEED_TIMEOUT)
             if status != 0:
                 raise RuntimeError(f"{replica.name}: re-seeding failed ({status}): {output.strip()[-500:]}")
-    finally:
-        if not swapped:  # nothing changed: the stack as it was
-            for server in servers:
-                runner.run(server.name, sql("SET GLOBAL read_only = OFF" if server is primary else "START SLAVE"), 60)
-        release_failover(runner, held, say)
+        outcome = "done"
+    except BaseException:
+        if outcome == "as it was":
+            for server, statement in [(primary, "SET GLOBAL read_only = OFF")] + [
+                (r, "START SLAVE") for r in receiving
+            ]:
+                status, output = runner.run(server.name, sql(statement), 60)
+                if status != 0:
+                    say(f"{server.name}: undoing the fence failed ({status}): {output.strip()[-300:]}")
+            release_failover(runner, held, say)
+        else:
+            say(
+                f"the automatic failover stays held (its data {outcome}): look at {primary.name} (journalctl; its "
+                "own data is kept beside /var/lib/mysql), then `systemctl start webinfra-failover` on the load "
+                "balancers"
+            )
+        raise
+    release_failover(runner, held, say)
     if replicas:
         # The first backup of the new history, now (a time after the restore needs one).
         status, output = runner.run(

@@ -167,6 +167,9 @@ def test_ssm_runner_finds_the_stacks_web_servers_by_tag_and_runs_through_run_com
     (command,) = runner.ssm.list_commands()["Commands"]
     assert command["DocumentName"] == "AWS-RunShellScript" and command["Parameters"]["commands"] == ["true"]
     assert runner.instances["web-01"] in command["InstanceIds"]
+    # the script may run as long as the caller waits (AWS-RunShellScript's default would cut it at an hour)
+    assert command["Parameters"]["executionTimeout"] == ["30"]
+    assert command["Comment"] == "webinfra dev: scripts/promote"
 
 
 def test_main_needs_a_target(capsys):
