@@ -147,3 +147,72 @@ def test_times_are_utc_and_a_bad_one_is_refused_with_the_expected_form(capsys):
     with pytest.raises(SystemExit):
         main(["--stack", "dev"])  # neither --to nor --latest
     assert "one of the arguments --to --latest is required" in capsys.readouterr().err
+
+
+class ScriptedRunner:
+    """A stack of two web servers and two load balancers that answer as told: run_restore's decisions
+    (what it undoes, what it keeps held) on each outcome of the host program. The host program itself
+    runs in the lab (the restore drill)."""
+
+    def __init__(self, restore_status: int, held_on: tuple[str, ...] = ("lb-01", "lb-02")):
+        self.restore_status, self.held_on, self.ran = restore_status, held_on, []
+
+    def servers(self):
+        from ops.promote import Server
+
+        return [Server("web-01", "10.0.0.11"), Server("web-02", "10.0.1.12")]
+
+    def balancers(self):
+        return ["lb-01", "lb-02"]
+
+    def run(self, host, script, timeout=60):
+        self.ran.append((host, script))
+        if "systemctl stop webinfra-failover" in script:
+            return (0, "") if host in self.held_on else (1, "unit not found")
+        if "@@gtid_current_pos" in script:
+            return 0, ("primary" if host == "web-01" else "replica") + "\t0-1-150\n"
+        if "WEBINFRA_BACKUP_BUCKET" in script:
+            return 0, "webinfra-dev-backups-x\n"
+        if "SHOW SLAVE STATUS" in script:
+            return 0, "Slave_IO_Running: Yes\n"
+        if "webinfra-db-restore" in script:
+            return self.restore_status, "webinfra-db-restore: ...\n"
+        return 0, ""
+
+
+def restorable_store() -> FakeStore:
+    manifest = {"backup": "b.xbstream.zst", "host": "web-02", "gtid": "0-1-100", "bytes": 9, "finished": at(3)}
+    return FakeStore(
+        {
+            "dev/full/b.xbstream.zst": b"x" * 9,
+            "dev/full/b.manifest.json": json.dumps(manifest).encode(),
+            BINLOGS[1].key: b"",
+        }
+    )
+
+
+@pytest.mark.parametrize(("status", "undone"), [(3, True), (4, True), (1, False), (255, False)])
+def test_a_failed_restore_undoes_the_fence_only_when_the_data_is_known_untouched(status, undone):
+    from ops.restore import run_restore
+
+    runner = ScriptedRunner(status)
+    with pytest.raises(RuntimeError):
+        run_restore(runner, restorable_store(), "dev", None, say=lambda _: None, now=lambda: at(5))
+    ran = [(host, script) for host, script in runner.ran]
+    writable_again = ("web-01", "mariadb -N -B -e 'SET GLOBAL read_only = OFF'") in ran
+    restarted = any(host.startswith("lb-") and "systemctl start webinfra-failover" in s for host, s in ran)
+    assert writable_again == undone and restarted == undone, ran
+    assert (("web-02", "mariadb -N -B -e 'START SLAVE'") in ran) == undone
+    # the primary's last writes were shipped before the plan the host ran
+    ship = next(i for i, (_, s) in enumerate(ran) if "--fenced" in s)
+    assert ship < next(i for i, (_, s) in enumerate(ran) if "webinfra-db-restore" in s)
+
+
+def test_a_restore_is_refused_when_a_controller_cannot_be_held():
+    from ops.restore import run_restore
+
+    runner = ScriptedRunner(0, held_on=("lb-01",))
+    with pytest.raises(RestoreRefused, match="could not be held on lb-02"):
+        run_restore(runner, restorable_store(), "dev", None, say=lambda _: None, now=lambda: at(5))
+    assert ("lb-01", "systemctl start webinfra-failover") in runner.ran
+    assert not any("read_only = ON" in s for _, s in runner.ran)  # nothing fenced
