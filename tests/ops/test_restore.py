@@ -155,7 +155,8 @@ class ScriptedRunner:
     runs in the lab (the restore drill)."""
 
     def __init__(self, restore_status: int, held_on: tuple[str, ...] = ("lb-01", "lb-02")):
-        self.restore_status, self.held_on, self.ran = restore_status, held_on, []
+        self.restore_status, self.held_on = restore_status, held_on
+        self.ran: list[tuple[str, str]] = []
 
     def servers(self):
         from ops.promote import Server
