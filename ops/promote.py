@@ -303,17 +303,24 @@ class SsmRunner:
         return 255, f"{host}: no answer through SSM within {timeout:.0f} s"
 
 
-def main(argv: list[str]) -> int:
+def stack_command_parser(program: str, doc: str) -> argparse.ArgumentParser:
+    """The command line every script acting on a stack's hosts shares: --lab, or --stack [--region] on AWS
+    (SSM Run Command); its description and epilog from the module's docstring."""
     parser = argparse.ArgumentParser(
-        prog="scripts/promote",
-        description=__doc__.split("\n\n")[0],
+        prog=program,
+        description=doc.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog=doc.split("\n\n", 1)[1],
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--lab", action="store_true", help="the local lab (scripts/lab up)")
     where.add_argument("--stack", help="the Pulumi stack's name, on AWS (SSM Run Command)")
     parser.add_argument("--region")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = stack_command_parser("scripts/promote", __doc__)
     parser.add_argument("--force", action="store_true", help="promote even when it would lose data")
     parser.add_argument("--dry-run", action="store_true", help="survey and say what would be promoted, change nothing")
     args = parser.parse_args(argv)

@@ -15,11 +15,19 @@ and when there is no writable primary to copy.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
-from ops.promote import LabRunner, Promotion, Server, SsmRunner, hold_failover, release_failover, sql
+from ops.promote import (
+    LabRunner,
+    Promotion,
+    Server,
+    SsmRunner,
+    hold_failover,
+    release_failover,
+    sql,
+    stack_command_parser,
+)
 from provisioning.render import DB_NAME
 
 RESEED_TIMEOUT = 3600
@@ -83,16 +91,7 @@ def reseed(runner: Any, name: str, *, dry_run: bool = False, say=print) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scripts/reseed",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--lab", action="store_true", help="the local lab (scripts/lab up)")
-    where.add_argument("--stack", help="the Pulumi stack's name, on AWS (SSM Run Command)")
-    parser.add_argument("--region")
+    parser = stack_command_parser("scripts/reseed", __doc__)
     parser.add_argument("host", help="the web server to re-seed, e.g. web-01")
     parser.add_argument("--dry-run", action="store_true", help="check and say what would be done, change nothing")
     args = parser.parse_args(argv)

@@ -28,7 +28,6 @@ it; scripts/sweep lists it).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -40,7 +39,17 @@ from typing import Any, Protocol
 
 from backups.webinfra_db_restore import FAILED_BEFORE_THE_SWAP, REFUSED
 from backups.webinfra_db_ship_binlogs import BinlogObject, binlog_prefix, domain_sequence, parse_binlog_key
-from ops.promote import LabRunner, Promotion, Runner, Server, SsmRunner, hold_failover, release_failover, sql
+from ops.promote import (
+    LabRunner,
+    Promotion,
+    Runner,
+    Server,
+    SsmRunner,
+    hold_failover,
+    release_failover,
+    sql,
+    stack_command_parser,
+)
 from ops.reseed import RESEED_TIMEOUT, reseed_command
 
 RESTORE_TIMEOUT = 6 * 3600
@@ -452,16 +461,7 @@ def hosts_bucket(runner: Any) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scripts/restore",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--lab", action="store_true", help="the local lab (scripts/lab up)")
-    where.add_argument("--stack", help="the Pulumi stack's name, on AWS (SSM Run Command)")
-    parser.add_argument("--region")
+    parser = stack_command_parser("scripts/restore", __doc__)
     parser.add_argument("--bucket", help="the backup bucket (default: the one the stack's servers back up to)")
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument("--to", help="a UTC time: 2026-11-27T09:15:00Z")
