@@ -137,25 +137,35 @@ def test_a_replica_backs_up_to_the_stacks_bucket_and_the_primary_passes_its_turn
         assert f"{backup_turn(host)}:00 UTC" in calendar, (host, calendar)
 
 
+def backup_bucket(host: str) -> str:
+    """The bucket a web server backs up to (its environment file)."""
+    environment = guest(host, "cat", "/etc/webinfra/webinfra.env").stdout
+    return re.findall(r"^WEBINFRA_BACKUP_BUCKET=(.+)$", environment, re.M)[0]
+
+
+def shipped_binlogs(bucket: str) -> list:
+    """The lab stack's shipped binary logs in the S3 stand-in, as the shipper's keys name them."""
+    from backups.webinfra_db_ship_binlogs import parse_binlog_key
+
+    listed = aws_api(load_state(), "list-objects", bucket, "lab/binlog/")
+    assert listed.returncode == 0, listed.stderr
+    return [o for o in (parse_binlog_key(item["Key"]) for item in json.loads(listed.stdout)) if o]
+
+
 def test_the_primary_ships_its_binary_logs_within_a_minute_and_reports_what_the_backup_alarms_watch(running_lab):
     """Issue 15: webinfra-db-ship-binlogs (from SSM, as its unit runs it) on every web server; the primary's
     binary logs reach the stack's bucket in the S3 stand-in, as GTID ranges with no gap, within
     binlog_ship_interval (30 s) and an upload of a write; the primary publishes the shipping delay and the
     full backup's age to the stand-in's CloudWatch."""
-    from backups.webinfra_db_ship_binlogs import parse_binlog_key
-
     names = web_names(running_lab)
     primary = primary_of(names)
     for host in names:
         active = guest(host, "systemctl", "is-active", "webinfra-db-ship-binlogs").stdout.strip()
         assert active == "active", (host, active)
-    environment = guest(primary, "cat", "/etc/webinfra/webinfra.env").stdout
-    bucket = re.findall(r"^WEBINFRA_BACKUP_BUCKET=(.+)$", environment, re.M)[0]
+    bucket = backup_bucket(primary)
 
     def reach() -> tuple[int, list]:
-        listed = aws_api(load_state(), "list-objects", bucket, "lab/binlog/")
-        assert listed.returncode == 0, listed.stderr
-        objects = [o for o in (parse_binlog_key(item["Key"]) for item in json.loads(listed.stdout)) if o]
+        objects = shipped_binlogs(bucket)
         return max((o.last for o in objects), default=0), objects
 
     stored = post_message(running_lab["url"], "shipped to S3 within a minute")
@@ -221,15 +231,10 @@ def test_restore_drill_a_dropped_table_is_restored_to_the_second_before_it(healt
     sql(primary, "DROP TABLE webinfra.messages")
     dropped_at = time.monotonic()
     position = int(sql(primary, "SELECT @@global.gtid_binlog_pos").rsplit("-", 1)[1])
-    environment = guest(primary, "cat", "/etc/webinfra/webinfra.env").stdout
-    bucket = re.findall(r"^WEBINFRA_BACKUP_BUCKET=(.+)$", environment, re.M)[0]
+    bucket = backup_bucket(primary)
 
     def shipped_reach() -> int:
-        from backups.webinfra_db_ship_binlogs import parse_binlog_key
-
-        listed = aws_api(load_state(), "list-objects", bucket, "lab/binlog/")
-        keys = [o for o in (parse_binlog_key(i["Key"]) for i in json.loads(listed.stdout)) if o]
-        return max((o.last for o in keys), default=0)
+        return max((o.last for o in shipped_binlogs(bucket)), default=0)
 
     wait_until(f"the drop (GTID sequence {position}) shipped", lambda: shipped_reach() >= position, 75, 1)
     print(f"the drop was in S3 {time.monotonic() - dropped_at:.1f} s after it")
