@@ -1,13 +1,16 @@
 """scripts/restore: restore the stack's database to a time (or the latest) from its backups in S3.
 
     scripts/restore --lab [--to TIME | --latest] [--dry-run]
-    scripts/restore --stack NAME [--region R] [--bucket B] [--to TIME | --latest] [--dry-run]
+    scripts/restore --stack NAME [--region R] [--to TIME | --latest] [--dry-run]
+    ... [--from-bucket KEPT [--from-stack OLD]]   from the bucket a destroyed stack kept
 
 TIME is UTC, as `2026-11-27T09:15:00Z` (or `2026-11-27 09:15:00`): every transaction that began before
 it is restored, none after. --latest: everything shipped. The stack's web servers must all answer
 (through SSM Run Command on AWS); the stack may be the one that made the backups (a table dropped, a bad
-migration) or a new, empty one of the same name, given the kept bucket (--bucket: `pulumi destroy` keeps
-it; scripts/sweep lists it).
+migration) or a new one, restored from the bucket a destroyed stack kept (--from-bucket: `pulumi destroy`
+keeps it; scripts/sweep lists it), of the same name or another (--from-stack). A stack's servers may read
+only their own bucket's prefix: the objects the plan needs are first copied into it, under
+`<stack>/imported/<restore id>/`, with the operator's credentials.
 
 0. Plan, from the bucket alone: the newest full backup finished by TIME (webinfra-db-backup's manifests),
    then the shipped binary logs that follow it without a gap up to TIME (webinfra-db-ship-binlogs's keys
@@ -67,6 +70,7 @@ class Store(Protocol):
     def list(self, prefix: str) -> list[dict]: ...  # [{"Key", "Size", "LastModified": epoch seconds}]
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, body: bytes) -> None: ...
+    def copy_in(self, source_bucket: str, key: str, new_key: str) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Plan:
     marker: int
     warnings: list[str]
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # of the binary-log objects, by key
+    source: str = ""  # another bucket's backups (a destroyed stack's): "bucket B, stack S"
     id: str = dataclasses.field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
 
     def to_json(self) -> dict:
@@ -114,6 +119,7 @@ class Plan:
         reach = self.binlogs[-1][0].last if self.binlogs else self.backup.sequence
         lines = [
             f"restore of stack {self.stack} {until}:",
+            *([f"  from {self.source}, copied into this stack's bucket first"] if self.source else []),
             f"  full backup {self.backup.key} ({self.backup.bytes:,} bytes, from {self.backup.host}, finished "
             f"{_utc(self.backup.finished)}, GTID {self.backup.gtid})",
             f"  then {len(self.binlogs)} shipped binary logs, GTID sequence {self.backup.sequence + 1} to at most "
@@ -253,11 +259,56 @@ def _host_env_command(command: str) -> str:
     return f"set -a; . /etc/webinfra/webinfra.env; set +a; {command}"
 
 
-def _plan(store: Store, stack: str, target, now: float, servers: list[Server]) -> Plan:
-    backups, binlogs, records, sizes = read_backups(store, stack)
-    plan = plan_restore(stack, backups, binlogs, records, target, now, [domain_sequence(s.gtid) for s in servers])
-    plan.sizes = sizes
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Backups in another bucket than the stack's own: the one a destroyed stack kept."""
+
+    store: Store
+    stack: str
+
+
+def _sequences(store: Store, stack: str) -> list[int]:
+    """Every GTID sequence number the stack's own bucket names (backups, logs, restores); none if empty."""
+    try:
+        backups, binlogs, records, _ = read_backups(store, stack)
+    except RestoreRefused:
+        return []
+    return [b.sequence for b in backups] + [o.last for o in binlogs] + [r.marker for r in records]
+
+
+def _plan(store: Store, stack: str, target, now: float, servers: list[Server], source: Source | None = None) -> Plan:
+    reading, of = (source.store, source.stack) if source else (store, stack)
+    backups, binlogs, records, sizes = read_backups(reading, of)
+    positions = [domain_sequence(s.gtid) for s in servers]
+    if source:  # the new history begins beyond this stack's own too
+        positions += _sequences(store, stack)
+    plan = plan_restore(of, backups, binlogs, records, target, now, positions)
+    plan.stack, plan.sizes = stack, sizes
+    if source:
+        plan.source = f"bucket {source.store.bucket} (stack {source.stack}'s backups)"
     return plan
+
+
+def import_objects(store: Store, source: Source, plan: Plan, say: Callable[[str], None]) -> Plan:
+    """The plan's objects copied from the kept bucket into the stack's own, under
+    `<stack>/imported/<restore id>/` (its servers may read nothing else); the plan then names the copies.
+    Out of the paths the stack's own planning reads (full/, binlog/): a later restore of this stack starts
+    from its own backups."""
+    into = f"{plan.stack}/imported/{plan.id}/"
+    copied = 0
+
+    def copy(key: str) -> str:
+        nonlocal copied
+        store.copy_in(source.store.bucket, key, into + key)
+        copied += 1
+        return into + key
+
+    backup = dataclasses.replace(plan.backup, key=copy(plan.backup.key))
+    binlogs = [(o._replace(key=copy(o.key)), after) for o, after in plan.binlogs]
+    sizes = {into + key: size for key, size in plan.sizes.items()}
+    total = backup.bytes + sum(sizes.get(o.key, 0) for o, _ in binlogs)
+    say(f"copied {copied} objects ({total:,} bytes) from bucket {source.store.bucket} into {store.bucket}/{into}")
+    return dataclasses.replace(plan, backup=backup, binlogs=binlogs, sizes=sizes)
 
 
 def _restored(output: str) -> dict:
@@ -289,6 +340,7 @@ def run_restore(
     target: datetime.datetime | None,
     *,
     dry_run: bool = False,
+    source: Source | None = None,
     say: Callable[[str], None] = print,
     now: Callable[[], float] = time.time,
 ) -> dict:
@@ -301,10 +353,12 @@ def run_restore(
     reads = promotion._run(servers[0], HOSTS_BUCKET).strip()
     if reads != store.bucket:
         raise RestoreRefused(
-            f"the stack's servers read their backups from {reads or 'no bucket'}, not {store.bucket}: "
-            "restoring from another bucket (a kept one, into a new stack) is not supported yet"
+            f"the stack's servers read their backups from {reads or 'no bucket'}, not {store.bucket} "
+            "(another bucket's backups, a kept one's: --from-bucket)"
         )
-    plan = _plan(store, stack, target, now(), servers)
+    if source and (source.store.bucket, source.stack) == (store.bucket, stack):
+        source = None  # the stack's own backups
+    plan = _plan(store, stack, target, now(), servers, source)
     say(plan.describe())
     if dry_run:
         say("dry run: nothing changed")
@@ -334,7 +388,9 @@ def run_restore(
         # Planned again now that nothing writes: the new history's first GTID must lie beyond everything
         # written and shipped, the last seconds before the fence included.
         promotion.survey()
-        plan = _plan(store, stack, target, now(), servers)
+        plan = _plan(store, stack, target, now(), servers, source)
+        if source:
+            plan = import_objects(store, source, plan, say)
         plan_key = f"{stack}/restores/{plan.id}.plan.json"
         store.write(plan_key, json.dumps(plan.to_json()).encode())
         outcome = "unknown"
@@ -411,6 +467,11 @@ class S3Store:
     def write(self, key: str, body: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
+    def copy_in(self, source_bucket: str, key: str, new_key: str) -> None:
+        # S3 copies inside S3 (in parts above 8 MB: a single CopyObject stops at 5 GB); the bucket's default
+        # encryption applies to the copy
+        self.s3.copy({"Bucket": source_bucket, "Key": key}, self.bucket, new_key)
+
 
 class LabStore:
     """The lab's S3 stand-in, reached from the namespace it listens in (lab/aws_api.py)."""
@@ -447,6 +508,9 @@ class LabStore:
     def write(self, key: str, body: bytes) -> None:
         self._call("put-object", self.bucket, key, input=body)
 
+    def copy_in(self, source_bucket: str, key: str, new_key: str) -> None:
+        self._call("copy-object", source_bucket, key, self.bucket, new_key)
+
 
 HOSTS_BUCKET = "sed -n 's/^WEBINFRA_BACKUP_BUCKET=//p' /etc/webinfra/webinfra.env"
 
@@ -462,25 +526,35 @@ def hosts_bucket(runner: Any) -> str:
 
 def main(argv: list[str]) -> int:
     parser = stack_command_parser("scripts/restore", __doc__)
-    parser.add_argument("--bucket", help="the backup bucket (default: the one the stack's servers back up to)")
+    parser.add_argument(
+        "--from-bucket", metavar="KEPT", help="restore another bucket's backups: the one a destroyed stack kept"
+    )
+    parser.add_argument("--from-stack", metavar="OLD", help="with --from-bucket: that stack's (default: this one's)")
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument("--to", help="a UTC time: 2026-11-27T09:15:00Z")
     when.add_argument("--latest", action="store_true", help="everything shipped")
     parser.add_argument("--dry-run", action="store_true", help="plan and say what would be done, change nothing")
     args = parser.parse_args(argv)
+    if args.from_stack and not args.from_bucket:
+        parser.error("--from-stack needs --from-bucket (the bucket that stack kept)")
     try:
         target = parse_time(args.to) if args.to else None
+        kept: Store | None = None
         if args.lab:
             runner: Any = LabRunner()
-            store: Store = LabStore(args.bucket or hosts_bucket(runner))
+            store: Store = LabStore(hosts_bucket(runner))
             stack = runner.plan.stack
+            kept = LabStore(args.from_bucket) if args.from_bucket else None
         else:
             import boto3
 
             runner = SsmRunner(args.stack, args.region, purpose="scripts/restore")
-            store = S3Store(args.bucket or hosts_bucket(runner), boto3.client("s3", region_name=args.region))
+            s3 = boto3.client("s3", region_name=args.region)
+            store = S3Store(hosts_bucket(runner), s3)
             stack = args.stack
-        run_restore(runner, store, stack, target, dry_run=args.dry_run)
+            kept = S3Store(args.from_bucket, s3) if args.from_bucket else None
+        source = Source(kept, args.from_stack or stack) if kept else None
+        run_restore(runner, store, stack, target, dry_run=args.dry_run, source=source)
     except RestoreRefused as refusal:
         print(f"scripts/restore: refused: {refusal}", file=sys.stderr)
         return 2

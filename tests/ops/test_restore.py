@@ -116,6 +116,12 @@ class FakeStore:
     def write(self, key, body):
         self.objects[key] = body
 
+    def copy_in(self, source_bucket, key, new_key):
+        self.objects[new_key] = KEPT[source_bucket].objects[key]
+
+
+KEPT: dict[str, FakeStore] = {}  # the buckets copy_in reaches, by name
+
 
 def test_the_bucket_is_read_as_the_hosts_write_it_and_a_wrong_stack_is_refused():
     manifest = {"backup": "b.xbstream.zst", "host": "web-02", "gtid": "0-1-100", "bytes": 9, "finished": at(3)}
@@ -177,17 +183,18 @@ class ScriptedRunner:
         if "SHOW SLAVE STATUS" in script:
             return 0, "Slave_IO_Running: Yes\n"
         if "webinfra-db-restore" in script:
-            return self.restore_status, "webinfra-db-restore: ...\n"
+            self.restored_from = script.rsplit(" ", 1)[-1]
+            return self.restore_status, 'webinfra-db-restore: ...\n{"sequence": 151, "time": "2026-11-27 03:30:00"}\n'
         return 0, ""
 
 
-def restorable_store() -> FakeStore:
+def restorable_store(stack: str = "dev") -> FakeStore:
     manifest = {"backup": "b.xbstream.zst", "host": "web-02", "gtid": "0-1-100", "bytes": 9, "finished": at(3)}
     return FakeStore(
         {
-            "dev/full/b.xbstream.zst": b"x" * 9,
-            "dev/full/b.manifest.json": json.dumps(manifest).encode(),
-            BINLOGS[1].key: b"",
+            f"{stack}/full/b.xbstream.zst": b"x" * 9,
+            f"{stack}/full/b.manifest.json": json.dumps(manifest).encode(),
+            BINLOGS[1].key.replace("dev/", f"{stack}/", 1): b"binary log",
         }
     )
 
@@ -217,3 +224,36 @@ def test_a_restore_is_refused_when_a_controller_cannot_be_held():
         run_restore(runner, restorable_store(), "dev", None, say=lambda _: None, now=lambda: at(5))
     assert ("lb-01", "systemctl start webinfra-failover") in runner.ran
     assert not any("read_only = ON" in s for _, s in runner.ran)  # nothing fenced
+
+
+@pytest.mark.parametrize("kept_stack", ["dev", "old"])  # a new stack of the same name, or of another
+def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_restores_the_copies(kept_stack):
+    """A destroyed stack's kept bucket: the new stack's servers may read only their own bucket's prefix, so
+    what the plan needs is copied in (under <stack>/imported/<id>/) and the plan the host runs names the
+    copies; the new history begins beyond both stacks' and the copies stay out of the stack's own planning."""
+    from ops.restore import Source, run_restore
+
+    kept = restorable_store(kept_stack)
+    kept.bucket = "webinfra-dev-backups-kept"
+    KEPT[kept.bucket] = kept
+    own = FakeStore(
+        {BINLOGS[3].key: b"", "dev/restores/r.done.json": json.dumps({"restored_at": at(1), "marker": 700}).encode()}
+    )
+    runner = ScriptedRunner(0)
+    said: list[str] = []
+    with pytest.raises(RestoreRefused, match="holds no backup of stack 'nope'"):
+        run_restore(runner, own, "dev", None, source=Source(kept, "nope"), say=said.append, now=lambda: at(5))
+    run_restore(runner, own, "dev", None, source=Source(kept, kept_stack), say=said.append, now=lambda: at(5))
+    plan = json.loads(own.objects[runner.restored_from])
+    into = f"dev/imported/{plan['id']}/"
+    assert plan["backup"]["key"] == f"{into}{kept_stack}/full/b.xbstream.zst"
+    assert [b["key"] for b in plan["binlogs"]] == [into + BINLOGS[1].key.replace("dev/", f"{kept_stack}/", 1)]
+    assert plan["binlogs"][0]["bytes"] == len(b"binary log")
+    for key in [plan["backup"]["key"], *(b["key"] for b in plan["binlogs"])]:
+        assert own.objects[key] == kept.objects[key.removeprefix(into)]
+    # beyond the kept history (150), the servers' (150) and this stack's own (520, a restore marked 700)
+    assert plan["marker"] == 701
+    assert any(f"from bucket {kept.bucket} (stack {kept_stack}'s backups)" in line for line in said), said
+    assert any(line.startswith("copied 2 objects") for line in said), said
+    backups, binlogs, _, _ = read_backups(own, "dev")
+    assert backups == [] and [b.last for b in binlogs] == [520]  # the copies are not the stack's own
