@@ -12,6 +12,8 @@ certificate does; `get-parameter` prints one. `run-instances`, `terminate-instan
 from __future__ import annotations
 
 import json
+import pathlib
+import shutil
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -111,6 +113,33 @@ def create_buckets(s3, region: str, buckets: dict[str, dict]) -> list[str]:
     return sorted(buckets)
 
 
+def export_bucket(s3, bucket: str, into: pathlib.Path) -> int:
+    """Every object of `bucket` (its current versions) and its tags, as files under `into`: the S3 stand-in
+    forgets everything when the lab goes, a bucket `scripts/lab down --keep-backups` keeps is kept here."""
+    shutil.rmtree(into, ignore_errors=True)
+    (into / "objects").mkdir(parents=True)
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            # numbered files: a key is no path to trust
+            (into / "objects" / str(len(keys))).write_bytes(
+                s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            )
+            keys.append(item["Key"])
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+    (into / "bucket.json").write_text(json.dumps({"name": bucket, "tags": tags, "keys": keys}))
+    return len(keys)
+
+
+def import_bucket(s3, region: str, kept: pathlib.Path) -> str:
+    """A bucket export_bucket kept, created again with its tags and objects (`scripts/lab up`)."""
+    bucket = json.loads((kept / "bucket.json").read_text())
+    create_buckets(s3, region, {bucket["name"]: {"tags": bucket["tags"], "versioning": "Enabled"}})
+    for number, key in enumerate(bucket["keys"]):
+        s3.put_object(Bucket=bucket["name"], Key=key, Body=(kept / "objects" / str(number)).read_bytes())
+    return f"{bucket['name']} ({len(bucket['keys'])} objects)"
+
+
 def elastic_ip_holder(ec2, allocation_id: str) -> str:
     """The instance the Elastic IP is associated with now ("" when none)."""
     (address,) = ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
@@ -193,6 +222,21 @@ def main(argv: list[str]) -> int:
         else:
             s3.put_object(Bucket=argv[3], Key=argv[4], Body=sys.stdin.buffer.read())
         return 0
+    if len(argv) == 7 and argv[0] == "copy-object":
+        s3 = boto3.client(
+            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
+        )
+        s3.copy({"Bucket": argv[3], "Key": argv[4]}, argv[5], argv[6])
+        return 0
+    if len(argv) == 5 and argv[0] in ("export-bucket", "import-bucket"):
+        s3 = boto3.client(
+            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
+        )
+        if argv[0] == "export-bucket":
+            print(f"{argv[3]}: {export_bucket(s3, argv[3], pathlib.Path(argv[4]))} objects kept")
+        else:
+            print(import_bucket(s3, argv[2], pathlib.Path(argv[4])))
+        return 0
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
         return 0
@@ -244,6 +288,9 @@ def main(argv: list[str]) -> int:
             "       python -m lab.aws_api create-buckets ENDPOINT REGION  < buckets.json\n"
             "       python -m lab.aws_api list-objects ENDPOINT REGION BUCKET PREFIX\n"
             "       python -m lab.aws_api get-object|put-object ENDPOINT REGION BUCKET KEY  (the body: stdout|stdin)\n"
+            "       python -m lab.aws_api copy-object ENDPOINT REGION BUCKET KEY TO_BUCKET TO_KEY\n"
+            "       python -m lab.aws_api export-bucket ENDPOINT REGION BUCKET DIRECTORY\n"
+            "       python -m lab.aws_api import-bucket ENDPOINT REGION - DIRECTORY  (what export-bucket kept)\n"
             "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
             "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
             "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"

@@ -77,6 +77,7 @@ USER_DATA = ("userData", "userDataBase64")
 GENERATED = frozenset(
     {
         "random:index/randomPassword:RandomPassword",
+        "aws:s3/bucket:Bucket",  # the provider completes its name
         "tls:index/privateKey:PrivateKey",
         "tls:index/selfSignedCert:SelfSignedCert",
         "tls:index/locallySignedCert:LocallySignedCert",

@@ -18,6 +18,8 @@ scripts/lab heal HOST              give a black-holed host its network back
 scripts/lab split HOST...          cut those hosts (a zone's) off from the others, silently; --heal ends it
 scripts/lab sg on|off              enforce the declared security groups, or let every flow through
 scripts/lab down                   remove everything the lab made (idempotent, also after a crash)
+    --keep-backups                 ... but keep its backup bucket: the next `up` has it (a kept bucket)
+    --delete-backups               ... and delete every kept bucket
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ DOWNLOADS = lab_hosts.STATE / "aws-downloads"  # the agent packages, the listene
 STACK_FILE = REPO / "Pulumi.lab.yaml"
 PROGRAM_STATE = lab_hosts.STATE / "program-state.json"  # the lab's stack state (scripts/lab update)
 PROGRAM_SECRETS = lab_hosts.STATE / "program-secrets.json"  # root-only: what Pulumi keeps encrypted
+KEPT_BUCKETS = lab_hosts.STATE / "kept-buckets"  # what `down --keep-backups` keeps of the S3 stand-in
 CLOUD_INIT_TIMEOUT = 900
 
 
@@ -198,7 +201,9 @@ def load_program_state() -> tuple[dict, dict, dict]:
 # --- up ---------------------------------------------------------------------------------------------------
 
 
-def aws_api(plan: LabPlan, command: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+def aws_api(
+    plan: LabPlan, command: str, *args: str, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """lab/aws_api.py's COMMAND against the AWS API stand-in, from the cloud namespace where it listens."""
     return network.in_ns(
         network.CLOUD_NS,
@@ -212,7 +217,7 @@ def aws_api(plan: LabPlan, command: str, *args: str, input: str | None = None) -
         input=input,
         cwd=REPO,
         check=False,
-        timeout=60,
+        timeout=timeout,
     )
 
 
@@ -255,6 +260,29 @@ def create_buckets(plan: LabPlan) -> None:
     if result.returncode != 0:
         raise LabError(f"creating S3 buckets in the AWS API stand-in failed:\n{result.stderr}")
     print(f"  {result.stdout.strip()}")
+
+
+def kept_buckets() -> list[pathlib.Path]:
+    return sorted(p for p in KEPT_BUCKETS.glob("*") if (p / "bucket.json").exists())
+
+
+def import_kept_buckets(plan: LabPlan) -> None:
+    """The buckets an earlier lab kept (`down --keep-backups`), in this lab's S3 stand-in as they were: as a
+    bucket `pulumi destroy` kept stays in the account, beside the new stack's own."""
+    for kept in kept_buckets():
+        result = aws_api(plan, "import-bucket", "-", str(kept), timeout=600)
+        if result.returncode != 0:
+            raise LabError(f"importing the kept bucket {kept.name} failed:\n{result.stderr}")
+        print(f"  {result.stdout.strip()}")
+
+
+def keep_buckets(plan: LabPlan) -> None:
+    """Every bucket the lab declared, kept on disk (the S3 stand-in forgets everything at `down`)."""
+    for bucket in plan.buckets:
+        result = aws_api(plan, "export-bucket", bucket, str(KEPT_BUCKETS / bucket), timeout=600)
+        if result.returncode != 0:
+            raise LabError(f"keeping the bucket {bucket} failed (nothing was taken down):\n{result.stderr}")
+        print(f"kept: {result.stdout.strip()} (in {KEPT_BUCKETS}; the next `scripts/lab up` has it)")
 
 
 def seed_ec2(plan: LabPlan) -> tuple[dict[str, str], str]:
@@ -431,6 +459,8 @@ def up(
     plan = dataclasses.replace(plan, elastic_ip_allocation=allocation)
     steps.run(f"SSM parameters in the AWS API stand-in ({len(plan.parameters)})", load_parameters, plan)
     steps.run(f"S3 buckets in the AWS API stand-in ({len(plan.buckets)})", create_buckets, plan)
+    if kept := kept_buckets():
+        steps.run(f"kept buckets of earlier labs ({len(kept)})", import_kept_buckets, plan)
     save_state(plan)
     save_program_state(config, run)
     arch = aws_downloads.native_arch()
@@ -567,8 +597,12 @@ def run_declared_gate(plan: LabPlan, name: str, action: str = "create") -> int:
 # --- down -------------------------------------------------------------------------------------------------
 
 
-def down(quiet: bool = False) -> dict[str, int]:
-    """Everything the lab made goes, whatever state a crash left it in; the image cache stays."""
+def down(quiet: bool = False, keep_backups: bool = False, delete_backups: bool = False) -> dict[str, int]:
+    """Everything the lab made goes, whatever state a crash left it in; the image cache stays, and the
+    buckets kept: this lab's too with `keep_backups` (as `pulumi destroy` keeps a stack's), every kept one
+    goes with `delete_backups`."""
+    if keep_backups:
+        keep_buckets(load_state())
     counts = {"supervisors": 0, "processes": 0, "mounts": 0, "namespaces": 0}
     for pid in lab_hosts.supervisors():
         try:
@@ -592,6 +626,10 @@ def down(quiet: bool = False) -> dict[str, int]:
         path.unlink(missing_ok=True)
     shutil.rmtree(LOGS, ignore_errors=True)
     shutil.rmtree(DOWNLOADS, ignore_errors=True)
+    if delete_backups:
+        for kept in kept_buckets():
+            shutil.rmtree(kept)
+            print(f"deleted the kept bucket {kept.name}")
     shutil.rmtree(pathlib.Path("/etc/netns") / network.CLIENT_NS, ignore_errors=True)
     for leftover in (
         pathlib.Path("/run/systemd/nspawn/propagate").glob("*")
@@ -642,6 +680,8 @@ def status_report() -> dict:
         "elastic_ip_holder": elastic_ip_holder(plan),
         "floating_address": plan.floating_address,
         "floating_address_holder": floating_address_holder(plan),
+        "backup_buckets": sorted(plan.buckets),
+        "kept_buckets": [kept.name for kept in kept_buckets()],
         "hosts": rows,
     }
     return report
@@ -807,7 +847,12 @@ def main(argv: list[str]) -> int:
     )
     p_status = sub.add_parser("status", help="hosts, roles, addresses, cloud-init state, URL")
     p_status.add_argument("--json", action="store_true")
-    sub.add_parser("down", help="remove everything the lab made")
+    p_down = sub.add_parser("down", help="remove everything the lab made (kept buckets stay)")
+    backups = p_down.add_mutually_exclusive_group()
+    backups.add_argument(
+        "--keep-backups", action="store_true", help="keep the backup bucket: the next `up` has it beside its own"
+    )
+    backups.add_argument("--delete-backups", action="store_true", help="delete every bucket kept so far")
     sub.add_parser("smoke", help="run the program's declared smoke test from the lab's internet")
     sub.add_parser("ready", help="run a pair's declared readiness gate against the AWS API stand-in")
     p_exec = sub.add_parser("exec", help="run a command inside a host")
@@ -849,7 +894,7 @@ def main(argv: list[str]) -> int:
 
             return lab_update.update(overrides, args.preview, tuple(args.replace))
         if args.command == "down":
-            down()
+            down(keep_backups=args.keep_backups, delete_backups=args.delete_backups)
             return 0
         if args.command == "smoke":
             return smoke()

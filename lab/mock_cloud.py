@@ -14,9 +14,11 @@ documentation range, only ever routed inside the lab).
 from __future__ import annotations
 
 import ipaddress
+import os
 import pathlib
 import secrets
 import string
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,9 @@ ELASTIC_IP = "(elastic ip)"
 PUBLIC_PREFIX = "198.51.100."
 LB_PUBLIC_IP = PUBLIC_PREFIX + "10"  # the Elastic IP of lb-01
 VPC_IPV6_BLOCK = "2600:1f18:4a3:6e00::/56"
+# As the provider's: a UTC timestamp and a number unique to this run (26 digits), the same for every
+# evaluation in one run (`lab up` evaluates the program twice)
+UNIQUE_SUFFIX = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}{os.getpid():012d}"
 
 
 @dataclass
@@ -114,8 +119,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["keyId"] = f"{args.name}-0000-1111-2222-333344445555"
             outputs["arn"] = f"arn:aws:kms:{self.region}:{ACCOUNT_ID}:key/{outputs['keyId']}"
         elif typ == "aws:s3/bucket:Bucket":
-            # S3 completes a bucket_prefix with a unique suffix (26 characters)
-            outputs["bucket"] = outputs.get("bucket") or f"{args.inputs['bucketPrefix']}{'0' * 26}"
+            # The provider completes a bucket_prefix with a unique suffix (26 characters): a new stack's
+            # bucket is never a kept one's (scripts/lab down --keep-backups). A bucket the state has keeps
+            # its name (an update in place), unless its prefix changed (a replacement).
+            earlier_name = (self.kept.get(args.name) or {}).get("outputs", {}).get("bucket", "")
+            outputs["bucket"] = outputs.get("bucket") or (
+                earlier_name
+                if earlier_name.startswith(args.inputs["bucketPrefix"])
+                else f"{args.inputs['bucketPrefix']}{UNIQUE_SUFFIX}"
+            )
             outputs["arn"] = f"arn:aws:s3:::{outputs['bucket']}"
         elif typ == "aws:sns/topic:Topic":
             outputs["arn"] = f"arn:aws:sns:{self.region}:{ACCOUNT_ID}:{args.name}"

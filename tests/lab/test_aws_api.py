@@ -118,3 +118,24 @@ def test_the_declared_buckets_are_created_with_their_tags_and_versioning_again_a
     assert (s3.get_bucket_location(Bucket=name).get("LocationConstraint") or "us-east-1") == region
     assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
     assert {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=name)["TagSet"]} == declared["tags"]
+
+
+@mock_aws
+def test_a_kept_bucket_comes_back_with_its_tags_and_every_object(fake_credentials, tmp_path):
+    """scripts/lab down --keep-backups, then up: the S3 stand-in forgets everything when the lab goes."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    aws_api.create_buckets(s3, "us-east-1", {"kept": {"tags": {"Stack": "lab"}, "versioning": "Enabled"}})
+    objects = {"lab/full/b.xbstream.zst": b"\x00" * 70000, "lab/binlog/../odd key": b"x", "lab/restores/r.json": b"{}"}
+    for key, body in objects.items():
+        s3.put_object(Bucket="kept", Key=key, Body=body)
+    assert aws_api.export_bucket(s3, "kept", tmp_path / "kept") == 3
+    assert sorted(p.name for p in (tmp_path / "kept" / "objects").iterdir()) == ["0", "1", "2"]  # no key as a path
+    versions = s3.list_object_versions(Bucket="kept")["Versions"]
+    s3.delete_objects(
+        Bucket="kept", Delete={"Objects": [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]}
+    )
+    s3.delete_bucket(Bucket="kept")  # the lab gone
+    assert aws_api.import_bucket(s3, "us-east-1", tmp_path / "kept") == "kept (3 objects)"
+    assert {k: s3.get_object(Bucket="kept", Key=k)["Body"].read() for k in objects} == objects
+    assert {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket="kept")["TagSet"]} == {"Stack": "lab"}
+    assert s3.get_bucket_versioning(Bucket="kept")["Status"] == "Enabled"

@@ -139,3 +139,23 @@ def test_going_back_to_one_load_balancer_is_refused_with_the_reason(lab_stack):
     config = lab_stack[0]
     assert "the lab does not evaluate IAM" in refused(config, {"lbCount": "1"})
     assert refused(config, {"webCount": "3"}) == "" and refused(settings_after(config, {"lbCount": "1"}), {}) == ""
+
+
+def test_an_update_keeps_the_backup_buckets_name_and_a_new_stack_gets_another(lab_stack, monkeypatch):
+    """The provider completes a bucket_prefix once, at creation: `scripts/lab update` keeps the name (the
+    servers' user-data holds it); a new lab's bucket is never the one an earlier lab kept."""
+    from lab import mock_cloud
+
+    config, region, _, kept = lab_stack
+    (original,) = [k["outputs"]["bucket"] for k in kept.values() if "bucket" in k["outputs"]]
+    monkeypatch.setattr(mock_cloud, "UNIQUE_SUFFIX", "7" * 26)  # a later run of the program
+
+    def bucket(run) -> str:
+        (declared,) = run.of_type("aws:s3/bucket:Bucket")
+        return declared.outputs["bucket"]
+
+    assert bucket(run_program(settings_after(config, {"webCount": "3"}), stack="lab", region=region, kept=kept)) == (
+        original
+    )
+    fresh = bucket(run_program(dict(config), stack="lab", region=region))
+    assert fresh != original and fresh.startswith("webinfra-lab-backups-") and len(fresh) == len(original)
