@@ -25,6 +25,7 @@ scripts/lab down                   remove everything the lab made (idempotent, a
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -652,8 +653,15 @@ def status_report() -> dict:
     """What `scripts/lab status --json` prints: the lab's hosts and addresses, as they are now."""
     plan = load_state()
     cut, split_off = network.blackholed(), network.split_side()
+    # Each answer below is a process (entering a host's namespace, or the AWS API's): asked at once
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        cloud_init = pool.map(cloud_init_state, plan.hosts)
+        failover = pool.submit(failover_report, plan)
+        eip_holder = pool.submit(elastic_ip_holder, plan)
+        floating_holder = pool.submit(floating_address_holder, plan)
+        cloud_init_states = list(cloud_init)
     rows = []
-    for host in plan.hosts:
+    for host, cloud_init_now in zip(plan.hosts, cloud_init_states, strict=True):
         rows.append(
             {
                 "name": host.name,
@@ -665,21 +673,21 @@ def status_report() -> dict:
                 "running": lab_hosts.is_running(host),
                 "blackholed": host.veth in cut,
                 "split_off": host.veth in split_off,  # on the cut-off side of a split (scripts/lab split)
-                "cloud_init": cloud_init_state(host),
+                "cloud_init": cloud_init_now,
             }
         )
     report = {
         "url": plan.url,
-        "failover": failover_report(plan),
+        "failover": failover.result(),
         "ca_file": str(CERTIFICATE_FILE),
         "client_netns": network.CLIENT_NS,
         "client_address": CLIENT_ADDRESS,
         "security_groups": network.security_groups_enabled(),
         "aws_endpoint_url": plan.aws_endpoint_url,
         "elastic_ip": plan.elastic_ip,
-        "elastic_ip_holder": elastic_ip_holder(plan),
+        "elastic_ip_holder": eip_holder.result(),
         "floating_address": plan.floating_address,
-        "floating_address_holder": floating_address_holder(plan),
+        "floating_address_holder": floating_holder.result(),
         "backup_buckets": sorted(plan.buckets),
         "kept_buckets": [kept.name for kept in kept_buckets()],
         "hosts": rows,
