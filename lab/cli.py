@@ -7,6 +7,7 @@ scripts/lab update [--set SETTING=VALUE]... [--replace RESOURCE]... [--preview]
                                    `pulumi up` on the running lab: the plan (as `pulumi preview`), then
                                    carried out with Pulumi's semantics (lab/update.py)
 scripts/lab status [--json]        hosts, roles, addresses, cloud-init state, the URL
+scripts/lab images                 build (or find cached) the images of every lab the tests boot
 scripts/lab exec HOST -- CMD...    run a command inside a host
 scripts/lab client -- CMD...       run a command on the lab's "internet" (e.g. curl the URL)
 scripts/lab smoke                  run the program's declared smoke test again, from the lab's internet
@@ -526,6 +527,25 @@ SMOKE_CA_FILE = lab_hosts.STATE / "smoke-ca.pem"
 SMOKE_TIMEOUT = 1000  # the declared command bounds itself (--timeout 900)
 
 
+def images() -> int:
+    """The images of every lab the tests boot (a pair, one load balancer, --acme), built or found cached:
+    scripts/test builds them while the tests without the lab run."""
+    began = time.monotonic()
+    package_sets: set[tuple[str, ...]] = set()
+    for config in (lab_config(None), lab_config(None, lb_count=1), lab_config(None, acme=True)):
+        _, plan = evaluate(config)
+        package_sets |= {h.packages for h in plan.hosts}
+    logs = lab_image.CACHE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cached = lab_image.is_built(package_sets)
+    lab_image.build(package_sets, logs)
+    print(
+        f"✓ {len(package_sets)} images over the Debian 12 base "
+        + ("cached" if cached else f"built in {time.monotonic() - began:.0f}s (log: {logs / 'image-build.log'})")
+    )
+    return 0
+
+
 def smoke_test(plan: LabPlan, acme: bool) -> subprocess.CompletedProcess | None:
     """The program's SmokeTest command exactly as declared (its create string, environment and the
     project directory, with /bin/sh -c as pulumi-command runs it), from the lab's internet. With ACME the
@@ -621,7 +641,8 @@ def down(quiet: bool = False, keep_backups: bool = False, delete_backups: bool =
         time.sleep(0.1)
     counts["mounts"] = len(lab_hosts.unmount_and_delete())
     lab_hosts.remove_cgroups()
-    unmount_below(lab_image.CACHE)  # an image build interrupted mid-chroot
+    if not lab_image.building():
+        unmount_below(lab_image.CACHE)  # an image build interrupted mid-chroot
     counts["namespaces"] = len(network.remove_all())
     for path in (STATE_FILE, CERTIFICATE_FILE, SMOKE_CA_FILE, PROGRAM_STATE, PROGRAM_SECRETS):
         path.unlink(missing_ok=True)
@@ -843,6 +864,7 @@ def main(argv: list[str]) -> int:
     p_up.add_argument(
         "--acme", action="store_true", help=f"set domain {lab_acme.DOMAIN}: certbot gets its certificate from pebble"
     )
+    sub.add_parser("images", help="build (or find cached) the images of every lab the tests boot")
     p_update = sub.add_parser("update", help="apply changed settings to the running lab, as `pulumi up` would")
     p_update.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE")
     p_update.add_argument("--preview", action="store_true", help="print the plan only, as `pulumi preview`")
@@ -901,6 +923,8 @@ def main(argv: list[str]) -> int:
             from lab import update as lab_update
 
             return lab_update.update(overrides, args.preview, tuple(args.replace))
+        if args.command == "images":
+            return images()
         if args.command == "down":
             down(keep_backups=args.keep_backups, delete_backups=args.delete_backups)
             return 0

@@ -8,6 +8,7 @@ offline (the packages are already there) and stay exactly as on EC2.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -143,6 +144,26 @@ def build(package_sets: Iterable[Sequence[str]], log_dir: pathlib.Path) -> dict[
     Safe to interrupt: everything is built in a temporary directory and renamed when complete.
     """
     CACHE.mkdir(parents=True, exist_ok=True)
+    # One build at a time (scripts/test builds them in the background while other tests run): a build
+    # removes what an interrupted one left, which would be another's work in progress.
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(package_sets, log_dir)
+
+
+def building() -> bool:
+    """Whether a build runs now (its mounts are its own: `scripts/lab down` leaves them)."""
+    if not CACHE.exists():
+        return False
+    with open(CACHE / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def _build(package_sets: Iterable[Sequence[str]], log_dir: pathlib.Path) -> dict[tuple[str, ...], list[pathlib.Path]]:
     for stale in CACHE.glob(".build-*"):
         unmount_below(stale)
         shutil.rmtree(stale, ignore_errors=True)
@@ -208,15 +229,35 @@ update-locale LANG=en_US.UTF-8
     return lowers
 
 
+# Layers of the current base kept although this build did not ask for them: the lab's variants (one load
+# balancer or a pair, --acme) each have their own, and pruning one another's rebuilt them on every run.
+KEPT_LAYERS = 8
+
+
 def _prune(keep: set[pathlib.Path]) -> None:
-    """Images of an older recipe or package list are never used again: free their disk. Never one a
-    running host's overlay is made of (a build for one host must not pull another's files away)."""
+    """Images of an older recipe are never used again: free their disk, and all but the newest KEPT_LAYERS
+    layers of the current base. Never one a running host's overlay is made of (a build for one host must
+    not pull another's files away)."""
     in_use = _mounted_lowers()
+    current = sorted(
+        (layer for layer in CACHE.glob("layer-*") if _complete(layer) and _of_current_base(layer)),
+        key=lambda layer: (layer / COMPLETE).stat().st_mtime,
+        reverse=True,
+    )
+    keep = keep | {base_path(), *current[:KEPT_LAYERS]}
     for entry in CACHE.iterdir():
         if entry in keep or entry in in_use:
             continue
         if entry.name.startswith("debian12-") or entry.name.startswith("layer-"):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _of_current_base(layer: pathlib.Path) -> bool:
+    try:
+        packages = json.loads((layer / COMPLETE).read_text())["packages"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return layer == layer_path(packages)
 
 
 def _mounted_lowers() -> set[pathlib.Path]:
