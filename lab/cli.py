@@ -95,6 +95,7 @@ def save_state(plan: LabPlan) -> None:
         "eip_associated_with": plan.eip_associated_with,
         "floating_address": plan.floating_address,
         "local_commands": plan.local_commands,
+        "buckets": plan.buckets,
         "hosts": [{k: v for k, v in dataclasses.asdict(h).items() if k != "user_data_gzip"} for h in plan.hosts],
         "rules": [dataclasses.asdict(r) for r in plan.rules],
     }
@@ -132,6 +133,7 @@ def load_state() -> LabPlan:
         floating_address=state["floating_address"],
         local_commands=state.get("local_commands", {}),
         eip_associated_with=state.get("eip_associated_with", ""),
+        buckets=state.get("buckets", {}),
     )
 
 
