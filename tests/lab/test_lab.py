@@ -1653,12 +1653,12 @@ def update_under_load(
         outcome["seconds"] = time.monotonic() - began
 
     with MixedLoad(url, names, duration, pin_key_of=pin_key_of) as load:
-        time.sleep(3)
+        time.sleep(2)
         began = time.monotonic()
         worker = threading.Thread(target=run)
         worker.start()
         worker.join(timeout=duration)
-        time.sleep(5)  # and a little after it ended
+        time.sleep(3)  # and a little after it ended
         load.stop()
         load.finish(label)
         figures = load.figures(began, primary_of(names))
