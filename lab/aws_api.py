@@ -115,19 +115,25 @@ def create_buckets(s3, region: str, buckets: dict[str, dict]) -> list[str]:
 
 def export_bucket(s3, bucket: str, into: pathlib.Path) -> int:
     """Every object of `bucket` (its current versions) and its tags, as files under `into`: the S3 stand-in
-    forgets everything when the lab goes, a bucket `scripts/lab down --keep-backups` keeps is kept here."""
-    shutil.rmtree(into, ignore_errors=True)
-    (into / "objects").mkdir(parents=True)
+    forgets everything when the lab goes, a bucket `scripts/lab down --keep-backups` keeps is kept here.
+    Root's only (database backups: the users' password hashes), and whole or not at all: written beside,
+    then put in place of an earlier copy."""
+    into.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    into.parent.chmod(0o700)
+    work = into.with_name(f".{into.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "objects").mkdir(mode=0o700, parents=True)
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for item in page.get("Contents", []):
             # numbered files: a key is no path to trust
-            (into / "objects" / str(len(keys))).write_bytes(
-                s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            )
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            (work / "objects" / str(len(keys))).write_bytes(body)
             keys.append(item["Key"])
     tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
-    (into / "bucket.json").write_text(json.dumps({"name": bucket, "tags": tags, "keys": keys}))
+    (work / "bucket.json").write_text(json.dumps({"name": bucket, "tags": tags, "keys": keys}))
+    shutil.rmtree(into, ignore_errors=True)
+    work.rename(into)
     return len(keys)
 
 

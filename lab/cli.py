@@ -282,6 +282,8 @@ def import_kept_buckets(plan: LabPlan) -> None:
 
 def keep_buckets(plan: LabPlan) -> None:
     """Every bucket the lab declared, kept on disk (the S3 stand-in forgets everything at `down`)."""
+    if not plan.buckets:
+        raise LabError("the lab's state names no backup bucket (an older scripts/lab up): nothing was taken down")
     for bucket in plan.buckets:
         result = aws_api(plan, "export-bucket", bucket, str(KEPT_BUCKETS / bucket), timeout=600)
         if result.returncode != 0:

@@ -147,7 +147,11 @@ def build(package_sets: Iterable[Sequence[str]], log_dir: pathlib.Path) -> dict[
     # One build at a time (scripts/test builds them in the background while other tests run): a build
     # removes what an interrupted one left, which would be another's work in progress.
     with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("  … another build of the lab's images is running (scripts/lab images?): waiting for it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         return _build(package_sets, log_dir)
 
 

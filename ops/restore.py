@@ -31,6 +31,7 @@ only their own bucket's prefix: the objects the plan needs are first copied into
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -70,7 +71,7 @@ class Store(Protocol):
     def list(self, prefix: str) -> list[dict]: ...  # [{"Key", "Size", "LastModified": epoch seconds}]
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, body: bytes) -> None: ...
-    def copy_in(self, source_bucket: str, key: str, new_key: str) -> None: ...
+    def copy_in(self, source: Store, key: str, new_key: str) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,7 @@ class FullBackup:
     gtid: str
     finished: float
     host: str
+    data_bytes: int = 0  # the data it holds, unpacked (the manifest's; 0: unknown)
 
     @property
     def sequence(self) -> int:
@@ -108,7 +110,12 @@ class Plan:
         return {
             "id": self.id,
             "stack": self.stack,
-            "backup": {"key": self.backup.key, "bytes": self.backup.bytes, "gtid": self.backup.gtid},
+            "backup": {
+                "key": self.backup.key,
+                "bytes": self.backup.bytes,
+                "gtid": self.backup.gtid,
+                **({"data_bytes": self.backup.data_bytes} if self.backup.data_bytes else {}),
+            },
             "binlogs": [{"key": b.key, "bytes": self.sizes.get(b.key, 0), "after": after} for b, after in self.binlogs],
             "stop_datetime": self.target.strftime("%Y-%m-%d %H:%M:%S") if self.target else None,
             "marker": self.marker,
@@ -162,7 +169,14 @@ def read_backups(
             backup_key = f"{stack}/full/{manifest['backup']}"
             if backup_key in sizes:  # a manifest is written after its backup; never one without
                 backups.append(
-                    FullBackup(backup_key, manifest["bytes"], manifest["gtid"], manifest["finished"], manifest["host"])
+                    FullBackup(
+                        backup_key,
+                        manifest["bytes"],
+                        manifest["gtid"],
+                        manifest["finished"],
+                        manifest["host"],
+                        int(manifest.get("data_bytes") or 0),
+                    )
                 )
         elif key.startswith(f"{stack}/restores/") and key.endswith(".done.json"):
             record = json.loads(store.read(key))
@@ -279,6 +293,8 @@ def _sequences(store: Store, stack: str) -> list[int]:
 def _plan(store: Store, stack: str, target, now: float, servers: list[Server], source: Source | None = None) -> Plan:
     reading, of = (source.store, source.stack) if source else (store, stack)
     backups, binlogs, records, sizes = read_backups(reading, of)
+    if source and not backups:
+        raise RestoreRefused(f"bucket {reading.bucket} holds no full backup of stack {of!r}: nothing to restore from")
     positions = [domain_sequence(s.gtid) for s in servers]
     if source:  # the new history begins beyond this stack's own too
         positions += _sequences(store, stack)
@@ -289,25 +305,35 @@ def _plan(store: Store, stack: str, target, now: float, servers: list[Server], s
     return plan
 
 
-def import_objects(store: Store, source: Source, plan: Plan, say: Callable[[str], None]) -> Plan:
-    """The plan's objects copied from the kept bucket into the stack's own, under
-    `<stack>/imported/<restore id>/` (its servers may read nothing else); the plan then names the copies.
-    Out of the paths the stack's own planning reads (full/, binlog/): a later restore of this stack starts
-    from its own backups."""
+def import_objects(
+    store: Store, source: Source, plan: Plan, say: Callable[[str], None], copied: set[str] | None = None
+) -> Plan:
+    """The plan's objects copied from the kept bucket into the stack's own, under `<stack>/imported/<id>/`
+    (its servers may read nothing else); the plan then names the copies. Those in `copied` are there
+    already (a kept bucket's objects are written once: the plan before the fence copied them). Out of the
+    paths the stack's own planning reads (full/, binlog/): a later restore of this stack starts from its own
+    backups."""
+    copied = set() if copied is None else copied
     into = f"{plan.stack}/imported/{plan.id}/"
-    copied = 0
+    wanted = [plan.backup.key, *(o.key for o, _ in plan.binlogs)]
+    missing = [key for key in wanted if key not in copied]
+    # a day of binary logs is up to 2,880 objects: several copies at once (each is S3 copying inside S3)
 
     def copy(key: str) -> str:
-        nonlocal copied
-        store.copy_in(source.store.bucket, key, into + key)
-        copied += 1
-        return into + key
+        store.copy_in(source.store, key, into + key)
+        return key
 
-    backup = dataclasses.replace(plan.backup, key=copy(plan.backup.key))
-    binlogs = [(o._replace(key=copy(o.key)), after) for o, after in plan.binlogs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        copied.update(pool.map(copy, missing))
+    total = plan.backup.bytes + sum(plan.sizes.get(o.key, 0) for o, _ in plan.binlogs)
+    if missing:
+        say(
+            f"copied {len(missing)} objects ({total:,} bytes in all) from bucket {source.store.bucket} into "
+            f"{store.bucket}/{into}"
+        )
+    backup = dataclasses.replace(plan.backup, key=into + plan.backup.key)
+    binlogs = [(o._replace(key=into + o.key), after) for o, after in plan.binlogs]
     sizes = {into + key: size for key, size in plan.sizes.items()}
-    total = backup.bytes + sum(sizes.get(o.key, 0) for o, _ in binlogs)
-    say(f"copied {copied} objects ({total:,} bytes) from bucket {source.store.bucket} into {store.bucket}/{into}")
     return dataclasses.replace(plan, backup=backup, binlogs=binlogs, sizes=sizes)
 
 
@@ -356,13 +382,19 @@ def run_restore(
             f"the stack's servers read their backups from {reads or 'no bucket'}, not {store.bucket} "
             "(another bucket's backups, a kept one's: --from-bucket)"
         )
-    if source and (source.store.bucket, source.stack) == (store.bucket, stack):
-        source = None  # the stack's own backups
+    if source and source.store.bucket == store.bucket:
+        raise RestoreRefused(
+            f"{store.bucket} is this stack's own bucket (its servers back up to it): --from-bucket names "
+            "another, the one a destroyed stack kept (scripts/sweep lists both when they share a stack name)"
+        )
     plan = _plan(store, stack, target, now(), servers, source)
     say(plan.describe())
     if dry_run:
         say("dry run: nothing changed")
         return {"plan": plan.to_json()}
+    copied: set[str] = set()
+    if source:  # while the stack still serves: after the fence, only what the second plan adds
+        import_objects(store, source, plan, say, copied)
     primary = next((s for s in servers if s.role == "primary"), servers[0])
     replicas = [s for s in servers if s is not primary]
     held = hold_every_controller(runner, say, "restoring")
@@ -390,7 +422,7 @@ def run_restore(
         promotion.survey()
         plan = _plan(store, stack, target, now(), servers, source)
         if source:
-            plan = import_objects(store, source, plan, say)
+            plan = import_objects(store, source, plan, say, copied)
         plan_key = f"{stack}/restores/{plan.id}.plan.json"
         store.write(plan_key, json.dumps(plan.to_json()).encode())
         outcome = "unknown"
@@ -454,23 +486,54 @@ class S3Store:
     def __init__(self, bucket: str, s3: Any):
         self.bucket, self.s3 = bucket, s3
 
+    def _call(self, what: str, call: Callable[[], Any]) -> Any:
+        """S3's refusals in words: a bucket that is not there or not allowed is a refusal, naming it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchBucket", "AccessDenied", "403", "404", "PermanentRedirect", "AllAccessDisabled"):
+                raise RestoreRefused(f"S3 refused {what} in bucket {self.bucket}: {code} ({error})") from error
+            raise RuntimeError(f"S3: {what} in bucket {self.bucket} failed: {error}") from error
+        except BotoCoreError as error:
+            raise RuntimeError(f"S3: {what} in bucket {self.bucket} failed: {error}") from error
+
     def list(self, prefix: str) -> list[dict]:
-        return [
-            {"Key": item["Key"], "Size": item["Size"], "LastModified": item["LastModified"].timestamp()}
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
-        ]
+        return self._call(
+            f"listing {prefix or 'everything'} (s3:ListBucket)",
+            lambda: [
+                {"Key": item["Key"], "Size": item["Size"], "LastModified": item["LastModified"].timestamp()}
+                for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+                for item in page.get("Contents", [])
+            ],
+        )
 
     def read(self, key: str) -> bytes:
-        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return self._call(
+            f"reading {key} (s3:GetObject)", lambda: self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        )
 
     def write(self, key: str, body: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        self._call(f"writing {key} (s3:PutObject)", lambda: self.s3.put_object(Bucket=self.bucket, Key=key, Body=body))
 
-    def copy_in(self, source_bucket: str, key: str, new_key: str) -> None:
+    def copy_in(self, source: Store, key: str, new_key: str) -> None:
         # S3 copies inside S3 (in parts above 8 MB: a single CopyObject stops at 5 GB); the bucket's default
-        # encryption applies to the copy
-        self.s3.copy({"Bucket": source_bucket, "Key": key}, self.bucket, new_key)
+        # encryption applies to the copy. The source is read through a client of its own region.
+        self._call(
+            f"copying {source.bucket}/{key} to {new_key} (s3:GetObject on the source, s3:PutObject here)",
+            lambda: self.s3.copy(
+                {"Bucket": source.bucket, "Key": key}, self.bucket, new_key, SourceClient=getattr(source, "s3", None)
+            ),
+        )
+
+
+def bucket_region(s3: Any, bucket: str) -> str:
+    """The region a bucket is in (a kept one may be in another than the stack's)."""
+    store = S3Store(bucket, s3)
+    location = store._call("asking its region (s3:GetBucketLocation)", lambda: s3.get_bucket_location(Bucket=bucket))
+    return location.get("LocationConstraint") or "us-east-1"
 
 
 class LabStore:
@@ -508,8 +571,8 @@ class LabStore:
     def write(self, key: str, body: bytes) -> None:
         self._call("put-object", self.bucket, key, input=body)
 
-    def copy_in(self, source_bucket: str, key: str, new_key: str) -> None:
-        self._call("copy-object", source_bucket, key, self.bucket, new_key)
+    def copy_in(self, source: Store, key: str, new_key: str) -> None:
+        self._call("copy-object", source.bucket, key, self.bucket, new_key)
 
 
 HOSTS_BUCKET = "sed -n 's/^WEBINFRA_BACKUP_BUCKET=//p' /etc/webinfra/webinfra.env"
@@ -521,7 +584,7 @@ def hosts_bucket(runner: Any) -> str:
         status, output = runner.run(server.name, HOSTS_BUCKET, 60)
         if status == 0 and output.strip():
             return output.strip()
-    raise RestoreRefused("no web server of the stack answers: which bucket its backups are in is unknown (--bucket)")
+    raise RestoreRefused("no web server of the stack answers: which bucket its backups are in is unknown")
 
 
 def main(argv: list[str]) -> int:
@@ -534,6 +597,8 @@ def main(argv: list[str]) -> int:
     when.add_argument("--to", help="a UTC time: 2026-11-27T09:15:00Z")
     when.add_argument("--latest", action="store_true", help="everything shipped")
     parser.add_argument("--dry-run", action="store_true", help="plan and say what would be done, change nothing")
+    from botocore.exceptions import BotoCoreError, ClientError  # an AWS API's refusal, said as one
+
     args = parser.parse_args(argv)
     if args.from_stack and not args.from_bucket:
         parser.error("--from-stack needs --from-bucket (the bucket that stack kept)")
@@ -552,13 +617,15 @@ def main(argv: list[str]) -> int:
             s3 = boto3.client("s3", region_name=args.region)
             store = S3Store(hosts_bucket(runner), s3)
             stack = args.stack
-            kept = S3Store(args.from_bucket, s3) if args.from_bucket else None
+            if args.from_bucket:
+                region = bucket_region(s3, args.from_bucket)
+                kept = S3Store(args.from_bucket, boto3.client("s3", region_name=region))
         source = Source(kept, args.from_stack or stack) if kept else None
         run_restore(runner, store, stack, target, dry_run=args.dry_run, source=source)
     except RestoreRefused as refusal:
         print(f"scripts/restore: refused: {refusal}", file=sys.stderr)
         return 2
-    except (RuntimeError, subprocess.SubprocessError) as error:
+    except (RuntimeError, subprocess.SubprocessError, BotoCoreError, ClientError) as error:
         print(f"scripts/restore: failed: {error}", file=sys.stderr)
         return 1
     return 0

@@ -121,7 +121,7 @@ def test_the_declared_buckets_are_created_with_their_tags_and_versioning_again_a
 
 
 @mock_aws
-def test_a_kept_bucket_comes_back_with_its_tags_and_every_object(fake_credentials, tmp_path):
+def test_a_kept_bucket_comes_back_with_its_tags_and_every_object(fake_credentials, tmp_path, monkeypatch):
     """scripts/lab down --keep-backups, then up: the S3 stand-in forgets everything when the lab goes."""
     s3 = boto3.client("s3", region_name="us-east-1")
     aws_api.create_buckets(s3, "us-east-1", {"kept": {"tags": {"Stack": "lab"}, "versioning": "Enabled"}})
@@ -130,6 +130,21 @@ def test_a_kept_bucket_comes_back_with_its_tags_and_every_object(fake_credential
         s3.put_object(Bucket="kept", Key=key, Body=body)
     assert aws_api.export_bucket(s3, "kept", tmp_path / "kept") == 3
     assert sorted(p.name for p in (tmp_path / "kept" / "objects").iterdir()) == ["0", "1", "2"]  # no key as a path
+    assert (tmp_path.stat().st_mode & 0o077) == 0  # root's only: the users' password hashes are in a backup
+    s3.put_object(Bucket="kept", Key="lab/restores/r2.json", Body=b"{}")
+    real_get, read = s3.get_object, []
+
+    def get_object(**kwargs):  # a second export that fails midway ...
+        read.append(kwargs["Key"])
+        if len(read) == 2:
+            raise ConnectionError("the S3 stand-in went away")
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(s3, "get_object", get_object)
+    with pytest.raises(ConnectionError):
+        aws_api.export_bucket(s3, "kept", tmp_path / "kept")
+    assert len(list((tmp_path / "kept" / "objects").iterdir())) == 3  # ... leaves the first copy whole
+    monkeypatch.setattr(s3, "get_object", real_get)
     versions = s3.list_object_versions(Bucket="kept")["Versions"]
     s3.delete_objects(
         Bucket="kept", Delete={"Objects": [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]}

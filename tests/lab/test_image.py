@@ -48,7 +48,7 @@ def test_one_build_at_a_time_and_down_leaves_a_running_builds_mounts(tmp_path, m
         [sys.executable, "-c", hold, str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True
     )
     try:
-        assert holder.stdout.readline() == "held\n"
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         assert image.building()
     finally:
         holder.kill()

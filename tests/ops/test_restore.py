@@ -9,6 +9,7 @@ import datetime
 import json
 
 import pytest
+from moto import mock_aws
 
 from backups.webinfra_db_ship_binlogs import binlog_key, parse_binlog_key
 from ops.restore import FullBackup, RestoreRecord, RestoreRefused, main, parse_time, plan_restore, read_backups
@@ -116,11 +117,8 @@ class FakeStore:
     def write(self, key, body):
         self.objects[key] = body
 
-    def copy_in(self, source_bucket, key, new_key):
-        self.objects[new_key] = KEPT[source_bucket].objects[key]
-
-
-KEPT: dict[str, FakeStore] = {}  # the buckets copy_in reaches, by name
+    def copy_in(self, source, key, new_key):
+        self.objects[new_key] = source.objects[key]
 
 
 def test_the_bucket_is_read_as_the_hosts_write_it_and_a_wrong_stack_is_refused():
@@ -235,7 +233,6 @@ def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_rest
 
     kept = restorable_store(kept_stack)
     kept.bucket = "webinfra-dev-backups-kept"
-    KEPT[kept.bucket] = kept
     own = FakeStore(
         {BINLOGS[3].key: b"", "dev/restores/r.done.json": json.dumps({"restored_at": at(1), "marker": 700}).encode()}
     )
@@ -243,7 +240,18 @@ def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_rest
     said: list[str] = []
     with pytest.raises(RestoreRefused, match="holds no backup of stack 'nope'"):
         run_restore(runner, own, "dev", None, source=Source(kept, "nope"), say=said.append, now=lambda: at(5))
+    with pytest.raises(RestoreRefused, match="is this stack's own bucket"):
+        run_restore(runner, own, "dev", None, source=Source(own, "dev"), say=said.append, now=lambda: at(5))
+    copies_while_fenced = []
+    copy_in = own.copy_in
+
+    def recording_copy(source, key, new_key):  # the fence: the primary made read-only
+        copies_while_fenced.append(any("read_only = ON" in script for _, script in runner.ran))
+        copy_in(source, key, new_key)
+
+    own.copy_in = recording_copy
     run_restore(runner, own, "dev", None, source=Source(kept, kept_stack), say=said.append, now=lambda: at(5))
+    assert copies_while_fenced == [False, False], "copied while the stack was fenced"  # and never twice
     plan = json.loads(own.objects[runner.restored_from])
     into = f"dev/imported/{plan['id']}/"
     assert plan["backup"]["key"] == f"{into}{kept_stack}/full/b.xbstream.zst"
@@ -257,3 +265,38 @@ def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_rest
     assert any(line.startswith("copied 2 objects") for line in said), said
     backups, binlogs, _, _ = read_backups(own, "dev")
     assert backups == [] and [b.last for b in binlogs] == [520]  # the copies are not the stack's own
+
+
+def test_a_kept_bucket_without_a_full_backup_is_refused_saying_so():
+    from ops.restore import Source, run_restore
+
+    kept = FakeStore({BINLOGS[1].key: b""})
+    kept.bucket = "webinfra-dev-backups-kept"
+    with pytest.raises(RestoreRefused, match="holds no full backup of stack 'dev': nothing to restore from"):
+        run_restore(ScriptedRunner(0), FakeStore({}), "dev", None, source=Source(kept, "dev"), now=lambda: at(5))
+
+
+@mock_aws
+def test_s3_copies_a_large_object_in_parts_across_regions_and_a_missing_bucket_is_a_refusal(monkeypatch):
+    """S3Store as scripts/restore uses it on AWS (moto): above 8 MB boto3 copies in parts (UploadPartCopy;
+    a single CopyObject stops at 5 GB), the kept bucket read through a client of its own region."""
+    import boto3
+
+    from ops.restore import S3Store, bucket_region
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    here, there = boto3.client("s3", region_name="eu-west-1"), boto3.client("s3", region_name="us-west-2")
+    here.create_bucket(Bucket="own", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    there.create_bucket(Bucket="kept", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    body = bytes(range(256)) * (20 * 4096)  # 20 MiB
+    there.put_object(Bucket="kept", Key="dev/full/b.xbstream.zst", Body=body)
+    assert bucket_region(here, "kept") == "us-west-2"
+    kept, own = S3Store("kept", there), S3Store("own", here)
+    calls = []
+    here.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    own.copy_in(kept, "dev/full/b.xbstream.zst", "dev/imported/x/dev/full/b.xbstream.zst")
+    assert here.get_object(Bucket="own", Key="dev/imported/x/dev/full/b.xbstream.zst")["Body"].read() == body
+    assert "UploadPartCopy" in calls and "CopyObject" not in calls, calls
+    with pytest.raises(RestoreRefused, match=r"S3 refused listing .* in bucket typo: NoSuchBucket"):
+        S3Store("typo", here).list("dev/")
