@@ -1855,7 +1855,7 @@ def test_restore_drill_the_whole_lab_lost_a_fresh_one_restored_from_the_kept_buc
         took = time.monotonic() - started
         print(restored.stdout[-3000:])
         assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
-        assert re.search(rf"copied \d+ objects \([\d,]+ bytes\) from bucket {kept} into", restored.stdout), (
+        assert re.search(rf"copied \d+ objects \([\d,]+ bytes in all\) from bucket {kept} into", restored.stdout), (
             restored.stdout
         )
         back = [
