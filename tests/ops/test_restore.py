@@ -225,7 +225,9 @@ def test_a_restore_is_refused_when_a_controller_cannot_be_held():
 
 
 @pytest.mark.parametrize("kept_stack", ["dev", "old"])  # a new stack of the same name, or of another
-def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_restores_the_copies(kept_stack):
+def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_restores_the_copies(
+    kept_stack, monkeypatch
+):
     """A destroyed stack's kept bucket: the new stack's servers may read only their own bucket's prefix, so
     what the plan needs is copied in (under <stack>/imported/<id>/) and the plan the host runs names the
     copies; the new history begins beyond both stacks' and the copies stay out of the stack's own planning."""
@@ -249,7 +251,7 @@ def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_rest
         copies_while_fenced.append(any("read_only = ON" in script for _, script in runner.ran))
         copy_in(source, key, new_key)
 
-    own.copy_in = recording_copy
+    monkeypatch.setattr(own, "copy_in", recording_copy)
     run_restore(runner, own, "dev", None, source=Source(kept, kept_stack), say=said.append, now=lambda: at(5))
     assert copies_while_fenced == [False, False], "copied while the stack was fenced"  # and never twice
     plan = json.loads(own.objects[runner.restored_from])
