@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import itertools
 import json
 import os
 import pathlib
@@ -44,20 +45,51 @@ FACTS = render.StackFacts(
 LOOPBACK_HOSTS = ["localhost", render.mariadb_host_pattern("127.0.0.0/8")]
 
 
+# The ports of the tests' own servers (MariaDB, the app, moto). Not "bind port 0 and hand the port over":
+# between the probe and the server's own bind, an outgoing connection may take that port as its local one
+# (the kernel takes both from the ephemeral range), or another worker may probe the same; seen: MariaDB's
+# "Bind on TCP/IP port ... Address already in use" while apt downloaded beside the tests. So: ports below
+# the ephemeral range, a block of its own for each pytest-xdist worker, handed out one after the other.
+PORT_BLOCK = 1000
+_next_port = itertools.count()
+_ports_lock = threading.Lock()
+
+
+def _port_range_start() -> int:
+    try:
+        ephemeral = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    return max(1024, ephemeral - 12 * PORT_BLOCK)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    first = _port_range_start() + worker % 12 * PORT_BLOCK
+    with _ports_lock:
+        for _ in range(PORT_BLOCK):
+            port = first + next(_next_port) % PORT_BLOCK
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # something of this machine's listens there
+                return port
+    raise RuntimeError(f"no free port in {first}-{first + PORT_BLOCK - 1}")
 
 
 def password() -> str:
     return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
 
 
-def wait_for(what: str, check, seconds: float = 30.0, interval: float = 0.2):
+def wait_for(what: str, check, seconds: float = 30.0, interval: float = 0.2, gone=lambda: ""):
+    """`check()` until it answers, at most `seconds`; `gone()` says why waiting is pointless (a process
+    that exited), at once."""
     deadline = time.monotonic() + seconds
     last = None
     while time.monotonic() < deadline:
+        if reason := gone():
+            raise RuntimeError(f"{what}: {reason}")
         try:
             result = check()
             if result:
@@ -212,7 +244,14 @@ ssl_key = {tls / "server-key.pem"}
     )
     process = subprocess.Popen(["mariadbd", f"--defaults-file={directory / 'my.cnf'}", *as_root])
     server = MariaDB(hostname, directory, port, process)
-    wait_for(f"MariaDB {hostname}", lambda: server.sql("SELECT 1"), seconds=60)
+
+    def exited() -> str:
+        if process.poll() is None:
+            return ""
+        log = (directory / "error.log").read_text(errors="replace") if (directory / "error.log").exists() else ""
+        return f"mariadbd exited ({process.returncode}); its log ends:\n" + "\n".join(log.splitlines()[-8:])
+
+    wait_for(f"MariaDB {hostname}", lambda: server.sql("SELECT 1"), seconds=60, gone=exited)
     # What webinfra-db-setup applies on every server before anything replicates (the declared file).
     server.client(files["/etc/webinfra/db-end-dump-threads.sql"])
     return server
