@@ -420,7 +420,8 @@ def run_restore(
         # Planned again now that nothing writes: the new history's first GTID must lie beyond everything
         # written and shipped, the last seconds before the fence included.
         promotion.survey()
-        plan = _plan(store, stack, target, now(), servers, source)
+        # the same restore: the same id (its plan, its record, where the kept bucket's objects were copied)
+        plan = dataclasses.replace(_plan(store, stack, target, now(), servers, source), id=plan.id)
         if source:
             plan = import_objects(store, source, plan, say, copied)
         plan_key = f"{stack}/restores/{plan.id}.plan.json"

@@ -252,6 +252,8 @@ def test_a_kept_buckets_backups_are_copied_into_the_stacks_own_and_the_host_rest
         copy_in(source, key, new_key)
 
     monkeypatch.setattr(own, "copy_in", recording_copy)
+    ids = iter(f"2026112{n}T000000Z" for n in range(10))  # each plan a second after the one before
+    monkeypatch.setattr("ops.restore.time.strftime", lambda *_: next(ids))
     run_restore(runner, own, "dev", None, source=Source(kept, kept_stack), say=said.append, now=lambda: at(5))
     assert copies_while_fenced == [False, False], "copied while the stack was fenced"  # and never twice
     plan = json.loads(own.objects[runner.restored_from])
