@@ -45,6 +45,13 @@ def aws_client(service: Literal["ssm", "ec2"], endpoint: str, region: str) -> An
     )
 
 
+def s3_client(endpoint: str, region: str) -> Any:
+    """The stand-in's S3, as the lab's commands reach it (no short timeouts: objects are copied whole)."""
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name=region, aws_access_key_id="lab", aws_secret_access_key="lab"
+    )
+
+
 def wait_until_serving(client, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -203,15 +210,11 @@ def main(argv: list[str]) -> int:
         print(f"deleted {len(names)} parameters")
         return 0
     if len(argv) == 3 and argv[0] == "create-buckets":
-        s3 = boto3.client(
-            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
-        )
+        s3 = s3_client(argv[1], argv[2])
         print(f"created {', '.join(create_buckets(s3, argv[2], json.load(sys.stdin))) or 'no buckets'}")
         return 0
     if len(argv) == 5 and argv[0] == "list-objects":
-        s3 = boto3.client(
-            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
-        )
+        s3 = s3_client(argv[1], argv[2])
         listed = [
             {"Key": item["Key"], "Size": item["Size"], "LastModified": item["LastModified"].timestamp()}
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=argv[3], Prefix=argv[4])
@@ -220,28 +223,21 @@ def main(argv: list[str]) -> int:
         print(json.dumps(listed))
         return 0
     if len(argv) == 5 and argv[0] in ("get-object", "put-object"):
-        s3 = boto3.client(
-            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
-        )
+        s3 = s3_client(argv[1], argv[2])
         if argv[0] == "get-object":
             sys.stdout.buffer.write(s3.get_object(Bucket=argv[3], Key=argv[4])["Body"].read())
         else:
             s3.put_object(Bucket=argv[3], Key=argv[4], Body=sys.stdin.buffer.read())
         return 0
     if len(argv) == 7 and argv[0] == "copy-object":
-        s3 = boto3.client(
-            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
-        )
+        s3 = s3_client(argv[1], argv[2])
         s3.copy({"Bucket": argv[3], "Key": argv[4]}, argv[5], argv[6])
         return 0
-    if len(argv) == 5 and argv[0] in ("export-bucket", "import-bucket"):
-        s3 = boto3.client(
-            "s3", endpoint_url=argv[1], region_name=argv[2], aws_access_key_id="lab", aws_secret_access_key="lab"
-        )
-        if argv[0] == "export-bucket":
-            print(f"{argv[3]}: {export_bucket(s3, argv[3], pathlib.Path(argv[4]))} objects kept")
-        else:
-            print(import_bucket(s3, argv[2], pathlib.Path(argv[4])))
+    if len(argv) == 5 and argv[0] == "export-bucket":
+        print(f"{argv[3]}: {export_bucket(s3_client(argv[1], argv[2]), argv[3], pathlib.Path(argv[4]))} objects kept")
+        return 0
+    if len(argv) == 4 and argv[0] == "import-bucket":
+        print(import_bucket(s3_client(argv[1], argv[2]), argv[2], pathlib.Path(argv[3])))
         return 0
     if len(argv) == 4 and argv[0] == "eip-holder":
         print(elastic_ip_holder(aws_client("ec2", argv[1], argv[2]), argv[3]))
@@ -296,7 +292,7 @@ def main(argv: list[str]) -> int:
             "       python -m lab.aws_api get-object|put-object ENDPOINT REGION BUCKET KEY  (the body: stdout|stdin)\n"
             "       python -m lab.aws_api copy-object ENDPOINT REGION BUCKET KEY TO_BUCKET TO_KEY\n"
             "       python -m lab.aws_api export-bucket ENDPOINT REGION BUCKET DIRECTORY\n"
-            "       python -m lab.aws_api import-bucket ENDPOINT REGION - DIRECTORY  (what export-bucket kept)\n"
+            "       python -m lab.aws_api import-bucket ENDPOINT REGION DIRECTORY  (what export-bucket kept)\n"
             "       python -m lab.aws_api eip-holder ENDPOINT REGION ALLOCATION_ID\n"
             "       python -m lab.aws_api associate ENDPOINT REGION ALLOCATION_ID INSTANCE_ID\n"
             "       python -m lab.aws_api metrics ENDPOINT REGION NAMESPACE\n"

@@ -274,7 +274,7 @@ def import_kept_buckets(plan: LabPlan) -> None:
     """The buckets an earlier lab kept (`down --keep-backups`), in this lab's S3 stand-in as they were: as a
     bucket `pulumi destroy` kept stays in the account, beside the new stack's own."""
     for kept in kept_buckets():
-        result = aws_api(plan, "import-bucket", "-", str(kept), timeout=600)
+        result = aws_api(plan, "import-bucket", str(kept), timeout=600)
         if result.returncode != 0:
             raise LabError(f"importing the kept bucket {kept.name} failed:\n{result.stderr}")
         print(f"  {result.stdout.strip()}")
